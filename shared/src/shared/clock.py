@@ -1,0 +1,32 @@
+"""Injected time: every expiry, rotation and grace window asks a Clock, never the OS directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Something that tells the current time as an aware UTC datetime."""
+
+    def now(self) -> dt.datetime: ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+
+class FrozenClock:
+    """A clock that only moves when told to; for tests of expiry without sleeping."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self._now = start or dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += dt.timedelta(seconds=seconds)

@@ -1,0 +1,1 @@
+"""Encryption at rest (AES-GCM keyring) and opaque token generation."""

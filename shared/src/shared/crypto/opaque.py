@@ -1,0 +1,16 @@
+"""Opaque bearer values (refresh tokens, codes, states): 256 random bits, stored only as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+
+def new_opaque_token() -> str:
+    """32 random bytes, base64url without padding (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    """The SHA-256 digest that is stored in place of the token (SECURITY.md 12)."""
+    return hashlib.sha256(token.encode()).digest()

@@ -1,0 +1,1 @@
+"""Database plumbing: engine factory, declarative base, portable column types."""

@@ -1,0 +1,53 @@
+"""Applying the Alembic migrations programmatically (``broker migrate``, tests, ``make run``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+def migrations_dir() -> Path:
+    """The ``migrations/`` folder: packaged beside ``shared`` in a wheel, else the repo's."""
+    here = Path(__file__).resolve()
+    packaged = here.parent.parent / "_migrations"
+    if (packaged / "env.py").exists():
+        return packaged
+    for parent in here.parents:
+        candidate = parent / "migrations"
+        if (candidate / "env.py").exists():
+            return candidate
+    raise FileNotFoundError("the migrations folder could not be found")
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def upgrade_to_head(database_url: str) -> None:
+    """Run ``alembic upgrade head`` (blocking; call from a thread inside an event loop)."""
+    command.upgrade(alembic_config(database_url), "head")
+
+
+async def upgrade_to_head_async(database_url: str) -> None:
+    await asyncio.to_thread(upgrade_to_head, database_url)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("unused")).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at (None before the first migration)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )

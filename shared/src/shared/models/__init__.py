@@ -1,0 +1,23 @@
+"""SQLAlchemy models, one table per module; importing this package registers them all."""
+
+from shared.models.audit_action import AuditAction
+from shared.models.auth_session import AuthSession
+from shared.models.authorization_code import AuthorizationCode
+from shared.models.login_state import LoginState
+from shared.models.oauth2_profile import OAuth2Profile
+from shared.models.oauth2_token import OAuth2Token
+from shared.models.refresh_token import RefreshToken
+from shared.models.signing_key import SigningKey
+from shared.models.user import User
+
+__all__ = [
+    "AuditAction",
+    "AuthSession",
+    "AuthorizationCode",
+    "LoginState",
+    "OAuth2Profile",
+    "OAuth2Token",
+    "RefreshToken",
+    "SigningKey",
+    "User",
+]

@@ -1,0 +1,46 @@
+"""``oauth2_tokens``: the upstream tokens of one profile link, encrypted at rest (AES-GCM)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, LargeBinary, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base
+from shared.db.types import UTCDateTime
+
+LINK_STATES = ("ok", "refresh_failing", "needs_reauth", "revoked")
+
+
+class OAuth2Token(Base):
+    __tablename__ = "oauth2_tokens"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('ok', 'refresh_failing', 'needs_reauth', 'revoked')", name="state"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("oauth2_profiles.id", ondelete="CASCADE"), unique=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(64), index=True)
+    # Ciphertexts from shared.crypto.keyring; associated data "oauth2_tokens:{id}:{column}".
+    access_token_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    refresh_token_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    id_token_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    token_type: Mapped[str | None] = mapped_column(String(32))
+    scope: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    refresh_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(20), default="ok", index=True)
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    last_refreshed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

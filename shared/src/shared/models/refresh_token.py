@@ -1,0 +1,26 @@
+"""``refresh_tokens``: SHA-256 hashes of the opaque refresh tokens of a session, one per rotation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import ForeignKey, LargeBinary, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base
+from shared.db.types import UTCDateTime
+
+
+class RefreshToken(Base):
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("auth_sessions.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    # Set when the token is exchanged for its successor; presenting it again is reuse.
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,28 @@
+"""``users``: one broker identity, linked to one or more upstream profiles."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import Boolean, CheckConstraint, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base
+from shared.db.types import UTCDateTime
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("status IN ('active', 'disabled')", name="status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    picture: Mapped[str | None] = mapped_column(String(2048))
+    preferred_username: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)

@@ -1,0 +1,358 @@
+"""The typed settings object: built once at startup from the environment and the YAML file.
+
+``load_settings(environ)`` is the only place that reads the environment or the config file. Tests
+build settings with ``make_settings(**overrides)``. Invalid configuration raises ``ConfigError``
+with a message that names the offending setting, so startup fails before the first request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from shared.config_file import ConfigError, read_config_file
+from shared.crypto.keyring import Keyring, KeyringError
+
+__all__ = [
+    "ClientConfig",
+    "ConfigError",
+    "DevProviderConfig",
+    "OIDCProviderConfig",
+    "ProviderConfig",
+    "Settings",
+    "is_loopback_url",
+    "load_settings",
+    "make_settings",
+]
+
+_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+SigningAlg = Literal["ES256", "RS256"]
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is 127.0.0.0/8, ::1 or ``localhost``."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(value: str, field: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{field} must be an absolute http(s) URL")
+    if parts.scheme == "http" and not is_loopback_url(value):
+        raise ValueError(f"{field} must use https unless it is a loopback address")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ProviderBase(_Strict):
+    id: Annotated[str, Field(pattern=_ID)]
+    display_name: str | None = None
+    disabled: bool = False
+    link_by_email: bool = False
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.id
+
+
+class OIDCProviderConfig(_ProviderBase):
+    """Any OpenID Connect issuer, configured through discovery."""
+
+    type: Literal["oidc"]
+    issuer: str
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: SecretStr | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    token_endpoint_auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "none"] | None
+    ) = None
+    discovery_ttl: Annotated[int, Field(ge=0)] = 3600
+    timeout: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return _check_url(value, "issuer")
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value:
+            raise ValueError("scopes must include openid")
+        return value
+
+
+class DevProviderConfig(_ProviderBase):
+    """A local form: type an email and a name, get signed in. Loopback issuers only."""
+
+    type: Literal["dev"]
+
+
+ProviderConfig = Annotated[OIDCProviderConfig | DevProviderConfig, Field(discriminator="type")]
+
+
+class ClientConfig(_Strict):
+    """A relying party registered with the broker."""
+
+    id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._~-]+$")]
+    name: str | None = None
+    secret: SecretStr | None = None
+    redirect_uris: Annotated[tuple[str, ...], Field(min_length=1)]
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    audience: tuple[str, ...] | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile", "offline_access")
+    id_token_signed_response_alg: SigningAlg = "ES256"
+
+    @property
+    def is_public(self) -> bool:
+        return self.secret is None
+
+    @field_validator("redirect_uris", "post_logout_redirect_uris")
+    @classmethod
+    def _absolute_uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in value:
+            parts = urlsplit(uri)
+            if not parts.scheme or (parts.scheme in ("http", "https") and not parts.netloc):
+                raise ValueError(f"{uri!r} is not an absolute URI")
+            if parts.fragment:
+                raise ValueError(f"{uri!r} must not contain a fragment (RFC 6749 §3.1.2)")
+        return value
+
+
+def _default_providers() -> list[dict[str, Any]]:
+    return [{"id": "dev", "type": "dev", "display_name": "Development login"}]
+
+
+def _default_clients() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": "dev",
+            "name": "Development client",
+            "redirect_uris": ["http://127.0.0.1:3000/callback", "http://localhost:3000/callback"],
+            "post_logout_redirect_uris": ["http://127.0.0.1:3000/"],
+        }
+    ]
+
+
+class Settings(_Strict):
+    """Everything the broker and the worker need to know, validated once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    issuer: str = "http://127.0.0.1:8000"
+    database_url: str = "sqlite+aiosqlite:///./var/broker.db"
+    redis_url: str | None = None
+    keyring: Keyring
+    providers: tuple[ProviderConfig, ...] = Field(
+        default_factory=lambda: tuple(_default_providers()), validate_default=True
+    )
+    clients: tuple[ClientConfig, ...] = Field(
+        default_factory=lambda: tuple(_default_clients()), validate_default=True
+    )
+    admins: tuple[str, ...] = ()
+    access_token_audience: str | None = None
+    signing_alg: SigningAlg = "ES256"
+    access_token_ttl: Annotated[int, Field(gt=0, le=86400)] = 900
+    id_token_ttl: Annotated[int, Field(gt=0, le=86400)] = 3600
+    refresh_token_ttl: Annotated[int, Field(gt=0)] = 30 * 86400
+    code_ttl: Annotated[int, Field(gt=0, le=600)] = 60
+    login_ttl: Annotated[int, Field(gt=0, le=3600)] = 600
+    jwks_max_age: Annotated[int, Field(ge=0)] = 600
+    allow_private_network_fetch: bool = False
+    insecure_dev: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    var_dir: Path = Path("var")
+    keyring_is_generated: bool = False
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        _check_url(value, "issuer")
+        if value.endswith("/"):
+            raise ValueError("issuer must not end with '/'")
+        if urlsplit(value).query or urlsplit(value).fragment:
+            raise ValueError("issuer must not contain a query or fragment")
+        return value
+
+    @field_validator("keyring", mode="before")
+    @classmethod
+    def _keyring(cls, value: Any) -> Keyring:
+        if isinstance(value, Keyring):
+            return value
+        if isinstance(value, str):
+            try:
+                return Keyring.parse(value)
+            except KeyringError as exc:
+                raise ValueError(str(exc)) from exc
+        raise ValueError("expected kid:base64url-key[,kid:key...]")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        seen: set[str] = set()
+        for provider in self.providers:
+            if provider.id in seen:
+                raise ValueError(f"providers: id {provider.id!r} appears twice")
+            seen.add(provider.id)
+            if (
+                provider.type == "dev"
+                and not is_loopback_url(self.issuer)
+                and not self.insecure_dev
+            ):
+                raise ValueError(
+                    f"providers: the dev provider {provider.id!r} is refused because the issuer "
+                    "is not a loopback URL (set BROKER_INSECURE_DEV=1 to override)"
+                )
+        if not self.providers:
+            raise ValueError("providers: at least one provider is required")
+        client_ids = [client.id for client in self.clients]
+        if len(set(client_ids)) != len(client_ids):
+            raise ValueError("clients: client ids must be unique")
+        if self.keyring_is_generated and not is_loopback_url(self.issuer):
+            raise ValueError(
+                "BROKER_ENCRYPTION_KEYS must be set when the issuer is not a loopback URL"
+            )
+        return self
+
+    @property
+    def audience(self) -> str:
+        """The broker-wide default ``aud`` of access tokens (a resource, never a client id)."""
+        return self.access_token_audience or self.issuer
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_url(self.issuer)
+
+    def client(self, client_id: str) -> ClientConfig | None:
+        for client in self.clients:
+            if client.id == client_id:
+                return client
+        return None
+
+    def provider(self, provider_id: str) -> ProviderConfig | None:
+        for provider in self.providers:
+            if provider.id == provider_id:
+                return provider
+        return None
+
+
+# Environment variable -> settings field. Everything else comes from the YAML file.
+_ENV_FIELDS = {
+    "BROKER_ISSUER": "issuer",
+    "BROKER_DATABASE_URL": "database_url",
+    "BROKER_REDIS_URL": "redis_url",
+    "BROKER_ENCRYPTION_KEYS": "keyring",
+    "BROKER_ACCESS_TOKEN_AUDIENCE": "access_token_audience",
+    "BROKER_SIGNING_ALG": "signing_alg",
+    "BROKER_ACCESS_TOKEN_TTL": "access_token_ttl",
+    "BROKER_ID_TOKEN_TTL": "id_token_ttl",
+    "BROKER_REFRESH_TOKEN_TTL": "refresh_token_ttl",
+    "BROKER_CODE_TTL": "code_ttl",
+    "BROKER_JWKS_MAX_AGE": "jwks_max_age",
+    "BROKER_ALLOW_PRIVATE_NETWORK_FETCH": "allow_private_network_fetch",
+    "BROKER_INSECURE_DEV": "insecure_dev",
+    "BROKER_LOG_LEVEL": "log_level",
+    "BROKER_LOG_FORMAT": "log_format",
+    "BROKER_VAR_DIR": "var_dir",
+}
+_FIELD_TO_ENV = {field: env for env, field in _ENV_FIELDS.items()}
+_YAML_FIELDS = {"issuer", "providers", "clients", "admins"}
+DEV_KEYRING_FILE = "dev-encryption-keys"
+
+
+def _describe(error: dict[str, Any], from_env: set[str]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    # Pydantic puts the discriminator tag into the location of union members; drop it.
+    loc = [part for part in loc if part not in ("oidc", "dev")]
+    if loc and loc[0] in from_env:
+        name = _FIELD_TO_ENV[loc[0]]
+    elif loc:
+        name = loc[0]
+        for part in loc[1:]:
+            name += f"[{part}]" if part.isdigit() else f".{part}"
+    else:
+        name = "configuration"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{name}: {message}"
+
+
+def build_settings(data: dict[str, Any], from_env: set[str] | None = None) -> Settings:
+    """Validate a dict of settings, turning pydantic's errors into one ``ConfigError``."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(dict(err), from_env or set()) for err in exc.errors())
+        raise ConfigError(problems) from None
+
+
+def _dev_keyring(var_dir: Path) -> str:
+    """Load, or create on first run, the development keyring under ``var/`` (never production)."""
+    path = var_dir / DEV_KEYRING_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    spec = Keyring.generate("dev1").serialize()
+    path.write_text(spec + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return spec
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build the settings from ``BROKER_*`` variables and the YAML file named by BROKER_CONFIG."""
+    data: dict[str, Any] = {}
+    from_env: set[str] = set()
+    for env_name, field in _ENV_FIELDS.items():
+        value = environ.get(env_name)
+        if value is not None and value != "":
+            if field in ("allow_private_network_fetch", "insecure_dev"):
+                data[field] = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                data[field] = value
+            from_env.add(field)
+    config_path = environ.get("BROKER_CONFIG")
+    if config_path:
+        document = read_config_file(config_path, environ)
+        unknown = sorted(set(document) - _YAML_FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"BROKER_CONFIG: unknown top-level key {unknown[0]!r} "
+                f"(expected {', '.join(sorted(_YAML_FIELDS))})"
+            )
+        for key, value in document.items():
+            data[key] = value
+            from_env.discard(key)
+    if "keyring" not in data:
+        # No keyring configured: only acceptable on a loopback issuer (checked by Settings).
+        data["keyring"] = _dev_keyring(Path(data.get("var_dir", "var")))
+        data["keyring_is_generated"] = True
+    return build_settings(data, from_env)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: the embedded default with an in-memory keyring, plus overrides."""
+    data: dict[str, Any] = {"keyring": Keyring.generate(), "database_url": "sqlite+aiosqlite://"}
+    data.update(overrides)
+    return build_settings(data)
+

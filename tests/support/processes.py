@@ -1,0 +1,105 @@
+"""Start real server processes for tests and wait until they answer over HTTP.
+
+``run_process`` runs a command with its output captured in a temporary log file, polls a
+readiness URL, and stops the process (SIGTERM, then SIGKILL) when the ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+_LOG_TAIL_CHARS = 3000
+_STOP_GRACE_SECONDS = 5.0
+_POLL_INTERVAL_SECONDS = 0.05
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class RunningProcess:
+    """A process started by :func:`run_process`."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def read_log(self) -> str:
+        """Return everything the process wrote to stdout and stderr so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process``, kill it if it ignores SIGTERM, and reap it."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=_STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _answers(url: str) -> bool:
+    """Tell whether ``url`` answers with a status below 500."""
+    try:
+        return httpx.get(url, timeout=1.0).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def run_process(
+    args: list[str],
+    *,
+    ready_url: str,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float = 30.0,
+) -> Iterator[RunningProcess]:
+    """Run ``args`` until the ``with`` block ends, once ``ready_url`` answers.
+
+    ``env`` holds variables layered over the current environment. Standard output and
+    error go to a temporary log file, which is kept after the process stops so that a
+    failing test can still read it. Raises ``RuntimeError`` with the end of the log if the
+    process exits or ``timeout`` seconds pass before ``ready_url`` answers with a status
+    below 500.
+    """
+    fd, log_name = tempfile.mkstemp(prefix="test-process-", suffix=".log")
+    log_path = Path(log_name)
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with os.fdopen(fd, "wb") as log_file:
+        process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, env=environment, cwd=cwd
+        )
+    running = RunningProcess(process=process, log_path=log_path)
+    try:
+        deadline = time.monotonic() + timeout
+        while not _answers(ready_url):
+            if process.poll() is not None:
+                problem = f"exited with status {process.returncode}"
+            elif time.monotonic() >= deadline:
+                problem = f"did not answer {ready_url} within {timeout:g} s"
+            else:
+                time.sleep(_POLL_INTERVAL_SECONDS)
+                continue
+            tail = running.read_log()[-_LOG_TAIL_CHARS:]
+            raise RuntimeError(f"process {args!r} {problem}; log {log_path}:\n{tail}")
+        yield running
+    finally:
+        _stop(process)
