@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
@@ -43,14 +43,14 @@ def issuer() -> Iterator[str]:
 
 
 @pytest.fixture
-def http(issuer: str) -> Iterator[httpx.Client]:
+def http(issuer: str) -> Iterator[httpx2.Client]:
     """An HTTP client bound to the provider, with the provider reset to its defaults."""
-    with httpx.Client(base_url=issuer, follow_redirects=False, timeout=5.0) as client:
+    with httpx2.Client(base_url=issuer, follow_redirects=False, timeout=5.0) as client:
         client.post("/_control/reset").raise_for_status()
         yield client
 
 
-def _authorize(http: httpx.Client, *, nonce: str = "n-0S6_WzA2Mj") -> dict[str, Any]:
+def _authorize(http: httpx2.Client, *, nonce: str = "n-0S6_WzA2Mj") -> dict[str, Any]:
     """Run the front-channel part of a code flow; return the callback parameters."""
     verifier = secrets.token_urlsafe(48)
     state = secrets.token_urlsafe(16)
@@ -76,7 +76,7 @@ def _authorize(http: httpx.Client, *, nonce: str = "n-0S6_WzA2Mj") -> dict[str, 
     return {**params, "verifier": verifier, "nonce": nonce}
 
 
-def _exchange(http: httpx.Client, callback: dict[str, Any]) -> httpx.Response:
+def _exchange(http: httpx2.Client, callback: dict[str, Any]) -> httpx2.Response:
     """Redeem the code with client_secret_basic."""
     return http.post(
         "/token",
@@ -90,7 +90,7 @@ def _exchange(http: httpx.Client, callback: dict[str, Any]) -> httpx.Response:
     )
 
 
-def _keys(http: httpx.Client) -> KeySet:
+def _keys(http: httpx2.Client) -> KeySet:
     jwks = http.get("/jwks").json()
     for key in jwks["keys"]:
         assert key["use"] == "sig" and key["alg"] == "RS256" and key["kid"]
@@ -98,7 +98,7 @@ def _keys(http: httpx.Client) -> KeySet:
     return KeySet.import_key_set(jwks)
 
 
-def test_discovery_describes_the_provider(http: httpx.Client, issuer: str) -> None:
+def test_discovery_describes_the_provider(http: httpx2.Client, issuer: str) -> None:
     metadata = http.get("/.well-known/openid-configuration").json()
     assert metadata["issuer"] == issuer
     for name in ("authorization", "token", "userinfo", "revocation"):
@@ -117,7 +117,7 @@ def test_discovery_describes_the_provider(http: httpx.Client, issuer: str) -> No
     assert http.get("/.well-known/openid-configuration").json()["issuer"] == "https://evil.example"
 
 
-def test_code_flow_issues_verifiable_tokens(http: httpx.Client, issuer: str) -> None:
+def test_code_flow_issues_verifiable_tokens(http: httpx2.Client, issuer: str) -> None:
     callback = _authorize(http)
     response = _exchange(http, callback)
     assert response.status_code == 200, response.text
@@ -144,7 +144,7 @@ def test_code_flow_issues_verifiable_tokens(http: httpx.Client, issuer: str) -> 
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
 
 
-def test_token_endpoint_rejects_bad_client_and_bad_verifier(http: httpx.Client) -> None:
+def test_token_endpoint_rejects_bad_client_and_bad_verifier(http: httpx2.Client) -> None:
     callback = _authorize(http)
     wrong_secret = http.post(
         "/token",
@@ -169,7 +169,7 @@ def test_token_endpoint_rejects_bad_client_and_bad_verifier(http: httpx.Client) 
     assert parse_qs(urlsplit(no_pkce.headers["location"]).query)["error"] == ["invalid_request"]
 
 
-def test_refresh_rotates_and_userinfo_answers(http: httpx.Client) -> None:
+def test_refresh_rotates_and_userinfo_answers(http: httpx2.Client) -> None:
     http.post("/_control/user", json={"sub": "bob-sub", "email": "bob@example.com"})
     tokens = _exchange(http, _authorize(http)).json()
 
@@ -197,7 +197,7 @@ def test_refresh_rotates_and_userinfo_answers(http: httpx.Client) -> None:
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
 
 
-def test_wrong_aud_is_one_shot(http: httpx.Client) -> None:
+def test_wrong_aud_is_one_shot(http: httpx2.Client) -> None:
     http.post("/_control/misbehave", json={"mode": "wrong_aud"}).raise_for_status()
     first = jwt.decode(_exchange(http, _authorize(http)).json()["id_token"], _keys(http))
     assert CLIENT_ID not in first.claims["aud"]
@@ -205,7 +205,7 @@ def test_wrong_aud_is_one_shot(http: httpx.Client) -> None:
     assert second.claims["aud"] == [CLIENT_ID]
 
 
-def test_signature_misbehaviours(http: httpx.Client) -> None:
+def test_signature_misbehaviours(http: httpx2.Client) -> None:
     http.post("/_control/misbehave", json={"mode": "bad_signature"})
     forged = _exchange(http, _authorize(http)).json()["id_token"]
     with pytest.raises(BadSignatureError):
@@ -220,7 +220,7 @@ def test_signature_misbehaviours(http: httpx.Client) -> None:
     assert unsigned.endswith(".")
 
 
-def test_deny_and_token_errors(http: httpx.Client) -> None:
+def test_deny_and_token_errors(http: httpx2.Client) -> None:
     http.post("/_control/misbehave", json={"mode": "deny"})
     denied = http.get(
         "/authorize",
@@ -241,7 +241,7 @@ def test_deny_and_token_errors(http: httpx.Client) -> None:
     assert _exchange(http, _authorize(http)).status_code == 500
 
 
-def test_control_records_token_requests(http: httpx.Client) -> None:
+def test_control_records_token_requests(http: httpx2.Client) -> None:
     assert http.get("/_control/requests").json() == []
     callback = _authorize(http)
     assert http.get("/_control/requests").json() == []

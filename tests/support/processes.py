@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 
 _LOG_TAIL_CHARS = 3000
 _STOP_GRACE_SECONDS = 5.0
@@ -58,8 +58,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def _answers(url: str) -> bool:
     """Tell whether ``url`` answers with a status below 500."""
     try:
-        return httpx.get(url, timeout=1.0).status_code < 500
-    except httpx.HTTPError:
+        return httpx2.get(url, timeout=1.0).status_code < 500
+    except httpx2.HTTPError:
         return False
 
 

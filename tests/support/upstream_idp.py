@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from joserfc import jwt
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, KeyParameters, RSAKey
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -202,10 +202,10 @@ def _left_half_hash(value: str, alg: str) -> str:
 
 def _generate_key(alg: str, kid: str) -> SigningKey:
     """Generate a private signing key usable with ``alg``."""
-    parameters: dict[str, Any] = {"kid": kid, "alg": alg, "use": "sig"}
+    parameters: KeyParameters = {"kid": kid, "alg": alg, "use": "sig"}
     if alg in _RSA_ALGORITHMS:
-        return RSAKey.generate_key(2048, parameters=parameters)  # type: ignore[arg-type]
-    return ECKey.generate_key(_EC_CURVES[alg], parameters=parameters)  # type: ignore[arg-type]
+        return RSAKey.generate_key(2048, parameters=parameters)
+    return ECKey.generate_key(_EC_CURVES[alg], parameters=parameters)
 
 
 def _unsigned_jwt(header: dict[str, Any], claims: dict[str, Any]) -> str:

@@ -355,4 +355,3 @@ def make_settings(**overrides: Any) -> Settings:
     data: dict[str, Any] = {"keyring": Keyring.generate(), "database_url": "sqlite+aiosqlite://"}
     data.update(overrides)
     return build_settings(data)
-

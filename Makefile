@@ -1,0 +1,62 @@
+# Entry points for newcomers and CI. `make run` needs only Python 3.11+ on the PATH.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+RUN := $(UV) run --frozen --no-sync
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help env run migrate test test-unit test-integration test-e2e lint bench worker clean
+
+help:
+	@echo "make run      start the broker on http://127.0.0.1:8000 (SQLite, dev provider)"
+	@echo "make test     lint, then the whole test suite (PostgreSQL + Redis needed, see README)"
+	@echo "make lint     ruff, mypy and the import contract"
+	@echo "make migrate  apply database migrations"
+	@echo "make bench    benchmark JWKS, discovery and the refresh grant against baselines"
+	@echo "make worker   start a sync-worker (needs BROKER_REDIS_URL)"
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet "uv>=0.5"
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml services/broker/pyproject.toml services/sync-worker/pyproject.toml
+	$(UV) sync --frozen --python $(VENV)/bin/python
+	@touch $@
+
+env: $(VENV)/.synced
+
+run: env
+	$(RUN) broker serve --migrate
+
+migrate: env
+	$(RUN) broker migrate
+
+worker: env
+	$(RUN) sync-worker
+
+lint: env
+	$(RUN) ruff check shared services migrations tests bench
+	$(RUN) ruff format --check shared services migrations tests bench
+	$(RUN) mypy shared/src services/broker/src services/sync-worker/src
+	$(RUN) lint-imports
+
+test: env lint
+	$(RUN) pytest -q
+
+test-unit: env
+	$(RUN) pytest -q tests/unit
+
+test-integration: env
+	$(RUN) pytest -q tests/integration
+
+test-e2e: env
+	$(RUN) pytest -q tests/e2e
+
+bench: env
+	$(RUN) python -m bench.run
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

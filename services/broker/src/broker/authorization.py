@@ -1,0 +1,175 @@
+"""``/authorize`` request validation, as a list of small named checks (OIDC Core §3.1.2.1).
+
+Order matters (RFC 6749 §4.1.2.1): the client and its redirect URI are validated first, and
+until both are known good every error is a page, never a redirect (no open redirect).
+After that, errors are redirected to the client with ``state`` and ``iss`` (RFC 9207).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from shared.settings import ClientConfig, Settings
+
+from broker.errors import (
+    InvalidRequest,
+    InvalidScope,
+    LoginRequired,
+    OAuthError,
+    RequestNotSupported,
+    RequestUriNotSupported,
+    UnsupportedResponseType,
+)
+
+_PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+MAX_PARAM_LENGTH = 2048
+
+
+class ClientRejected(Exception):
+    """Unknown client or unregistered redirect URI: answered with an error page."""
+
+    def __init__(self, title: str, description: str) -> None:
+        super().__init__(description)
+        self.title = title
+        self.description = description
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    client: ClientConfig
+    redirect_uri: str
+    scope: str
+    state: str | None
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    provider: str | None
+
+
+def single_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """RFC 6749 §3.1: parameters must not be repeated; over-long values are refused."""
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise InvalidRequest(f"parameter {name} is repeated")
+        if len(value) > MAX_PARAM_LENGTH:
+            raise InvalidRequest(f"parameter {name} is too long")
+        params[name] = value
+    return params
+
+
+def validate_client(settings: Settings, params: Mapping[str, str]) -> tuple[ClientConfig, str]:
+    """SECURITY.md 1: the client must exist and the redirect URI match a registered one exactly."""
+    client_id = params.get("client_id")
+    if not client_id:
+        raise ClientRejected("Invalid request", "The request has no client_id.")
+    client = settings.client(client_id)
+    if client is None:
+        raise ClientRejected("Unknown application", "This application is not registered.")
+    redirect_uri = params.get("redirect_uri")
+    if redirect_uri is None:  # OIDC Core §3.1.2.1: required
+        raise ClientRejected("Invalid request", "The request has no redirect_uri.")
+    if redirect_uri not in client.redirect_uris:  # exact string match, RFC 9700 §2.1
+        raise ClientRejected(
+            "Invalid redirect URI", "The redirect URI is not registered for this application."
+        )
+    return client, redirect_uri
+
+
+def _check_response_type(params: Mapping[str, str]) -> None:
+    response_type = params.get("response_type")
+    if not response_type:
+        raise InvalidRequest("response_type is required")
+    if response_type != "code":
+        raise UnsupportedResponseType(
+            "only the authorization code flow (response_type=code) is supported"
+        )
+
+
+def _check_unsupported(params: Mapping[str, str]) -> None:
+    if "request" in params:
+        raise RequestNotSupported("request objects are not supported")
+    if "request_uri" in params:
+        raise RequestUriNotSupported("request_uri is not supported")
+    response_mode = params.get("response_mode")
+    if response_mode not in (None, "query"):
+        raise InvalidRequest("only response_mode=query is supported")
+
+
+def _check_prompt(params: Mapping[str, str]) -> None:
+    prompts = set(params.get("prompt", "").split())
+    if "none" in prompts:
+        if len(prompts) > 1:
+            raise InvalidRequest("prompt=none cannot be combined with other values")
+        # Every login goes through the upstream; there is no silent broker session to reuse.
+        raise LoginRequired("the user must sign in")
+
+
+def _granted_scope(client: ClientConfig, params: Mapping[str, str]) -> str:
+    requested = params.get("scope", "").split()
+    if "openid" not in requested:
+        raise InvalidScope("the openid scope is required")
+    granted = [scope for scope in dict.fromkeys(requested) if scope in client.scopes]
+    return " ".join(granted)
+
+
+def _check_pkce(client: ClientConfig, params: Mapping[str, str]) -> tuple[str | None, str | None]:
+    challenge = params.get("code_challenge")
+    method = params.get("code_challenge_method")
+    if challenge is None:
+        if method is not None:
+            raise InvalidRequest("code_challenge_method without code_challenge")
+        if client.is_public:
+            # RFC 9700 §2.1.1: public clients must use PKCE.
+            raise InvalidRequest("public clients must send a PKCE code_challenge (S256)")
+        return None, None
+    if method != "S256":
+        # `plain` (and the RFC 7636 default when the method is omitted) is refused.
+        raise InvalidRequest("code_challenge_method must be S256")
+    if not _PKCE_CHALLENGE.match(challenge):
+        raise InvalidRequest("code_challenge is malformed")
+    return challenge, method
+
+
+def validate_authorization_request(
+    settings: Settings, client: ClientConfig, redirect_uri: str, params: Mapping[str, str]
+) -> AuthorizationRequest:
+    """Run the checks after the client is known; raises ``OAuthError`` to redirect back."""
+    _check_response_type(params)
+    _check_unsupported(params)
+    _check_prompt(params)
+    scope = _granted_scope(client, params)
+    challenge, method = _check_pkce(client, params)
+    return AuthorizationRequest(
+        client=client,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        state=params.get("state"),
+        nonce=params.get("nonce"),
+        code_challenge=challenge,
+        code_challenge_method=method,
+        provider=params.get("provider"),
+    )
+
+
+def redirect_with(redirect_uri: str, params: Mapping[str, str | None]) -> str:
+    """Append response parameters to the client's redirect URI, keeping its own query."""
+    parts = urlsplit(redirect_uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.extend((k, v) for k, v in params.items() if v is not None)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def error_redirect(issuer: str, redirect_uri: str, error: OAuthError, state: str | None) -> str:
+    return redirect_with(
+        redirect_uri,
+        {
+            "error": error.error,
+            "error_description": error.description,
+            "state": state,
+            "iss": issuer,
+        },
+    )

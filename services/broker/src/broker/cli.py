@@ -1,0 +1,95 @@
+"""``broker``: serve, migrate (and, in later commands, key management)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import structlog
+from shared.config_file import ConfigError
+from shared.db.migrate import upgrade_to_head
+from shared.logging import configure_logging
+from shared.settings import Settings, load_settings
+
+log = structlog.get_logger("broker.cli")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"broker: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _warn_about_development_settings(settings: Settings) -> None:
+    if settings.keyring_is_generated:
+        log.warning(
+            "config.development_keyring",
+            detail=f"BROKER_ENCRYPTION_KEYS is unset; using the development keyring under "
+            f"{settings.var_dir}/ (never do this in production)",
+        )
+    for provider in settings.providers:
+        if provider.type == "dev" and not provider.disabled:
+            log.warning(
+                "config.dev_provider_enabled",
+                provider=provider.id,
+                detail="anyone can sign in as any email through this provider",
+            )
+
+
+def migrate(settings: Settings) -> None:
+    if settings.database_url.startswith("sqlite"):
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.database_url)
+    log.info("database.migrated")
+
+
+def serve(settings: Settings, host: str, port: int, migrate_first: bool) -> None:
+    import uvicorn
+    from shared.runtime import build_runtime
+
+    from broker.app import create_app
+
+    if migrate_first:
+        migrate(settings)
+    _warn_about_development_settings(settings)
+    app = create_app(build_runtime(settings))
+    print(
+        f"\n  OIDC broker on {settings.issuer}\n"
+        f"  discovery: {settings.issuer}/.well-known/openid-configuration\n"
+        f"  JWKS:      {settings.issuer}/.well-known/jwks.json\n"
+        f"  README.md shows how to get a token pair with the dev provider.\n",
+        file=sys.stderr,
+    )
+    # access_log off: uvicorn would log query strings, which carry codes and states.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="broker", description="OIDC identity broker")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the HTTP server")
+    serve_cmd.add_argument("--host", default=os.environ.get("BROKER_HOST", "127.0.0.1"))
+    serve_cmd.add_argument("--port", type=int, default=int(os.environ.get("BROKER_PORT", "8000")))
+    serve_cmd.add_argument("--migrate", action="store_true", help="apply migrations first")
+    commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    args = parser.parse_args(argv)
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "migrate":
+        migrate(settings)
+    elif args.command == "serve":
+        serve(settings, args.host, args.port, args.migrate)
+    asyncio.get_event_loop_policy()  # keep the import used for future async subcommands

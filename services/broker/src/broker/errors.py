@@ -1,0 +1,136 @@
+"""OAuth 2.0 / OIDC errors: one class per RFC error code, rendered as JSON by one handler.
+
+OAuthError                      {"error": code, "error_description": ...}
+├── InvalidRequest              400  RFC 6749 §5.2
+├── InvalidClient               401  RFC 6749 §5.2 (+ WWW-Authenticate for HTTP Basic)
+├── InvalidGrant                400
+├── UnauthorizedClient          400
+├── UnsupportedGrantType        400
+├── InvalidScope                400
+├── UnsupportedResponseType     400  RFC 6749 §4.1.2.1 (authorization endpoint)
+├── AccessDenied                403
+├── LoginRequired               400  OIDC Core §3.1.2.6
+├── RequestNotSupported         400  OIDC Core §3.1.2.6
+├── RequestUriNotSupported      400
+├── ServerError                 500  (only for failures that are ours, never bad input)
+├── TemporarilyUnavailable      503
+├── InvalidToken                401  RFC 6750 §3.1 (+ WWW-Authenticate: Bearer)
+├── InsufficientScope           403  RFC 6750 §3.1
+└── NotFound                    404  (first-party API)
+"""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(Exception):
+    error = "invalid_request"
+    status_code = 400
+
+    def __init__(self, description: str | None = None) -> None:
+        super().__init__(description or self.error)
+        self.description = description
+
+    def headers(self) -> dict[str, str]:
+        return dict(NO_STORE)
+
+    def body(self) -> dict[str, str]:
+        body = {"error": self.error}
+        if self.description:
+            body["error_description"] = self.description
+        return body
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers())
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    error = "invalid_client"
+    status_code = 401
+
+    def __init__(self, description: str | None = None, *, basic: bool = True) -> None:
+        super().__init__(description)
+        self.basic = basic
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        # RFC 6749 §5.2: a 401 for client authentication names the scheme the client may use.
+        headers["WWW-Authenticate"] = 'Basic realm="oidc-broker", charset="UTF-8"'
+        return headers
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+
+
+class UnsupportedResponseType(OAuthError):
+    error = "unsupported_response_type"
+
+
+class AccessDenied(OAuthError):
+    error = "access_denied"
+    status_code = 403
+
+
+class LoginRequired(OAuthError):
+    error = "login_required"
+
+
+class RequestNotSupported(OAuthError):
+    error = "request_not_supported"
+
+
+class RequestUriNotSupported(OAuthError):
+    error = "request_uri_not_supported"
+
+
+class ServerError(OAuthError):
+    error = "server_error"
+    status_code = 500
+
+
+class TemporarilyUnavailable(OAuthError):
+    error = "temporarily_unavailable"
+    status_code = 503
+
+
+class InvalidToken(OAuthError):
+    error = "invalid_token"
+    status_code = 401
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        value = 'Bearer realm="oidc-broker", error="invalid_token"'
+        if self.description:
+            value += f', error_description="{self.description}"'
+        headers["WWW-Authenticate"] = value
+        return headers
+
+
+class InsufficientScope(OAuthError):
+    error = "insufficient_scope"
+    status_code = 403
+
+
+class NotFound(OAuthError):
+    error = "not_found"
+    status_code = 404

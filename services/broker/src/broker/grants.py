@@ -1,0 +1,203 @@
+"""The token endpoint's grants: ``authorization_code`` and ``refresh_token``.
+
+Both produce the token *pair* (JWT access token + opaque rotating refresh token) and an ID
+token. ``POST /token`` and ``POST /auth/oauth2/refresh`` share ``refresh_grant``. Database work
+happens first, in one transaction; the JWTs are signed after it commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.audit import record_audit_core
+from shared.auth_sessions import (
+    RotationError,
+    RotationFailure,
+    SessionGrant,
+    create_session,
+    rotate_refresh_token,
+)
+from shared.models import User
+from shared.runtime import Runtime
+from shared.settings import ClientConfig
+from sqlalchemy import select
+
+from broker.codes import attach_session, redeem_code
+from broker.errors import InvalidGrant, InvalidRequest, InvalidScope
+from broker.tokens import UserClaims, mint_access_token, mint_id_token
+
+USERS = User.__table__
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    ip: str | None
+    user_agent: str | None
+
+
+def _user_claims(user_id: str, row: Mapping[str, Any] | None) -> UserClaims:
+    row = row or {}
+    return UserClaims(
+        sub=user_id,
+        email=row.get("email"),
+        email_verified=bool(row.get("email_verified")),
+        name=row.get("display_name"),
+        picture=row.get("picture"),
+        preferred_username=row.get("preferred_username"),
+    )
+
+
+def token_response(
+    runtime: Runtime,
+    client: ClientConfig,
+    grant: SessionGrant,
+    *,
+    nonce: str | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """Sign the JWTs of a granted session and shape the RFC 6749 §5.1 response."""
+    settings = runtime.settings
+    keys = runtime.keys.snapshot
+    subject = str(grant.user_id)
+    session_id = str(grant.session_id)
+    access_token = mint_access_token(
+        keys,
+        settings,
+        client=client,
+        subject=subject,
+        session_id=session_id,
+        scope=grant.scope,
+        auth_time=grant.auth_time,
+        now=now,
+    )
+    id_token = mint_id_token(
+        keys,
+        settings,
+        client=client,
+        user=_user_claims(subject, grant.user),
+        session_id=session_id,
+        scope=grant.scope,
+        auth_time=grant.auth_time,
+        now=now,
+        access_token=access_token,
+        nonce=nonce,
+    )
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": settings.access_token_ttl,
+        "refresh_token": grant.refresh_token,
+        "id_token": id_token,
+        "scope": grant.scope,
+    }
+
+
+async def code_grant(
+    runtime: Runtime, client: ClientConfig, params: Mapping[str, str], meta: RequestMeta
+) -> dict[str, Any]:
+    code = params.get("code")
+    if not code:
+        raise InvalidRequest("code is required")
+    now = runtime.clock.now()
+    failure: InvalidGrant | InvalidRequest | None = None
+    grant: SessionGrant | None = None
+    nonce: str | None = None
+    async with runtime.engine.begin() as connection:
+        try:
+            redeemed = await redeem_code(
+                connection,
+                code=code,
+                client_id=client.id,
+                redirect_uri=params.get("redirect_uri"),
+                code_verifier=params.get("code_verifier"),
+                now=now,
+            )
+        except (InvalidGrant, InvalidRequest) as exc:
+            # Commit anyway: the code stays burned and a replay's revocation persists.
+            failure = exc
+        else:
+            user = (
+                await connection.execute(select(USERS).where(USERS.c.id == redeemed.user_id))
+            ).first()
+            if user is None or user.status != "active":
+                failure = InvalidGrant("the user is disabled")
+            else:
+                grant = await create_session(
+                    connection,
+                    user_id=redeemed.user_id,
+                    client_id=client.id,
+                    provider=redeemed.provider,
+                    profile_id=redeemed.profile_id,
+                    scope=redeemed.scope,
+                    auth_time=redeemed.auth_time,
+                    now=now,
+                    refresh_ttl=runtime.settings.refresh_token_ttl,
+                    user_agent=redeemed.user_agent,
+                    ip=redeemed.ip,
+                )
+                grant = SessionGrant(**{**grant.__dict__, "user": dict(user._mapping)})
+                nonce = redeemed.nonce
+                await attach_session(connection, redeemed.code_hash, grant.session_id)
+                await record_audit_core(
+                    connection,
+                    action="token.issued",
+                    actor=f"client:{client.id}",
+                    subject=str(redeemed.user_id),
+                    client_id=client.id,
+                    ip=meta.ip,
+                    data={"sid": str(grant.session_id), "grant_type": "authorization_code"},
+                    now=now,
+                )
+    if failure is not None:
+        raise failure
+    assert grant is not None
+    return token_response(runtime, client, grant, nonce=nonce, now=now)
+
+
+_ROTATION_MESSAGES = {
+    RotationFailure.UNKNOWN: "the refresh token is invalid",
+    RotationFailure.EXPIRED: "the refresh token has expired",
+    RotationFailure.WRONG_CLIENT: "the refresh token is invalid",
+    RotationFailure.REVOKED: "the refresh token has been revoked",
+    RotationFailure.REUSED: "the refresh token was already used; the session is revoked",
+}
+
+
+async def refresh_grant(
+    runtime: Runtime, client: ClientConfig, params: Mapping[str, str], meta: RequestMeta
+) -> dict[str, Any]:
+    presented = params.get("refresh_token")
+    if not presented:
+        raise InvalidRequest("refresh_token is required")
+    requested_scope = params.get("scope")
+    now = runtime.clock.now()
+    failure: RotationError | None = None
+    async with runtime.engine.begin() as connection:
+        try:
+            grant = await rotate_refresh_token(
+                connection,
+                presented=presented,
+                client_id=client.id,
+                now=now,
+                refresh_ttl=runtime.settings.refresh_token_ttl,
+                ip=meta.ip,
+            )
+        except RotationError as exc:
+            failure = exc  # commit: a reuse's family revocation and audit must persist
+        else:
+            if requested_scope is not None:
+                # RFC 6749 §6: a refresh may narrow the scope, never widen it. Raising here
+                # rolls the rotation back, so the presented token stays usable.
+                requested = requested_scope.split()
+                if not requested or not set(requested) <= set(grant.scope.split()):
+                    raise InvalidScope("the requested scope exceeds the granted scope")
+                grant = SessionGrant(**{**grant.__dict__, "scope": " ".join(requested)})
+    if failure is not None:
+        raise InvalidGrant(_ROTATION_MESSAGES[failure.failure])
+    return token_response(runtime, client, grant, nonce=None, now=now)
+
+
+GRANTS = {"authorization_code": code_grant, "refresh_token": refresh_grant}

@@ -1,0 +1,173 @@
+"""Upstream logins in flight: start one (state, nonce, PKCE, browser binding) and finish it.
+
+SECURITY.md 6: the upstream ``state`` is random, single use, short-lived, bound to this browser
+(a cookie) and to the provider it was sent to. A callback with an unknown, used, expired or
+foreign state, or at another provider's callback path, is refused before any token request
+reaches the upstream (mix-up defence, RFC 9700 §4.4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from shared.crypto.opaque import new_opaque_token, token_hash
+from shared.models import LoginState
+from shared.providers.base import LoginStart, Provider
+from shared.runtime import Runtime
+from sqlalchemy import insert, update
+from starlette.responses import Response
+
+from broker.authorization import AuthorizationRequest
+
+LOGIN_STATES = LoginState.__table__
+SECURE_COOKIE = "__Host-broker_login"
+LOOPBACK_COOKIE = "broker_login"
+
+
+def cookie_name(runtime: Runtime) -> str:
+    """``__Host-`` needs ``Secure``, which a plain-http loopback issuer cannot set."""
+    return LOOPBACK_COOKIE if runtime.settings.is_loopback else SECURE_COOKIE
+
+
+def set_login_cookie(response: Response, runtime: Runtime, value: str) -> None:
+    """SECURITY.md 9: opaque, HttpOnly, SameSite=Lax, Secure except on a loopback issuer."""
+    response.set_cookie(
+        cookie_name(runtime),
+        value,
+        max_age=runtime.settings.login_ttl,
+        path="/",
+        secure=not runtime.settings.is_loopback,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def callback_url(runtime: Runtime, provider_id: str) -> str:
+    return f"{runtime.settings.issuer}/auth/oauth2/{provider_id}/callback"
+
+
+def _verifier_aad(login_id: uuid.UUID) -> str:
+    return f"login_states:{login_id}:code_verifier"
+
+
+@dataclass(frozen=True)
+class StartedLogin:
+    upstream_url: str
+    browser_token: str
+
+
+def new_browser_token(existing: str | None) -> str:
+    """Keep a well-formed existing cookie (parallel tabs), else make one."""
+    if (
+        existing
+        and 40 <= len(existing) <= 64
+        and existing.replace("-", "").replace("_", "").isalnum()
+    ):
+        return existing
+    return new_opaque_token()
+
+
+async def start_login(
+    runtime: Runtime,
+    provider: Provider,
+    request: AuthorizationRequest,
+    browser_token: str,
+) -> StartedLogin:
+    """Record the login server-side and build the upstream authorization URL."""
+    now = runtime.clock.now()
+    state = new_opaque_token()
+    start = LoginStart(
+        redirect_uri=callback_url(runtime, provider.id),
+        state=state,
+        nonce=secrets.token_urlsafe(24),
+        code_verifier=secrets.token_urlsafe(48),  # 64 characters, RFC 7636 §4.1
+    )
+    upstream_url = await provider.authorization_url(start)
+    login_id = uuid.uuid4()
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            insert(LOGIN_STATES).values(
+                id=login_id,
+                state_hash=token_hash(state),
+                browser_hash=token_hash(browser_token),
+                provider=provider.id,
+                purpose="login",
+                client_id=request.client.id,
+                redirect_uri=request.redirect_uri,
+                scope=request.scope,
+                client_state=request.state,
+                nonce=request.nonce,
+                code_challenge=request.code_challenge,
+                code_challenge_method=request.code_challenge_method,
+                upstream_nonce=start.nonce,
+                code_verifier_enc=runtime.settings.keyring.encrypt_text(
+                    start.code_verifier, _verifier_aad(login_id)
+                ),
+                created_at=now,
+                expires_at=now + dt.timedelta(seconds=runtime.settings.login_ttl),
+            )
+        )
+    return StartedLogin(upstream_url=upstream_url, browser_token=browser_token)
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    """A consumed login state: the client's request and our upstream secrets."""
+
+    login_id: uuid.UUID
+    provider: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    client_state: str | None
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    start: LoginStart
+
+
+async def consume_login(
+    runtime: Runtime, provider_id: str, state: str, browser_token: str | None
+) -> PendingLogin | None:
+    """Mark the state used if it is live, ours, this browser's and this provider's; else None."""
+    if not browser_token:
+        return None
+    now = runtime.clock.now()
+    async with runtime.engine.begin() as connection:
+        row = (
+            await connection.execute(
+                update(LOGIN_STATES)
+                .where(
+                    LOGIN_STATES.c.state_hash == token_hash(state),
+                    LOGIN_STATES.c.browser_hash == token_hash(browser_token),
+                    LOGIN_STATES.c.provider == provider_id,
+                    LOGIN_STATES.c.used_at.is_(None),
+                    LOGIN_STATES.c.expires_at > now,
+                )
+                .values(used_at=now)
+                .returning(*LOGIN_STATES.c)
+            )
+        ).first()
+    if row is None:
+        return None
+    verifier = runtime.settings.keyring.decrypt_text(row.code_verifier_enc, _verifier_aad(row.id))
+    return PendingLogin(
+        login_id=row.id,
+        provider=row.provider,
+        client_id=row.client_id,
+        redirect_uri=row.redirect_uri,
+        scope=row.scope,
+        client_state=row.client_state,
+        nonce=row.nonce,
+        code_challenge=row.code_challenge,
+        code_challenge_method=row.code_challenge_method,
+        start=LoginStart(
+            redirect_uri=callback_url(runtime, provider_id),
+            state=state,
+            nonce=row.upstream_nonce,
+            code_verifier=verifier,
+        ),
+    )

@@ -1,0 +1,76 @@
+"""Server-rendered pages: provider chooser, dev login form, error page.
+
+Every page is escaped with ``html.escape`` and sent with ``frame-ancestors 'none'`` and
+``no-referrer`` (SECURITY.md 4); upstream text such as ``error_description`` is never raw HTML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from html import escape
+
+from starlette.responses import HTMLResponse
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem;"
+    "color:#1f2328}h1{font-size:1.4rem}a.button,button{display:block;width:100%;margin:.5rem 0;"
+    "padding:.7rem;border:1px solid #d0d7de;border-radius:6px;background:#f6f8fa;color:inherit;"
+    "text-align:center;text-decoration:none;font-size:1rem;cursor:pointer}"
+    "input{display:block;width:100%;box-sizing:border-box;margin:.3rem 0 1rem;padding:.5rem;"
+    "font-size:1rem}.muted{color:#57606a;font-size:.9rem}"
+)
+
+
+def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
+    document = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+    return HTMLResponse(document, status_code=status_code, headers=PAGE_HEADERS)
+
+
+def error_page(title: str, description: str, status_code: int = 400) -> HTMLResponse:
+    return _page(
+        title,
+        f"<h1>{escape(title)}</h1><p>{escape(description)}</p>"
+        '<p class="muted">Return to the application you came from and try again.</p>',
+        status_code,
+    )
+
+
+def chooser_page(client_name: str, choices: Iterable[tuple[str, str]]) -> HTMLResponse:
+    """``choices``: (display name, login URL) per provider."""
+    links = "".join(
+        f'<a class="button" href="{escape(url)}">{escape(name)}</a>' for name, url in choices
+    )
+    return _page(
+        "Sign in",
+        f"<h1>Sign in to {escape(client_name)}</h1>{links}",
+    )
+
+
+def dev_login_page(action: str, state: str, provider_name: str) -> HTMLResponse:
+    return _page(
+        "Development login",
+        f"<h1>{escape(provider_name)}</h1>"
+        '<p class="muted">Local development only: type any email and name. '
+        "Emails from this provider are never treated as verified.</p>"
+        f'<form method="post" action="{escape(action)}">'
+        f'<input type="hidden" name="state" value="{escape(state)}">'
+        '<label>Email<input name="email" type="email" required autofocus></label>'
+        '<label>Name<input name="name" type="text"></label>'
+        '<button type="submit">Sign in</button></form>',
+    )

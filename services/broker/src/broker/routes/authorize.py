@@ -1,0 +1,92 @@
+"""``GET /authorize`` and ``GET /auth/oauth2/{provider}/login``: validate, choose, go upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlencode
+
+import structlog
+from shared.providers.base import Provider
+from shared.providers.errors import ProviderError
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from broker.authorization import (
+    ClientRejected,
+    error_redirect,
+    single_params,
+    validate_authorization_request,
+    validate_client,
+)
+from broker.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
+from broker.logins import cookie_name, new_browser_token, set_login_cookie, start_login
+from broker.pages import chooser_page, error_page
+from broker.routes.context import runtime_of
+
+log = structlog.get_logger("broker.authorize")
+
+
+async def authorize(request: Request) -> Response:
+    return await _authorize(request, fixed_provider=None)
+
+
+async def provider_login(request: Request) -> Response:
+    return await _authorize(request, fixed_provider=request.path_params["provider"])
+
+
+async def _authorize(request: Request, fixed_provider: str | None) -> Response:
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    pairs = list(request.query_params.multi_items())
+    try:
+        params = single_params(pairs)
+    except InvalidRequest as exc:
+        return error_page("Invalid request", exc.description or "The request is malformed.")
+    try:
+        client, redirect_uri = validate_client(settings, params)
+    except ClientRejected as exc:
+        # RFC 6749 §4.1.2.1: never redirect to an unverified URI.
+        return error_page(exc.title, exc.description)
+    state = params.get("state")
+    try:
+        auth_request = validate_authorization_request(settings, client, redirect_uri, params)
+        provider_id = fixed_provider or auth_request.provider
+        if provider_id is None:
+            if len(runtime.providers) == 1:
+                provider_id = next(iter(runtime.providers))
+            else:
+                return _chooser(request, runtime.providers, client.name or client.id, pairs)
+        provider = runtime.providers.get(provider_id)
+        if provider is None:
+            raise InvalidRequest(f"unknown provider {provider_id!r}")
+        browser_token = new_browser_token(request.cookies.get(cookie_name(runtime)))
+        try:
+            started = await start_login(runtime, provider, auth_request, browser_token)
+        except ProviderError as exc:
+            log.warning("upstream.authorize_failed", provider=provider_id, reason=str(exc))
+            raise TemporarilyUnavailable("the identity provider is not reachable") from None
+    except OAuthError as exc:
+        return RedirectResponse(
+            error_redirect(settings.issuer, redirect_uri, exc, state), status_code=302
+        )
+    response = RedirectResponse(started.upstream_url, status_code=302)
+    set_login_cookie(response, runtime, started.browser_token)
+    return response
+
+
+def _chooser(
+    request: Request,
+    providers: Mapping[str, Provider],
+    client_name: str,
+    pairs: list[tuple[str, str]],
+) -> Response:
+    runtime = runtime_of(request)
+    query = urlencode([(k, v) for k, v in pairs if k != "provider"])
+    choices = [
+        (
+            provider.display_name,
+            f"{runtime.settings.issuer}/auth/oauth2/{provider_id}/login?{query}",
+        )
+        for provider_id, provider in providers.items()
+    ]
+    return chooser_page(client_name, choices)

@@ -1,0 +1,20 @@
+"""Reaching the shared runtime and request facts from a handler."""
+
+from __future__ import annotations
+
+from shared.runtime import Runtime
+from starlette.requests import Request
+
+from broker.grants import RequestMeta
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def request_meta(request: Request) -> RequestMeta:
+    return RequestMeta(
+        ip=request.client.host if request.client else None,
+        user_agent=(request.headers.get("user-agent") or "")[:512] or None,
+    )

@@ -1,0 +1,151 @@
+"""Minting the broker's JWTs (RFC 9068 access tokens, OIDC ID tokens) and verifying its own.
+
+Signing uses the in-memory ``KeySnapshot``: no database work on this path. Verification pins the
+algorithms and checks ``typ``, ``iss`` and ``exp`` (SECURITY.md 13-15); the broker's own APIs
+accept any audience, so ``aud`` is checked by callers that care.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from shared.providers.oidc import at_hash
+from shared.settings import ClientConfig, Settings
+from shared.signing_keys import KeySnapshot
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+CLOCK_LEEWAY = 30
+
+
+@dataclass(frozen=True)
+class UserClaims:
+    """What the broker knows about a user, for ID tokens and /userinfo."""
+
+    sub: str
+    email: str | None = None
+    email_verified: bool = False
+    name: str | None = None
+    picture: str | None = None
+    preferred_username: str | None = None
+
+    def for_scopes(self, scopes: set[str]) -> dict[str, Any]:
+        """OIDC Core §5.4: `email` and `profile` scopes select the claims released."""
+        claims: dict[str, Any] = {"sub": self.sub}
+        if "email" in scopes and self.email:
+            claims["email"] = self.email
+            claims["email_verified"] = self.email_verified
+        if "profile" in scopes:
+            for name in ("name", "picture", "preferred_username"):
+                value = getattr(self, name)
+                if value:
+                    claims[name] = value
+        return claims
+
+
+def _epoch(value: dt.datetime) -> int:
+    return int(value.timestamp())
+
+
+def access_token_audience(settings: Settings, client: ClientConfig) -> str | list[str]:
+    audience = client.audience or (settings.audience,)
+    return audience[0] if len(audience) == 1 else list(audience)
+
+
+def mint_access_token(
+    keys: KeySnapshot,
+    settings: Settings,
+    *,
+    client: ClientConfig,
+    subject: str,
+    session_id: str,
+    scope: str,
+    auth_time: dt.datetime,
+    now: dt.datetime,
+) -> str:
+    """RFC 9068 §2: typ at+jwt, iss sub aud exp iat jti client_id scope (+ sid, auth_time)."""
+    signer = keys.signer(settings.signing_alg)
+    issued = _epoch(now)
+    claims = {
+        "iss": settings.issuer,
+        "sub": subject,
+        "aud": access_token_audience(settings, client),
+        "exp": issued + settings.access_token_ttl,
+        "iat": issued,
+        "nbf": issued,
+        "jti": uuid.uuid4().hex,
+        "client_id": client.id,
+        "scope": scope,
+        "sid": session_id,
+        "auth_time": _epoch(auth_time),
+    }
+    header = {"alg": signer.alg, "kid": signer.kid, "typ": ACCESS_TOKEN_TYPE}
+    return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
+
+
+def mint_id_token(
+    keys: KeySnapshot,
+    settings: Settings,
+    *,
+    client: ClientConfig,
+    user: UserClaims,
+    session_id: str,
+    scope: str,
+    auth_time: dt.datetime,
+    now: dt.datetime,
+    access_token: str,
+    nonce: str | None,
+) -> str:
+    """OIDC Core §2 / §3.1.3.6: aud is the client, with nonce, at_hash, auth_time and sid."""
+    signer = keys.signer(client.id_token_signed_response_alg)
+    issued = _epoch(now)
+    claims: dict[str, Any] = user.for_scopes(set(scope.split()))
+    claims.update(
+        iss=settings.issuer,
+        aud=client.id,
+        azp=client.id,
+        exp=issued + settings.id_token_ttl,
+        iat=issued,
+        auth_time=_epoch(auth_time),
+        at_hash=at_hash(access_token, signer.alg),
+        sid=session_id,
+    )
+    if nonce is not None:
+        claims["nonce"] = nonce
+    header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}
+    return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
+
+
+class TokenInvalid(Exception):
+    """The token is not a valid broker access token (the reason is safe to show)."""
+
+
+def verify_access_token(
+    token: str, keys: KeySnapshot, settings: Settings, now: dt.datetime
+) -> Mapping[str, Any]:
+    """RFC 8725 §3.1/§3.11 and RFC 9068 §4: pinned alg, typ at+jwt, our iss, unexpired."""
+    try:
+        decoded = jwt.decode(token, keys.verification, algorithms=[settings.signing_alg])
+    except (JoseError, ValueError, TypeError):
+        raise TokenInvalid("the access token is malformed or its signature is invalid") from None
+    typ = str(decoded.header.get("typ", "")).lower()
+    if typ not in ("at+jwt", "application/at+jwt"):
+        raise TokenInvalid("the token is not an access token")
+    try:
+        jwt.JWTClaimsRegistry(
+            now=_epoch(now),
+            leeway=CLOCK_LEEWAY,
+            iss={"essential": True, "value": settings.issuer},
+            sub={"essential": True},
+            exp={"essential": True},
+            client_id={"essential": True},
+            sid={"essential": True},
+        ).validate(decoded.claims)
+    except JoseError:
+        raise TokenInvalid("the access token is expired or not issued by this broker") from None
+    return decoded.claims

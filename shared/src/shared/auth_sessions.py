@@ -1,0 +1,354 @@
+"""Broker sessions and their refresh-token families: create, rotate, revoke.
+
+A session (``sid``) is one refresh-token family. Each refresh presents the newest token of the
+family; it is marked used and its successor inserted in one transaction. On PostgreSQL that is
+one SQL statement (data-modifying CTEs), so a rotation costs one round trip and one commit; on
+SQLite (the embedded default) the same steps run as separate statements in one transaction.
+
+RFC 9700 §4.14.2: presenting a token that was already rotated revokes the whole family.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import and_, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.audit import AUDIT_TABLE, audit_values, record_audit_core
+from shared.crypto.opaque import new_opaque_token, token_hash
+from shared.models import AuthSession, RefreshToken, User
+
+USER_CLAIM_COLUMNS = ("email", "email_verified", "display_name", "picture", "preferred_username")
+SESSIONS = AuthSession.__table__
+REFRESH_TOKENS = RefreshToken.__table__
+USERS = User.__table__
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """What a token response needs after a session was created or a refresh token rotated."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    client_id: str
+    scope: str
+    auth_time: dt.datetime
+    refresh_token: str
+    refresh_expires_at: dt.datetime
+    # The user's current claims (email, email_verified, display_name, picture,
+    # preferred_username), read in the same statement as the rotation.
+    user: Mapping[str, Any] | None = None
+
+
+class RotationFailure(Enum):
+    UNKNOWN = "unknown"  # never issued, or purged
+    EXPIRED = "expired"
+    WRONG_CLIENT = "wrong_client"
+    REVOKED = "revoked"  # the session was revoked or the user disabled
+    REUSED = "reused"  # an already rotated token: the family is now revoked
+
+
+class RotationError(Exception):
+    def __init__(self, failure: RotationFailure, session_id: uuid.UUID | None = None) -> None:
+        super().__init__(failure.value)
+        self.failure = failure
+        self.session_id = session_id
+
+
+async def create_session(
+    connection: AsyncConnection,
+    *,
+    user_id: uuid.UUID,
+    client_id: str,
+    provider: str,
+    profile_id: uuid.UUID | None,
+    scope: str,
+    auth_time: dt.datetime,
+    now: dt.datetime,
+    refresh_ttl: int,
+    user_agent: str | None = None,
+    ip: str | None = None,
+) -> SessionGrant:
+    """Start a session and its first refresh token (inside the caller's transaction)."""
+    session_id = uuid.uuid4()
+    await connection.execute(
+        insert(SESSIONS).values(
+            id=session_id,
+            user_id=user_id,
+            client_id=client_id,
+            provider=provider,
+            profile_id=profile_id,
+            scope=scope,
+            auth_time=auth_time,
+            created_at=now,
+            user_agent=(user_agent or "")[:512] or None,
+            ip=ip,
+        )
+    )
+    refresh_token = new_opaque_token()
+    expires_at = now + dt.timedelta(seconds=refresh_ttl)
+    await connection.execute(
+        insert(REFRESH_TOKENS).values(
+            id=uuid.uuid4(),
+            session_id=session_id,
+            token_hash=token_hash(refresh_token),
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    return SessionGrant(
+        session_id=session_id,
+        user_id=user_id,
+        client_id=client_id,
+        scope=scope,
+        auth_time=auth_time,
+        refresh_token=refresh_token,
+        refresh_expires_at=expires_at,
+    )
+
+
+_ROTATE_POSTGRES = text(
+    """
+    WITH used AS (
+        UPDATE refresh_tokens AS rt SET used_at = :now
+        FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id
+        WHERE rt.token_hash = :presented AND rt.used_at IS NULL AND rt.expires_at > :now
+          AND s.id = rt.session_id AND s.client_id = :client_id AND s.revoked_at IS NULL
+          AND u.status = 'active'
+        RETURNING s.id AS session_id, s.user_id, s.scope, s.auth_time
+    ), touched AS (
+        UPDATE auth_sessions AS s SET last_refresh_at = :now FROM used WHERE s.id = used.session_id
+    ), successor AS (
+        INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
+        SELECT :new_id, used.session_id, :new_hash, :now, :new_expires_at FROM used
+    ), audit AS (
+        INSERT INTO audit_actions
+            (event_id, action, actor, subject, client_id, ip, data, occurred_at)
+        SELECT :event_id, 'refresh_token.rotated', :actor, used.user_id::text,
+               :client_id, :ip, jsonb_build_object('sid', used.session_id::text), :now
+        FROM used
+    )
+    SELECT used.session_id, used.user_id, used.scope, used.auth_time, u.email, u.email_verified,
+           u.display_name, u.picture, u.preferred_username
+    FROM used JOIN users AS u ON u.id = used.user_id
+    """
+)
+
+
+async def rotate_refresh_token(
+    connection: AsyncConnection,
+    *,
+    presented: str,
+    client_id: str,
+    now: dt.datetime,
+    refresh_ttl: int,
+    ip: str | None = None,
+) -> SessionGrant:
+    """Exchange a refresh token for its successor, or raise ``RotationError``.
+
+    Runs inside the caller's transaction; on ``REUSED`` the caller must commit so the family's
+    revocation and its audit row persist.
+    """
+    presented_hash = token_hash(presented)
+    successor = new_opaque_token()
+    expires_at = now + dt.timedelta(seconds=refresh_ttl)
+    if connection.dialect.name == "postgresql":
+        result = (
+            await connection.execute(
+                _ROTATE_POSTGRES,
+                {
+                    "presented": presented_hash,
+                    "client_id": client_id,
+                    "now": now,
+                    "new_id": uuid.uuid4(),
+                    "new_hash": token_hash(successor),
+                    "new_expires_at": expires_at,
+                    "event_id": uuid.uuid4(),
+                    "actor": f"client:{client_id}",
+                    "ip": ip,
+                },
+            )
+        ).first()
+        row = dict(result._mapping) if result is not None else None
+    else:
+        row = await _rotate_stepwise(
+            connection, presented_hash, token_hash(successor), client_id, now, expires_at, ip
+        )
+    if row is None:
+        await _diagnose(connection, presented_hash, client_id, now)
+        raise RotationError(RotationFailure.UNKNOWN)  # _diagnose raises; this is unreachable
+    return SessionGrant(
+        session_id=row["session_id"],
+        user_id=row["user_id"],
+        client_id=client_id,
+        scope=row["scope"],
+        auth_time=row["auth_time"],
+        refresh_token=successor,
+        refresh_expires_at=expires_at,
+        user={name: row[name] for name in USER_CLAIM_COLUMNS},
+    )
+
+
+async def _rotate_stepwise(
+    connection: AsyncConnection,
+    presented_hash: bytes,
+    successor_hash: bytes,
+    client_id: str,
+    now: dt.datetime,
+    expires_at: dt.datetime,
+    ip: str | None,
+) -> dict[str, Any] | None:
+    """The same rotation as ``_ROTATE_POSTGRES`` for databases without writable CTEs."""
+    live_session = (
+        select(SESSIONS.c.id)
+        .join(USERS, USERS.c.id == SESSIONS.c.user_id)
+        .where(
+            SESSIONS.c.client_id == client_id,
+            SESSIONS.c.revoked_at.is_(None),
+            USERS.c.status == "active",
+        )
+    )
+    used = (
+        await connection.execute(
+            update(REFRESH_TOKENS)
+            .where(
+                REFRESH_TOKENS.c.token_hash == presented_hash,
+                REFRESH_TOKENS.c.used_at.is_(None),
+                REFRESH_TOKENS.c.expires_at > now,
+                REFRESH_TOKENS.c.session_id.in_(live_session),
+            )
+            .values(used_at=now)
+            .returning(REFRESH_TOKENS.c.session_id)
+        )
+    ).first()
+    if used is None:
+        return None
+    session = (
+        await connection.execute(
+            update(SESSIONS)
+            .where(SESSIONS.c.id == used.session_id)
+            .values(last_refresh_at=now)
+            .returning(
+                SESSIONS.c.id.label("session_id"),
+                SESSIONS.c.user_id,
+                SESSIONS.c.scope,
+                SESSIONS.c.auth_time,
+            )
+        )
+    ).first()
+    await connection.execute(
+        insert(REFRESH_TOKENS).values(
+            id=uuid.uuid4(),
+            session_id=used.session_id,
+            token_hash=successor_hash,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    assert session is not None
+    user = (
+        await connection.execute(
+            select(*(USERS.c[name] for name in USER_CLAIM_COLUMNS)).where(
+                USERS.c.id == session.user_id
+            )
+        )
+    ).one()
+    await connection.execute(
+        insert(AUDIT_TABLE).values(
+            **audit_values(
+                action="refresh_token.rotated",
+                actor=f"client:{client_id}",
+                subject=str(session.user_id),
+                client_id=client_id,
+                ip=ip,
+                data={"sid": str(session.session_id)},
+                now=now,
+            )
+        )
+    )
+    return {**session._mapping, **user._mapping}
+
+
+async def _diagnose(
+    connection: AsyncConnection, presented_hash: bytes, client_id: str, now: dt.datetime
+) -> None:
+    """Why a rotation found nothing; a reused token revokes its family here."""
+    row = (
+        await connection.execute(
+            select(
+                REFRESH_TOKENS.c.session_id,
+                REFRESH_TOKENS.c.used_at,
+                REFRESH_TOKENS.c.expires_at,
+                SESSIONS.c.client_id,
+                SESSIONS.c.user_id,
+                SESSIONS.c.revoked_at,
+            )
+            .join(SESSIONS, SESSIONS.c.id == REFRESH_TOKENS.c.session_id)
+            .where(REFRESH_TOKENS.c.token_hash == presented_hash)
+        )
+    ).first()
+    if row is None:
+        raise RotationError(RotationFailure.UNKNOWN)
+    if row.client_id != client_id:
+        # RFC 6749 §10.4: bound to its client; another client learns nothing about it.
+        raise RotationError(RotationFailure.WRONG_CLIENT)
+    if row.revoked_at is not None:
+        raise RotationError(RotationFailure.REVOKED, row.session_id)
+    if row.used_at is not None:
+        # RFC 9700 §4.14.2: a rotated token presented again revokes the whole family.
+        await revoke_session(
+            connection,
+            row.session_id,
+            now=now,
+            reason="refresh_token_reuse",
+            actor=f"client:{client_id}",
+        )
+        await record_audit_core(
+            connection,
+            action="refresh_token.reuse_detected",
+            actor=f"client:{client_id}",
+            subject=str(row.user_id),
+            client_id=client_id,
+            data={"sid": str(row.session_id)},
+            now=now,
+        )
+        raise RotationError(RotationFailure.REUSED, row.session_id)
+    if row.expires_at <= now:
+        raise RotationError(RotationFailure.EXPIRED, row.session_id)
+    raise RotationError(RotationFailure.REVOKED, row.session_id)  # the user is disabled
+
+
+async def revoke_session(
+    connection: AsyncConnection,
+    session_id: uuid.UUID,
+    *,
+    now: dt.datetime,
+    reason: str,
+    actor: str,
+) -> bool:
+    """Revoke a session (its refresh tokens die with it); audited; False if already revoked."""
+    result = await connection.execute(
+        update(SESSIONS)
+        .where(and_(SESSIONS.c.id == session_id, SESSIONS.c.revoked_at.is_(None)))
+        .values(revoked_at=now, revoked_reason=reason)
+        .returning(SESSIONS.c.user_id, SESSIONS.c.client_id)
+    )
+    row = result.first()
+    if row is None:
+        return False
+    await record_audit_core(
+        connection,
+        action="session.revoked",
+        actor=actor,
+        subject=str(row.user_id),
+        client_id=row.client_id,
+        data={"sid": str(session_id), "reason": reason},
+        now=now,
+    )
+    return True

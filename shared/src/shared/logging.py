@@ -1,0 +1,107 @@
+"""structlog configuration: JSON (or console) output, and a processor that drops secrets.
+
+Any field whose name looks like a token, secret, code, cookie or password is replaced, and any
+string value that looks like a JWT or a bearer credential is masked, at every level
+(SECURITY.md 29). authlib's logger is kept at INFO: it logs the PKCE verifier at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "[redacted]"
+_SECRET_KEY = re.compile(
+    r"(token|secret|password|passwd|code|verifier|cookie|authorization|assertion|key|state|nonce)",
+    re.IGNORECASE,
+)
+_SAFE_KEYS = {"status_code", "error_code", "kid", "token_type", "key_id", "grant_type"}
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+_BEARER = re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_QUERY_SECRET = re.compile(
+    r"(?i)((?:code|state|token|access_token|refresh_token|id_token|code_verifier|client_secret)=)[^&\s\"']+"
+)
+
+
+def _scrub_text(value: str) -> str:
+    value = _JWT.sub(REDACTED, value)
+    value = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, value)
+
+
+def _scrub(key: str, value: Any) -> Any:
+    if key not in _SAFE_KEYS and _SECRET_KEY.search(key) and value not in (None, "", True, False):
+        return REDACTED
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, dict):
+        return {k: _scrub(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(key, v) for v in value]
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: never let a secret reach the output."""
+    for key in list(event_dict):
+        if key == "event":
+            event_dict[key] = _scrub_text(str(event_dict[key]))
+        else:
+            event_dict[key] = _scrub(key, event_dict[key])
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Route structlog and the standard library through one redacting pipeline to stderr."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared_processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    structlog.configure(
+        processors=[
+            *shared_processors[:-2],
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared_processors[:-1],
+            processors=[
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # authlib logs the PKCE code_verifier at DEBUG (SECURITY.md traps); httpx logs request URLs.
+    for name, floor in (
+        ("authlib", logging.INFO),
+        ("httpx", logging.WARNING), ("httpx2", logging.WARNING),
+        ("httpcore", logging.WARNING),
+        ("uvicorn.access", logging.WARNING),
+    ):
+        logging.getLogger(name).setLevel(max(floor, logging.getLevelName(level)))

@@ -1,0 +1,1 @@
+"""Upstream identity providers: one Protocol, one core OAuth2 flow, one module per type."""

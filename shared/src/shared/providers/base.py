@@ -1,0 +1,83 @@
+"""The provider interface and the value types every provider produces."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class UpstreamTokens:
+    """What an upstream token endpoint returned (values are secrets: never log them)."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    refresh_token: str | None = None
+    id_token: str | None = None
+    expires_at: dt.datetime | None = None
+    refresh_expires_at: dt.datetime | None = None
+    scope: str | None = None
+
+    def __repr__(self) -> str:
+        return f"UpstreamTokens(token_type={self.token_type!r}, expires_at={self.expires_at!r})"
+
+
+@dataclass(frozen=True)
+class UpstreamProfile:
+    """A normalized upstream identity: ``(provider id, subject)`` is the key, email is not."""
+
+    subject: str
+    issuer: str | None = None
+    email: str | None = None
+    email_verified: bool = False
+    name: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    preferred_username: str | None = None
+    picture: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpstreamLogin:
+    profile: UpstreamProfile
+    tokens: UpstreamTokens | None
+
+
+@dataclass(frozen=True)
+class LoginStart:
+    """Per-login secrets the broker keeps server-side while the browser is upstream."""
+
+    redirect_uri: str
+    state: str
+    nonce: str
+    code_verifier: str
+
+
+class Provider(Protocol):
+    """What the broker needs from an upstream: start a login, finish it, refresh, revoke."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def display_name(self) -> str: ...
+
+    async def authorization_url(self, start: LoginStart) -> str:
+        """Where to send the browser (PKCE S256, state and nonce included)."""
+
+    async def complete_login(
+        self, start: LoginStart, callback_params: Mapping[str, str]
+    ) -> UpstreamLogin:
+        """Validate the callback, exchange the code and return the verified identity."""
+
+    async def refresh(self, refresh_token: str) -> UpstreamTokens:
+        """Use an upstream refresh token; ``ProviderRejected`` means the link is dead."""
+
+    async def revoke(self, token: str) -> None:
+        """Revoke an upstream token where the provider supports it (best effort)."""

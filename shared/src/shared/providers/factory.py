@@ -1,0 +1,84 @@
+"""Builds the provider map from settings: one explicit ``{type: builder}`` table, no registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from shared.clock import Clock
+from shared.crypto.keyring import Keyring
+from shared.providers.base import Provider
+from shared.providers.dev import DevProvider
+from shared.providers.oauth2 import OAuth2Credentials, OAuth2Flow
+from shared.providers.oidc import OIDCProvider
+from shared.settings import DevProviderConfig, OIDCProviderConfig, Settings
+
+
+@dataclass(frozen=True)
+class ProviderDeps:
+    """What a builder may use; all constructed without I/O."""
+
+    settings: Settings
+    http: httpx2.AsyncClient
+    clock: Clock
+    keyring: Keyring
+
+
+def _auth_method(config: OIDCProviderConfig) -> str:
+    if config.token_endpoint_auth_method:
+        return config.token_endpoint_auth_method
+    return "client_secret_basic" if config.client_secret is not None else "none"
+
+
+def build_oidc(config: Any, deps: ProviderDeps) -> Provider:
+    assert isinstance(config, OIDCProviderConfig)
+    flow = OAuth2Flow(
+        OAuth2Credentials(
+            client_id=config.client_id,
+            client_secret=(
+                config.client_secret.get_secret_value() if config.client_secret else None
+            ),
+            auth_method=_auth_method(config),
+        ),
+        scopes=config.scopes,
+        clock=deps.clock,
+        timeout=config.timeout,
+    )
+    return OIDCProvider(
+        provider_id=config.id,
+        provider_type="oidc",
+        display_name=config.title,
+        issuer=config.issuer,
+        flow=flow,
+        http=deps.http,
+        clock=deps.clock,
+        discovery_ttl=config.discovery_ttl,
+    )
+
+
+def build_dev(config: Any, deps: ProviderDeps) -> Provider:
+    assert isinstance(config, DevProviderConfig)
+    return DevProvider(
+        provider_id=config.id,
+        display_name=config.title,
+        issuer=deps.settings.issuer,
+        keyring=deps.keyring,
+    )
+
+
+BUILDERS: Mapping[str, Callable[[Any, ProviderDeps], Provider]] = {
+    "oidc": build_oidc,
+    "dev": build_dev,
+}
+
+
+def build_providers(deps: ProviderDeps) -> dict[str, Provider]:
+    """Every enabled provider of the settings, by id."""
+    return {
+        config.id: BUILDERS[config.type](config, deps)
+        for config in deps.settings.providers
+        if not config.disabled
+    }

@@ -1,0 +1,220 @@
+"""The OAuth 2.0 core every provider delegates to: authorize URLs, PKCE, code exchange, refresh.
+
+authlib's ``AsyncOAuth2Client`` keeps the current token on the instance, so one client is made per
+operation and never shared between users. Every httpx/authlib failure is translated here into a
+``shared.providers.errors`` exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from shared.clock import Clock
+from shared.providers.base import LoginStart, UpstreamTokens
+from shared.providers.errors import (
+    ProviderDenied,
+    ProviderInvalidResponse,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+
+# Errors a token endpoint uses to say "this grant is dead" (RFC 6749 §5.2).
+_REJECTED = {"invalid_grant", "invalid_token", "unauthorized_client"}
+
+
+@dataclass(frozen=True)
+class OAuth2Endpoints:
+    authorization_endpoint: str
+    token_endpoint: str
+    revocation_endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class OAuth2Credentials:
+    client_id: str
+    client_secret: str | None
+    auth_method: str  # client_secret_basic | client_secret_post | none
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def translated_errors(operation: str) -> AsyncIterator[None]:
+    """Turn transport, HTTP and OAuth errors of one upstream call into provider errors."""
+    try:
+        yield
+    except OAuthError as exc:
+        error = str(exc.error or "invalid_response")
+        if error in _REJECTED:
+            raise ProviderRejected(error, exc.description) from None
+        if error in ("temporarily_unavailable", "server_error", "slow_down"):
+            raise ProviderUnavailable(f"{operation}: upstream answered {error}") from None
+        if error == "access_denied":
+            raise ProviderDenied(error, exc.description) from None
+        raise ProviderInvalidResponse(f"{operation}: upstream answered {error}") from None
+    except httpx2.HTTPStatusError as exc:
+        status = exc.response.status_code
+        if status >= 500 or status == 429:
+            raise ProviderUnavailable(
+                f"{operation}: upstream answered HTTP {status}",
+                parse_retry_after(exc.response.headers.get("retry-after")),
+            ) from None
+        raise ProviderInvalidResponse(f"{operation}: upstream answered HTTP {status}") from None
+    except httpx2.TimeoutException:
+        raise ProviderUnavailable(f"{operation}: upstream timed out") from None
+    except httpx2.TransportError as exc:
+        raise ProviderUnavailable(f"{operation}: {type(exc).__name__}") from None
+    except ValueError as exc:  # authlib: the token response was not a JSON object
+        raise ProviderInvalidResponse(f"{operation}: {exc}") from None
+
+
+class OAuth2Flow:
+    """Authorization-code flow with PKCE S256 against one upstream client registration."""
+
+    def __init__(
+        self,
+        credentials: OAuth2Credentials,
+        *,
+        scopes: tuple[str, ...],
+        clock: Clock,
+        timeout: float = 10.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._scopes = scopes
+        self._clock = clock
+        self._timeout = timeout
+        self._transport = transport
+
+    @property
+    def client_id(self) -> str:
+        return self._credentials.client_id
+
+    def _client(self) -> AsyncOAuth2Client:
+        # One client per operation: authlib stores tokens on the instance (SECURITY.md traps).
+        extra: dict[str, Any] = {}
+        if self._transport is not None:
+            extra["transport"] = self._transport
+        return AsyncOAuth2Client(
+            client_id=self._credentials.client_id,
+            client_secret=self._credentials.client_secret,
+            token_endpoint_auth_method=self._credentials.auth_method,
+            scope=" ".join(self._scopes),
+            code_challenge_method="S256",
+            timeout=self._timeout,
+            follow_redirects=False,
+            **extra,
+        )
+
+    def authorization_url(
+        self,
+        endpoints: OAuth2Endpoints,
+        start: LoginStart,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> str:
+        """The upstream authorize URL, always with PKCE S256 (authlib leaves it off otherwise)."""
+        client = self._client()
+        params: dict[str, str] = dict(extra_params or {})
+        if start.nonce:
+            params["nonce"] = start.nonce
+        url, _state = client.create_authorization_url(
+            endpoints.authorization_endpoint,
+            state=start.state,
+            code_verifier=start.code_verifier,
+            redirect_uri=start.redirect_uri,
+            **params,
+        )
+        return str(url)
+
+    async def exchange_code(
+        self, endpoints: OAuth2Endpoints, code: str, start: LoginStart
+    ) -> dict[str, Any]:
+        async with translated_errors("code exchange"), self._client() as client:
+            token = await client.fetch_token(
+                endpoints.token_endpoint,
+                grant_type="authorization_code",
+                code=code,
+                redirect_uri=start.redirect_uri,
+                code_verifier=start.code_verifier,
+            )
+        return _require_access_token(dict(token))
+
+    async def refresh(self, endpoints: OAuth2Endpoints, refresh_token: str) -> dict[str, Any]:
+        async with translated_errors("token refresh"), self._client() as client:
+            token = await client.refresh_token(
+                endpoints.token_endpoint, refresh_token=refresh_token
+            )
+        return _require_access_token(dict(token))
+
+    async def revoke(self, endpoints: OAuth2Endpoints, token: str) -> None:
+        if not endpoints.revocation_endpoint:
+            return
+        async with translated_errors("token revocation"), self._client() as client:
+            response = await client.revoke_token(endpoints.revocation_endpoint, token=token)
+            if response.status_code >= 400:
+                response.raise_for_status()
+
+    def tokens_from(
+        self, token: Mapping[str, Any], previous_refresh: str | None = None
+    ) -> UpstreamTokens:
+        """Normalize a token response; expiry is decided per response, never per provider."""
+        now = self._clock.now()
+        expires_at = None
+        expires_in = token.get("expires_in")
+        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+            expires_at = now + dt.timedelta(seconds=float(expires_in))
+        refresh_expires_at = None
+        refresh_in = token.get("refresh_token_expires_in")
+        if isinstance(refresh_in, int | float) and not isinstance(refresh_in, bool):
+            refresh_expires_at = now + dt.timedelta(seconds=float(refresh_in))
+        return UpstreamTokens(
+            access_token=str(token["access_token"]),
+            token_type=str(token.get("token_type") or "Bearer"),
+            refresh_token=_optional_str(token.get("refresh_token")) or previous_refresh,
+            id_token=_optional_str(token.get("id_token")),
+            expires_at=expires_at,
+            refresh_expires_at=refresh_expires_at,
+            scope=_optional_str(token.get("scope")),
+        )
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _require_access_token(token: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(token.get("access_token"), str) or not token["access_token"]:
+        raise ProviderInvalidResponse("the token response has no access_token")
+    return token
+
+
+def check_callback(
+    params: Mapping[str, str], *, expected_issuer: str | None, iss_required: bool
+) -> str:
+    """Check an authorization response and return its ``code`` (RFC 6749 §4.1.2, RFC 9207)."""
+    issuer = params.get("iss")
+    if issuer is not None or iss_required:
+        # RFC 9207 §2.4: a missing or different `iss` means a mix-up; stop before any token call.
+        if expected_issuer is None or issuer != expected_issuer:
+            raise ProviderInvalidResponse("the authorization response came from another issuer")
+    if "error" in params:
+        raise ProviderDenied(params["error"][:100], params.get("error_description", "")[:300])
+    code = params.get("code")
+    if not code:
+        raise ProviderInvalidResponse("the authorization response has no code")
+    return code

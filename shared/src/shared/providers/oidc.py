@@ -1,0 +1,346 @@
+"""Any OpenID Connect issuer: discovery, ID-token validation, claims and UserInfo.
+
+The checks authlib leaves out are done here (SECURITY.md 19-20 and "Library traps"): the discovery
+``issuer`` must equal the configured one, the ID token's ``aud`` must contain our client id, the
+algorithm is pinned (never ``none``), ``nonce`` must match, and UserInfo ``sub`` must equal the ID
+token's ``sub``. Google and Microsoft reuse this class through ``OIDCQuirks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+from joserfc import jwt
+from joserfc.errors import BadSignatureError, InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+
+from shared.clock import Clock
+from shared.providers.base import LoginStart, UpstreamLogin, UpstreamProfile, UpstreamTokens
+from shared.providers.errors import (
+    ProviderError,
+    ProviderInvalidResponse,
+    ProviderUnavailable,
+)
+from shared.providers.oauth2 import (
+    OAuth2Endpoints,
+    OAuth2Flow,
+    check_callback,
+    parse_retry_after,
+    translated_errors,
+)
+
+# Asymmetric algorithms only: `none` and HMAC (keyed with a public key) are never accepted.
+ASYMMETRIC_ALGS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+CLOCK_LEEWAY = 60
+JWKS_REFETCH_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class OIDCQuirks:
+    """Provider-specific adjustments on top of plain OIDC (Google, Microsoft)."""
+
+    extra_authorize_params: Mapping[str, str] = field(default_factory=dict)
+    # Validates `iss` against the token itself (Microsoft multi-tenant); default: exact match.
+    check_issuer: Callable[[Mapping[str, Any], str], None] | None = None
+    # Builds the normalized profile from the merged ID-token + UserInfo claims.
+    to_profile: Callable[[Mapping[str, Any], str], UpstreamProfile] | None = None
+
+
+def standard_profile(claims: Mapping[str, Any], issuer: str) -> UpstreamProfile:
+    """OIDC Core §5.1 standard claims; ``email_verified`` must be literally true."""
+    return UpstreamProfile(
+        subject=str(claims["sub"]),
+        issuer=issuer,
+        email=_str(claims.get("email")),
+        email_verified=claims.get("email_verified") is True,
+        name=_str(claims.get("name")),
+        given_name=_str(claims.get("given_name")),
+        family_name=_str(claims.get("family_name")),
+        preferred_username=_str(claims.get("preferred_username")),
+        picture=_str(claims.get("picture")),
+        claims=dict(claims),
+    )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def at_hash(access_token: str, alg: str) -> str:
+    """OIDC Core §3.1.3.6: left half of the hash of the access token, base64url."""
+    bits = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+    digest_fn = hashlib.sha512 if alg == "EdDSA" else bits.get(alg[-3:], hashlib.sha256)
+    digest = digest_fn(access_token.encode()).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+
+
+class OIDCProvider:
+    """An upstream OpenID Provider found through discovery."""
+
+    def __init__(
+        self,
+        *,
+        provider_id: str,
+        provider_type: str,
+        display_name: str,
+        issuer: str,
+        discovery_url: str | None = None,
+        flow: OAuth2Flow,
+        http: httpx2.AsyncClient,
+        clock: Clock,
+        discovery_ttl: float = 3600.0,
+        quirks: OIDCQuirks | None = None,
+    ) -> None:
+        self._id = provider_id
+        self._type = provider_type
+        self._display_name = display_name
+        self._issuer = issuer
+        self._discovery_url = discovery_url or (
+            issuer.rstrip("/") + "/.well-known/openid-configuration"
+        )
+        self._flow = flow
+        self._http = http
+        self._clock = clock
+        self._discovery_ttl = discovery_ttl
+        self._quirks = quirks or OIDCQuirks()
+        self._metadata: dict[str, Any] | None = None
+        self._metadata_at = 0.0
+        self._jwks: KeySet | None = None
+        self._jwks_at = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    @property
+    def display_name(self) -> str:
+        return self._display_name
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    async def metadata(self) -> dict[str, Any]:
+        """Discovery document, cached for ``discovery_ttl`` (authlib would cache it forever)."""
+        if (
+            self._metadata is not None
+            and time.monotonic() - self._metadata_at < self._discovery_ttl
+        ):
+            return self._metadata
+        async with self._lock:
+            if (
+                self._metadata is not None
+                and time.monotonic() - self._metadata_at < self._discovery_ttl
+            ):
+                return self._metadata
+            document = await self._get_json(self._discovery_url, "discovery")
+            # OIDC Discovery §4.3: the document's issuer must be exactly the configured one.
+            if document.get("issuer") != self._issuer:
+                raise ProviderInvalidResponse(
+                    "discovery issuer does not match the configured issuer"
+                )
+            for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+                if not isinstance(document.get(name), str):
+                    raise ProviderInvalidResponse(f"discovery document has no {name}")
+            self._metadata = document
+            self._metadata_at = time.monotonic()
+            return document
+
+    async def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        try:
+            response = await self._http.get(url, headers={"Accept": "application/json"})
+        except httpx2.TimeoutException:
+            raise ProviderUnavailable(f"{what}: upstream timed out") from None
+        except httpx2.TransportError as exc:
+            raise ProviderUnavailable(f"{what}: {type(exc).__name__}") from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ProviderUnavailable(
+                f"{what}: upstream answered HTTP {response.status_code}",
+                parse_retry_after(response.headers.get("retry-after")),
+            )
+        if response.status_code != 200:
+            raise ProviderInvalidResponse(f"{what}: upstream answered HTTP {response.status_code}")
+        try:
+            document = response.json()
+        except ValueError:
+            raise ProviderInvalidResponse(f"{what}: response is not JSON") from None
+        if not isinstance(document, dict):
+            raise ProviderInvalidResponse(f"{what}: response is not a JSON object")
+        return document
+
+    async def _key_set(self, *, refresh: bool = False) -> KeySet:
+        stale = time.monotonic() - self._jwks_at > self._discovery_ttl
+        if (
+            self._jwks is None
+            or stale
+            or (refresh and time.monotonic() - self._jwks_at > JWKS_REFETCH_INTERVAL)
+        ):
+            metadata = await self.metadata()
+            document = await self._get_json(metadata["jwks_uri"], "jwks")
+            try:
+                self._jwks = KeySet.import_key_set(document)  # type: ignore[arg-type]
+            except (JoseError, ValueError, KeyError, TypeError):
+                raise ProviderInvalidResponse("the upstream JWKS could not be read") from None
+            self._jwks_at = time.monotonic()
+        return self._jwks
+
+    async def _endpoints(self) -> OAuth2Endpoints:
+        metadata = await self.metadata()
+        return OAuth2Endpoints(
+            authorization_endpoint=metadata["authorization_endpoint"],
+            token_endpoint=metadata["token_endpoint"],
+            revocation_endpoint=metadata.get("revocation_endpoint"),
+        )
+
+    async def authorization_url(self, start: LoginStart) -> str:
+        return self._flow.authorization_url(
+            await self._endpoints(), start, self._quirks.extra_authorize_params
+        )
+
+    async def complete_login(
+        self, start: LoginStart, callback_params: Mapping[str, str]
+    ) -> UpstreamLogin:
+        metadata = await self.metadata()
+        code = check_callback(
+            callback_params,
+            expected_issuer=self._issuer,
+            iss_required=metadata.get("authorization_response_iss_parameter_supported") is True,
+        )
+        raw = await self._flow.exchange_code(await self._endpoints(), code, start)
+        tokens = self._flow.tokens_from(raw)
+        if not tokens.id_token:
+            raise ProviderInvalidResponse("the token response has no id_token")
+        claims = await self.validate_id_token(
+            tokens.id_token, nonce=start.nonce, access_token=tokens.access_token
+        )
+        merged = dict(claims)
+        if metadata.get("userinfo_endpoint"):
+            userinfo = await self.userinfo(tokens.access_token, expected_subject=claims["sub"])
+            merged = {**userinfo, **{k: v for k, v in claims.items() if k not in userinfo}}
+            # Identity claims always come from the verified ID token.
+            for name in ("iss", "sub", "aud", "nonce", "tid", "oid"):
+                if name in claims:
+                    merged[name] = claims[name]
+        to_profile = self._quirks.to_profile or standard_profile
+        return UpstreamLogin(profile=to_profile(merged, self._issuer), tokens=tokens)
+
+    def _allowed_algorithms(self, metadata: Mapping[str, Any]) -> list[str]:
+        advertised = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+        allowed = [alg for alg in advertised if alg in ASYMMETRIC_ALGS]
+        if not allowed:
+            raise ProviderInvalidResponse("the upstream signs ID tokens with no accepted algorithm")
+        return allowed
+
+    async def validate_id_token(
+        self, id_token: str, *, nonce: str | None, access_token: str | None = None
+    ) -> dict[str, Any]:
+        """OIDC Core §3.1.3.7: signature, iss, aud, azp, exp, iat, nonce, at_hash."""
+        metadata = await self.metadata()
+        algorithms = self._allowed_algorithms(metadata)
+        try:
+            try:
+                token = jwt.decode(id_token, await self._key_set(), algorithms=algorithms)
+            except (InvalidKeyIdError, BadSignatureError):
+                # The upstream may have rotated its keys: fetch the JWKS again, at most once a minute.
+                token = jwt.decode(
+                    id_token, await self._key_set(refresh=True), algorithms=algorithms
+                )
+        except ProviderError:
+            raise
+        except (JoseError, ValueError, TypeError):
+            raise ProviderInvalidResponse("the ID token signature is not valid") from None
+        claims = token.claims
+        now = int(self._clock.now().timestamp())
+        options: dict[str, Any] = {
+            "sub": {"essential": True},
+            "aud": {"essential": True, "value": self._flow.client_id},
+            "exp": {"essential": True},
+            "iat": {"essential": True},
+        }
+        if self._quirks.check_issuer is None:
+            options["iss"] = {"essential": True, "value": self._issuer}
+        if nonce is not None:
+            options["nonce"] = {"essential": True, "value": nonce}
+        try:
+            # A fresh registry per call: nothing from one validation leaks into the next.
+            jwt.JWTClaimsRegistry(now=now, leeway=CLOCK_LEEWAY, **options).validate(claims)
+        except JoseError as exc:
+            raise ProviderInvalidResponse(f"the ID token failed validation: {exc}") from None
+        if isinstance(claims.get("iat"), int | float) and claims["iat"] > now + CLOCK_LEEWAY:
+            raise ProviderInvalidResponse("the ID token was issued in the future")
+        if self._quirks.check_issuer is not None:
+            self._quirks.check_issuer(claims, self._issuer)
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        azp = claims.get("azp")
+        if (len(audiences) > 1 or azp is not None) and azp != self._flow.client_id:
+            raise ProviderInvalidResponse("the ID token was issued to another party (azp)")
+        if access_token and "at_hash" in claims:
+            if claims["at_hash"] != at_hash(access_token, str(token.header.get("alg"))):
+                raise ProviderInvalidResponse("the ID token at_hash does not match")
+        return dict(claims)
+
+    async def userinfo(self, access_token: str, *, expected_subject: str) -> dict[str, Any]:
+        metadata = await self.metadata()
+        try:
+            response = await self._http.get(
+                metadata["userinfo_endpoint"],
+                headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+            )
+        except httpx2.TimeoutException:
+            raise ProviderUnavailable("userinfo: upstream timed out") from None
+        except httpx2.TransportError as exc:
+            raise ProviderUnavailable(f"userinfo: {type(exc).__name__}") from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ProviderUnavailable(f"userinfo: upstream answered HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise ProviderInvalidResponse(
+                f"userinfo: upstream answered HTTP {response.status_code}"
+            )
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            raise ProviderInvalidResponse(
+                "userinfo: signed or encrypted responses are not supported"
+            )
+        try:
+            claims = response.json()
+        except ValueError:
+            raise ProviderInvalidResponse("userinfo: response is not JSON") from None
+        if not isinstance(claims, dict):
+            raise ProviderInvalidResponse("userinfo: response is not a JSON object")
+        # OIDC Core §5.3.2: the UserInfo sub must equal the ID token's sub.
+        if claims.get("sub") != expected_subject:
+            raise ProviderInvalidResponse("userinfo sub does not match the ID token sub")
+        return claims
+
+    async def refresh(self, refresh_token: str) -> UpstreamTokens:
+        raw = await self._flow.refresh(await self._endpoints(), refresh_token)
+        tokens = self._flow.tokens_from(raw, previous_refresh=refresh_token)
+        if tokens.id_token:
+            # OIDC Core §12.2: a refreshed ID token must still be ours (no nonce on refresh).
+            await self.validate_id_token(tokens.id_token, nonce=None)
+        return tokens
+
+    async def revoke(self, token: str) -> None:
+        await self._flow.revoke(await self._endpoints(), token)
+
+    async def probe(self) -> bool:
+        """Whether discovery answers (for the provider list's `reachable` status)."""
+        try:
+            async with translated_errors("probe"):
+                await self.metadata()
+        except ProviderError:
+            return False
+        return True

@@ -1,0 +1,64 @@
+"""The objects a process shares: built from settings without I/O, started in the lifespan.
+
+Nothing is created at import time; entry points call ``load_settings`` once, build a ``Runtime``
+and pass narrow pieces of it down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.clock import Clock, SystemClock
+from shared.db.database import create_engine
+from shared.providers.base import Provider
+from shared.providers.factory import ProviderDeps, build_providers
+from shared.settings import Settings
+from shared.signing_keys import KeyStore
+
+USER_AGENT = "oidc-broker/0.1"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    http: httpx2.AsyncClient
+    clock: Clock
+    providers: dict[str, Provider]
+    keys: KeyStore
+    started: bool = field(default=False)
+    stopping: bool = field(default=False)
+
+    async def start(self) -> None:
+        """Create missing signing keys and load them; the only I/O at startup."""
+        await self.keys.ensure_and_load(self.engine)
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopping = True
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    http = httpx2.AsyncClient(
+        timeout=httpx2.Timeout(10.0),
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+    # Both algorithms always have a key: discovery advertises both for ID tokens.
+    algorithms = tuple(dict.fromkeys([settings.signing_alg, "ES256", "RS256"]))
+    return Runtime(
+        settings=settings,
+        engine=create_engine(settings.database_url),
+        http=http,
+        clock=clock,
+        providers=build_providers(
+            ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
+        ),
+        keys=KeyStore(settings.keyring, clock, algorithms),
+    )

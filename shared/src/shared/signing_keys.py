@@ -1,0 +1,158 @@
+"""The broker's signing keys: creation, storage (private half encrypted) and the in-memory store.
+
+A key is published in JWKS from ``created_at`` and signs from ``activates_at``; it stops signing
+at ``retires_at`` and leaves JWKS at ``expires_at``. ``KeyStore`` serialises JWKS once per key
+change, so the JWKS endpoint and the token hot path do no database or JSON work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc.jwk import ECKey, KeySet, RSAKey
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared.audit import record_audit
+from shared.clock import Clock
+from shared.crypto.keyring import Keyring
+from shared.models import SigningKey
+
+JWK = ECKey | RSAKey
+
+
+def _aad(kid: str) -> bytes:
+    return f"signing_keys:{kid}:private".encode()
+
+
+def generate_signing_key(
+    alg: str, keyring: Keyring, now: dt.datetime, activates_at: dt.datetime | None = None
+) -> SigningKey:
+    """A new key row; the private JWK is sealed with the keyring, bound to its kid."""
+    kid = f"{now:%Y%m%d}-{secrets.token_hex(4)}"
+    key: JWK
+    if alg == "ES256":
+        key = ECKey.generate_key("P-256", parameters={"kid": kid, "alg": alg, "use": "sig"})
+    elif alg == "RS256":
+        key = RSAKey.generate_key(2048, parameters={"kid": kid, "alg": alg, "use": "sig"})
+    else:
+        raise ValueError(f"unsupported signing algorithm {alg}")
+    private = json.dumps(key.as_dict(private=True)).encode()
+    return SigningKey(
+        kid=kid,
+        alg=alg,
+        public_jwk=dict(key.as_dict(private=False)),
+        private_key_enc=keyring.encrypt(private, _aad(kid)),
+        created_at=now,
+        activates_at=activates_at or now,
+    )
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    alg: str
+    key: JWK
+
+
+@dataclass(frozen=True)
+class KeySnapshot:
+    """An immutable view of the keys: swapped whole when keys change."""
+
+    signing: dict[str, LoadedKey]  # alg -> the key that signs now
+    verification: KeySet  # every published key (public halves)
+    jwks_body: bytes
+    etag: str
+
+    def signer(self, alg: str) -> LoadedKey:
+        return self.signing[alg]
+
+
+def _published(row: SigningKey, now: dt.datetime) -> bool:
+    return row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
+
+
+def _can_sign(row: SigningKey, now: dt.datetime) -> bool:
+    return (
+        _published(row, now)
+        and row.activates_at <= now
+        and (row.retires_at is None or row.retires_at > now)
+    )
+
+
+def build_snapshot(rows: list[SigningKey], keyring: Keyring, now: dt.datetime) -> KeySnapshot:
+    published = sorted((r for r in rows if _published(r, now)), key=lambda r: r.created_at)
+    signing: dict[str, LoadedKey] = {}
+    for row in sorted(published, key=lambda r: r.activates_at):
+        if _can_sign(row, now):  # the newest active key per algorithm wins
+            private: dict[str, Any] = json.loads(
+                keyring.decrypt(row.private_key_enc, _aad(row.kid))
+            )
+            key = (ECKey if row.alg.startswith("ES") else RSAKey).import_key(private)
+            signing[row.alg] = LoadedKey(kid=row.kid, alg=row.alg, key=key)
+    public = [
+        {name: value for name, value in row.public_jwk.items() if name != "d"} for row in published
+    ]
+    body = json.dumps({"keys": public}, separators=(",", ":"), sort_keys=True).encode()
+    verification = KeySet.import_key_set({"keys": public}) if public else KeySet([])  # type: ignore[arg-type]
+    return KeySnapshot(
+        signing=signing,
+        verification=verification,
+        jwks_body=body,
+        etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+    )
+
+
+class KeyStore:
+    """Holds the current ``KeySnapshot``; ``load`` replaces it from the database."""
+
+    def __init__(self, keyring: Keyring, clock: Clock, algorithms: tuple[str, ...]) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self._algorithms = algorithms
+        self._snapshot: KeySnapshot | None = None
+
+    @property
+    def snapshot(self) -> KeySnapshot:
+        if self._snapshot is None:
+            raise RuntimeError("signing keys are not loaded")
+        return self._snapshot
+
+    @property
+    def loaded(self) -> bool:
+        return self._snapshot is not None and all(
+            alg in self._snapshot.signing for alg in self._algorithms
+        )
+
+    async def ensure_and_load(self, engine: AsyncEngine) -> None:
+        """Create a key for each algorithm that has none (once, across replicas), then load."""
+        async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+            if engine.dialect.name == "postgresql":
+                # Replicas starting together: one creates the keys, the others wait and see them.
+                await session.execute(text("SELECT pg_advisory_xact_lock(7270001)"))
+            rows = list((await session.scalars(select(SigningKey))).all())
+            now = self._clock.now()
+            for alg in self._algorithms:
+                if not any(r.alg == alg and _can_sign(r, now) for r in rows):
+                    row = generate_signing_key(alg, self._keyring, now)
+                    session.add(row)
+                    rows.append(row)
+                    record_audit(
+                        session,
+                        action="signing_key.created",
+                        actor="system",
+                        subject=f"key:{row.kid}",
+                        data={"kid": row.kid, "alg": alg},
+                        now=now,
+                    )
+        self._snapshot = build_snapshot(rows, self._keyring, self._clock.now())
+
+    async def load(self, engine: AsyncEngine) -> None:
+        async with AsyncSession(engine) as session:
+            rows = list((await session.scalars(select(SigningKey))).all())
+        self._snapshot = build_snapshot(rows, self._keyring, self._clock.now())
