@@ -1,0 +1,140 @@
+"""Fixtures shared by every tier: the run's PostgreSQL database, Redis, settings, the app."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from broker.app import create_app
+from shared.clock import SystemClock
+from shared.crypto.keyring import Keyring
+from shared.db.migrate import upgrade_to_head
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings, make_settings
+
+from tests.support.databases import (
+    ServiceUnavailable,
+    fresh_database,
+    postgres_server_url,
+    redis_server_url,
+)
+from tests.support.processes import free_port, run_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A PostgreSQL database for this run, built with ``alembic upgrade head``, then dropped."""
+    try:
+        with postgres_server_url() as server, fresh_database(server) as url:
+            upgrade_to_head(url)
+            yield url
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    try:
+        with redis_server_url() as url:
+            yield url
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def upstream_idp() -> Iterator[str]:
+    """A real OpenID Provider process on 127.0.0.1 (tests/support/upstream_idp.py)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with run_process(
+        [sys.executable, "-m", "tests.support.upstream_idp", "--port", str(port)],
+        ready_url=f"{url}/.well-known/openid-configuration",
+        cwd=str(ROOT),
+    ):
+        yield url
+
+
+@pytest.fixture
+async def idp(upstream_idp: str) -> AsyncIterator[httpx2.AsyncClient]:
+    """A client for the upstream's control API, reset before each test."""
+    async with httpx2.AsyncClient(base_url=upstream_idp) as client:
+        await client.post("/_control/reset")
+        yield client
+
+
+BROKER_ISSUER = "http://127.0.0.1:8000"
+WEB_REDIRECT = "http://127.0.0.1:3000/callback"
+
+
+@pytest.fixture(scope="session")
+def keyring() -> Keyring:
+    """One keyring per run: the run's database holds keys sealed with it."""
+    return Keyring.generate("test1")
+
+
+def broker_settings(
+    database_url: str, upstream: str, keyring: Keyring, **overrides: object
+) -> Settings:
+    """Two providers (the upstream OIDC double and dev) and three clients."""
+    values: dict[str, object] = {
+        "issuer": BROKER_ISSUER,
+        "keyring": keyring,
+        "database_url": database_url,
+        "providers": [
+            {
+                "id": "corp",
+                "type": "oidc",
+                "display_name": "Corp SSO",
+                "issuer": upstream,
+                "client_id": "broker",
+                "client_secret": "broker-secret",
+                "scopes": ["openid", "email", "profile", "offline_access"],
+                "discovery_ttl": 0,
+            },
+            {"id": "dev", "type": "dev"},
+        ],
+        "clients": [
+            {"id": "web", "redirect_uris": [WEB_REDIRECT, "http://127.0.0.1:3000/other"]},
+            {
+                "id": "backend",
+                "secret": "backend-secret",
+                "redirect_uris": ["http://127.0.0.1:4000/cb"],
+                "audience": ["https://api.internal"],
+            },
+            {
+                "id": "rs-client",
+                "secret": "rs-secret",
+                "redirect_uris": ["http://127.0.0.1:5000/cb"],
+                "id_token_signed_response_alg": "RS256",
+            },
+        ],
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+@pytest.fixture
+async def runtime(
+    database_url: str, upstream_idp: str, keyring: Keyring
+) -> AsyncIterator[Runtime]:
+    runtime = build_runtime(
+        broker_settings(database_url, upstream_idp, keyring), clock=SystemClock()
+    )
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+@pytest.fixture
+async def broker(runtime: Runtime) -> AsyncIterator[httpx2.AsyncClient]:
+    """The broker app in-process (the runtime is started by the fixture above)."""
+    app = create_app(runtime)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url=BROKER_ISSUER) as client:
+        yield client
+

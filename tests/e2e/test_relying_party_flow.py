@@ -1,0 +1,153 @@
+"""End to end over real HTTP: three processes on 127.0.0.1.
+
+The broker runs under uvicorn (``broker serve``) with a YAML config, an upstream OpenID Provider
+process plays the corporate IdP, and this test is the relying party, using authlib's OAuth client
+exactly as a frontend's backend would. The access token is verified with joserfc against the
+broker's JWKS.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx2
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.common.security import generate_token
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from tests.support.processes import free_port, run_process
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIRECT_URI = "http://127.0.0.1:3000/callback"
+
+
+def _write_config(path: Path, upstream: str) -> None:
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            providers:
+              - id: corp
+                type: oidc
+                display_name: Corp SSO
+                issuer: {upstream}
+                client_id: broker
+                client_secret: ${{CORP_CLIENT_SECRET}}
+                scopes: [openid, email, profile, offline_access]
+            clients:
+              - id: portal
+                secret: ${{PORTAL_SECRET}}
+                redirect_uris: [{REDIRECT_URI}]
+            """
+        )
+    )
+
+
+async def _browser_follow(url: str) -> tuple[str, list[str]]:
+    """Follow redirects as a browser (with cookies) until the client's redirect URI.
+
+    Returns the final URL and every ``code`` and ``state`` value seen on the way.
+    """
+    seen: list[str] = []
+    async with httpx2.AsyncClient() as browser:
+        for _ in range(8):
+            response = await browser.get(url)
+            assert response.status_code in (302, 303), response.text[:500]
+            url = response.headers["location"]
+            query = parse_qs(urlsplit(url).query)
+            seen += query.get("code", []) + query.get("state", [])
+            if url.startswith(REDIRECT_URI):
+                return url, seen
+    raise AssertionError("the flow did not come back to the client")
+
+
+async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
+    tmp_path, database_url, upstream_idp, keyring
+):
+    async with httpx2.AsyncClient() as control:
+        await control.post(f"{upstream_idp}/_control/reset")
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    config = tmp_path / "broker.yaml"
+    _write_config(config, upstream_idp)
+    env = {
+        "BROKER_ISSUER": issuer,
+        "BROKER_CONFIG": str(config),
+        "BROKER_DATABASE_URL": database_url,
+        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
+        "BROKER_VAR_DIR": str(tmp_path / "var"),
+        "CORP_CLIENT_SECRET": "broker-secret",
+        "PORTAL_SECRET": "portal-secret",
+        "BROKER_LOG_LEVEL": "DEBUG",
+    }
+    command = [str(Path(sys.executable).parent / "broker"), "serve", "--port", str(port)]
+    with run_process(command, ready_url=f"{issuer}/readyz", env=env, cwd=str(ROOT)) as broker:
+        async with httpx2.AsyncClient() as http:
+            metadata = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()
+        assert metadata["issuer"] == issuer
+        client = AsyncOAuth2Client(
+            client_id="portal",
+            client_secret="portal-secret",
+            token_endpoint_auth_method="client_secret_basic",
+            redirect_uri=REDIRECT_URI,
+            scope="openid email profile",
+            code_challenge_method="S256",
+        )
+        verifier, nonce = generate_token(48), generate_token(20)
+        url, state = client.create_authorization_url(
+            metadata["authorization_endpoint"], code_verifier=verifier, nonce=nonce
+        )
+        final, front_channel_secrets = await _browser_follow(url)
+        assert f"iss={issuer.replace(':', '%3A').replace('/', '%2F')}" in final
+        token = await client.fetch_token(
+            metadata["token_endpoint"], authorization_response=final, code_verifier=verifier
+        )
+        for name in ("access_token", "refresh_token", "id_token", "expires_in", "scope"):
+            assert token.get(name), name
+        assert token["token_type"] == "Bearer"
+
+        async with httpx2.AsyncClient() as http:
+            jwks = KeySet.import_key_set((await http.get(metadata["jwks_uri"])).json())
+        access = jwt.decode(token["access_token"], jwks, algorithms=["ES256"])
+        assert access.header["typ"] == "at+jwt"
+        jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": issuer},
+            exp={"essential": True},
+            client_id={"essential": True, "value": "portal"},
+        ).validate(access.claims)
+        id_token = jwt.decode(token["id_token"], jwks, algorithms=["ES256"])
+        assert id_token.claims["nonce"] == nonce
+        assert id_token.claims["aud"] == "portal"
+
+        userinfo = (await client.get(metadata["userinfo_endpoint"])).json()
+        assert userinfo["sub"] == access.claims["sub"]
+        assert userinfo["email"] == "alice@example.com"
+
+        old_refresh = token["refresh_token"]
+        refreshed = await client.refresh_token(
+            metadata["token_endpoint"], refresh_token=old_refresh
+        )
+        assert refreshed["refresh_token"] != old_refresh
+        assert refreshed["access_token"] != token["access_token"]
+        async with httpx2.AsyncClient() as http:
+            replay = await http.post(
+                metadata["token_endpoint"],
+                data={"grant_type": "refresh_token", "refresh_token": old_refresh},
+                auth=("portal", "portal-secret"),
+            )
+        assert replay.status_code == 400
+        assert replay.json()["error"] == "invalid_grant"
+        await client.aclose()
+
+        # SECURITY.md 29: a full login, refresh and replay at DEBUG never logs a secret.
+        log = broker.read_log()
+        for secret in (token["access_token"], old_refresh, refreshed["refresh_token"],
+                       token["id_token"], verifier, "portal-secret", "broker-secret",
+                       *front_channel_secrets):
+            assert secret not in log
+        assert os.path.getsize(broker.log_path) > 0

@@ -1,0 +1,204 @@
+"""/token, /auth/oauth2/refresh and /userinfo: client authentication, bad input, grants."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from shared.models import AuditAction, User
+from sqlalchemy import select, update
+
+from tests.support.flows import authorize, login, refresh
+
+
+async def test_wrong_client_secret_is_401_with_www_authenticate(broker):
+    response = await broker.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": "x"},
+        auth=("backend", "wrong"),
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
+async def test_unknown_grant_type_is_unsupported_grant_type(broker):
+    response = await broker.post(
+        "/token", data={"grant_type": "password", "client_id": "web"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"client_id": "web"},
+        {"grant_type": "authorization_code", "client_id": "web"},
+        {"grant_type": "refresh_token", "client_id": "web"},
+        {"grant_type": "authorization_code", "client_id": "web", "code": "nope",
+         "redirect_uri": "http://127.0.0.1:3000/callback"},
+        {"grant_type": "refresh_token", "client_id": "web", "refresh_token": "\x00" * 40},
+    ],
+)
+async def test_bad_token_requests_get_rfc_errors_never_500(broker, data):
+    response = await broker.post("/token", data=data)
+    assert response.status_code == 400
+    assert response.json()["error"] in ("invalid_request", "invalid_grant")
+
+
+async def test_token_endpoint_refuses_json_bodies_and_repeated_parameters(broker):
+    as_json = await broker.post("/token", json={"grant_type": "refresh_token"})
+    assert as_json.status_code == 400
+    assert as_json.json()["error"] == "invalid_request"
+    repeated = await broker.post(
+        "/token",
+        content="grant_type=refresh_token&grant_type=refresh_token&client_id=web",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert repeated.json()["error"] == "invalid_request"
+
+
+async def test_confidential_client_uses_client_secret_post_too(broker, idp):
+    result = await authorize(
+        broker, client_id="backend", redirect_uri="http://127.0.0.1:4000/cb", pkce=False
+    )
+    response = await broker.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": result.params["code"],
+            "redirect_uri": "http://127.0.0.1:4000/cb",
+            "client_id": "backend",
+            "client_secret": "backend-secret",
+        },
+    )
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(
+        response.json()["access_token"],
+        KeySet.import_key_set((await broker.get("/.well-known/jwks.json")).json()),
+    ).claims
+    assert claims["aud"] == "https://api.internal"  # the client's configured audience
+
+
+async def test_client_configured_for_rs256_gets_rs256_id_tokens(broker, idp):
+    result = await authorize(
+        broker, client_id="rs-client", redirect_uri="http://127.0.0.1:5000/cb", pkce=False
+    )
+    response = await broker.post(
+        "/token",
+        data={"grant_type": "authorization_code", "code": result.params["code"],
+              "redirect_uri": "http://127.0.0.1:5000/cb"},
+        auth=("rs-client", "rs-secret"),
+    )
+    tokens = response.json()
+    keys = KeySet.import_key_set((await broker.get("/.well-known/jwks.json")).json())
+    assert jwt.decode(tokens["id_token"], keys, algorithms=["RS256"]).header["alg"] == "RS256"
+    assert jwt.decode(tokens["access_token"], keys, algorithms=["ES256"]).header["alg"] == "ES256"
+
+
+async def test_json_refresh_endpoint_shares_the_refresh_grant(broker, idp):
+    tokens = await login(broker)
+    response = await broker.post(
+        "/auth/oauth2/refresh", json={"refresh_token": tokens["refresh_token"], "client_id": "web"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["refresh_token"] != tokens["refresh_token"]
+    replay = await broker.post(
+        "/auth/oauth2/refresh", json={"refresh_token": tokens["refresh_token"], "client_id": "web"}
+    )
+    assert replay.json()["error"] == "invalid_grant"
+    garbage = await broker.post("/auth/oauth2/refresh", content=b"{not json")
+    assert garbage.status_code == 400
+
+
+async def test_refresh_token_is_bound_to_its_client(broker, idp):
+    tokens = await login(broker)
+    response = await broker.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=("backend", "backend-secret"),
+    )
+    assert response.json()["error"] == "invalid_grant"
+    # The rightful client can still use it: the foreign attempt did not burn it.
+    assert (await refresh(broker, tokens["refresh_token"])).status_code == 200
+
+
+async def test_refresh_may_narrow_but_not_widen_the_scope(broker, idp):
+    tokens = await login(broker, scope="openid email")
+    wider = await broker.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+              "client_id": "web", "scope": "openid email profile"},
+    )
+    assert wider.json()["error"] == "invalid_scope"
+    narrower = await broker.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+              "client_id": "web", "scope": "openid"},
+    )
+    assert narrower.status_code == 200, narrower.text
+    assert narrower.json()["scope"] == "openid"
+
+
+async def test_disabled_user_cannot_refresh(broker, idp, runtime):
+    tokens = await login(broker)
+    keys = KeySet.import_key_set((await broker.get("/.well-known/jwks.json")).json())
+    user_id = uuid.UUID(jwt.decode(tokens["access_token"], keys).claims["sub"])
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            update(User.__table__).where(User.__table__.c.id == user_id).values(status="disabled")
+        )
+    try:
+        response = await refresh(broker, tokens["refresh_token"])
+        assert response.json()["error"] == "invalid_grant"
+        userinfo = await broker.get(
+            "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
+        assert userinfo.status_code == 401
+    finally:
+        async with runtime.engine.begin() as connection:
+            await connection.execute(
+                update(User.__table__).where(User.__table__.c.id == user_id).values(
+                    status="active"
+                )
+            )
+
+
+@pytest.mark.parametrize(
+    "header", ["Bearer garbage", "Bearer ", "Basic abc", "Bearer eyJhbGciOiJub25lIn0.e30."]
+)
+async def test_userinfo_refuses_bad_tokens_with_401(broker, header):
+    response = await broker.get("/userinfo", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_userinfo_refuses_an_id_token(broker, idp):
+    tokens = await login(broker)
+    response = await broker.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['id_token']}"}
+    )
+    assert response.status_code == 401
+
+
+async def test_login_token_issue_and_refresh_are_audited(broker, idp, runtime):
+    tokens = await login(broker)
+    sub = jwt.decode(
+        tokens["access_token"],
+        KeySet.import_key_set((await broker.get("/.well-known/jwks.json")).json()),
+    ).claims["sub"]
+    assert (await refresh(broker, tokens["refresh_token"])).status_code == 200
+    table = AuditAction.__table__
+    async with runtime.engine.connect() as connection:
+        actions = (
+            await connection.execute(
+                select(table.c.action).where(table.c.subject == sub).order_by(table.c.id)
+            )
+        ).scalars().all()
+    assert "user.signed_in" in actions
+    assert "token.issued" in actions
+    assert "refresh_token.rotated" in actions

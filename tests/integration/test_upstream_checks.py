@@ -1,0 +1,156 @@
+"""SECURITY.md 19-20: a misbehaving upstream never yields a user, a link or a session."""
+
+from __future__ import annotations
+
+import pytest
+from broker.identity import token_aad
+from shared.crypto.keyring import DecryptionError
+from shared.models import OAuth2Profile, OAuth2Token, User
+from sqlalchemy import func, select
+
+from tests.support.flows import authorize, login
+
+
+async def _count_profiles(runtime, subject: str) -> int:
+    table = OAuth2Profile.__table__
+    async with runtime.engine.connect() as connection:
+        return (
+            await connection.execute(
+                select(func.count()).select_from(table).where(table.c.subject == subject)
+            )
+        ).scalar_one()
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["wrong_aud", "wrong_iss", "bad_nonce", "expired", "bad_signature", "alg_none",
+     "userinfo_sub_mismatch"],
+)
+async def test_invalid_upstream_id_token_creates_nothing(broker, idp, runtime, mode):
+    subject = f"mallory-{mode}"
+    await idp.post("/_control/user", json={"sub": subject, "email": "m@example.com"})
+    await idp.post("/_control/misbehave", json={"mode": mode})
+    result = await authorize(broker)
+    assert "code" not in result.params
+    assert result.params["error"] == "server_error"
+    assert result.params["state"] == result.state
+    assert await _count_profiles(runtime, subject) == 0
+
+
+async def test_upstream_token_endpoint_failure_is_temporarily_unavailable(broker, idp):
+    await idp.post("/_control/misbehave", json={"mode": "token_error_500"})
+    result = await authorize(broker)
+    assert result.params["error"] == "temporarily_unavailable"
+
+
+async def test_discovery_issuer_mismatch_stops_the_login(broker, idp, runtime):
+    await idp.post("/_control/discovery_issuer", json={"issuer": "http://127.0.0.1:1/other"})
+    response = await broker.get(
+        "/authorize",
+        params={"response_type": "code", "client_id": "backend",
+                "redirect_uri": "http://127.0.0.1:4000/cb", "scope": "openid",
+                "state": "s", "provider": "corp"},
+    )
+    assert response.status_code == 302
+    assert "error=temporarily_unavailable" in response.headers["location"]
+    assert response.headers["location"].startswith("http://127.0.0.1:4000/cb")
+
+
+async def test_identity_is_provider_and_subject_and_upstream_tokens_are_encrypted(
+    broker, idp, runtime
+):
+    await idp.post(
+        "/_control/user",
+        json={"sub": "bob-1", "email": "bob@example.com", "email_verified": True, "name": "Bob"},
+    )
+    await login(broker)
+    # Same email, another subject: a different person, never the same account.
+    await idp.post(
+        "/_control/user",
+        json={"sub": "bob-2", "email": "bob@example.com", "email_verified": True, "name": "Bob"},
+    )
+    await login(broker)
+    profiles = OAuth2Profile.__table__
+    async with runtime.engine.connect() as connection:
+        users = (
+            await connection.execute(
+                select(profiles.c.user_id).where(profiles.c.subject.in_(["bob-1", "bob-2"]))
+            )
+        ).scalars().all()
+        assert len(set(users)) == 2
+        tokens = OAuth2Token.__table__
+        stored = (
+            await connection.execute(
+                select(tokens.c.id, tokens.c.access_token_enc, tokens.c.refresh_token_enc).where(
+                    tokens.c.user_id.in_(users)
+                )
+            )
+        ).all()
+        names = (
+            await connection.execute(select(User.__table__.c.display_name).where(
+                User.__table__.c.id.in_(users)))
+        ).scalars().all()
+    assert names == ["Bob", "Bob"]
+    assert len(stored) == 2
+    keyring = runtime.settings.keyring
+    (first_id, first_access, first_refresh), (second_id, _, _) = stored
+    access = keyring.decrypt_text(first_access, token_aad(first_id, "access_token"))
+    refresh = keyring.decrypt_text(first_refresh, token_aad(first_id, "refresh_token"))
+    assert access and refresh
+    assert access.encode() not in first_access and refresh.encode() not in first_refresh
+    assert keyring.key_id_of(first_access) == "test1"
+    # SECURITY.md 28: bound to row and column; a copy elsewhere does not decrypt.
+    with pytest.raises(DecryptionError):
+        keyring.decrypt_text(first_access, token_aad(second_id, "access_token"))
+    with pytest.raises(DecryptionError):
+        keyring.decrypt_text(first_access, token_aad(first_id, "refresh_token"))
+
+
+async def test_dev_provider_signs_in_with_an_unverified_email(broker, runtime):
+    result = await authorize(
+        broker, provider="dev", dev_identity=("grace@example.com", "Grace Hopper")
+    )
+    assert "code" in result.params, result.location
+    response = await broker.post(
+        "/token",
+        data={"grant_type": "authorization_code", "code": result.params["code"],
+              "redirect_uri": "http://127.0.0.1:3000/callback",
+              "code_verifier": result.verifier, "client_id": "web"},
+    )
+    userinfo = await broker.get(
+        "/userinfo", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
+    )
+    assert userinfo.json()["email"] == "grace@example.com"
+    assert userinfo.json()["email_verified"] is False
+    assert userinfo.json()["name"] == "Grace Hopper"
+
+
+async def test_dev_login_code_is_bound_to_its_state(broker):
+    first = await broker.get(
+        "/authorize",
+        params={"response_type": "code", "client_id": "backend",
+                "redirect_uri": "http://127.0.0.1:4000/cb", "scope": "openid",
+                "provider": "dev"},
+    )
+    form_url = first.headers["location"]
+    submitted = await broker.post(
+        form_url.replace("http://127.0.0.1:8000", "").split("?")[0],
+        data={"state": "another-state", "email": "eve@example.com", "name": "Eve"},
+    )
+    assert submitted.status_code == 303
+    # The callback refuses the forged state before decrypting anything.
+    callback = await broker.get(submitted.headers["location"].replace("http://127.0.0.1:8000", ""))
+    assert callback.status_code == 400
+
+
+async def test_chooser_lists_every_provider_when_none_is_chosen(broker):
+    response = await broker.get(
+        "/authorize",
+        params={"response_type": "code", "client_id": "backend",
+                "redirect_uri": "http://127.0.0.1:4000/cb", "scope": "openid", "state": "s"},
+    )
+    assert response.status_code == 200
+    assert "Corp SSO" in response.text
+    assert "/auth/oauth2/corp/login?" in response.text
+    assert "/auth/oauth2/dev/login?" in response.text
+    assert response.headers["x-frame-options"] == "DENY"
