@@ -29,7 +29,7 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml services/bro
 env: $(VENV)/.synced
 
 run: env
-	$(RUN) broker serve --migrate
+	BROKER_LOG_FORMAT=$${BROKER_LOG_FORMAT:-console} $(RUN) broker serve --migrate
 
 migrate: env
 	$(RUN) broker migrate

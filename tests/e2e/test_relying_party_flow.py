@@ -8,15 +8,14 @@ broker's JWKS.
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.common.security import generate_token
+from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
@@ -98,7 +97,7 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
             code_challenge_method="S256",
         )
         verifier, nonce = generate_token(48), generate_token(20)
-        url, state = client.create_authorization_url(
+        url, _state = client.create_authorization_url(
             metadata["authorization_endpoint"], code_verifier=verifier, nonce=nonce
         )
         final, front_channel_secrets = await _browser_follow(url)
@@ -146,8 +145,15 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
 
         # SECURITY.md 29: a full login, refresh and replay at DEBUG never logs a secret.
         log = broker.read_log()
-        for secret in (token["access_token"], old_refresh, refreshed["refresh_token"],
-                       token["id_token"], verifier, "portal-secret", "broker-secret",
-                       *front_channel_secrets):
+        for secret in (
+            token["access_token"],
+            old_refresh,
+            refreshed["refresh_token"],
+            token["id_token"],
+            verifier,
+            "portal-secret",
+            "broker-secret",
+            *front_channel_secrets,
+        ):
             assert secret not in log
-        assert os.path.getsize(broker.log_path) > 0
+        assert "broker.started" in log

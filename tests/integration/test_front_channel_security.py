@@ -37,9 +37,7 @@ def _params(**overrides: str) -> dict[str, str]:
         "http://evil.example/callback",
     ],
 )
-async def test_unregistered_redirect_uri_gets_an_error_page_and_no_redirect(
-    broker, redirect_uri
-):
+async def test_unregistered_redirect_uri_gets_an_error_page_and_no_redirect(broker, redirect_uri):
     response = await broker.get("/authorize", params=_params(redirect_uri=redirect_uri))
     assert response.status_code == 400
     assert "location" not in response.headers
@@ -182,7 +180,7 @@ async def test_unknown_state_is_refused(broker, idp):
 
 
 async def test_iss_response_parameter_from_another_issuer_is_refused(broker, idp):
-    callback, params = await _start_upstream_login(broker)
+    callback, _ = await _start_upstream_login(broker)
     tampered = relative(callback).replace(
         "iss=http%3A%2F%2F127.0.0.1", "iss=http%3A%2F%2Fevil.example"
     )

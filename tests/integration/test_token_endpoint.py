@@ -7,6 +7,7 @@ import uuid
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from shared.db.base import table
 from shared.models import AuditAction, User
 from sqlalchemy import select, update
 
@@ -25,9 +26,7 @@ async def test_wrong_client_secret_is_401_with_www_authenticate(broker):
 
 
 async def test_unknown_grant_type_is_unsupported_grant_type(broker):
-    response = await broker.post(
-        "/token", data={"grant_type": "password", "client_id": "web"}
-    )
+    response = await broker.post("/token", data={"grant_type": "password", "client_id": "web"})
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
 
@@ -38,8 +37,12 @@ async def test_unknown_grant_type_is_unsupported_grant_type(broker):
         {"client_id": "web"},
         {"grant_type": "authorization_code", "client_id": "web"},
         {"grant_type": "refresh_token", "client_id": "web"},
-        {"grant_type": "authorization_code", "client_id": "web", "code": "nope",
-         "redirect_uri": "http://127.0.0.1:3000/callback"},
+        {
+            "grant_type": "authorization_code",
+            "client_id": "web",
+            "code": "nope",
+            "redirect_uri": "http://127.0.0.1:3000/callback",
+        },
         {"grant_type": "refresh_token", "client_id": "web", "refresh_token": "\x00" * 40},
     ],
 )
@@ -89,8 +92,11 @@ async def test_client_configured_for_rs256_gets_rs256_id_tokens(broker, idp):
     )
     response = await broker.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": result.params["code"],
-              "redirect_uri": "http://127.0.0.1:5000/cb"},
+        data={
+            "grant_type": "authorization_code",
+            "code": result.params["code"],
+            "redirect_uri": "http://127.0.0.1:5000/cb",
+        },
         auth=("rs-client", "rs-secret"),
     )
     tokens = response.json()
@@ -130,14 +136,22 @@ async def test_refresh_may_narrow_but_not_widen_the_scope(broker, idp):
     tokens = await login(broker, scope="openid email")
     wider = await broker.post(
         "/token",
-        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
-              "client_id": "web", "scope": "openid email profile"},
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": "web",
+            "scope": "openid email profile",
+        },
     )
     assert wider.json()["error"] == "invalid_scope"
     narrower = await broker.post(
         "/token",
-        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
-              "client_id": "web", "scope": "openid"},
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": "web",
+            "scope": "openid",
+        },
     )
     assert narrower.status_code == 200, narrower.text
     assert narrower.json()["scope"] == "openid"
@@ -149,7 +163,7 @@ async def test_disabled_user_cannot_refresh(broker, idp, runtime):
     user_id = uuid.UUID(jwt.decode(tokens["access_token"], keys).claims["sub"])
     async with runtime.engine.begin() as connection:
         await connection.execute(
-            update(User.__table__).where(User.__table__.c.id == user_id).values(status="disabled")
+            update(table(User)).where(table(User).c.id == user_id).values(status="disabled")
         )
     try:
         response = await refresh(broker, tokens["refresh_token"])
@@ -161,9 +175,7 @@ async def test_disabled_user_cannot_refresh(broker, idp, runtime):
     finally:
         async with runtime.engine.begin() as connection:
             await connection.execute(
-                update(User.__table__).where(User.__table__.c.id == user_id).values(
-                    status="active"
-                )
+                update(table(User)).where(table(User).c.id == user_id).values(status="active")
             )
 
 
@@ -192,13 +204,17 @@ async def test_login_token_issue_and_refresh_are_audited(broker, idp, runtime):
         KeySet.import_key_set((await broker.get("/.well-known/jwks.json")).json()),
     ).claims["sub"]
     assert (await refresh(broker, tokens["refresh_token"])).status_code == 200
-    table = AuditAction.__table__
+    audit = table(AuditAction)
     async with runtime.engine.connect() as connection:
         actions = (
-            await connection.execute(
-                select(table.c.action).where(table.c.subject == sub).order_by(table.c.id)
+            (
+                await connection.execute(
+                    select(audit.c.action).where(audit.c.subject == sub).order_by(audit.c.id)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert "user.signed_in" in actions
     assert "token.issued" in actions
     assert "refresh_token.rotated" in actions

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from broker.identity import token_aad
 from shared.crypto.keyring import DecryptionError
+from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token, User
 from sqlalchemy import func, select
 
@@ -12,19 +13,26 @@ from tests.support.flows import authorize, login
 
 
 async def _count_profiles(runtime, subject: str) -> int:
-    table = OAuth2Profile.__table__
+    profiles = table(OAuth2Profile)
     async with runtime.engine.connect() as connection:
         return (
             await connection.execute(
-                select(func.count()).select_from(table).where(table.c.subject == subject)
+                select(func.count()).select_from(profiles).where(profiles.c.subject == subject)
             )
         ).scalar_one()
 
 
 @pytest.mark.parametrize(
     "mode",
-    ["wrong_aud", "wrong_iss", "bad_nonce", "expired", "bad_signature", "alg_none",
-     "userinfo_sub_mismatch"],
+    [
+        "wrong_aud",
+        "wrong_iss",
+        "bad_nonce",
+        "expired",
+        "bad_signature",
+        "alg_none",
+        "userinfo_sub_mismatch",
+    ],
 )
 async def test_invalid_upstream_id_token_creates_nothing(broker, idp, runtime, mode):
     subject = f"mallory-{mode}"
@@ -47,9 +55,14 @@ async def test_discovery_issuer_mismatch_stops_the_login(broker, idp, runtime):
     await idp.post("/_control/discovery_issuer", json={"issuer": "http://127.0.0.1:1/other"})
     response = await broker.get(
         "/authorize",
-        params={"response_type": "code", "client_id": "backend",
-                "redirect_uri": "http://127.0.0.1:4000/cb", "scope": "openid",
-                "state": "s", "provider": "corp"},
+        params={
+            "response_type": "code",
+            "client_id": "backend",
+            "redirect_uri": "http://127.0.0.1:4000/cb",
+            "scope": "openid",
+            "state": "s",
+            "provider": "corp",
+        },
     )
     assert response.status_code == 302
     assert "error=temporarily_unavailable" in response.headers["location"]
@@ -70,15 +83,19 @@ async def test_identity_is_provider_and_subject_and_upstream_tokens_are_encrypte
         json={"sub": "bob-2", "email": "bob@example.com", "email_verified": True, "name": "Bob"},
     )
     await login(broker)
-    profiles = OAuth2Profile.__table__
+    profiles = table(OAuth2Profile)
     async with runtime.engine.connect() as connection:
         users = (
-            await connection.execute(
-                select(profiles.c.user_id).where(profiles.c.subject.in_(["bob-1", "bob-2"]))
+            (
+                await connection.execute(
+                    select(profiles.c.user_id).where(profiles.c.subject.in_(["bob-1", "bob-2"]))
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         assert len(set(users)) == 2
-        tokens = OAuth2Token.__table__
+        tokens = table(OAuth2Token)
         stored = (
             await connection.execute(
                 select(tokens.c.id, tokens.c.access_token_enc, tokens.c.refresh_token_enc).where(
@@ -87,9 +104,14 @@ async def test_identity_is_provider_and_subject_and_upstream_tokens_are_encrypte
             )
         ).all()
         names = (
-            await connection.execute(select(User.__table__.c.display_name).where(
-                User.__table__.c.id.in_(users)))
-        ).scalars().all()
+            (
+                await connection.execute(
+                    select(table(User).c.display_name).where(table(User).c.id.in_(users))
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert names == ["Bob", "Bob"]
     assert len(stored) == 2
     keyring = runtime.settings.keyring
@@ -113,9 +135,13 @@ async def test_dev_provider_signs_in_with_an_unverified_email(broker, runtime):
     assert "code" in result.params, result.location
     response = await broker.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": result.params["code"],
-              "redirect_uri": "http://127.0.0.1:3000/callback",
-              "code_verifier": result.verifier, "client_id": "web"},
+        data={
+            "grant_type": "authorization_code",
+            "code": result.params["code"],
+            "redirect_uri": "http://127.0.0.1:3000/callback",
+            "code_verifier": result.verifier,
+            "client_id": "web",
+        },
     )
     userinfo = await broker.get(
         "/userinfo", headers={"Authorization": f"Bearer {response.json()['access_token']}"}
@@ -128,9 +154,13 @@ async def test_dev_provider_signs_in_with_an_unverified_email(broker, runtime):
 async def test_dev_login_code_is_bound_to_its_state(broker):
     first = await broker.get(
         "/authorize",
-        params={"response_type": "code", "client_id": "backend",
-                "redirect_uri": "http://127.0.0.1:4000/cb", "scope": "openid",
-                "provider": "dev"},
+        params={
+            "response_type": "code",
+            "client_id": "backend",
+            "redirect_uri": "http://127.0.0.1:4000/cb",
+            "scope": "openid",
+            "provider": "dev",
+        },
     )
     form_url = first.headers["location"]
     submitted = await broker.post(
@@ -146,8 +176,13 @@ async def test_dev_login_code_is_bound_to_its_state(broker):
 async def test_chooser_lists_every_provider_when_none_is_chosen(broker):
     response = await broker.get(
         "/authorize",
-        params={"response_type": "code", "client_id": "backend",
-                "redirect_uri": "http://127.0.0.1:4000/cb", "scope": "openid", "state": "s"},
+        params={
+            "response_type": "code",
+            "client_id": "backend",
+            "redirect_uri": "http://127.0.0.1:4000/cb",
+            "scope": "openid",
+            "state": "s",
+        },
     )
     assert response.status_code == 200
     assert "Corp SSO" in response.text

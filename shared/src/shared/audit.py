@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from shared.db.base import table
 from shared.models import AuditAction
 
-AUDIT_TABLE = AuditAction.__table__
+AUDIT_TABLE = table(AuditAction)
 
 
 def audit_values(

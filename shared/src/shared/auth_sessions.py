@@ -22,12 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import AUDIT_TABLE, audit_values, record_audit_core
 from shared.crypto.opaque import new_opaque_token, token_hash
+from shared.db.base import table
 from shared.models import AuthSession, RefreshToken, User
 
 USER_CLAIM_COLUMNS = ("email", "email_verified", "display_name", "picture", "preferred_username")
-SESSIONS = AuthSession.__table__
-REFRESH_TOKENS = RefreshToken.__table__
-USERS = User.__table__
+SESSIONS = table(AuthSession)
+REFRESH_TOKENS = table(RefreshToken)
+USERS = table(User)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     # authlib logs the PKCE code_verifier at DEBUG (SECURITY.md traps); httpx logs request URLs.
     for name, floor in (
         ("authlib", logging.INFO),
-        ("httpx", logging.WARNING), ("httpx2", logging.WARNING),
+        ("httpx", logging.WARNING),
+        ("httpx2", logging.WARNING),
         ("httpcore", logging.WARNING),
         ("uvicorn.access", logging.WARNING),
     ):

@@ -344,7 +344,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             data[key] = value
             from_env.discard(key)
     if "keyring" not in data:
-        # No keyring configured: only acceptable on a loopback issuer (checked by Settings).
+        issuer = str(data.get("issuer") or Settings.model_fields["issuer"].default)
+        if not is_loopback_url(issuer):
+            raise ConfigError(
+                "BROKER_ENCRYPTION_KEYS must be set when the issuer is not a loopback URL"
+            )
         data["keyring"] = _dev_keyring(Path(data.get("var_dir", "var")))
         data["keyring_is_generated"] = True
     return build_settings(data, from_env)

@@ -36,12 +36,13 @@ def authenticate_client(
     posted_secret = params.get("client_secret")
     if basic is not None and posted_secret is not None:
         raise InvalidRequest("use one client authentication method, not two")
+    secret: str | None
     if basic is not None:
         client_id, secret = basic
         if params.get("client_id") not in (None, client_id):
             raise InvalidRequest("client_id does not match the authenticated client")
     else:
-        client_id = params.get("client_id", "")
+        client_id = params.get("client_id") or ""
         secret = posted_secret
     client = settings.client(client_id) if client_id else None
     if client is None:

@@ -20,6 +20,7 @@ from shared.auth_sessions import (
     create_session,
     rotate_refresh_token,
 )
+from shared.db.base import table
 from shared.models import User
 from shared.runtime import Runtime
 from shared.settings import ClientConfig
@@ -29,7 +30,7 @@ from broker.codes import attach_session, redeem_code
 from broker.errors import InvalidGrant, InvalidRequest, InvalidScope
 from broker.tokens import UserClaims, mint_access_token, mint_id_token
 
-USERS = User.__table__
+USERS = table(User)
 
 
 @dataclass(frozen=True)

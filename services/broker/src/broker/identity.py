@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 from shared.audit import record_audit_core
 from shared.crypto.keyring import Keyring
+from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token, User
 from shared.providers.base import UpstreamLogin, UpstreamTokens
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-USERS = User.__table__
-PROFILES = OAuth2Profile.__table__
-UPSTREAM_TOKENS = OAuth2Token.__table__
+USERS = table(User)
+PROFILES = table(OAuth2Profile)
+UPSTREAM_TOKENS = table(OAuth2Token)
 
 
 class UserDisabled(Exception):

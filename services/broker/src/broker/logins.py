@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from shared.crypto.opaque import new_opaque_token, token_hash
+from shared.db.base import table
 from shared.models import LoginState
 from shared.providers.base import LoginStart, Provider
 from shared.runtime import Runtime
@@ -22,7 +23,7 @@ from starlette.responses import Response
 
 from broker.authorization import AuthorizationRequest
 
-LOGIN_STATES = LoginState.__table__
+LOGIN_STATES = table(LoginState)
 SECURE_COOKIE = "__Host-broker_login"
 LOOPBACK_COOKIE = "broker_login"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -18,3 +18,11 @@ class Base(DeclarativeBase):
     """Base class of every model."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core ``Table`` of a model, for the Core statements on hot paths (typed for mypy)."""
+    result = model.__table__
+    if not isinstance(result, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a Table")
+    return result

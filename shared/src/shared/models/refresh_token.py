@@ -1,4 +1,4 @@
-"""``refresh_tokens``: SHA-256 hashes of the opaque refresh tokens of a session, one per rotation."""
+"""``refresh_tokens``: SHA-256 hashes of a session's opaque refresh tokens, one per rotation."""
 
 from __future__ import annotations
 

@@ -255,7 +255,7 @@ class OIDCProvider:
             try:
                 token = jwt.decode(id_token, await self._key_set(), algorithms=algorithms)
             except (InvalidKeyIdError, BadSignatureError):
-                # The upstream may have rotated its keys: fetch the JWKS again, at most once a minute.
+                # The upstream may have rotated its keys: re-fetch the JWKS (at most once a minute).
                 token = jwt.decode(
                     id_token, await self._key_set(refresh=True), algorithms=algorithms
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from shared.settings import Settings
@@ -12,7 +13,7 @@ from starlette.responses import Response
 from broker.routes.context import runtime_of
 
 
-def discovery_document(settings: Settings, signing_algs: list[str]) -> dict[str, Any]:
+def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[str, Any]:
     issuer = settings.issuer
     return {
         "issuer": issuer,
@@ -25,7 +26,7 @@ def discovery_document(settings: Settings, signing_algs: list[str]) -> dict[str,
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": signing_algs,
+        "id_token_signing_alg_values_supported": list(signing_algs),
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
@@ -48,7 +49,7 @@ def discovery_document(settings: Settings, signing_algs: list[str]) -> dict[str,
             "name",
             "picture",
             "preferred_username",
-        ],  # fmt: skip
+        ],
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from shared.db.base import table
 from shared.models import AuthSession, User
 from sqlalchemy import select
 from starlette.requests import Request
@@ -16,8 +17,8 @@ from broker.errors import NO_STORE, InvalidRequest, InvalidToken
 from broker.routes.context import runtime_of
 from broker.tokens import TokenInvalid, UserClaims, verify_access_token
 
-SESSIONS = AuthSession.__table__
-USERS = User.__table__
+SESSIONS = table(AuthSession)
+USERS = table(User)
 
 
 async def bearer_token(request: Request) -> str:
