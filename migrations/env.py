@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
-from alembic import context
-from sqlalchemy.engine import Connection
-
 import shared.models  # noqa: F401  (registers every table on the metadata)
+from alembic import context
 from shared.db.base import Base
 from shared.db.database import create_engine
+from sqlalchemy.engine import Connection
 
 config = context.config
 target_metadata = Base.metadata

@@ -119,9 +119,7 @@ def broker_settings(
 
 
 @pytest.fixture
-async def runtime(
-    database_url: str, upstream_idp: str, keyring: Keyring
-) -> AsyncIterator[Runtime]:
+async def runtime(database_url: str, upstream_idp: str, keyring: Keyring) -> AsyncIterator[Runtime]:
     runtime = build_runtime(
         broker_settings(database_url, upstream_idp, keyring), clock=SystemClock()
     )
@@ -137,4 +135,3 @@ async def broker(runtime: Runtime) -> AsyncIterator[httpx2.AsyncClient]:
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url=BROKER_ISSUER) as client:
         yield client
-
