@@ -85,8 +85,11 @@ async def authorize(
                     form = query_of(location)
                     response = await broker.post(
                         relative(location),
-                        data={"state": form["state"], "email": dev_identity[0],
-                              "name": dev_identity[1]},
+                        data={
+                            "state": form["state"],
+                            "email": dev_identity[0],
+                            "name": dev_identity[1],
+                        },
                     )
                 else:
                     response = await broker.get(relative(location))
@@ -150,6 +153,9 @@ async def refresh(
 ) -> httpx2.Response:
     return await broker.post(
         "/token",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token,
-              "client_id": client_id},
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": client_id,
+        },
     )
