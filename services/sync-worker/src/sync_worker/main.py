@@ -1,0 +1,89 @@
+"""``sync-worker``: load the settings, then run an arq worker over the shared jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+import structlog
+from arq.worker import Worker
+from redis.exceptions import RedisError
+from shared.config_file import ConfigError
+from shared.jobs import DEFAULT_QUEUE_NAME
+from shared.logging import configure_logging
+from shared.settings import load_settings
+
+from sync_worker.options import WorkerOptions, build_worker_options
+
+log = structlog.get_logger("sync_worker.main")
+
+NO_REDIS = (
+    "sync-worker: BROKER_REDIS_URL is not set; the worker takes its jobs from Redis "
+    "(without Redis the broker runs the jobs in-process and no worker is needed)"
+)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="sync-worker", description="Run the broker's background jobs from Redis (arq)."
+    )
+    parser.add_argument(
+        "--queue",
+        default=DEFAULT_QUEUE_NAME,
+        metavar="NAME",
+        help=f"the arq queue to consume (default {DEFAULT_QUEUE_NAME})",
+    )
+    parser.add_argument("--burst", action="store_true", help="process the queued jobs, then exit")
+    return parser.parse_args(argv)
+
+
+def run(options: WorkerOptions) -> int:
+    """Run the arq worker until SIGINT/SIGTERM (or, in burst mode, an empty queue)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # arq's Worker picks up the current loop
+    try:
+        worker = Worker(**options)
+        worker.run()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    if options["burst"] and worker.jobs_failed:
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit code."""
+    args = _parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"sync-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.redis_url is None:
+        print(NO_REDIS, file=sys.stderr)
+        return 2
+    try:
+        options = build_worker_options(settings, queue_name=args.queue, burst=args.burst)
+    except ConfigError as exc:
+        print(f"sync-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.info(
+        "worker.starting",
+        queue=options["queue_name"],
+        burst=options["burst"],
+        jobs=[function.name for function in options["functions"]],
+    )
+    try:
+        return run(options)
+    except (RedisError, OSError) as exc:
+        print(f"sync-worker: cannot use Redis: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
