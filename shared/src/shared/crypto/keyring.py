@@ -56,7 +56,9 @@ class Keyring:
             if not sep:
                 raise KeyringError("each entry must be kid:base64url-key")
             try:
-                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                key = base64.b64decode(
+                    encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True
+                )
             except ValueError as exc:
                 raise KeyringError(f"key {kid!r} is not valid base64url") from exc
             entries.append((kid, key))
@@ -93,6 +95,8 @@ class Keyring:
         key = dict(self.keys).get(kid)
         if key is None:
             raise DecryptionError(f"unknown encryption key id {kid!r}")
+        if len(body) < 12 + 16:  # nonce + GCM tag
+            raise DecryptionError("ciphertext is truncated")
         try:
             return AESGCM(key).decrypt(body[:12], body[12:], associated_data)
         except InvalidTag as exc:
@@ -100,6 +104,8 @@ class Keyring:
 
     def key_id_of(self, ciphertext: bytes) -> str:
         """The key id a ciphertext was sealed with (for re-encryption batches)."""
+        if not ciphertext:
+            raise DecryptionError("empty ciphertext")
         return ciphertext[1 : 1 + ciphertext[0]].decode(errors="replace")
 
     def encrypt_text(self, value: str, associated_data: str) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +117,9 @@ class OIDCProvider:
         self._jwks_at = 0.0
         self._lock = asyncio.Lock()
 
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
+
     @property
     def id(self) -> str:
         return self._id
@@ -136,16 +138,10 @@ class OIDCProvider:
 
     async def metadata(self) -> dict[str, Any]:
         """Discovery document, cached for ``discovery_ttl`` (authlib would cache it forever)."""
-        if (
-            self._metadata is not None
-            and time.monotonic() - self._metadata_at < self._discovery_ttl
-        ):
+        if self._metadata is not None and self._now() - self._metadata_at < self._discovery_ttl:
             return self._metadata
         async with self._lock:
-            if (
-                self._metadata is not None
-                and time.monotonic() - self._metadata_at < self._discovery_ttl
-            ):
+            if self._metadata is not None and self._now() - self._metadata_at < self._discovery_ttl:
                 return self._metadata
             document = await self._get_json(self._discovery_url, "discovery")
             # OIDC Discovery §4.3: the document's issuer must be exactly the configured one.
@@ -157,7 +153,7 @@ class OIDCProvider:
                 if not isinstance(document.get(name), str):
                     raise ProviderInvalidResponse(f"discovery document has no {name}")
             self._metadata = document
-            self._metadata_at = time.monotonic()
+            self._metadata_at = self._now()
             return document
 
     async def _get_json(self, url: str, what: str) -> dict[str, Any]:
@@ -183,11 +179,11 @@ class OIDCProvider:
         return document
 
     async def _key_set(self, *, refresh: bool = False) -> KeySet:
-        stale = time.monotonic() - self._jwks_at > self._discovery_ttl
+        stale = self._now() - self._jwks_at > self._discovery_ttl
         if (
             self._jwks is None
             or stale
-            or (refresh and time.monotonic() - self._jwks_at > JWKS_REFETCH_INTERVAL)
+            or (refresh and self._now() - self._jwks_at > JWKS_REFETCH_INTERVAL)
         ):
             metadata = await self.metadata()
             document = await self._get_json(metadata["jwks_uri"], "jwks")
@@ -195,7 +191,7 @@ class OIDCProvider:
                 self._jwks = KeySet.import_key_set(document)  # type: ignore[arg-type]
             except (JoseError, ValueError, KeyError, TypeError):
                 raise ProviderInvalidResponse("the upstream JWKS could not be read") from None
-            self._jwks_at = time.monotonic()
+            self._jwks_at = self._now()
         return self._jwks
 
     async def _endpoints(self) -> OAuth2Endpoints:
@@ -235,6 +231,10 @@ class OIDCProvider:
             for name in ("iss", "sub", "aud", "nonce", "tid", "oid"):
                 if name in claims:
                     merged[name] = claims[name]
+            # email and email_verified are one fact: an address from UserInfo is verified only
+            # if UserInfo says so, never by the ID token's flag for another address.
+            if "email" in userinfo and userinfo["email"] != claims.get("email"):
+                merged["email_verified"] = userinfo.get("email_verified") is True
         to_profile = self._quirks.to_profile or standard_profile
         return UpstreamLogin(profile=to_profile(merged, self._issuer), tokens=tokens)
 

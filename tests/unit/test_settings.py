@@ -1,0 +1,309 @@
+"""Settings: BROKER_* variables, the YAML file with ${VAR} substitution, startup refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from shared.crypto.keyring import Keyring
+from shared.settings import (
+    DEV_KEYRING_FILE,
+    ClientConfig,
+    ConfigError,
+    Settings,
+    load_settings,
+    make_settings,
+)
+
+PUBLIC_ISSUER = "https://broker.example.com"
+
+
+@pytest.fixture
+def keys() -> str:
+    return Keyring.generate("prod1").serialize()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A minimal environment whose var dir is the test's own temporary directory."""
+    return {"BROKER_VAR_DIR": str(tmp_path / "var")}
+
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "broker.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+OIDC_PROVIDER_YAML = """
+providers:
+  - id: corp
+    type: oidc
+    issuer: https://idp.example.com
+    client_id: ${CORP_CLIENT_ID}
+    client_secret: ${CORP_CLIENT_SECRET}
+"""
+
+
+# --- environment variables ---------------------------------------------------------------------
+
+
+def test_broker_variables_set_the_matching_fields(
+    env: dict[str, str], keys: str, tmp_path: Path
+) -> None:
+    env.update(
+        BROKER_ISSUER=PUBLIC_ISSUER,
+        BROKER_ENCRYPTION_KEYS=keys,
+        BROKER_ACCESS_TOKEN_TTL="300",
+        BROKER_DATABASE_URL="postgresql+psycopg://db/broker",
+        BROKER_SIGNING_ALG="RS256",
+        BROKER_LOG_LEVEL="DEBUG",
+        BROKER_ACCESS_TOKEN_AUDIENCE="https://api.example.com",
+    )
+    # The dev provider is refused on a public issuer, so configure a real one.
+    env["BROKER_CONFIG"] = write_config(
+        tmp_path,
+        "providers:\n  - {id: corp, type: oidc, issuer: 'https://idp.example.com', client_id: b}\n",
+    )
+
+    settings = load_settings(env)
+
+    assert settings.issuer == PUBLIC_ISSUER
+    assert settings.access_token_ttl == 300
+    assert settings.database_url == "postgresql+psycopg://db/broker"
+    assert settings.signing_alg == "RS256"
+    assert settings.log_level == "DEBUG"
+    assert settings.audience == "https://api.example.com"
+    assert settings.keyring.serialize() == keys
+    assert settings.keyring_is_generated is False
+
+
+def test_invalid_environment_value_names_the_variable(env: dict[str, str], keys: str) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys, BROKER_ACCESS_TOKEN_TTL="fifteen minutes")
+
+    with pytest.raises(ConfigError, match="BROKER_ACCESS_TOKEN_TTL"):
+        load_settings(env)
+
+
+def test_out_of_range_environment_value_names_the_variable(env: dict[str, str], keys: str) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys, BROKER_CODE_TTL="3600")
+
+    with pytest.raises(ConfigError, match="BROKER_CODE_TTL"):
+        load_settings(env)
+
+
+def test_malformed_encryption_keys_name_the_variable(env: dict[str, str]) -> None:
+    env["BROKER_ENCRYPTION_KEYS"] = "k1:dG9vLXNob3J0"
+
+    with pytest.raises(ConfigError, match="BROKER_ENCRYPTION_KEYS"):
+        load_settings(env)
+
+
+# --- the issuer ---------------------------------------------------------------------------------
+
+
+def test_issuer_with_trailing_slash_is_refused(env: dict[str, str], keys: str) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys, BROKER_ISSUER=PUBLIC_ISSUER + "/")
+
+    with pytest.raises(ConfigError, match=r"BROKER_ISSUER: .*must not end with '/'"):
+        load_settings(env)
+
+
+def test_http_issuer_on_a_public_host_is_refused(env: dict[str, str], keys: str) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys, BROKER_ISSUER="http://broker.example.com")
+
+    with pytest.raises(ConfigError, match=r"BROKER_ISSUER: .*https"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize("issuer", ["http://127.0.0.1:8000", "http://localhost:8000"])
+def test_http_issuer_on_loopback_is_accepted(env: dict[str, str], keys: str, issuer: str) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys, BROKER_ISSUER=issuer)
+
+    assert load_settings(env).issuer == issuer
+
+
+# --- the dev provider ---------------------------------------------------------------------------
+
+
+def test_dev_provider_is_refused_on_a_public_issuer(env: dict[str, str], keys: str) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys, BROKER_ISSUER=PUBLIC_ISSUER)
+
+    with pytest.raises(ConfigError, match="dev provider"):
+        load_settings(env)
+
+
+def test_dev_provider_on_a_public_issuer_is_allowed_with_insecure_dev(
+    env: dict[str, str], keys: str
+) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys, BROKER_ISSUER=PUBLIC_ISSUER, BROKER_INSECURE_DEV="1")
+
+    settings = load_settings(env)
+
+    assert settings.insecure_dev is True
+    assert [p.type for p in settings.providers] == ["dev"]
+
+
+# --- the encryption keyring ---------------------------------------------------------------------
+
+
+def test_missing_encryption_keys_on_a_public_issuer_is_refused(env: dict[str, str]) -> None:
+    env.update(BROKER_ISSUER=PUBLIC_ISSUER, BROKER_INSECURE_DEV="1")
+
+    with pytest.raises(ConfigError, match="BROKER_ENCRYPTION_KEYS"):
+        load_settings(env)
+
+
+def test_missing_encryption_keys_on_a_public_issuer_writes_no_key_file(
+    env: dict[str, str],
+) -> None:
+    env.update(BROKER_ISSUER=PUBLIC_ISSUER, BROKER_INSECURE_DEV="1")
+
+    with pytest.raises(ConfigError):
+        load_settings(env)
+
+    assert not (Path(env["BROKER_VAR_DIR"]) / DEV_KEYRING_FILE).exists()
+
+
+def test_loopback_issuer_without_keys_creates_a_dev_keyring_and_reuses_it(
+    env: dict[str, str],
+) -> None:
+    key_file = Path(env["BROKER_VAR_DIR"]) / DEV_KEYRING_FILE
+
+    first = load_settings(env)
+
+    assert first.keyring_is_generated is True
+    assert key_file.exists()
+    assert key_file.stat().st_mode & 0o077 == 0  # readable by its owner only
+    second = load_settings(env)
+    assert second.keyring.serialize() == first.keyring.serialize()
+    # What the first process sealed, the second can open.
+    sealed = first.keyring.encrypt(b"upstream token", b"row-1")
+    assert second.keyring.decrypt(sealed, b"row-1") == b"upstream token"
+
+
+# --- the YAML file ------------------------------------------------------------------------------
+
+
+def test_yaml_file_is_read_with_variable_substitution(
+    env: dict[str, str], keys: str, tmp_path: Path
+) -> None:
+    env.update(
+        BROKER_ENCRYPTION_KEYS=keys,
+        BROKER_CONFIG=write_config(tmp_path, OIDC_PROVIDER_YAML),
+        CORP_CLIENT_ID="broker-at-corp",
+        CORP_CLIENT_SECRET="s3cret-from-env",
+    )
+
+    settings = load_settings(env)
+
+    provider = settings.provider("corp")
+    assert provider is not None and provider.type == "oidc"
+    assert provider.client_id == "broker-at-corp"
+    assert provider.client_secret is not None
+    assert provider.client_secret.get_secret_value() == "s3cret-from-env"
+
+
+def test_missing_substitution_variable_names_the_variable(
+    env: dict[str, str], keys: str, tmp_path: Path
+) -> None:
+    env.update(
+        BROKER_ENCRYPTION_KEYS=keys,
+        BROKER_CONFIG=write_config(tmp_path, OIDC_PROVIDER_YAML),
+        CORP_CLIENT_ID="broker-at-corp",
+    )
+
+    with pytest.raises(ConfigError, match="CORP_CLIENT_SECRET"):
+        load_settings(env)
+
+
+def test_invalid_yaml_field_names_its_path(env: dict[str, str], keys: str, tmp_path: Path) -> None:
+    env.update(
+        BROKER_ENCRYPTION_KEYS=keys,
+        BROKER_CONFIG=write_config(
+            tmp_path,
+            "providers:\n"
+            "  - {id: dev, type: dev}\n"
+            "  - {id: corp, type: oidc, issuer: 'https://idp.example.com', client_id: ''}\n",
+        ),
+    )
+
+    with pytest.raises(ConfigError, match=r"providers\[1\]\.client_id"):
+        load_settings(env)
+
+
+def test_invalid_client_field_names_its_path(
+    env: dict[str, str], keys: str, tmp_path: Path
+) -> None:
+    env.update(
+        BROKER_ENCRYPTION_KEYS=keys,
+        BROKER_CONFIG=write_config(
+            tmp_path, "clients:\n  - {id: web, redirect_uris: ['https://app.example/cb#frag']}\n"
+        ),
+    )
+
+    with pytest.raises(ConfigError, match=r"clients\[0\]\.redirect_uris"):
+        load_settings(env)
+
+
+def test_unknown_top_level_yaml_key_is_refused(
+    env: dict[str, str], keys: str, tmp_path: Path
+) -> None:
+    env.update(
+        BROKER_ENCRYPTION_KEYS=keys,
+        BROKER_CONFIG=write_config(tmp_path, "issuer: http://127.0.0.1:8000\nprovider: []\n"),
+    )
+
+    with pytest.raises(ConfigError, match="unknown top-level key 'provider'"):
+        load_settings(env)
+
+
+def test_duplicate_provider_ids_are_refused(env: dict[str, str], keys: str, tmp_path: Path) -> None:
+    env.update(
+        BROKER_ENCRYPTION_KEYS=keys,
+        BROKER_CONFIG=write_config(
+            tmp_path,
+            "providers:\n"
+            "  - {id: corp, type: dev}\n"
+            "  - {id: corp, type: oidc, issuer: 'https://idp.example.com', client_id: b}\n",
+        ),
+    )
+
+    with pytest.raises(ConfigError, match="'corp' appears twice"):
+        load_settings(env)
+
+
+def test_unreadable_config_file_is_a_config_error(env: dict[str, str], tmp_path: Path) -> None:
+    env["BROKER_CONFIG"] = str(tmp_path / "missing.yaml")
+
+    with pytest.raises(ConfigError, match="BROKER_CONFIG"):
+        load_settings(env)
+
+
+# --- clients and make_settings ------------------------------------------------------------------
+
+
+def test_client_without_secret_is_public_and_with_one_is_confidential() -> None:
+    public = ClientConfig(id="spa", redirect_uris=("https://app.example/cb",))
+    confidential = ClientConfig(id="web", secret="s", redirect_uris=("https://app.example/cb",))
+
+    assert public.is_public is True
+    assert confidential.is_public is False
+
+
+def test_make_settings_applies_overrides_and_validates_them() -> None:
+    settings = make_settings(access_token_ttl=120, signing_alg="RS256")
+
+    assert isinstance(settings, Settings)
+    assert settings.access_token_ttl == 120
+    assert settings.signing_alg == "RS256"
+    assert settings.keyring_is_generated is False
+    with pytest.raises(ConfigError, match="issuer"):
+        make_settings(issuer="https://broker.example.com/")
+
+
+def test_default_access_token_audience_is_the_issuer_not_a_client() -> None:
+    settings = make_settings()
+
+    assert settings.audience == settings.issuer
+    assert settings.audience not in {client.id for client in settings.clients}
