@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import Clock, SystemClock
 from shared.db.database import create_engine
+from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
 from shared.settings import Settings
@@ -29,6 +30,7 @@ class Runtime:
     clock: Clock
     providers: dict[str, Provider]
     keys: KeyStore
+    jobs: ArqJobQueue | InProcessJobQueue
     started: bool = field(default=False)
     stopping: bool = field(default=False)
 
@@ -39,6 +41,7 @@ class Runtime:
 
     async def stop(self) -> None:
         self.stopping = True
+        await self.jobs.aclose()
         await self.http.aclose()
         await self.engine.dispose()
 
@@ -61,4 +64,6 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
         ),
         keys=KeyStore(settings.keyring, clock, algorithms),
+        # Redis-backed when BROKER_REDIS_URL is set, else the jobs run in this process.
+        jobs=build_job_queue(settings, JobDeps(clock=clock)),
     )
