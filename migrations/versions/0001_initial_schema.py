@@ -28,7 +28,7 @@ def upgrade() -> None:
         ),
         sa.Column("event_id", sa.Uuid(), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
-        sa.Column("actor", sa.String(length=160), nullable=False),
+        sa.Column("actor", sa.String(length=330), nullable=False),
         sa.Column("subject", sa.String(length=160), nullable=True),
         sa.Column("client_id", sa.String(length=128), nullable=True),
         sa.Column("ip", sa.String(length=64), nullable=True),
@@ -164,7 +164,6 @@ def upgrade() -> None:
         sa.Column("scope", sa.Text(), nullable=False),
         sa.Column("auth_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_refresh_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_reason", sa.String(length=64), nullable=True),
         sa.Column("user_agent", sa.String(length=512), nullable=True),
@@ -290,7 +289,6 @@ def upgrade() -> None:
 
     op.create_table(
         "refresh_tokens",
-        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("session_id", sa.Uuid(), nullable=False),
         sa.Column("token_hash", sa.LargeBinary(length=32), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -302,8 +300,7 @@ def upgrade() -> None:
             name=op.f("fk_refresh_tokens_session_id_auth_sessions"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_refresh_tokens")),
-        sa.UniqueConstraint("token_hash", name=op.f("uq_refresh_tokens_token_hash")),
+        sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_refresh_tokens")),
     )
     op.create_index(
         op.f("ix_refresh_tokens_expires_at"), "refresh_tokens", ["expires_at"], unique=False

@@ -15,9 +15,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import and_, insert, select, text, update
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import AUDIT_TABLE, audit_values, record_audit_core
@@ -96,7 +99,6 @@ async def create_session(
     expires_at = now + dt.timedelta(seconds=refresh_ttl)
     await connection.execute(
         insert(REFRESH_TOKENS).values(
-            id=uuid.uuid4(),
             session_id=session_id,
             token_hash=token_hash(refresh_token),
             created_at=now,
@@ -114,32 +116,75 @@ async def create_session(
     )
 
 
-_ROTATE_POSTGRES = text(
-    """
+# psycopg's pyformat parameters: run as-is through psycopg, or via exec_driver_sql.
+_ROTATE_POSTGRES = """
     WITH used AS (
-        UPDATE refresh_tokens AS rt SET used_at = :now
+        UPDATE refresh_tokens AS rt SET used_at = %(now)s
         FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id
-        WHERE rt.token_hash = :presented AND rt.used_at IS NULL AND rt.expires_at > :now
-          AND s.id = rt.session_id AND s.client_id = :client_id AND s.revoked_at IS NULL
+        WHERE rt.token_hash = %(presented)s AND rt.used_at IS NULL AND rt.expires_at > %(now)s
+          AND s.id = rt.session_id AND s.client_id = %(client_id)s AND s.revoked_at IS NULL
           AND u.status = 'active'
         RETURNING s.id AS session_id, s.user_id, s.scope, s.auth_time
-    ), touched AS (
-        UPDATE auth_sessions AS s SET last_refresh_at = :now FROM used WHERE s.id = used.session_id
     ), successor AS (
-        INSERT INTO refresh_tokens (id, session_id, token_hash, created_at, expires_at)
-        SELECT :new_id, used.session_id, :new_hash, :now, :new_expires_at FROM used
+        INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
+        SELECT %(new_hash)s, used.session_id, %(now)s, %(new_expires_at)s FROM used
     ), audit AS (
         INSERT INTO audit_actions
             (event_id, action, actor, subject, client_id, ip, data, occurred_at)
-        SELECT :event_id, 'refresh_token.rotated', :actor, used.user_id::text,
-               :client_id, :ip, jsonb_build_object('sid', used.session_id::text), :now
+        SELECT %(event_id)s, 'refresh_token.rotated', %(actor)s, used.user_id::text,
+               %(client_id)s, %(ip)s, jsonb_build_object('sid', used.session_id::text), %(now)s
         FROM used
     )
     SELECT used.session_id, used.user_id, used.scope, used.auth_time, u.email, u.email_verified,
            u.display_name, u.picture, u.preferred_username
     FROM used JOIN users AS u ON u.id = used.user_id
-    """
-)
+"""
+
+
+@dataclass(frozen=True)
+class _Rotation:
+    """One rotation attempt: the successor token and the statement's parameters."""
+
+    presented_hash: bytes
+    successor: str
+    expires_at: dt.datetime
+    params: dict[str, Any]
+
+
+def _prepare_rotation(
+    presented: str, client_id: str, now: dt.datetime, refresh_ttl: int, ip: str | None
+) -> _Rotation:
+    presented_hash = token_hash(presented)
+    successor = new_opaque_token()
+    expires_at = now + dt.timedelta(seconds=refresh_ttl)
+    return _Rotation(
+        presented_hash=presented_hash,
+        successor=successor,
+        expires_at=expires_at,
+        params={
+            "presented": presented_hash,
+            "client_id": client_id,
+            "now": now,
+            "new_hash": token_hash(successor),
+            "new_expires_at": expires_at,
+            "event_id": uuid.uuid4(),
+            "actor": f"client:{client_id}",
+            "ip": ip,
+        },
+    )
+
+
+def _granted(rotation: _Rotation, client_id: str, row: Mapping[Any, Any]) -> SessionGrant:
+    return SessionGrant(
+        session_id=row["session_id"],
+        user_id=row["user_id"],
+        client_id=client_id,
+        scope=row["scope"],
+        auth_time=row["auth_time"],
+        refresh_token=rotation.successor,
+        refresh_expires_at=rotation.expires_at,
+        user={name: row[name] for name in USER_CLAIM_COLUMNS},
+    )
 
 
 async def rotate_refresh_token(
@@ -156,53 +201,58 @@ async def rotate_refresh_token(
     Runs inside the caller's transaction; on ``REUSED`` the caller must commit so the family's
     revocation and its audit row persist.
     """
-    presented_hash = token_hash(presented)
-    successor = new_opaque_token()
-    expires_at = now + dt.timedelta(seconds=refresh_ttl)
+    rotation = _prepare_rotation(presented, client_id, now, refresh_ttl, ip)
+    row: Mapping[Any, Any] | None
     if connection.dialect.name == "postgresql":
-        result = (
-            await connection.execute(
-                _ROTATE_POSTGRES,
-                {
-                    "presented": presented_hash,
-                    "client_id": client_id,
-                    "now": now,
-                    "new_id": uuid.uuid4(),
-                    "new_hash": token_hash(successor),
-                    "new_expires_at": expires_at,
-                    "event_id": uuid.uuid4(),
-                    "actor": f"client:{client_id}",
-                    "ip": ip,
-                },
-            )
-        ).first()
-        row = dict(result._mapping) if result is not None else None
+        result = await connection.exec_driver_sql(_ROTATE_POSTGRES, rotation.params)
+        row = result.mappings().first()
     else:
-        row = await _rotate_stepwise(
-            connection, presented_hash, token_hash(successor), client_id, now, expires_at, ip
-        )
+        row = await _rotate_stepwise(connection, rotation, client_id, now, ip)
     if row is None:
-        await _diagnose(connection, presented_hash, client_id, now)
-        raise RotationError(RotationFailure.UNKNOWN)  # _diagnose raises; this is unreachable
-    return SessionGrant(
-        session_id=row["session_id"],
-        user_id=row["user_id"],
-        client_id=client_id,
-        scope=row["scope"],
-        auth_time=row["auth_time"],
-        refresh_token=successor,
-        refresh_expires_at=expires_at,
-        user={name: row[name] for name in USER_CLAIM_COLUMNS},
-    )
+        await diagnose_rotation(connection, presented=presented, client_id=client_id, now=now)
+    assert row is not None  # diagnose_rotation always raises
+    return _granted(rotation, client_id, row)
+
+
+async def rotate_refresh_token_autocommit(
+    pool: AsyncConnectionPool[Any],
+    *,
+    presented: str,
+    client_id: str,
+    now: dt.datetime,
+    refresh_ttl: int,
+    ip: str | None = None,
+) -> SessionGrant | None:
+    """The PostgreSQL hot path: the rotation is one statement and its own transaction.
+
+    One round trip and one commit on a raw psycopg connection (no ORM, no explicit BEGIN).
+    ``None`` means nothing was rotated; the caller runs ``diagnose_rotation`` in a transaction.
+    """
+    rotation = _prepare_rotation(presented, client_id, now, refresh_ttl, ip)
+    for attempt in range(2):
+        try:
+            async with (
+                pool.connection() as connection,
+                connection.cursor(row_factory=dict_row) as cursor,
+            ):
+                await cursor.execute(_ROTATE_POSTGRES, rotation.params)
+                row = await cursor.fetchone()
+            break
+        except psycopg.OperationalError:
+            # A pooled connection that died (database restart); the pool drops it. Retry once:
+            # the statement is atomic, so a failed attempt changed nothing.
+            if attempt == 1:
+                raise
+    if row is None:
+        return None
+    return _granted(rotation, client_id, row)
 
 
 async def _rotate_stepwise(
     connection: AsyncConnection,
-    presented_hash: bytes,
-    successor_hash: bytes,
+    rotation: _Rotation,
     client_id: str,
     now: dt.datetime,
-    expires_at: dt.datetime,
     ip: str | None,
 ) -> dict[str, Any] | None:
     """The same rotation as ``_ROTATE_POSTGRES`` for databases without writable CTEs."""
@@ -219,7 +269,7 @@ async def _rotate_stepwise(
         await connection.execute(
             update(REFRESH_TOKENS)
             .where(
-                REFRESH_TOKENS.c.token_hash == presented_hash,
+                REFRESH_TOKENS.c.token_hash == rotation.presented_hash,
                 REFRESH_TOKENS.c.used_at.is_(None),
                 REFRESH_TOKENS.c.expires_at > now,
                 REFRESH_TOKENS.c.session_id.in_(live_session),
@@ -232,24 +282,20 @@ async def _rotate_stepwise(
         return None
     session = (
         await connection.execute(
-            update(SESSIONS)
-            .where(SESSIONS.c.id == used.session_id)
-            .values(last_refresh_at=now)
-            .returning(
+            select(
                 SESSIONS.c.id.label("session_id"),
                 SESSIONS.c.user_id,
                 SESSIONS.c.scope,
                 SESSIONS.c.auth_time,
-            )
+            ).where(SESSIONS.c.id == used.session_id)
         )
     ).first()
     await connection.execute(
         insert(REFRESH_TOKENS).values(
-            id=uuid.uuid4(),
             session_id=used.session_id,
-            token_hash=successor_hash,
+            token_hash=rotation.params["new_hash"],
             created_at=now,
-            expires_at=expires_at,
+            expires_at=rotation.expires_at,
         )
     )
     assert session is not None
@@ -276,10 +322,11 @@ async def _rotate_stepwise(
     return {**session._mapping, **user._mapping}
 
 
-async def _diagnose(
-    connection: AsyncConnection, presented_hash: bytes, client_id: str, now: dt.datetime
-) -> None:
-    """Why a rotation found nothing; a reused token revokes its family here."""
+async def diagnose_rotation(
+    connection: AsyncConnection, *, presented: str, client_id: str, now: dt.datetime
+) -> NoReturn:
+    """Why a rotation found nothing, raised as ``RotationError``; a reuse revokes the family."""
+    presented_hash = token_hash(presented)
     row = (
         await connection.execute(
             select(

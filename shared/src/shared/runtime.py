@@ -7,12 +7,14 @@ and pass narrow pieces of it down.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx2
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import Clock, SystemClock
-from shared.db.database import create_engine
+from shared.db.database import create_engine, create_hot_path_pool
 from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
@@ -31,17 +33,23 @@ class Runtime:
     providers: dict[str, Provider]
     keys: KeyStore
     jobs: ArqJobQueue | InProcessJobQueue
+    # PostgreSQL only: raw psycopg connections for one-statement hot paths (refresh rotation).
+    hot_path: AsyncConnectionPool[Any] | None = None
     started: bool = field(default=False)
     stopping: bool = field(default=False)
 
     async def start(self) -> None:
         """Create missing signing keys and load them; the only I/O at startup."""
         await self.keys.ensure_and_load(self.engine)
+        if self.hot_path is not None:
+            await self.hot_path.open()
         self.started = True
 
     async def stop(self) -> None:
         self.stopping = True
         await self.jobs.aclose()
+        if self.hot_path is not None:
+            await self.hot_path.close()
         await self.http.aclose()
         await self.engine.dispose()
 
@@ -57,7 +65,8 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     algorithms = tuple(dict.fromkeys([settings.signing_alg, "ES256", "RS256"]))
     return Runtime(
         settings=settings,
-        engine=create_engine(settings.database_url),
+        engine=create_engine(settings.database_url, pool_size=settings.db_pool_size),
+        hot_path=create_hot_path_pool(settings.database_url, max_size=settings.db_pool_size),
         http=http,
         clock=clock,
         providers=build_providers(

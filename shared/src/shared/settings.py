@@ -180,6 +180,7 @@ class Settings(_Strict):
     code_ttl: Annotated[int, Field(gt=0, le=600)] = 60
     login_ttl: Annotated[int, Field(gt=0, le=3600)] = 600
     jwks_max_age: Annotated[int, Field(ge=0)] = 600
+    db_pool_size: Annotated[int, Field(ge=1, le=500)] = 20
     allow_private_network_fetch: bool = False
     insecure_dev: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -271,6 +272,7 @@ _ENV_FIELDS = {
     "BROKER_REFRESH_TOKEN_TTL": "refresh_token_ttl",
     "BROKER_CODE_TTL": "code_ttl",
     "BROKER_JWKS_MAX_AGE": "jwks_max_age",
+    "BROKER_DB_POOL_SIZE": "db_pool_size",
     "BROKER_ALLOW_PRIVATE_NETWORK_FETCH": "allow_private_network_fetch",
     "BROKER_INSECURE_DEV": "insecure_dev",
     "BROKER_LOG_LEVEL": "log_level",

@@ -87,8 +87,9 @@ def create_app(runtime: Runtime) -> Starlette:
         },
     )
     app.state.runtime = runtime
+    app.state.jwks_responses = discovery.JWKSResponses()
     algs = list(dict.fromkeys([runtime.settings.signing_alg, "ES256", "RS256"]))
-    app.state.discovery_body = discovery.serialize(
+    app.state.discovery_response = discovery.discovery_response(
         discovery.discovery_document(runtime.settings, algs)
     )
     return app

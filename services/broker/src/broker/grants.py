@@ -18,7 +18,9 @@ from shared.auth_sessions import (
     RotationFailure,
     SessionGrant,
     create_session,
+    diagnose_rotation,
     rotate_refresh_token,
+    rotate_refresh_token_autocommit,
 )
 from shared.db.base import table
 from shared.models import User
@@ -175,13 +177,56 @@ async def refresh_grant(
         raise InvalidRequest("refresh_token is required")
     requested_scope = params.get("scope")
     now = runtime.clock.now()
+    if runtime.hot_path is not None and requested_scope is None:
+        # PostgreSQL, the common case: one statement, one round trip, one commit.
+        grant = await rotate_refresh_token_autocommit(
+            runtime.hot_path,
+            presented=presented,
+            client_id=client.id,
+            now=now,
+            refresh_ttl=runtime.settings.refresh_token_ttl,
+            ip=meta.ip,
+        )
+        if grant is None:
+            await _explain_failed_rotation(runtime, presented, client.id, now)
+    else:
+        grant = await _rotate_in_transaction(
+            runtime, presented, client.id, requested_scope, now, meta
+        )
+    assert grant is not None
+    return token_response(runtime, client, grant, nonce=None, now=now)
+
+
+async def _explain_failed_rotation(
+    runtime: Runtime, presented: str, client_id: str, now: dt.datetime
+) -> None:
+    """Turn a rotation that matched nothing into ``invalid_grant``; a reuse revokes the family."""
+    failure: RotationError | None = None
+    async with runtime.engine.begin() as connection:
+        try:
+            await diagnose_rotation(connection, presented=presented, client_id=client_id, now=now)
+        except RotationError as exc:
+            failure = exc  # commit: a reuse's family revocation and audit must persist
+    assert failure is not None
+    raise InvalidGrant(_ROTATION_MESSAGES[failure.failure])
+
+
+async def _rotate_in_transaction(
+    runtime: Runtime,
+    presented: str,
+    client_id: str,
+    requested_scope: str | None,
+    now: dt.datetime,
+    meta: RequestMeta,
+) -> SessionGrant:
+    """SQLite, or a refresh that narrows the scope: rotate inside an explicit transaction."""
     failure: RotationError | None = None
     async with runtime.engine.begin() as connection:
         try:
             grant = await rotate_refresh_token(
                 connection,
                 presented=presented,
-                client_id=client.id,
+                client_id=client_id,
                 now=now,
                 refresh_ttl=runtime.settings.refresh_token_ttl,
                 ip=meta.ip,
@@ -198,7 +243,7 @@ async def refresh_grant(
                 grant = SessionGrant(**{**grant.__dict__, "scope": " ".join(requested)})
     if failure is not None:
         raise InvalidGrant(_ROTATION_MESSAGES[failure.failure])
-    return token_response(runtime, client, grant, nonce=None, now=now)
+    return grant
 
 
 GRANTS = {"authorization_code": code_grant, "refresh_token": refresh_grant}

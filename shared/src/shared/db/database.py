@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -20,7 +21,7 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     """An engine for the given URL; no connection is opened until first use."""
     url = normalize_database_url(url)
     kwargs: dict[str, Any] = {}
@@ -53,3 +54,22 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_hot_path_pool(url: str, *, max_size: int = 20) -> AsyncConnectionPool[Any] | None:
+    """A raw psycopg pool for single-statement hot paths on PostgreSQL (None elsewhere).
+
+    Autocommit: each statement is its own transaction, so a one-statement unit of work costs
+    one round trip and one commit. Not opened until ``await pool.open()``.
+    """
+    parsed = make_url(normalize_database_url(url))
+    if not parsed.drivername.startswith("postgresql"):
+        return None
+    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    return AsyncConnectionPool(
+        conninfo,
+        min_size=min(4, max_size),
+        max_size=max_size,
+        kwargs={"autocommit": True},
+        open=False,
+    )

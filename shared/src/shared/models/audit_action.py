@@ -21,7 +21,7 @@ class AuditAction(Base):
     )
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
-    actor: Mapped[str] = mapped_column(String(160), index=True)
+    actor: Mapped[str] = mapped_column(String(330), index=True)  # provider:subject fits
     subject: Mapped[str | None] = mapped_column(String(160), index=True)
     client_id: Mapped[str | None] = mapped_column(String(128))
     ip: Mapped[str | None] = mapped_column(String(64))

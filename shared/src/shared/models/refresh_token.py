@@ -15,11 +15,11 @@ from shared.db.types import UTCDateTime
 class RefreshToken(Base):
     __tablename__ = "refresh_tokens"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    # The SHA-256 of the token is the key: one index fewer on the rotation hot path.
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     session_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("auth_sessions.id", ondelete="CASCADE"), index=True
     )
-    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     # Set when the token is exchanged for its successor; presenting it again is reuse.
