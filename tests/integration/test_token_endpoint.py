@@ -218,3 +218,69 @@ async def test_login_token_issue_and_refresh_are_audited(broker, idp, runtime):
     assert "user.signed_in" in actions
     assert "token.issued" in actions
     assert "refresh_token.rotated" in actions
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 20000,
+        b'{"client_id": "web", "refresh_token": "\\ud800"}',
+        b'{"client_id": "web", "refresh_token": 5}',
+        b'"just a string"',
+    ],
+)
+async def test_json_refresh_endpoint_refuses_hostile_bodies_with_400(broker, body):
+    response = await broker.post(
+        "/auth/oauth2/refresh", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+async def test_refused_login_of_a_disabled_user_is_audited(broker, idp, runtime):
+    subject = f"disabled-{uuid.uuid4().hex[:8]}"
+    await idp.post("/_control/user", json={"sub": subject, "email": "d@example.com"})
+    tokens = await login(broker)
+    keys = KeySet.import_key_set((await broker.get("/.well-known/jwks.json")).json())
+    user_id = uuid.UUID(jwt.decode(tokens["access_token"], keys).claims["sub"])
+    users = table(User)
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            update(users).where(users.c.id == user_id).values(status="disabled")
+        )
+    result = await authorize(broker)
+    assert result.params["error"] == "access_denied"
+    audit = table(AuditAction)
+    async with runtime.engine.connect() as connection:
+        refused = (
+            (
+                await connection.execute(
+                    select(audit.c.action).where(
+                        audit.c.subject == str(user_id), audit.c.action == "login.refused"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert refused == ["login.refused"]
+
+
+async def test_overlong_upstream_claims_do_not_break_the_login(broker, idp):
+    await idp.post(
+        "/_control/user",
+        json={
+            "sub": f"long-{uuid.uuid4().hex}",
+            "name": "N" * 300,
+            "email": "l@example.com",
+            "email_verified": True,
+        },
+    )
+    tokens = await login(broker)
+    userinfo = await broker.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert userinfo.json()["name"] == "N" * 200
+    await idp.post("/_control/user", json={"sub": "s" * 300})
+    result = await authorize(broker)
+    assert result.params["error"] == "server_error"

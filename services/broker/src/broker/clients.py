@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from collections.abc import Mapping
 from urllib.parse import unquote_plus
@@ -19,7 +18,7 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, non-ASCII input and UnicodeDecodeError alike
         raise InvalidClient("malformed HTTP Basic credentials") from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:

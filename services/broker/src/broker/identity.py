@@ -6,15 +6,17 @@ Identity is ``(provider id, subject)`` (SECURITY.md 21); email never selects an 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from shared.audit import record_audit_core
 from shared.crypto.keyring import Keyring
 from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token, User
-from shared.providers.base import UpstreamLogin, UpstreamTokens
+from shared.providers.base import UpstreamLogin, UpstreamProfile, UpstreamTokens
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,6 +27,63 @@ UPSTREAM_TOKENS = table(OAuth2Token)
 
 class UserDisabled(Exception):
     """The upstream identity belongs to a disabled broker user."""
+
+    def __init__(self, user_id: uuid.UUID) -> None:
+        super().__init__("user disabled")
+        self.user_id = user_id
+
+
+class UnusableIdentity(Exception):
+    """The upstream asserted an identity the broker cannot key on (e.g. an over-long subject)."""
+
+
+MAX_SUBJECT = 255
+# Display facts are clipped to their columns; the identity key never is (it is refused).
+_CLIP = {
+    "email": 320,
+    "name": 200,
+    "given_name": 200,
+    "family_name": 200,
+    "preferred_username": 200,
+    "picture": 2048,
+}
+
+
+def fit_columns(profile: UpstreamProfile) -> UpstreamProfile:
+    """The profile with display fields clipped to the column sizes; raises ``UnusableIdentity``."""
+    if not profile.subject or len(profile.subject) > MAX_SUBJECT:
+        raise UnusableIdentity("the upstream subject is empty or longer than 255 characters")
+    clipped: dict[str, Any] = {}
+    for name, limit in _CLIP.items():
+        value = getattr(profile, name)
+        if value is not None and len(value) > limit:
+            # An over-long email or avatar URL is unusable, not shortened into another one.
+            clipped[name] = None if name in ("email", "picture") else value[:limit]
+    if "email" in clipped:
+        clipped["email_verified"] = False
+    return dataclasses.replace(profile, **clipped) if clipped else profile
+
+
+async def record_refused_login(
+    connection: AsyncConnection,
+    *,
+    provider_id: str,
+    subject: str,
+    user_id: uuid.UUID,
+    client_id: str,
+    ip: str | None,
+    now: dt.datetime,
+) -> None:
+    await record_audit_core(
+        connection,
+        action="login.refused",
+        actor=f"{provider_id}:{subject}",
+        subject=str(user_id),
+        client_id=client_id,
+        ip=ip,
+        data={"provider": provider_id, "reason": "user_disabled"},
+        now=now,
+    )
 
 
 @dataclass(frozen=True)
@@ -60,7 +119,8 @@ async def sign_in(
     client_id: str,
     ip: str | None,
 ) -> SignedIn:
-    """Resolve the login to a broker user; raises ``UserDisabled``."""
+    """Resolve the login to a broker user; raises ``UserDisabled`` or ``UnusableIdentity``."""
+    login = UpstreamLogin(profile=fit_columns(login.profile), tokens=login.tokens)
     subject = login.profile.subject
     existing = (
         await connection.execute(
@@ -72,17 +132,7 @@ async def sign_in(
     values = _profile_values(login)
     if existing is not None:
         if existing.status != "active":
-            await record_audit_core(
-                connection,
-                action="login.refused",
-                actor=f"{provider_id}:{subject}",
-                subject=str(existing.user_id),
-                client_id=client_id,
-                ip=ip,
-                data={"provider": provider_id, "reason": "user_disabled"},
-                now=now,
-            )
-            raise UserDisabled
+            raise UserDisabled(existing.user_id)  # the caller audits it outside this transaction
         user_id, profile_id, created = existing.user_id, existing.id, False
         await connection.execute(
             update(PROFILES)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,7 +30,11 @@ class DecryptionError(Exception):
 class Keyring:
     """Ordered AES-256 keys by id; ``keys[0]`` is the one that encrypts."""
 
-    keys: tuple[tuple[str, bytes], ...]
+    keys: tuple[tuple[str, bytes], ...] = field(repr=False)
+
+    def __repr__(self) -> str:
+        # Never the key material: only the ids, so a traceback or a settings dump is safe.
+        return f"Keyring(key_ids={[kid for kid, _ in self.keys]!r})"
 
     def __post_init__(self) -> None:
         if not self.keys:

@@ -7,11 +7,13 @@ operation and never shared between users. Every httpx/authlib failure is transla
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus
 
 import httpx2
 from authlib.integrations.base_client.errors import OAuthError
@@ -42,6 +44,19 @@ class OAuth2Credentials:
     client_id: str
     client_secret: str | None
     auth_method: str  # client_secret_basic | client_secret_post | none
+
+
+def _client_secret_basic(
+    client: Any, method: str, uri: str, headers: dict[str, str], body: str
+) -> tuple[str, dict[str, str], str]:
+    """RFC 6749 §2.3.1: id and secret are form-urlencoded before the Basic encoding.
+
+    authlib sends them raw, which breaks secrets with ``+``, ``%`` or ``:`` at providers that
+    decode per the RFC (Ory Hydra, node-oidc-provider).
+    """
+    credentials = f"{quote_plus(client.client_id)}:{quote_plus(client.client_secret or '')}"
+    headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    return uri, headers, body
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -79,8 +94,12 @@ async def translated_errors(operation: str) -> AsyncIterator[None]:
         raise ProviderUnavailable(f"{operation}: upstream timed out") from None
     except httpx2.TransportError as exc:
         raise ProviderUnavailable(f"{operation}: {type(exc).__name__}") from None
-    except ValueError as exc:  # authlib: the token response was not a JSON object
-        raise ProviderInvalidResponse(f"{operation}: {exc}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        # authlib: the token response was not a JSON object, or a field had the wrong type
+        # (e.g. "expires_in": [3600]).
+        raise ProviderInvalidResponse(
+            f"{operation}: malformed response ({type(exc).__name__})"
+        ) from None
 
 
 class OAuth2Flow:
@@ -110,7 +129,7 @@ class OAuth2Flow:
         extra: dict[str, Any] = {}
         if self._transport is not None:
             extra["transport"] = self._transport
-        return AsyncOAuth2Client(
+        client = AsyncOAuth2Client(
             client_id=self._credentials.client_id,
             client_secret=self._credentials.client_secret,
             token_endpoint_auth_method=self._credentials.auth_method,
@@ -120,6 +139,8 @@ class OAuth2Flow:
             follow_redirects=False,
             **extra,
         )
+        client.register_client_auth_method(("client_secret_basic", _client_secret_basic))
+        return client
 
     def authorization_url(
         self,

@@ -50,6 +50,15 @@ async def token(request: Request) -> Response:
     return _token_json(await handler(runtime, client, params, request_meta(request)))
 
 
+def _is_utf8(value: str) -> bool:
+    """JSON may carry lone surrogates (``"\\ud800"``), which no UTF-8 consumer accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def refresh(request: Request) -> Response:
     """The first-party JSON form of the refresh grant."""
     runtime = runtime_of(request)
@@ -58,10 +67,10 @@ async def refresh(request: Request) -> Response:
         raise InvalidRequest("the request body is too large")
     try:
         document = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest("the body must be a JSON object") from None
     if not isinstance(document, dict) or not all(
-        isinstance(value, str) for value in document.values()
+        isinstance(value, str) and _is_utf8(value) for value in document.values()
     ):
         raise InvalidRequest("the body must be a JSON object of strings")
     client = authenticate_client(runtime.settings, request.headers.get("authorization"), document)

@@ -28,7 +28,7 @@ from broker.errors import (
     ServerError,
     TemporarilyUnavailable,
 )
-from broker.identity import UserDisabled, sign_in
+from broker.identity import UnusableIdentity, UserDisabled, record_refused_login, sign_in
 from broker.logins import PendingLogin, consume_login, cookie_name, set_login_cookie
 from broker.pages import dev_login_page, error_page
 from broker.routes.context import request_meta, runtime_of
@@ -68,9 +68,24 @@ async def callback(request: Request) -> Response:
     meta = request_meta(request)
     try:
         code = await _finish(request, pending, login)
-    except UserDisabled:
+    except UserDisabled as exc:
+        async with runtime.engine.begin() as connection:
+            await record_refused_login(
+                connection,
+                provider_id=provider_id,
+                subject=login.profile.subject,
+                user_id=exc.user_id,
+                client_id=pending.client_id,
+                ip=meta.ip,
+                now=runtime.clock.now(),
+            )
         return _back_to_client(
             runtime.settings.issuer, pending, AccessDenied("this account is disabled")
+        )
+    except UnusableIdentity as exc:
+        log.warning("login.identity_unusable", provider=provider_id, reason=str(exc))
+        return _back_to_client(
+            runtime.settings.issuer, pending, ServerError("the upstream identity is unusable")
         )
     log.info("login.succeeded", provider=provider_id, client_id=pending.client_id, ip=meta.ip)
     response = RedirectResponse(
