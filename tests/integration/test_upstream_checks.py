@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from broker.identity import token_aad
+from joserfc import jwt
+from joserfc.jwk import KeySet
 from shared.crypto.keyring import DecryptionError
 from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token, User
@@ -189,3 +191,40 @@ async def test_chooser_lists_every_provider_when_none_is_chosen(broker):
     assert "/auth/oauth2/corp/login?" in response.text
     assert "/auth/oauth2/dev/login?" in response.text
     assert response.headers["x-frame-options"] == "DENY"
+
+
+async def test_prompt_and_max_age_reach_the_upstream(broker, idp):
+    await authorize(broker, extra={"prompt": "login consent", "max_age": "300"})
+    sent = (await idp.get("/_control/authorize_requests")).json()[-1]
+    assert sent["prompt"] == "login consent"
+    assert sent["max_age"] == "300"
+
+
+async def test_id_token_auth_time_is_the_upstream_authentication_time(broker, idp, runtime):
+    await idp.post("/_control/session", json={"age": 3600})
+    tokens = await login(broker)
+    keys = KeySet.import_key_set((await broker.get("/.well-known/jwks.json")).json())
+    claims = jwt.decode(tokens["id_token"], keys).claims
+    assert claims["iat"] - claims["auth_time"] >= 3600 - 5
+
+
+@pytest.mark.parametrize(
+    "extra", [{"prompt": "login"}, {"max_age": "60"}, {"max_age": "0", "prompt": "consent"}]
+)
+async def test_step_up_is_refused_when_the_upstream_answers_from_an_old_session(broker, idp, extra):
+    await idp.post("/_control/session", json={"age": 7200, "ignore_reauthentication": True})
+    result = await authorize(broker, extra=extra)
+    assert result.params["error"] == "login_required"
+    assert result.params["state"] == result.state
+
+
+async def test_max_age_longer_than_the_upstream_session_is_satisfied(broker, idp):
+    await idp.post("/_control/session", json={"age": 7200, "ignore_reauthentication": True})
+    result = await authorize(broker, extra={"max_age": "86400"})
+    assert "code" in result.params
+
+
+async def test_unknown_prompt_values_and_bad_max_age_are_invalid_request(broker, idp):
+    for extra in ({"prompt": "bogus"}, {"max_age": "-1"}, {"max_age": "soon"}):
+        result = await authorize(broker, extra=extra)
+        assert result.params["error"] == "invalid_request", extra

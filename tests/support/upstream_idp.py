@@ -165,6 +165,11 @@ class _ProviderState:
     access_tokens: dict[str, _AccessToken] = field(default_factory=dict)
     refresh_tokens: dict[str, _RefreshToken] = field(default_factory=dict)
     token_requests: list[dict[str, Any]] = field(default_factory=list)
+    authorize_requests: list[dict[str, str]] = field(default_factory=list)
+    # Seconds since the user last typed a password here (an existing upstream SSO session).
+    session_age: int = 0
+    # A sloppy OP: answers prompt=login and max_age from the old session anyway.
+    ignore_reauthentication: bool = False
 
     def reset(self) -> None:
         """Restore the default user and behaviour, drop all grants and recorded requests."""
@@ -175,6 +180,9 @@ class _ProviderState:
         self.access_tokens.clear()
         self.refresh_tokens.clear()
         self.token_requests.clear()
+        self.authorize_requests.clear()
+        self.session_age = 0
+        self.ignore_reauthentication = False
 
     def take_misbehaviour(self, *modes: str) -> str | None:
         """Consume the pending misbehaviour if it is one of ``modes``."""
@@ -478,6 +486,15 @@ def create_app(
             return fail("access_denied", "The resource owner denied the request")
 
         now = time.time()
+        state.authorize_requests.append(dict(query))
+        # Like a real OP with an SSO session: only prompt=login or a max_age shorter than the
+        # session makes the user authenticate again.
+        max_age = query.get("max_age")
+        fresh = not state.ignore_reauthentication and (
+            "login" in query.get("prompt", "").split()
+            or (max_age is not None and max_age.isdigit() and int(max_age) < state.session_age)
+        )
+        authenticated_at = int(now) if fresh else int(now) - state.session_age
         for stale in [code for code, grant in state.codes.items() if grant.expires_at <= now]:
             del state.codes[stale]
         code = secrets.token_urlsafe(32)
@@ -488,7 +505,7 @@ def create_app(
             nonce=query.get("nonce"),
             scope=scope,
             user=dict(state.user),
-            auth_time=int(now),
+            auth_time=authenticated_at,
             expires_at=now + AUTHORIZATION_CODE_LIFETIME,
         )
         return _redirect(redirect_uri, {"code": code, "state": request_state, "iss": issuer})
@@ -634,6 +651,17 @@ def create_app(
         """List every request received by the token endpoint, oldest first."""
         return JSONResponse(state.token_requests)
 
+    async def control_session(request: Request) -> Response:
+        """Set the user's upstream session: ``{"age": 86400, "ignore_reauthentication": false}``."""
+        body = await request.json()
+        state.session_age = int(body["age"])
+        state.ignore_reauthentication = bool(body.get("ignore_reauthentication", False))
+        return JSONResponse({"age": state.session_age})
+
+    async def control_authorize_requests(request: Request) -> Response:
+        """The query parameters of every /authorize request received."""
+        return JSONResponse(state.authorize_requests)
+
     async def control_reset(request: Request) -> Response:
         """Restore defaults and forget all grants and recorded requests."""
         state.reset()
@@ -653,6 +681,8 @@ def create_app(
         Route("/_control/discovery_issuer", control_discovery_issuer, methods=["POST"]),
         Route("/_control/requests", control_requests, methods=["GET"]),
         Route("/_control/reset", control_reset, methods=["POST"]),
+        Route("/_control/session", control_session, methods=["POST"]),
+        Route("/_control/authorize_requests", control_authorize_requests, methods=["GET"]),
     ]
     issuer_path = urlsplit(issuer).path.rstrip("/")
     routes = [Mount(issuer_path, routes=provider_routes)] if issuer_path else provider_routes

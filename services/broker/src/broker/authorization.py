@@ -47,6 +47,8 @@ class AuthorizationRequest:
     code_challenge: str | None
     code_challenge_method: str | None
     provider: str | None
+    prompt: str | None = None  # login / consent / select_account, passed to the upstream
+    max_age: int | None = None
 
 
 def single_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
@@ -99,13 +101,30 @@ def _check_unsupported(params: Mapping[str, str]) -> None:
         raise InvalidRequest("only response_mode=query is supported")
 
 
-def _check_prompt(params: Mapping[str, str]) -> None:
-    prompts = set(params.get("prompt", "").split())
+_PROMPTS = ("login", "consent", "select_account")
+MAX_AGE_LIMIT = 10 * 365 * 86400
+
+
+def _check_prompt(params: Mapping[str, str]) -> str | None:
+    prompts = params.get("prompt", "").split()
     if "none" in prompts:
         if len(prompts) > 1:
             raise InvalidRequest("prompt=none cannot be combined with other values")
         # Every login goes through the upstream; there is no silent broker session to reuse.
         raise LoginRequired("the user must sign in")
+    unknown = [value for value in prompts if value not in _PROMPTS]
+    if unknown:
+        raise InvalidRequest(f"unsupported prompt value {unknown[0]!r}")
+    return " ".join(dict.fromkeys(prompts)) or None
+
+
+def _check_max_age(params: Mapping[str, str]) -> int | None:
+    value = params.get("max_age")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) > MAX_AGE_LIMIT:
+        raise InvalidRequest("max_age must be a non-negative number of seconds")
+    return int(value)
 
 
 def _granted_scope(client: ClientConfig, params: Mapping[str, str]) -> str:
@@ -140,7 +159,8 @@ def validate_authorization_request(
     """Run the checks after the client is known; raises ``OAuthError`` to redirect back."""
     _check_response_type(params)
     _check_unsupported(params)
-    _check_prompt(params)
+    prompt = _check_prompt(params)
+    max_age = _check_max_age(params)
     scope = _granted_scope(client, params)
     challenge, method = _check_pkce(client, params)
     return AuthorizationRequest(
@@ -152,6 +172,8 @@ def validate_authorization_request(
         code_challenge=challenge,
         code_challenge_method=method,
         provider=params.get("provider"),
+        prompt=prompt,
+        max_age=max_age,
     )
 
 

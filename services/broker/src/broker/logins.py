@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.db.base import table
@@ -85,6 +87,8 @@ async def start_login(
         state=state,
         nonce=secrets.token_urlsafe(24),
         code_verifier=secrets.token_urlsafe(48),  # 64 characters, RFC 7636 §4.1
+        prompt=request.prompt,
+        max_age=request.max_age,
     )
     upstream_url = await provider.authorization_url(start)
     login_id = uuid.uuid4()
@@ -103,6 +107,8 @@ async def start_login(
                 nonce=request.nonce,
                 code_challenge=request.code_challenge,
                 code_challenge_method=request.code_challenge_method,
+                prompt=request.prompt,
+                max_age=request.max_age,
                 upstream_nonce=start.nonce,
                 code_verifier_enc=runtime.settings.keyring.encrypt_text(
                     start.code_verifier, _verifier_aad(login_id)
@@ -127,6 +133,7 @@ class PendingLogin:
     nonce: str | None
     code_challenge: str | None
     code_challenge_method: str | None
+    started_at: dt.datetime
     start: LoginStart
 
 
@@ -165,10 +172,46 @@ async def consume_login(
         nonce=row.nonce,
         code_challenge=row.code_challenge,
         code_challenge_method=row.code_challenge_method,
+        started_at=row.created_at,
         start=LoginStart(
             redirect_uri=callback_url(runtime, provider_id),
             state=state,
             nonce=row.upstream_nonce,
             code_verifier=verifier,
+            prompt=row.prompt,
+            max_age=row.max_age,
         ),
     )
+
+
+AUTH_TIME_LEEWAY = 60
+
+
+class ReauthenticationMissing(Exception):
+    """``prompt=login`` or ``max_age`` asked for a fresh sign-in the upstream did not do."""
+
+
+def authentication_time(
+    pending: PendingLogin, claims: Mapping[str, Any], now: dt.datetime
+) -> dt.datetime:
+    """When the person actually authenticated (OIDC Core §2 ``auth_time``).
+
+    The upstream's ``auth_time`` when it asserts one, else now (the dev form, or an upstream that
+    only authenticates on demand). ``max_age`` and ``prompt=login`` are enforced on it, so a
+    relying party's step-up request cannot be satisfied by an old upstream session.
+    """
+    upstream = claims.get("auth_time")
+    if isinstance(upstream, int | float) and not isinstance(upstream, bool):
+        auth_time = min(dt.datetime.fromtimestamp(upstream, dt.UTC), now)
+    else:
+        auth_time = now
+    leeway = dt.timedelta(seconds=AUTH_TIME_LEEWAY)
+    if (
+        pending.start.max_age is not None
+        and auth_time < now - dt.timedelta(seconds=pending.start.max_age) - leeway
+    ):
+        raise ReauthenticationMissing("the upstream sign-in is older than max_age")
+    if pending.start.prompt and "login" in pending.start.prompt.split():
+        if auth_time < pending.started_at - leeway:
+            raise ReauthenticationMissing("prompt=login, but the upstream did not re-authenticate")
+    return auth_time

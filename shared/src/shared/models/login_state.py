@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import LargeBinary, String, Text, Uuid
+from sqlalchemy import Integer, LargeBinary, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
@@ -30,6 +30,8 @@ class LoginState(Base):
     nonce: Mapped[str | None] = mapped_column(Text)
     code_challenge: Mapped[str | None] = mapped_column(String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(String(16))
+    prompt: Mapped[str | None] = mapped_column(String(64))
+    max_age: Mapped[int | None] = mapped_column(Integer)
     # Towards the upstream: our nonce, and our PKCE verifier (encrypted, row-bound).
     upstream_nonce: Mapped[str] = mapped_column(String(128))
     code_verifier_enc: Mapped[bytes] = mapped_column(LargeBinary)

@@ -54,6 +54,9 @@ class LoginStart:
     state: str
     nonce: str
     code_verifier: str
+    # Passed through from the relying party (OIDC Core §3.1.2.1) so the upstream re-prompts.
+    prompt: str | None = None
+    max_age: int | None = None
 
 
 class Provider(Protocol):

@@ -153,6 +153,10 @@ class OAuth2Flow:
         params: dict[str, str] = dict(extra_params or {})
         if start.nonce:
             params["nonce"] = start.nonce
+        if start.prompt:
+            params["prompt"] = start.prompt
+        if start.max_age is not None:
+            params["max_age"] = str(start.max_age)
         url, _state = client.create_authorization_url(
             endpoints.authorization_endpoint,
             state=start.state,

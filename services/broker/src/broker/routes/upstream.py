@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from urllib.parse import parse_qsl, urlencode
 
@@ -24,12 +25,20 @@ from broker.codes import issue_code
 from broker.errors import (
     AccessDenied,
     InvalidRequest,
+    LoginRequired,
     OAuthError,
     ServerError,
     TemporarilyUnavailable,
 )
 from broker.identity import UnusableIdentity, UserDisabled, record_refused_login, sign_in
-from broker.logins import PendingLogin, consume_login, cookie_name, set_login_cookie
+from broker.logins import (
+    PendingLogin,
+    ReauthenticationMissing,
+    authentication_time,
+    consume_login,
+    cookie_name,
+    set_login_cookie,
+)
 from broker.pages import dev_login_page, error_page
 from broker.routes.context import request_meta, runtime_of
 
@@ -67,7 +76,12 @@ async def callback(request: Request) -> Response:
         return _back_to_client(runtime.settings.issuer, pending, _client_error(exc))
     meta = request_meta(request)
     try:
-        code = await _finish(request, pending, login)
+        auth_time = authentication_time(pending, login.profile.claims, runtime.clock.now())
+    except ReauthenticationMissing as exc:
+        log.info("login.reauthentication_missing", provider=provider_id, reason=str(exc))
+        return _back_to_client(runtime.settings.issuer, pending, LoginRequired(str(exc)))
+    try:
+        code = await _finish(request, pending, login, auth_time)
     except UserDisabled as exc:
         async with runtime.engine.begin() as connection:
             await record_refused_login(
@@ -99,7 +113,9 @@ async def callback(request: Request) -> Response:
     return response
 
 
-async def _finish(request: Request, pending: PendingLogin, login: UpstreamLogin) -> str:
+async def _finish(
+    request: Request, pending: PendingLogin, login: UpstreamLogin, auth_time: dt.datetime
+) -> str:
     """Sign the user in and issue the authorization code, in one transaction."""
     runtime = runtime_of(request)
     meta = request_meta(request)
@@ -131,7 +147,7 @@ async def _finish(request: Request, pending: PendingLogin, login: UpstreamLogin)
                     nonce=pending.nonce,
                     code_challenge=pending.code_challenge,
                     code_challenge_method=pending.code_challenge_method,
-                    auth_time=now,
+                    auth_time=auth_time,
                     user_agent=meta.user_agent,
                     ip=meta.ip,
                 )
