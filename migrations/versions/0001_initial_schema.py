@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("nonce", sa.Text(), nullable=True),
         sa.Column("code_challenge", sa.String(length=128), nullable=True),
         sa.Column("code_challenge_method", sa.String(length=16), nullable=True),
+        sa.Column("response_mode", sa.String(length=16), nullable=True),
         sa.Column("prompt", sa.String(length=64), nullable=True),
         sa.Column("max_age", sa.Integer(), nullable=True),
         sa.Column("upstream_nonce", sa.String(length=128), nullable=False),

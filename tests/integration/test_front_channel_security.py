@@ -214,3 +214,45 @@ async def test_login_cookie_is_httponly_and_samesite_lax(broker):
     assert "httponly" in cookie
     assert "samesite=lax" in cookie
     assert urlsplit(response.headers["location"]).netloc.startswith("127.0.0.1:")
+
+
+async def test_form_post_response_mode_posts_the_code_to_the_client(broker, idp):
+    from html.parser import HTMLParser
+
+    result = await authorize(broker, extra={"response_mode": "form_post"})
+    page = result.hops[-1]
+    assert page.status_code == 200
+    assert "form-action http://127.0.0.1:3000" in page.headers["content-security-policy"]
+
+    class Inputs(HTMLParser):
+        values: dict[str, str] = {}
+
+        def handle_starttag(self, tag, attrs):
+            attributes = dict(attrs)
+            if tag == "input":
+                self.values[attributes["name"]] = attributes["value"]
+            if tag == "form":
+                self.values["_action"] = attributes["action"]
+
+    parser = Inputs()
+    parser.feed(page.text)
+    assert parser.values["_action"] == WEB
+    assert parser.values["state"] == result.state
+    assert parser.values["iss"] == "http://127.0.0.1:8000"
+    response = await broker.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": parser.values["code"],
+            "redirect_uri": WEB,
+            "code_verifier": result.verifier,
+            "client_id": "web",
+        },
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_authorization_request_may_be_posted(broker, idp):
+    response = await broker.post("/authorize", data=_params())
+    assert response.status_code == 302
+    assert response.headers["location"].startswith(idp.base_url.join("/authorize").__str__())

@@ -284,3 +284,31 @@ async def test_overlong_upstream_claims_do_not_break_the_login(broker, idp):
     await idp.post("/_control/user", json={"sub": "s" * 300})
     result = await authorize(broker)
     assert result.params["error"] == "server_error"
+
+
+async def test_browser_clients_get_cors_for_registered_origins_only(broker, idp):
+    preflight = await broker.options(
+        "/token",
+        headers={
+            "Origin": "http://127.0.0.1:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://127.0.0.1:3000"
+    assert "access-control-allow-credentials" not in preflight.headers
+    foreign = await broker.options(
+        "/token",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in foreign.headers
+    tokens = await login(broker)
+    userinfo = await broker.get(
+        "/userinfo",
+        headers={
+            "Authorization": f"Bearer {tokens['access_token']}",
+            "Origin": "http://127.0.0.1:3000",
+        },
+    )
+    assert userinfo.headers["access-control-allow-origin"] == "http://127.0.0.1:3000"

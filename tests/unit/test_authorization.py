@@ -7,7 +7,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from broker.authorization import (
     ClientRejected,
-    error_redirect,
     redirect_with,
     single_params,
     validate_authorization_request,
@@ -22,6 +21,7 @@ from broker.errors import (
     RequestUriNotSupported,
     UnsupportedResponseType,
 )
+from broker.responses import error_response
 from shared.settings import ClientConfig, Settings, make_settings
 
 ISSUER = "http://127.0.0.1:8000"
@@ -280,11 +280,15 @@ def test_request_uri_is_not_supported(settings: Settings) -> None:
         validate_authorization_request(settings, spa(settings), REDIRECT, params)
 
 
-def test_form_post_response_mode_is_refused(settings: Settings) -> None:
-    params = pkce_params(response_mode="form_post")
-
+def test_form_post_response_mode_is_accepted_and_others_refused(settings: Settings) -> None:
+    accepted = validate_authorization_request(
+        settings, spa(settings), REDIRECT, pkce_params(response_mode="form_post")
+    )
+    assert accepted.response_mode == "form_post"
     with pytest.raises(InvalidRequest, match="response_mode"):
-        validate_authorization_request(settings, spa(settings), REDIRECT, params)
+        validate_authorization_request(
+            settings, spa(settings), REDIRECT, pkce_params(response_mode="fragment")
+        )
 
 
 # --- redirects back to the client ---------------------------------------------------------------
@@ -312,7 +316,10 @@ def test_redirect_with_leaves_out_absent_values() -> None:
 
 
 def test_error_redirect_carries_error_state_and_issuer() -> None:
-    location = error_redirect(ISSUER, REDIRECT, InvalidScope("the openid scope is required"), "xyz")
+    response = error_response(
+        ISSUER, REDIRECT, InvalidScope("the openid scope is required"), "xyz", "query"
+    )
+    location = response.headers["location"]
 
     assert location.startswith(REDIRECT + "?")
     assert parse_qs(urlsplit(location).query) == {
@@ -321,3 +328,15 @@ def test_error_redirect_carries_error_state_and_issuer() -> None:
         "state": ["xyz"],
         "iss": [ISSUER],
     }
+
+
+def test_form_post_errors_are_posted_to_the_redirect_uri_with_a_tight_csp() -> None:
+    response = error_response(ISSUER, REDIRECT, InvalidScope("<b>x</b>"), "s&1", "form_post")
+    body = response.body.decode()
+    assert response.status_code == 200
+    assert f'action="{REDIRECT}"' in body
+    assert 'name="state" value="s&amp;1"' in body
+    assert "<b>" not in body
+    csp = response.headers["content-security-policy"]
+    assert "form-action http://127.0.0.1:3000" in csp
+    assert "script-src 'sha256-" in csp and "frame-ancestors 'none'" in csp

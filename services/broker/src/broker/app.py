@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import structlog
 from shared.runtime import Runtime
+from shared.settings import Settings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -43,14 +47,36 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-def routes() -> list[Route]:
+def client_origins(settings: Settings) -> list[str]:
+    """Web origins of the registered redirect URIs: the browsers allowed to call the APIs."""
+    origins = []
+    for client in settings.clients:
+        for uri in client.redirect_uris:
+            parts = urlsplit(uri)
+            if parts.scheme in ("http", "https"):
+                origins.append(f"{parts.scheme}://{parts.netloc}")
+    return sorted(set(origins))
+
+
+def routes(settings: Settings) -> list[Route]:
+    # Single-page apps (public clients) call these from the browser: CORS for their origins
+    # only, no credentials (the APIs take bearer tokens and client credentials, not cookies).
+    cors = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=client_origins(settings),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    ]
     return [
         Route("/.well-known/openid-configuration", discovery.openid_configuration),
         Route("/.well-known/jwks.json", discovery.jwks),
-        Route("/authorize", authorize.authorize),
-        Route("/token", token.token, methods=["POST"]),
-        Route("/userinfo", userinfo.userinfo, methods=["GET", "POST"]),
-        Route("/auth/oauth2/refresh", token.refresh, methods=["POST"]),
+        Route("/authorize", authorize.authorize, methods=["GET", "POST"]),
+        Route("/token", token.token, methods=["POST", "OPTIONS"], middleware=cors),
+        Route("/userinfo", userinfo.userinfo, methods=["GET", "POST", "OPTIONS"], middleware=cors),
+        Route("/auth/oauth2/refresh", token.refresh, methods=["POST", "OPTIONS"], middleware=cors),
         Route("/auth/oauth2/{provider}/login", authorize.provider_login),
         Route("/auth/oauth2/{provider}/callback", upstream.callback),
         Route("/auth/oauth2/{provider}/dev-login", upstream.dev_login_form, methods=["GET"]),
@@ -78,7 +104,7 @@ def create_app(runtime: Runtime) -> Starlette:
             await runtime.stop()
 
     app = Starlette(
-        routes=routes(),
+        routes=routes(runtime.settings),
         lifespan=lifespan,
         exception_handlers={
             OAuthError: _oauth_error,

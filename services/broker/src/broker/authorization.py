@@ -18,7 +18,6 @@ from broker.errors import (
     InvalidRequest,
     InvalidScope,
     LoginRequired,
-    OAuthError,
     RequestNotSupported,
     RequestUriNotSupported,
     UnsupportedResponseType,
@@ -47,6 +46,7 @@ class AuthorizationRequest:
     code_challenge: str | None
     code_challenge_method: str | None
     provider: str | None
+    response_mode: str | None = None
     prompt: str | None = None  # login / consent / select_account, passed to the upstream
     max_age: int | None = None
 
@@ -91,14 +91,19 @@ def _check_response_type(params: Mapping[str, str]) -> None:
         )
 
 
+def response_mode(params: Mapping[str, str]) -> str | None:
+    """``query`` (the default for the code flow) or ``form_post``; None when unsupported."""
+    mode = params.get("response_mode", "query")
+    return mode if mode in ("query", "form_post") else None
+
+
 def _check_unsupported(params: Mapping[str, str]) -> None:
     if "request" in params:
         raise RequestNotSupported("request objects are not supported")
     if "request_uri" in params:
         raise RequestUriNotSupported("request_uri is not supported")
-    response_mode = params.get("response_mode")
-    if response_mode not in (None, "query"):
-        raise InvalidRequest("only response_mode=query is supported")
+    if response_mode(params) is None and "response_mode" in params:
+        raise InvalidRequest("response_mode must be query or form_post")
 
 
 _PROMPTS = ("login", "consent", "select_account")
@@ -172,6 +177,7 @@ def validate_authorization_request(
         code_challenge=challenge,
         code_challenge_method=method,
         provider=params.get("provider"),
+        response_mode=response_mode(params),
         prompt=prompt,
         max_age=max_age,
     )
@@ -183,15 +189,3 @@ def redirect_with(redirect_uri: str, params: Mapping[str, str | None]) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     query.extend((k, v) for k, v in params.items() if v is not None)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
-
-
-def error_redirect(issuer: str, redirect_uri: str, error: OAuthError, state: str | None) -> str:
-    return redirect_with(
-        redirect_uri,
-        {
-            "error": error.error,
-            "error_description": error.description,
-            "state": state,
-            "iss": issuer,
-        },
-    )

@@ -107,6 +107,7 @@ async def start_login(
                 nonce=request.nonce,
                 code_challenge=request.code_challenge,
                 code_challenge_method=request.code_challenge_method,
+                response_mode=request.response_mode,
                 prompt=request.prompt,
                 max_age=request.max_age,
                 upstream_nonce=start.nonce,
@@ -133,6 +134,7 @@ class PendingLogin:
     nonce: str | None
     code_challenge: str | None
     code_challenge_method: str | None
+    response_mode: str | None
     started_at: dt.datetime
     start: LoginStart
 
@@ -172,6 +174,7 @@ async def consume_login(
         nonce=row.nonce,
         code_challenge=row.code_challenge,
         code_challenge_method=row.code_challenge_method,
+        response_mode=row.response_mode,
         started_at=row.created_at,
         start=LoginStart(
             redirect_uri=callback_url(runtime, provider_id),

@@ -30,6 +30,7 @@ class LoginState(Base):
     nonce: Mapped[str | None] = mapped_column(Text)
     code_challenge: Mapped[str | None] = mapped_column(String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(String(16))
+    response_mode: Mapped[str | None] = mapped_column(String(16))
     prompt: Mapped[str | None] = mapped_column(String(64))
     max_age: Mapped[int | None] = mapped_column(Integer)
     # Towards the upstream: our nonce, and our PKCE verifier (encrypted, row-bound).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from shared.providers.base import Provider
@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from broker.authorization import (
     ClientRejected,
-    error_redirect,
+    response_mode,
     single_params,
     validate_authorization_request,
     validate_client,
@@ -21,6 +21,7 @@ from broker.authorization import (
 from broker.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
 from broker.logins import cookie_name, new_browser_token, set_login_cookie, start_login
 from broker.pages import chooser_page, error_page
+from broker.responses import error_response
 from broker.routes.context import runtime_of
 
 log = structlog.get_logger("broker.authorize")
@@ -38,6 +39,10 @@ async def _authorize(request: Request, fixed_provider: str | None) -> Response:
     runtime = runtime_of(request)
     settings = runtime.settings
     pairs = list(request.query_params.multi_items())
+    if request.method == "POST":
+        # OIDC Core §3.1.2.1: the authorization request may be form-serialized in a POST.
+        body = (await request.body()).decode("utf-8", errors="replace")
+        pairs = parse_qsl(body, keep_blank_values=True)
     try:
         params = single_params(pairs)
     except InvalidRequest as exc:
@@ -66,8 +71,8 @@ async def _authorize(request: Request, fixed_provider: str | None) -> Response:
             log.warning("upstream.authorize_failed", provider=provider_id, reason=str(exc))
             raise TemporarilyUnavailable("the identity provider is not reachable") from None
     except OAuthError as exc:
-        return RedirectResponse(
-            error_redirect(settings.issuer, redirect_uri, exc, state), status_code=302
+        return error_response(
+            settings.issuer, redirect_uri, exc, state, response_mode(params) or "query"
         )
     response = RedirectResponse(started.upstream_url, status_code=302)
     set_login_cookie(response, runtime, started.browser_token)

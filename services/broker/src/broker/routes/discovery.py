@@ -24,7 +24,7 @@ def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "scopes_supported": ["openid", "email", "profile", "offline_access"],
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": ["query", "form_post"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(signing_algs),

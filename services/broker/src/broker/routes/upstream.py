@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from broker.authorization import error_redirect, redirect_with, single_params
+from broker.authorization import single_params
 from broker.codes import issue_code
 from broker.errors import (
     AccessDenied,
@@ -40,6 +40,7 @@ from broker.logins import (
     set_login_cookie,
 )
 from broker.pages import dev_login_page, error_page
+from broker.responses import authorization_response, error_response
 from broker.routes.context import request_meta, runtime_of
 
 log = structlog.get_logger("broker.upstream")
@@ -102,12 +103,10 @@ async def callback(request: Request) -> Response:
             runtime.settings.issuer, pending, ServerError("the upstream identity is unusable")
         )
     log.info("login.succeeded", provider=provider_id, client_id=pending.client_id, ip=meta.ip)
-    response = RedirectResponse(
-        redirect_with(
-            pending.redirect_uri,
-            {"code": code, "state": pending.client_state, "iss": runtime.settings.issuer},
-        ),
-        status_code=302,
+    response = authorization_response(
+        pending.redirect_uri,
+        {"code": code, "state": pending.client_state, "iss": runtime.settings.issuer},
+        pending.response_mode,
     )
     set_login_cookie(response, runtime, new_opaque_token())  # rotated at login (SECURITY.md 9)
     return response
@@ -169,8 +168,8 @@ def _client_error(exc: ProviderError) -> OAuthError:
 
 
 def _back_to_client(issuer: str, pending: PendingLogin, error: OAuthError) -> Response:
-    return RedirectResponse(
-        error_redirect(issuer, pending.redirect_uri, error, pending.client_state), status_code=302
+    return error_response(
+        issuer, pending.redirect_uri, error, pending.client_state, pending.response_mode
     )
 
 
