@@ -39,10 +39,7 @@ def upgrade() -> None:
         ),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_actions")),
-        sa.UniqueConstraint("event_id", name=op.f("uq_audit_actions_event_id")),
     )
-    op.create_index(op.f("ix_audit_actions_action"), "audit_actions", ["action"], unique=False)
-    op.create_index(op.f("ix_audit_actions_actor"), "audit_actions", ["actor"], unique=False)
     op.create_index(
         op.f("ix_audit_actions_occurred_at"), "audit_actions", ["occurred_at"], unique=False
     )
@@ -348,7 +345,5 @@ def downgrade() -> None:
     op.drop_table("login_states")
     op.drop_index(op.f("ix_audit_actions_subject"), table_name="audit_actions")
     op.drop_index(op.f("ix_audit_actions_occurred_at"), table_name="audit_actions")
-    op.drop_index(op.f("ix_audit_actions_actor"), table_name="audit_actions")
-    op.drop_index(op.f("ix_audit_actions_action"), table_name="audit_actions")
 
     op.drop_table("audit_actions")
