@@ -151,8 +151,3 @@ class KeyStore:
                         now=now,
                     )
         self._snapshot = build_snapshot(rows, self._keyring, self._clock.now())
-
-    async def load(self, engine: AsyncEngine) -> None:
-        async with AsyncSession(engine) as session:
-            rows = list((await session.scalars(select(SigningKey))).all())
-        self._snapshot = build_snapshot(rows, self._keyring, self._clock.now())

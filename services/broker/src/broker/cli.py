@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 
@@ -92,4 +91,3 @@ def main(argv: list[str] | None = None) -> None:
         migrate(settings)
     elif args.command == "serve":
         serve(settings, args.host, args.port, args.migrate)
-    asyncio.get_event_loop_policy()  # keep the import used for future async subcommands

@@ -124,13 +124,3 @@ class InvalidToken(OAuthError):
             value += f', error_description="{self.description}"'
         headers["WWW-Authenticate"] = value
         return headers
-
-
-class InsufficientScope(OAuthError):
-    error = "insufficient_scope"
-    status_code = 403
-
-
-class NotFound(OAuthError):
-    error = "not_found"
-    status_code = 404

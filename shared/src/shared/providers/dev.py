@@ -84,6 +84,3 @@ class DevProvider:
 
     async def revoke(self, token: str) -> None:
         return None
-
-    async def probe(self) -> bool:
-        return True

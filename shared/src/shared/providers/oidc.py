@@ -32,7 +32,6 @@ from shared.providers.oauth2 import (
     OAuth2Flow,
     check_callback,
     parse_retry_after,
-    translated_errors,
 )
 
 # Asymmetric algorithms only: `none` and HMAC (keyed with a public key) are never accepted.
@@ -335,12 +334,3 @@ class OIDCProvider:
 
     async def revoke(self, token: str) -> None:
         await self._flow.revoke(await self._endpoints(), token)
-
-    async def probe(self) -> bool:
-        """Whether discovery answers (for the provider list's `reachable` status)."""
-        try:
-            async with translated_errors("probe"):
-                await self.metadata()
-        except ProviderError:
-            return False
-        return True
