@@ -294,12 +294,6 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["session_id"],
-            ["auth_sessions.id"],
-            name=op.f("fk_refresh_tokens_session_id_auth_sessions"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_refresh_tokens")),
     )
     op.create_index(
