@@ -130,6 +130,19 @@ async def sign_in(
         )
     ).first()
     values = _profile_values(login)
+
+    async def audit(action: str, data: dict[str, Any]) -> None:
+        await record_audit_core(
+            connection,
+            action=action,
+            actor=f"{provider_id}:{subject}",
+            subject=str(user_id),
+            client_id=client_id,
+            ip=ip,
+            data=data,
+            now=now,
+        )
+
     if existing is not None:
         if existing.status != "active":
             raise UserDisabled(existing.user_id)  # the caller audits it outside this transaction
@@ -170,26 +183,8 @@ async def sign_in(
                 **values,
             )
         )
-        await record_audit_core(
-            connection,
-            action="user.created",
-            actor=f"{provider_id}:{subject}",
-            subject=str(user_id),
-            client_id=client_id,
-            ip=ip,
-            data={"provider": provider_id},
-            now=now,
-        )
-        await record_audit_core(
-            connection,
-            action="link.created",
-            actor=f"{provider_id}:{subject}",
-            subject=str(user_id),
-            client_id=client_id,
-            ip=ip,
-            data={"provider": provider_id, "profile_id": str(profile_id)},
-            now=now,
-        )
+        await audit("user.created", {"provider": provider_id})
+        await audit("link.created", {"provider": provider_id, "profile_id": str(profile_id)})
     if login.tokens is not None:
         await store_upstream_tokens(
             connection,
@@ -200,16 +195,7 @@ async def sign_in(
             keyring=keyring,
             now=now,
         )
-    await record_audit_core(
-        connection,
-        action="user.signed_in",
-        actor=f"{provider_id}:{subject}",
-        subject=str(user_id),
-        client_id=client_id,
-        ip=ip,
-        data={"provider": provider_id},
-        now=now,
-    )
+    await audit("user.signed_in", {"provider": provider_id})
     return SignedIn(user_id=user_id, profile_id=profile_id, created=created)
 
 
