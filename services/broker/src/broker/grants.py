@@ -41,18 +41,6 @@ class RequestMeta:
     user_agent: str | None
 
 
-def _user_claims(user_id: str, row: Mapping[str, Any] | None) -> UserClaims:
-    row = row or {}
-    return UserClaims(
-        sub=user_id,
-        email=row.get("email"),
-        email_verified=bool(row.get("email_verified")),
-        name=row.get("display_name"),
-        picture=row.get("picture"),
-        preferred_username=row.get("preferred_username"),
-    )
-
-
 def token_response(
     runtime: Runtime,
     client: ClientConfig,
@@ -80,7 +68,7 @@ def token_response(
         keys,
         settings,
         client=client,
-        user=_user_claims(subject, grant.user),
+        user=UserClaims.from_row(subject, grant.user),
         session_id=session_id,
         scope=grant.scope,
         auth_time=grant.auth_time,

@@ -34,6 +34,19 @@ class UserClaims:
     picture: str | None = None
     preferred_username: str | None = None
 
+    @classmethod
+    def from_row(cls, user_id: str, row: Mapping[str, Any] | None) -> UserClaims:
+        """From ``users`` columns (``display_name`` is the ``name`` claim)."""
+        row = row or {}
+        return cls(
+            sub=user_id,
+            email=row.get("email"),
+            email_verified=bool(row.get("email_verified")),
+            name=row.get("display_name"),
+            picture=row.get("picture"),
+            preferred_username=row.get("preferred_username"),
+        )
+
     def for_scopes(self, scopes: set[str]) -> dict[str, Any]:
         """OIDC Core §5.4: `email` and `profile` scopes select the claims released."""
         claims: dict[str, Any] = {"sub": self.sub}

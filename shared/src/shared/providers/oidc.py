@@ -155,9 +155,13 @@ class OIDCProvider:
             self._metadata_at = self._now()
             return document
 
-    async def _get_json(self, url: str, what: str) -> dict[str, Any]:
+    async def _get_json(self, url: str, what: str, *, bearer: str | None = None) -> dict[str, Any]:
+        """GET a JSON object; transport, HTTP and shape failures become provider errors."""
+        headers = {"Accept": "application/json"}
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
         try:
-            response = await self._http.get(url, headers={"Accept": "application/json"})
+            response = await self._http.get(url, headers=headers)
         except httpx2.TimeoutException:
             raise ProviderUnavailable(f"{what}: upstream timed out") from None
         except httpx2.TransportError as exc:
@@ -294,31 +298,10 @@ class OIDCProvider:
 
     async def userinfo(self, access_token: str, *, expected_subject: str) -> dict[str, Any]:
         metadata = await self.metadata()
-        try:
-            response = await self._http.get(
-                metadata["userinfo_endpoint"],
-                headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-            )
-        except httpx2.TimeoutException:
-            raise ProviderUnavailable("userinfo: upstream timed out") from None
-        except httpx2.TransportError as exc:
-            raise ProviderUnavailable(f"userinfo: {type(exc).__name__}") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise ProviderUnavailable(f"userinfo: upstream answered HTTP {response.status_code}")
-        if response.status_code != 200:
-            raise ProviderInvalidResponse(
-                f"userinfo: upstream answered HTTP {response.status_code}"
-            )
-        if not response.headers.get("content-type", "").startswith("application/json"):
-            raise ProviderInvalidResponse(
-                "userinfo: signed or encrypted responses are not supported"
-            )
-        try:
-            claims = response.json()
-        except ValueError:
-            raise ProviderInvalidResponse("userinfo: response is not JSON") from None
-        if not isinstance(claims, dict):
-            raise ProviderInvalidResponse("userinfo: response is not a JSON object")
+        # Signed or encrypted (application/jwt) UserInfo is not supported: it fails as non-JSON.
+        claims = await self._get_json(
+            metadata["userinfo_endpoint"], "userinfo", bearer=access_token
+        )
         # OIDC Core §5.3.2: the UserInfo sub must equal the ID token's sub.
         if claims.get("sub") != expected_subject:
             raise ProviderInvalidResponse("userinfo sub does not match the ID token sub")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -44,8 +45,16 @@ async def bearer_token(request: Request) -> str:
     return token
 
 
-async def authenticated_claims(request: Request) -> Mapping[str, Any]:
-    """A live broker access token's claims: signature, typ, iss, exp, and its session alive."""
+@dataclass(frozen=True)
+class Caller:
+    """A live broker access token: its claims and the current ``users`` row of its subject."""
+
+    claims: Mapping[str, Any]
+    user: Mapping[str, Any]
+
+
+async def authenticated_caller(request: Request) -> Caller:
+    """Signature, typ, iss and exp checked, then session and user alive, in one query."""
     runtime = runtime_of(request)
     token = await bearer_token(request)
     try:
@@ -56,10 +65,10 @@ async def authenticated_claims(request: Request) -> Mapping[str, Any]:
     except (TokenInvalid, ValueError):
         raise InvalidToken("the access token is invalid or expired") from None
     async with runtime.engine.connect() as connection:
-        alive = (
+        user = (
             await connection.execute(
-                select(SESSIONS.c.id)
-                .join(USERS, USERS.c.id == SESSIONS.c.user_id)
+                select(USERS)
+                .join(SESSIONS, SESSIONS.c.user_id == USERS.c.id)
                 .where(
                     SESSIONS.c.id == session_id,
                     SESSIONS.c.revoked_at.is_(None),
@@ -67,29 +76,13 @@ async def authenticated_claims(request: Request) -> Mapping[str, Any]:
                 )
             )
         ).first()
-    if alive is None:
+    if user is None:
         raise InvalidToken("the access token's session has ended")
-    return claims
+    return Caller(claims=claims, user=dict(user._mapping))
 
 
 async def userinfo(request: Request) -> Response:
-    runtime = runtime_of(request)
-    claims = await authenticated_claims(request)
-    async with runtime.engine.connect() as connection:
-        user = (
-            await connection.execute(
-                select(USERS).where(USERS.c.id == uuid.UUID(str(claims["sub"])))
-            )
-        ).first()
-    if user is None:
-        raise InvalidToken("the access token's user no longer exists")
-    user_claims = UserClaims(
-        sub=str(user.id),
-        email=user.email,
-        email_verified=user.email_verified,
-        name=user.display_name,
-        picture=user.picture,
-        preferred_username=user.preferred_username,
-    )
-    scopes = set(str(claims.get("scope", "")).split())
+    caller = await authenticated_caller(request)
+    user_claims = UserClaims.from_row(str(caller.user["id"]), caller.user)
+    scopes = set(str(caller.claims.get("scope", "")).split())
     return JSONResponse(user_claims.for_scopes(scopes), headers=NO_STORE)
