@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet
 
-from tests.support.processes import free_port, run_process
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "broker"
 CLIENT_SECRET = "broker-secret"
@@ -29,17 +26,10 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[str]:
-    """Run one provider process for the whole module and yield its issuer URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with run_process(
-        [sys.executable, "-m", "tests.support.upstream_idp", "--port", str(port)],
-        ready_url=f"{base}/.well-known/openid-configuration",
-        cwd=str(REPO_ROOT),
-    ):
-        yield base
+@pytest.fixture
+def issuer(upstream_idp: str) -> str:
+    """The run's provider process (tests/conftest.py)."""
+    return upstream_idp
 
 
 @pytest.fixture
