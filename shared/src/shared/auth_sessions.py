@@ -2,8 +2,9 @@
 
 A session (``sid``) is one refresh-token family. Each refresh presents the newest token of the
 family; it is marked used and its successor inserted in one transaction. On PostgreSQL that is
-one SQL statement (data-modifying CTEs), so a rotation costs one round trip and one commit; on
-SQLite (the embedded default) the same steps run as separate statements in one transaction.
+one SQL statement (data-modifying CTEs) on the hot-path pool, so a rotation costs one round trip
+and one commit; on SQLite (the embedded default) the same steps run as separate statements in
+one transaction.
 
 RFC 9700 §4.14.2: presenting a token that was already rotated revokes the whole family.
 """
@@ -12,20 +13,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NoReturn
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import AUDIT_TABLE, audit_values, record_audit_core
 from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.db.base import table
+from shared.db.hot_path import HotPathPool
 from shared.models import AuthSession, RefreshToken, User
 
 USER_CLAIM_COLUMNS = ("email", "email_verified", "display_name", "picture", "preferred_username")
@@ -116,23 +116,25 @@ async def create_session(
     )
 
 
-# psycopg's pyformat parameters: run as-is through psycopg, or via exec_driver_sql.
+# The PostgreSQL rotation: one statement (data-modifying CTEs), run in autocommit on the hot-path
+# pool. It marks the presented token used, inserts its successor and the audit row, and returns
+# the session and the user's claims; zero rows means nothing was rotated (see diagnose_rotation).
 _ROTATE_POSTGRES = """
     WITH used AS (
-        UPDATE refresh_tokens AS rt SET used_at = %(now)s
+        UPDATE refresh_tokens AS rt SET used_at = $1
         FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id
-        WHERE rt.token_hash = %(presented)s AND rt.used_at IS NULL AND rt.expires_at > %(now)s
-          AND s.id = rt.session_id AND s.client_id = %(client_id)s AND s.revoked_at IS NULL
+        WHERE rt.token_hash = $2 AND rt.used_at IS NULL AND rt.expires_at > $1
+          AND s.id = rt.session_id AND s.client_id = $3 AND s.revoked_at IS NULL
           AND u.status = 'active'
         RETURNING s.id AS session_id, s.user_id, s.scope, s.auth_time
     ), successor AS (
         INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
-        SELECT %(new_hash)s, used.session_id, %(now)s, %(new_expires_at)s FROM used
+        SELECT $4, used.session_id, $1, $5 FROM used
     ), audit AS (
         INSERT INTO audit_actions
             (event_id, action, actor, subject, client_id, ip, data, occurred_at)
-        SELECT %(event_id)s, 'refresh_token.rotated', %(actor)s, used.user_id::text,
-               %(client_id)s, %(ip)s, jsonb_build_object('sid', used.session_id::text), %(now)s
+        SELECT gen_random_uuid(), 'refresh_token.rotated', 'client:' || $3, used.user_id::text,
+               $3, $6, jsonb_build_object('sid', used.session_id::text), $1
         FROM used
     )
     SELECT used.session_id, used.user_id, used.scope, used.auth_time, u.email, u.email_verified,
@@ -140,50 +142,29 @@ _ROTATE_POSTGRES = """
     FROM used JOIN users AS u ON u.id = used.user_id
 """
 
-
-@dataclass(frozen=True)
-class _Rotation:
-    """One rotation attempt: the successor token and the statement's parameters."""
-
-    presented_hash: bytes
-    successor: str
-    expires_at: dt.datetime
-    params: dict[str, Any]
-
-
-def _prepare_rotation(
-    presented: str, client_id: str, now: dt.datetime, refresh_ttl: int, ip: str | None
-) -> _Rotation:
-    presented_hash = token_hash(presented)
-    successor = new_opaque_token()
-    expires_at = now + dt.timedelta(seconds=refresh_ttl)
-    return _Rotation(
-        presented_hash=presented_hash,
-        successor=successor,
-        expires_at=expires_at,
-        params={
-            "presented": presented_hash,
-            "client_id": client_id,
-            "now": now,
-            "new_hash": token_hash(successor),
-            "new_expires_at": expires_at,
-            "event_id": uuid.uuid4(),
-            "actor": f"client:{client_id}",
-            "ip": ip,
-        },
-    )
+# After a connection failure: did the rotation commit? Its successor exists only if it did.
+_ROTATED_TO_POSTGRES = """
+    SELECT s.id, s.user_id, s.scope, s.auth_time, u.email, u.email_verified, u.display_name,
+           u.picture, u.preferred_username
+    FROM refresh_tokens AS rt JOIN auth_sessions AS s ON s.id = rt.session_id
+    JOIN users AS u ON u.id = s.user_id
+    WHERE rt.token_hash = $1
+"""
 
 
-def _granted(rotation: _Rotation, client_id: str, row: Mapping[Any, Any]) -> SessionGrant:
+def _granted(
+    row: Sequence[Any], client_id: str, successor: str, expires_at: dt.datetime
+) -> SessionGrant:
+    """A grant from a row of (session_id, user_id, scope, auth_time, *USER_CLAIM_COLUMNS)."""
     return SessionGrant(
-        session_id=row["session_id"],
-        user_id=row["user_id"],
+        session_id=row[0],
+        user_id=row[1],
         client_id=client_id,
-        scope=row["scope"],
-        auth_time=row["auth_time"],
-        refresh_token=rotation.successor,
-        refresh_expires_at=rotation.expires_at,
-        user={name: row[name] for name in USER_CLAIM_COLUMNS},
+        scope=row[2],
+        auth_time=row[3],
+        refresh_token=successor,
+        refresh_expires_at=expires_at,
+        user=dict(zip(USER_CLAIM_COLUMNS, row[4:], strict=True)),
     )
 
 
@@ -196,26 +177,25 @@ async def rotate_refresh_token(
     refresh_ttl: int,
     ip: str | None = None,
 ) -> SessionGrant:
-    """Exchange a refresh token for its successor, or raise ``RotationError``.
+    """Exchange a refresh token for its successor inside the caller's transaction.
 
-    Runs inside the caller's transaction; on ``REUSED`` the caller must commit so the family's
-    revocation and its audit row persist.
+    The portable path (SQLite, and a PostgreSQL refresh that narrows the scope). Raises
+    ``RotationError``; on ``REUSED`` the caller must commit so the family's revocation and its
+    audit row persist.
     """
-    rotation = _prepare_rotation(presented, client_id, now, refresh_ttl, ip)
-    row: Mapping[Any, Any] | None
-    if connection.dialect.name == "postgresql":
-        result = await connection.exec_driver_sql(_ROTATE_POSTGRES, rotation.params)
-        row = result.mappings().first()
-    else:
-        row = await _rotate_stepwise(connection, rotation, client_id, now, ip)
+    successor = new_opaque_token()
+    expires_at = now + dt.timedelta(seconds=refresh_ttl)
+    row = await _rotate_stepwise(
+        connection, token_hash(presented), token_hash(successor), client_id, now, expires_at, ip
+    )
     if row is None:
         await diagnose_rotation(connection, presented=presented, client_id=client_id, now=now)
     assert row is not None  # diagnose_rotation always raises
-    return _granted(rotation, client_id, row)
+    return _granted(row, client_id, successor, expires_at)
 
 
 async def rotate_refresh_token_autocommit(
-    pool: AsyncConnectionPool[Any],
+    pool: HotPathPool,
     *,
     presented: str,
     client_id: str,
@@ -225,37 +205,34 @@ async def rotate_refresh_token_autocommit(
 ) -> SessionGrant | None:
     """The PostgreSQL hot path: the rotation is one statement and its own transaction.
 
-    One round trip and one commit on a raw psycopg connection (no ORM, no explicit BEGIN).
     ``None`` means nothing was rotated; the caller runs ``diagnose_rotation`` in a transaction.
+    A connection that fails during the statement leaves its outcome unknown: the successor's
+    row says whether it committed, and only if it did not is the rotation run again (running
+    it blindly would find the token used and revoke the session as a replay).
     """
-    rotation = _prepare_rotation(presented, client_id, now, refresh_ttl, ip)
-    for attempt in range(2):
-        try:
-            async with (
-                pool.connection() as connection,
-                connection.cursor(row_factory=dict_row) as cursor,
-            ):
-                await cursor.execute(_ROTATE_POSTGRES, rotation.params)
-                row = await cursor.fetchone()
-            break
-        except psycopg.OperationalError:
-            # A pooled connection that died (database restart); the pool drops it. Retry once:
-            # the statement is atomic, so a failed attempt changed nothing.
-            if attempt == 1:
-                raise
-    if row is None:
-        return None
-    return _granted(rotation, client_id, row)
+    successor = new_opaque_token()
+    successor_hash = token_hash(successor)
+    expires_at = now + dt.timedelta(seconds=refresh_ttl)
+    params = (now, token_hash(presented), client_id, successor_hash, expires_at, ip)
+    try:
+        row = await pool.fetchone(_ROTATE_POSTGRES, params)
+    except psycopg.OperationalError:
+        row = await pool.fetchone(_ROTATED_TO_POSTGRES, (successor_hash,))
+        if row is None:
+            row = await pool.fetchone(_ROTATE_POSTGRES, params)
+    return None if row is None else _granted(row, client_id, successor, expires_at)
 
 
 async def _rotate_stepwise(
     connection: AsyncConnection,
-    rotation: _Rotation,
+    presented_hash: bytes,
+    successor_hash: bytes,
     client_id: str,
     now: dt.datetime,
+    expires_at: dt.datetime,
     ip: str | None,
-) -> dict[str, Any] | None:
-    """The same rotation as ``_ROTATE_POSTGRES`` for databases without writable CTEs."""
+) -> tuple[Any, ...] | None:
+    """The same rotation as ``_ROTATE_POSTGRES`` as separate statements in one transaction."""
     live_session = (
         select(SESSIONS.c.id)
         .join(USERS, USERS.c.id == SESSIONS.c.user_id)
@@ -269,7 +246,7 @@ async def _rotate_stepwise(
         await connection.execute(
             update(REFRESH_TOKENS)
             .where(
-                REFRESH_TOKENS.c.token_hash == rotation.presented_hash,
+                REFRESH_TOKENS.c.token_hash == presented_hash,
                 REFRESH_TOKENS.c.used_at.is_(None),
                 REFRESH_TOKENS.c.expires_at > now,
                 REFRESH_TOKENS.c.session_id.in_(live_session),
@@ -280,30 +257,25 @@ async def _rotate_stepwise(
     ).first()
     if used is None:
         return None
-    session = (
-        await connection.execute(
-            select(
-                SESSIONS.c.id.label("session_id"),
-                SESSIONS.c.user_id,
-                SESSIONS.c.scope,
-                SESSIONS.c.auth_time,
-            ).where(SESSIONS.c.id == used.session_id)
-        )
-    ).first()
     await connection.execute(
         insert(REFRESH_TOKENS).values(
             session_id=used.session_id,
-            token_hash=rotation.params["new_hash"],
+            token_hash=successor_hash,
             created_at=now,
-            expires_at=rotation.expires_at,
+            expires_at=expires_at,
         )
     )
-    assert session is not None
-    user = (
+    row = (
         await connection.execute(
-            select(*(USERS.c[name] for name in USER_CLAIM_COLUMNS)).where(
-                USERS.c.id == session.user_id
+            select(
+                SESSIONS.c.id,
+                SESSIONS.c.user_id,
+                SESSIONS.c.scope,
+                SESSIONS.c.auth_time,
+                *(USERS.c[name] for name in USER_CLAIM_COLUMNS),
             )
+            .join(USERS, USERS.c.id == SESSIONS.c.user_id)
+            .where(SESSIONS.c.id == used.session_id)
         )
     ).one()
     await connection.execute(
@@ -311,15 +283,15 @@ async def _rotate_stepwise(
             **audit_values(
                 action="refresh_token.rotated",
                 actor=f"client:{client_id}",
-                subject=str(session.user_id),
+                subject=str(row.user_id),
                 client_id=client_id,
                 ip=ip,
-                data={"sid": str(session.session_id)},
+                data={"sid": str(row.id)},
                 now=now,
             )
         )
     )
-    return {**session._mapping, **user._mapping}
+    return tuple(row)
 
 
 async def diagnose_rotation(

@@ -7,14 +7,13 @@ and pass narrow pieces of it down.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx2
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import Clock, SystemClock
-from shared.db.database import create_engine, create_hot_path_pool
+from shared.db.database import create_engine
+from shared.db.hot_path import HotPathPool, create_hot_path_pool
 from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
@@ -34,7 +33,7 @@ class Runtime:
     keys: KeyStore
     jobs: ArqJobQueue | InProcessJobQueue
     # PostgreSQL only: raw psycopg connections for one-statement hot paths (refresh rotation).
-    hot_path: AsyncConnectionPool[Any] | None = None
+    hot_path: HotPathPool | None = None
     started: bool = field(default=False)
     stopping: bool = field(default=False)
 

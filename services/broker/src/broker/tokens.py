@@ -17,9 +17,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from shared.providers.oidc import at_hash
 from shared.settings import ClientConfig, Settings
-from shared.signing_keys import KeySnapshot
+from shared.signing_keys import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, KeySnapshot
 
-ACCESS_TOKEN_TYPE = "at+jwt"
 CLOCK_LEEWAY = 30
 
 
@@ -97,8 +96,7 @@ def mint_access_token(
         "sid": session_id,
         "auth_time": _epoch(auth_time),
     }
-    header = {"alg": signer.alg, "kid": signer.kid, "typ": ACCESS_TOKEN_TYPE}
-    return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
+    return signer.sign_jwt(ACCESS_TOKEN_TYPE, claims)
 
 
 def mint_id_token(
@@ -130,8 +128,7 @@ def mint_id_token(
     )
     if nonce is not None:
         claims["nonce"] = nonce
-    header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}
-    return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
+    return signer.sign_jwt(ID_TOKEN_TYPE, claims)
 
 
 class TokenInvalid(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -54,22 +53,3 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def create_hot_path_pool(url: str, *, max_size: int = 20) -> AsyncConnectionPool[Any] | None:
-    """A raw psycopg pool for single-statement hot paths on PostgreSQL (None elsewhere).
-
-    Autocommit: each statement is its own transaction, so a one-statement unit of work costs
-    one round trip and one commit. Not opened until ``await pool.open()``.
-    """
-    parsed = make_url(normalize_database_url(url))
-    if not parsed.drivername.startswith("postgresql"):
-        return None
-    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-    return AsyncConnectionPool(
-        conninfo,
-        min_size=min(4, max_size),
-        max_size=max_size,
-        kwargs={"autocommit": True},
-        open=False,
-    )

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from broker.authorization import single_params
 from broker.clients import authenticate_client
@@ -33,8 +33,13 @@ async def _form(request: Request) -> dict[str, str]:
     return single_params(pairs)
 
 
+# Token responses are ASCII (JWTs, base64url tokens, scope names): one compact encoder, reused.
+_TOKEN_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _token_json(payload: Mapping[str, Any]) -> Response:
-    return JSONResponse(dict(payload), headers=NO_STORE)
+    body = _TOKEN_JSON.encode(payload).encode()
+    return Response(body, media_type="application/json", headers=NO_STORE)
 
 
 async def token(request: Request) -> Response:
