@@ -45,6 +45,13 @@ async def test_jwks_is_cacheable_with_a_strong_etag_and_304(broker, runtime):
     assert cached.content == b""
     stale = await broker.get("/.well-known/jwks.json", headers={"If-None-Match": '"other"'})
     assert stale.status_code == 200
+    weakened = await broker.get(
+        "/.well-known/jwks.json", headers={"If-None-Match": f'"other", W/{etag}'}
+    )
+    assert weakened.status_code == 304  # RFC 9110 §13.1.2: weak comparison
+    assert (
+        await broker.get("/.well-known/jwks.json", headers={"If-None-Match": "*"})
+    ).status_code == 304
 
 
 async def test_unknown_paths_and_methods_answer_json_errors(broker):
@@ -53,6 +60,10 @@ async def test_unknown_paths_and_methods_answer_json_errors(broker):
     assert missing.json()["error"] == "not_found"
     wrong_method = await broker.get("/token")
     assert wrong_method.status_code == 405
+    for path in ("/.well-known/jwks.json", "/.well-known/openid-configuration"):
+        posted = await broker.post(path)
+        assert posted.status_code == 405
+        assert posted.json()["error"] == "method_not_allowed"
 
 
 async def test_health_and_readiness(broker):

@@ -170,6 +170,11 @@ class KeyStore:
         return self._snapshot
 
     @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The algorithms the broker keeps a signing key for (the default first)."""
+        return self._algorithms
+
+    @property
     def loaded(self) -> bool:
         return self._snapshot is not None and all(
             alg in self._snapshot.signing for alg in self._algorithms

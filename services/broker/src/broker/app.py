@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from shared.runtime import Runtime
 from shared.settings import Settings
+from shared.signing_keys import KeyStore
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -46,11 +47,21 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-def routes(settings: Settings) -> list[Route]:
+def routes(settings: Settings, keys: KeyStore) -> list[Route]:
     cors = browser_cors(settings)
     return [
-        Route("/.well-known/openid-configuration", discovery.openid_configuration),
-        Route("/.well-known/jwks.json", discovery.jwks),
+        # Both built once and served as raw ASGI apps (no Request/Response cycle per call):
+        # every resource server and relying party polls them.
+        Route(
+            "/.well-known/openid-configuration",
+            discovery.discovery_response(settings, keys.algorithms),
+            methods=["GET"],
+        ),
+        Route(
+            "/.well-known/jwks.json",
+            discovery.JWKSEndpoint(keys, settings.jwks_max_age),
+            methods=["GET"],
+        ),
         Route("/authorize", authorize.authorize, methods=["GET", "POST"]),
         Route("/token", token.token, methods=["POST", "OPTIONS"], middleware=cors),
         Route("/userinfo", userinfo.userinfo, methods=["GET", "POST", "OPTIONS"], middleware=cors),
@@ -87,7 +98,7 @@ def create_app(runtime: Runtime) -> Starlette:
             await runtime.stop()
 
     app = Starlette(
-        routes=routes(runtime.settings),
+        routes=routes(runtime.settings, runtime.keys),
         lifespan=lifespan,
         exception_handlers={
             OAuthError: _oauth_error,
@@ -96,9 +107,4 @@ def create_app(runtime: Runtime) -> Starlette:
         },
     )
     app.state.runtime = runtime
-    app.state.jwks_responses = discovery.JWKSResponses()
-    algs = list(dict.fromkeys([runtime.settings.signing_alg, "ES256", "RS256"]))
-    app.state.discovery_response = discovery.discovery_response(
-        discovery.discovery_document(runtime.settings, algs)
-    )
     return app

@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.settings import Settings
-from shared.signing_keys import KeySnapshot
-from starlette.requests import Request
+from shared.signing_keys import KeySnapshot, KeyStore
 from starlette.responses import Response
-
-from broker.routes.context import runtime_of
+from starlette.types import Receive, Scope, Send
 
 
 def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[str, Any]:
@@ -63,54 +61,59 @@ def serialize(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def discovery_response(document: dict[str, Any]) -> Response:
-    """Built once at startup; the same immutable response answers every request."""
+def discovery_response(settings: Settings, signing_algs: Sequence[str]) -> Response:
+    """Built once at startup; the same immutable response (an ASGI app) answers every request."""
     return Response(
-        serialize(document),
+        serialize(discovery_document(settings, signing_algs)),
         media_type="application/json",
         headers={"Cache-Control": "public, max-age=3600", "Access-Control-Allow-Origin": "*"},
     )
 
 
-async def openid_configuration(request: Request) -> Response:
-    response: Response = request.app.state.discovery_response
-    return response
+class JWKSEndpoint:
+    """``GET /.well-known/jwks.json``, the endpoint every resource server polls.
 
+    A raw ASGI app (an instance, so Starlette does not wrap it in a Request/Response cycle):
+    the 200 and 304 responses are rebuilt only when the key snapshot changes, and a request
+    costs one scan of its headers for ``If-None-Match``.
+    """
 
-class JWKSResponses:
-    """The JWKS 200 and 304 responses, built once per key snapshot (the endpoint's hot path)."""
-
-    def __init__(self) -> None:
+    def __init__(self, keys: KeyStore, max_age: int) -> None:
+        self._keys = keys
+        self._max_age = max_age
         self._snapshot: KeySnapshot | None = None
         self._ok = Response()
         self._not_modified = Response()
+        self._etag = b""
 
-    def for_snapshot(self, snapshot: KeySnapshot, max_age: int) -> tuple[Response, Response]:
+    def responses(self) -> tuple[Response, Response, bytes]:
+        """The 200 and 304 responses for the current keys, and their ETag."""
+        snapshot = self._keys.snapshot
         if snapshot is not self._snapshot:
             headers = {
                 # N is at most the lead time by which a new key is published before it signs.
-                "Cache-Control": f"public, max-age={max_age}",
+                "Cache-Control": f"public, max-age={self._max_age}",
                 "ETag": snapshot.etag,
                 "Access-Control-Allow-Origin": "*",
             }
             self._ok = Response(snapshot.jwks_body, media_type="application/json", headers=headers)
             self._not_modified = Response(status_code=304, headers=headers)
+            self._etag = snapshot.etag.encode("ascii")
             self._snapshot = snapshot
-        return self._ok, self._not_modified
+        return self._ok, self._not_modified, self._etag
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ok, not_modified, etag = self.responses()
+        response = ok
+        for name, value in scope["headers"]:  # raw ASGI headers: names are lower-case
+            if name == b"if-none-match" and _matches(value, etag):
+                response = not_modified
+                break
+        await response(scope, receive, send)
 
 
-def _matches(if_none_match: str, etag: str) -> bool:
+def _matches(if_none_match: bytes, etag: bytes) -> bool:
     """RFC 9110 §13.1.2: If-None-Match compares weakly (a proxy may have weakened the tag)."""
-    if if_none_match.strip() == "*":
+    if if_none_match.strip() == b"*":
         return True
-    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
-
-
-async def jwks(request: Request) -> Response:
-    runtime = runtime_of(request)
-    responses: JWKSResponses = request.app.state.jwks_responses
-    ok, not_modified = responses.for_snapshot(runtime.keys.snapshot, runtime.settings.jwks_max_age)
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and _matches(if_none_match, ok.headers["etag"]):
-        return not_modified
-    return ok
+    return any(tag.strip().removeprefix(b"W/") == etag for tag in if_none_match.split(b","))
