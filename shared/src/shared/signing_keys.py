@@ -7,29 +7,24 @@ change, so the JWKS endpoint and the token hot path do no database or JSON work.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from joserfc.jws import JWSRegistry
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.audit import record_audit
 from shared.clock import Clock
+from shared.crypto.jwt_signer import JWTSigner
 from shared.crypto.keyring import Keyring
 from shared.models import SigningKey
 
 JWK = ECKey | RSAKey
-ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
-ID_TOKEN_TYPE = "JWT"
-JWT_TYPES = (ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE)
 
 
 def _aad(kid: str) -> bytes:
@@ -59,63 +54,16 @@ def generate_signing_key(
     )
 
 
-class _JWSAlgorithm(Protocol):
-    def sign(self, msg: bytes, key: Any) -> bytes: ...
-
-
-# As joserfc.jwt.encode serialises: an ASCII header with ``typ`` first, a UTF-8 payload.
-_HEADER_JSON = json.JSONEncoder(separators=(",", ":"))
-_CLAIMS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_JWS_ALGORITHMS = JWSRegistry(algorithms=["ES256", "RS256"])
-
-
-def _b64url(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-def _protected_header(kid: str, alg: str, typ: str) -> bytes:
-    return _b64url(_HEADER_JSON.encode({"typ": typ, "alg": alg, "kid": kid}).encode("ascii"))
-
-
-@dataclass(frozen=True)
-class LoadedKey:
-    """A key that signs, with what its JWTs need precomputed: the joserfc algorithm, headers."""
-
-    kid: str
-    alg: str
-    key: JWK
-    algorithm: _JWSAlgorithm = field(init=False, repr=False)
-    headers: Mapping[str, bytes] = field(init=False, repr=False)  # typ -> BASE64URL(header)
-
-    def __post_init__(self) -> None:
-        # Derived once per key (frozen dataclass: set through object.__setattr__).
-        object.__setattr__(self, "algorithm", _JWS_ALGORITHMS.get_alg(self.alg))
-        headers = {typ: _protected_header(self.kid, self.alg, typ) for typ in JWT_TYPES}
-        object.__setattr__(self, "headers", headers)
-
-    def sign_jwt(self, typ: str, claims: Mapping[str, Any]) -> str:
-        """A JWT in JWS compact serialization (RFC 7515 §7.1), signed with this key.
-
-        Byte for byte the token ``joserfc.jwt.encode`` makes, without re-validating the
-        constant header and key on every call (the refresh grant signs two per request): the
-        signature is joserfc's algorithm; the protected header is serialised once per key.
-        """
-        payload = _b64url(_CLAIMS_JSON.encode(claims).encode("utf-8"))
-        signing_input = self.headers[typ] + b"." + payload
-        signature = self.algorithm.sign(signing_input, self.key)
-        return (signing_input + b"." + _b64url(signature)).decode("ascii")
-
-
 @dataclass(frozen=True)
 class KeySnapshot:
     """An immutable view of the keys: swapped whole when keys change."""
 
-    signing: dict[str, LoadedKey]  # alg -> the key that signs now
+    signing: dict[str, JWTSigner]  # alg -> the key that signs now
     verification: KeySet  # every published key (public halves)
     jwks_body: bytes
     etag: str
 
-    def signer(self, alg: str) -> LoadedKey:
+    def signer(self, alg: str) -> JWTSigner:
         return self.signing[alg]
 
 
@@ -133,14 +81,14 @@ def _can_sign(row: SigningKey, now: dt.datetime) -> bool:
 
 def build_snapshot(rows: list[SigningKey], keyring: Keyring, now: dt.datetime) -> KeySnapshot:
     published = sorted((r for r in rows if _published(r, now)), key=lambda r: r.created_at)
-    signing: dict[str, LoadedKey] = {}
+    signing: dict[str, JWTSigner] = {}
     for row in sorted(published, key=lambda r: r.activates_at):
         if _can_sign(row, now):  # the newest active key per algorithm wins
             private: dict[str, Any] = json.loads(
                 keyring.decrypt(row.private_key_enc, _aad(row.kid))
             )
             key = (ECKey if row.alg.startswith("ES") else RSAKey).import_key(private)
-            signing[row.alg] = LoadedKey(kid=row.kid, alg=row.alg, key=key)
+            signing[row.alg] = JWTSigner(row.kid, row.alg, key)
     public = [
         {name: value for name, value in row.public_jwk.items() if name != "d"} for row in published
     ]

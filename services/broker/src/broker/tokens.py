@@ -15,9 +15,10 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
+from shared.crypto.jwt_signer import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE
 from shared.providers.oidc import at_hash
 from shared.settings import ClientConfig, Settings
-from shared.signing_keys import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, KeySnapshot
+from shared.signing_keys import KeySnapshot
 
 CLOCK_LEEWAY = 30
 
@@ -96,7 +97,7 @@ def mint_access_token(
         "sid": session_id,
         "auth_time": _epoch(auth_time),
     }
-    return signer.sign_jwt(ACCESS_TOKEN_TYPE, claims)
+    return signer.sign(ACCESS_TOKEN_TYPE, claims)
 
 
 def mint_id_token(
@@ -128,7 +129,7 @@ def mint_id_token(
     )
     if nonce is not None:
         claims["nonce"] = nonce
-    return signer.sign_jwt(ID_TOKEN_TYPE, claims)
+    return signer.sign(ID_TOKEN_TYPE, claims)
 
 
 class TokenInvalid(Exception):

@@ -73,10 +73,12 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+_HASH_BY_BITS = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+
+
 def at_hash(access_token: str, alg: str) -> str:
     """OIDC Core §3.1.3.6: left half of the hash of the access token, base64url."""
-    bits = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
-    digest_fn = hashlib.sha512 if alg == "EdDSA" else bits.get(alg[-3:], hashlib.sha256)
+    digest_fn = hashlib.sha512 if alg == "EdDSA" else _HASH_BY_BITS.get(alg[-3:], hashlib.sha256)
     digest = digest_fn(access_token.encode()).digest()
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
 
