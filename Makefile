@@ -40,7 +40,7 @@ worker: env
 lint: env
 	$(RUN) ruff check shared services migrations tests bench
 	$(RUN) ruff format --check shared services migrations tests bench
-	$(RUN) mypy shared/src services/broker/src services/sync-worker/src
+	$(RUN) mypy shared/src services/broker/src services/sync-worker/src bench
 	$(RUN) lint-imports
 
 test: env lint

@@ -1,8 +1,9 @@
 """Seed data for the refresh-grant benchmark: one user and N sessions with fresh refresh tokens.
 
-Rows are created with the project's own ``create_session`` so they are exactly what the broker
-issues after a login; each session's first refresh token is returned in plain text (the database
-keeps only its hash), ready to be written one per line for the wrk script.
+Sessions and tokens are inserted in bulk (a benchmark needs 100,000 or more) with the columns
+``create_session`` writes, which a test of the seed checks against; each session's first refresh
+token is returned in plain text (the database keeps only its hash), ready to be written one per
+line for the wrk script.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
-from shared.auth_sessions import create_session
+from shared.crypto.opaque import new_opaque_token, token_hash
+from shared.db.base import table
 from shared.db.database import create_engine
-from shared.models import User
+from shared.models import AuthSession, RefreshToken, User
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +25,9 @@ PROVIDER = "dev"
 SCOPE = "openid email profile"
 REFRESH_TTL = 30 * 86400
 
-USERS = User.__table__
+USERS = table(User)
+SESSIONS = table(AuthSession)
+REFRESH_TOKENS = table(RefreshToken)
 
 
 async def _insert_user(engine: AsyncEngine, now: dt.datetime) -> uuid.UUID:
@@ -49,27 +53,46 @@ async def _insert_user(engine: AsyncEngine, now: dt.datetime) -> uuid.UUID:
 async def _create_sessions(
     engine: AsyncEngine, user_id: uuid.UUID, count: int, now: dt.datetime
 ) -> list[str]:
-    """``count`` sessions in one transaction; their refresh tokens in order."""
-    tokens: list[str] = []
+    """``count`` sessions in one transaction, two multi-row INSERTs; their refresh tokens."""
+    tokens = [new_opaque_token() for _ in range(count)]
+    session_ids = [uuid.uuid4() for _ in range(count)]
+    expires_at = now + dt.timedelta(seconds=REFRESH_TTL)
     async with engine.begin() as connection:
-        for _ in range(count):
-            grant = await create_session(
-                connection,
-                user_id=user_id,
-                client_id=CLIENT_ID,
-                provider=PROVIDER,
-                profile_id=None,
-                scope=SCOPE,
-                auth_time=now,
-                now=now,
-                refresh_ttl=REFRESH_TTL,
-            )
-            tokens.append(grant.refresh_token)
+        await connection.execute(
+            insert(SESSIONS),
+            [
+                {
+                    "id": session_id,
+                    "user_id": user_id,
+                    "client_id": CLIENT_ID,
+                    "provider": PROVIDER,
+                    "profile_id": None,
+                    "scope": SCOPE,
+                    "auth_time": now,
+                    "created_at": now,
+                    "user_agent": None,
+                    "ip": None,
+                }
+                for session_id in session_ids
+            ],
+        )
+        await connection.execute(
+            insert(REFRESH_TOKENS),
+            [
+                {
+                    "session_id": session_id,
+                    "token_hash": token_hash(token),
+                    "created_at": now,
+                    "expires_at": expires_at,
+                }
+                for session_id, token in zip(session_ids, tokens, strict=True)
+            ],
+        )
     return tokens
 
 
 async def seed_refresh_tokens(
-    database_url: str, count: int, *, batch_size: int = 2000, concurrency: int = 4
+    database_url: str, count: int, *, batch_size: int = 5000, concurrency: int = 2
 ) -> list[str]:
     """Insert one user and ``count`` sessions; return their refresh tokens.
 

@@ -8,7 +8,7 @@ accept any audience, so ``aud`` is checked by callers that care.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +91,7 @@ def mint_access_token(
         "exp": issued + settings.access_token_ttl,
         "iat": issued,
         "nbf": issued,
-        "jti": uuid.uuid4().hex,
+        "jti": secrets.token_urlsafe(16),  # 128 random bits (RFC 9068 §2.2: unique)
         "client_id": client.id,
         "scope": scope,
         "sid": session_id,
