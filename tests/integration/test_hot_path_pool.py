@@ -14,7 +14,7 @@ from shared.auth_sessions import SessionGrant, create_session, rotate_refresh_to
 from shared.crypto.opaque import token_hash
 from shared.db.base import table
 from shared.db.database import create_engine
-from shared.db.hot_path import HotPathPool, create_hot_path_pool
+from shared.db.hot_path import HotPathPool, PoolTimeout, create_hot_path_pool
 from shared.models import AuditAction, AuthSession, RefreshToken, User
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
@@ -225,6 +225,78 @@ async def test_rotation_whose_answer_was_lost_returns_the_successor_it_committed
             )
         )
     assert successor is None  # the token the client now holds is the live one
+
+
+async def test_rotation_cut_off_while_its_statement_waits_on_the_server_revokes_nothing(
+    database_url, engine
+):
+    # The statement reaches the server and waits on the token's row lock (a slow commit, a
+    # synchronous replica); the network drops; the server-side statement still commits later.
+    session_id, first = await _session_with_token(engine)
+    url = make_url(database_url)
+    async with cutting_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        pool = HotPathPool(_conninfo(database_url, port=proxy.port), max_size=2)
+        await pool.open()
+        try:
+            async with engine.connect() as locker:
+                await locker.execute(text("BEGIN"))
+                await locker.execute(
+                    text("SELECT 1 FROM refresh_tokens WHERE token_hash = :h FOR UPDATE"),
+                    {"h": token_hash(first)},
+                )
+                rotation = asyncio.create_task(_rotate(pool, first))
+                await asyncio.sleep(0.3)  # sent, and waiting for the lock
+                proxy.hang_up()
+                await asyncio.sleep(0.3)  # the client is already recovering
+                await locker.execute(text("COMMIT"))
+            grant = await rotation
+        finally:
+            await pool.close()
+    assert grant is not None and grant.session_id == session_id
+    revoked, live, used, audits = await _family(engine, session_id)
+    assert revoked is None
+    assert (live, used, audits) == (1, 1, 1)  # rotated once, by the first statement
+
+
+async def test_after_a_server_restart_the_first_failure_drops_every_idle_connection(
+    database_url, engine
+):
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    pool = HotPathPool(_conninfo(database_url, query={"application_name": name}), max_size=4)
+    await pool.open()
+    try:
+        await asyncio.gather(*(pool.fetchone("SELECT pg_sleep(0.05)", ()) for _ in range(4)))
+        assert pool.size == 4
+        async with engine.connect() as connection:  # every pooled backend dies while idle
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": name},
+            )
+        session_id, first = await _session_with_token(engine)
+        grant = await _rotate(pool, first)  # fails once, then runs on a new connection
+        assert grant is not None and grant.session_id == session_id
+        assert pool.size == 1
+    finally:
+        await pool.close()
+
+
+async def test_checkout_times_out_and_close_fails_waiters(database_url):
+    pool = HotPathPool(_conninfo(database_url), max_size=1, timeout=0.2)
+    await pool.open()
+    busy = asyncio.create_task(pool.fetchone("SELECT 7 FROM pg_sleep(0.6)", ()))
+    await asyncio.sleep(0.05)
+    with pytest.raises(PoolTimeout):
+        await pool.fetchone("SELECT 1", ())
+    waiting = asyncio.create_task(pool.fetchone("SELECT 1", ()))
+    await asyncio.sleep(0.05)
+    await pool.close()
+    with pytest.raises(psycopg.OperationalError, match="closed"):
+        await waiting
+    assert await busy == (7,)  # the call in flight still finishes
+    assert pool.size == 0  # its connection was closed on return
 
 
 async def test_rotation_on_a_connection_that_died_while_idle_runs_once_and_revokes_nothing(

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.audit import AUDIT_TABLE, audit_values, record_audit_core
 from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.db.base import table
-from shared.db.hot_path import HotPathPool
+from shared.db.hot_path import HotPathPool, PoolTimeout
 from shared.models import AuthSession, RefreshToken, User
 
 USER_CLAIM_COLUMNS = ("email", "email_verified", "display_name", "picture", "preferred_username")
@@ -142,13 +142,14 @@ _ROTATE_POSTGRES = """
     FROM used JOIN users AS u ON u.id = used.user_id
 """
 
-# After a connection failure: did the rotation commit? Its successor exists only if it did.
+# After a connection failure: did this call's rotation commit? Its successor (a fresh random
+# token, the table's key) exists only if it did. Still live only if session and user are.
 _ROTATED_TO_POSTGRES = """
     SELECT s.id, s.user_id, s.scope, s.auth_time, u.email, u.email_verified, u.display_name,
            u.picture, u.preferred_username
     FROM refresh_tokens AS rt JOIN auth_sessions AS s ON s.id = rt.session_id
     JOIN users AS u ON u.id = s.user_id
-    WHERE rt.token_hash = $1
+    WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND u.status = 'active'
 """
 
 
@@ -206,9 +207,11 @@ async def rotate_refresh_token_autocommit(
     """The PostgreSQL hot path: the rotation is one statement and its own transaction.
 
     ``None`` means nothing was rotated; the caller runs ``diagnose_rotation`` in a transaction.
-    A connection that fails during the statement leaves its outcome unknown: the successor's
-    row says whether it committed, and only if it did not is the rotation run again (running
-    it blindly would find the token used and revoke the session as a replay).
+    A connection that fails during the statement leaves its outcome unknown, and the first
+    statement may even still be running on the server. So the rotation is run again: it waits
+    behind the first one's row lock, and finding nothing to rotate means the first one either
+    committed — then its successor row exists and is this call's answer — or rotated nothing.
+    (Answering "reused" there would revoke the session for a network failure.)
     """
     successor = new_opaque_token()
     successor_hash = token_hash(successor)
@@ -216,10 +219,12 @@ async def rotate_refresh_token_autocommit(
     params = (now, token_hash(presented), client_id, successor_hash, expires_at, ip)
     try:
         row = await pool.fetchone(_ROTATE_POSTGRES, params)
+    except PoolTimeout:
+        raise  # the statement was never sent
     except psycopg.OperationalError:
-        row = await pool.fetchone(_ROTATED_TO_POSTGRES, (successor_hash,))
+        row = await pool.fetchone(_ROTATE_POSTGRES, params)
         if row is None:
-            row = await pool.fetchone(_ROTATE_POSTGRES, params)
+            row = await pool.fetchone(_ROTATED_TO_POSTGRES, (successor_hash,))
     return None if row is None else _granted(row, client_id, successor, expires_at)
 
 

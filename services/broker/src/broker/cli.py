@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 
@@ -63,6 +64,11 @@ def serve(settings: Settings, host: str, port: int, migrate_first: bool) -> None
         f"  README.md shows how to get a token pair with the dev provider.\n",
         file=sys.stderr,
     )
+    # What startup built (modules, settings, the app) lives as long as the process: keep it
+    # out of the collector's generations, so a full collection scans only what requests leave
+    # behind (without this, full collections paused the loop ~90 ms under the refresh bench).
+    gc.collect()
+    gc.freeze()
     # access_log off: uvicorn would log query strings, which carry codes and states.
     uvicorn.run(
         app,

@@ -43,8 +43,11 @@ class OAuthError(Exception):
             body["error_description"] = self.description
         return body
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers())
+    def response(self, *, retry_after: int | None = None) -> JSONResponse:
+        headers = self.headers()
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)  # RFC 9110 §10.2.3
+        return JSONResponse(self.body(), status_code=self.status_code, headers=headers)
 
 
 class InvalidRequest(OAuthError):

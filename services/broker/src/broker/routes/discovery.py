@@ -61,12 +61,33 @@ def serialize(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def discovery_response(settings: Settings, signing_algs: Sequence[str]) -> Response:
-    """Built once at startup; the same immutable response (an ASGI app) answers every request."""
-    return Response(
-        serialize(discovery_document(settings, signing_algs)),
-        media_type="application/json",
-        headers={"Cache-Control": "public, max-age=3600", "Access-Control-Allow-Origin": "*"},
+class PrebuiltResponse:
+    """An ASGI app that answers every request with one response built once.
+
+    Each request gets its own copy of the header list, so a middleware that edits the
+    response headers in place cannot change what later requests receive.
+    """
+
+    def __init__(self, response: Response) -> None:
+        self._status = response.status_code
+        self._headers = tuple(response.raw_headers)
+        self._body = bytes(response.body)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self._status, "headers": list(self._headers)}
+        )
+        await send({"type": "http.response.body", "body": self._body})
+
+
+def discovery_response(settings: Settings, signing_algs: Sequence[str]) -> PrebuiltResponse:
+    """Built once at startup: the same document answers every request."""
+    return PrebuiltResponse(
+        Response(
+            serialize(discovery_document(settings, signing_algs)),
+            media_type="application/json",
+            headers={"Cache-Control": "public, max-age=3600", "Access-Control-Allow-Origin": "*"},
+        )
     )
 
 
@@ -82,11 +103,11 @@ class JWKSEndpoint:
         self._keys = keys
         self._max_age = max_age
         self._snapshot: KeySnapshot | None = None
-        self._ok = Response()
-        self._not_modified = Response()
+        self._ok = PrebuiltResponse(Response())
+        self._not_modified = self._ok
         self._etag = b""
 
-    def responses(self) -> tuple[Response, Response, bytes]:
+    def responses(self) -> tuple[PrebuiltResponse, PrebuiltResponse, bytes]:
         """The 200 and 304 responses for the current keys, and their ETag."""
         snapshot = self._keys.snapshot
         if snapshot is not self._snapshot:
@@ -96,8 +117,10 @@ class JWKSEndpoint:
                 "ETag": snapshot.etag,
                 "Access-Control-Allow-Origin": "*",
             }
-            self._ok = Response(snapshot.jwks_body, media_type="application/json", headers=headers)
-            self._not_modified = Response(status_code=304, headers=headers)
+            self._ok = PrebuiltResponse(
+                Response(snapshot.jwks_body, media_type="application/json", headers=headers)
+            )
+            self._not_modified = PrebuiltResponse(Response(status_code=304, headers=headers))
             self._etag = snapshot.etag.encode("ascii")
             self._snapshot = snapshot
         return self._ok, self._not_modified, self._etag
