@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from shared.auth_sessions import create_session, rotate_refresh_token_autocommit
+from shared.auth_sessions import create_session
 from shared.crypto.opaque import token_hash
 from shared.db.base import table
 from shared.models import AuthSession, RefreshToken
+from shared.refresh_rotation import rotate_on_hot_path
 from sqlalchemy import select
 
 from bench.seed import CLIENT_ID, PROVIDER, REFRESH_TTL, SCOPE, seed_refresh_tokens
@@ -65,11 +66,11 @@ async def test_seeded_sessions_are_what_create_session_writes_and_rotate(databas
     assert seeded.expires_at - seeded.created_at == dt.timedelta(seconds=REFRESH_TTL)
     assert runtime.hot_path is not None
     for token in tokens:
-        grant = await rotate_refresh_token_autocommit(
+        grant = await rotate_on_hot_path(
             runtime.hot_path,
+            runtime.rotation,
             presented=token,
             client_id=CLIENT_ID,
             now=dt.datetime.now(dt.UTC),
-            refresh_ttl=REFRESH_TTL,
         )
         assert grant is not None and grant.scope == SCOPE

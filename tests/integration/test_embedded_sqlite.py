@@ -15,11 +15,13 @@ from shared.settings import make_settings
 from tests.support.flows import authorize, refresh
 
 
-@pytest.fixture
-async def sqlite_broker(tmp_path: Path) -> AsyncIterator[httpx2.AsyncClient]:
+@pytest.fixture(params=[0], ids=["strict"])
+async def sqlite_broker(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx2.AsyncClient]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
     await upgrade_to_head_async(url)
-    runtime = build_runtime(make_settings(database_url=url))
+    runtime = build_runtime(make_settings(database_url=url, refresh_reuse_interval=request.param))
     assert runtime.hot_path is None  # no raw PostgreSQL pool: the portable path runs
     await runtime.start()
     app = create_app(runtime)
@@ -82,3 +84,21 @@ async def test_embedded_default_narrows_scope_without_burning_the_token(sqlite_b
     assert (
         await refresh(sqlite_broker, tokens["refresh_token"], client_id="dev")
     ).status_code == 200
+
+
+@pytest.mark.parametrize("sqlite_broker", [30], ids=["reuse-interval"], indirect=True)
+async def test_embedded_default_returns_the_same_successor_within_the_reuse_interval(
+    sqlite_broker,
+):
+    tokens = await _login(sqlite_broker)
+    first = await refresh(sqlite_broker, tokens["refresh_token"], client_id="dev")
+    again = await refresh(sqlite_broker, tokens["refresh_token"], client_id="dev")
+    assert first.status_code == again.status_code == 200
+    assert again.json()["refresh_token"] == first.json()["refresh_token"]
+    onward = await refresh(sqlite_broker, first.json()["refresh_token"], client_id="dev")
+    assert onward.status_code == 200
+    # The successor was used: the first token is a replay now, and the family dies.
+    replay = await refresh(sqlite_broker, tokens["refresh_token"], client_id="dev")
+    assert replay.json()["error"] == "invalid_grant"
+    dead = await refresh(sqlite_broker, onward.json()["refresh_token"], client_id="dev")
+    assert dead.json()["error"] == "invalid_grant"

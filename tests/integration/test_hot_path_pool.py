@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from shared.auth_sessions import SessionGrant, create_session, rotate_refresh_token_autocommit
+from shared.auth_sessions import SessionGrant, create_session
+from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import token_hash
 from shared.db.base import table
 from shared.db.database import create_engine
 from shared.db.hot_path import HotPathPool, PoolTimeout, create_hot_path_pool
 from shared.models import AuditAction, AuthSession, RefreshToken, User
+from shared.refresh_rotation import RotationPolicy, rotate_on_hot_path
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +27,7 @@ from tests.support.tcp_proxy import cutting_proxy
 pytestmark = pytest.mark.integration
 
 CLIENT = "web"
+POLICY = RotationPolicy.build(Keyring.generate(), refresh_ttl=3600, reuse_interval=0)
 
 
 def _conninfo(database_url: str, **changes: object) -> str:
@@ -192,8 +195,8 @@ async def _family(engine: AsyncEngine, session_id: uuid.UUID) -> tuple[object, i
 
 
 async def _rotate(pool: HotPathPool, presented: str) -> SessionGrant | None:
-    return await rotate_refresh_token_autocommit(
-        pool, presented=presented, client_id=CLIENT, now=dt.datetime.now(dt.UTC), refresh_ttl=3600
+    return await rotate_on_hot_path(
+        pool, POLICY, presented=presented, client_id=CLIENT, now=dt.datetime.now(dt.UTC)
     )
 
 

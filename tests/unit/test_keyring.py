@@ -154,3 +154,13 @@ def test_token_hash_is_sha256_of_the_token() -> None:
 
     assert token_hash(token) == hashlib.sha256(token.encode()).digest()
     assert token.encode() not in token_hash(token)
+
+
+def test_derived_keys_are_per_purpose_and_per_key_primary_first():
+    ring = Keyring.generate("a")
+    two = Keyring((("b", bytes(32)), *ring.keys))
+    assert len(two.derived_keys("x")) == 2
+    assert two.derived_keys("x")[1] == ring.derived_keys("x")[0]  # same key, same derivation
+    assert ring.derived_keys("x") != ring.derived_keys("y")
+    assert all(len(key) == 32 for key in two.derived_keys("x"))
+    assert ring.keys[0][1] not in ring.derived_keys("x")  # never the encryption key itself

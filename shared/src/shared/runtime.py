@@ -17,6 +17,7 @@ from shared.db.hot_path import HotPathPool, create_hot_path_pool
 from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
+from shared.refresh_rotation import RotationPolicy
 from shared.settings import Settings
 from shared.signing_keys import KeyStore
 
@@ -32,6 +33,7 @@ class Runtime:
     providers: dict[str, Provider]
     keys: KeyStore
     jobs: ArqJobQueue | InProcessJobQueue
+    rotation: RotationPolicy
     # PostgreSQL only: raw psycopg connections for one-statement hot paths (refresh rotation).
     hot_path: HotPathPool | None = None
     started: bool = field(default=False)
@@ -72,6 +74,11 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
         ),
         keys=KeyStore(settings.keyring, clock, algorithms),
+        rotation=RotationPolicy.build(
+            settings.keyring,
+            refresh_ttl=settings.refresh_token_ttl,
+            reuse_interval=settings.refresh_reuse_interval,
+        ),
         # Redis-backed when BROKER_REDIS_URL is set, else the jobs run in this process.
         jobs=build_job_queue(settings, JobDeps(clock=clock)),
     )

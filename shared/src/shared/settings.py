@@ -177,6 +177,10 @@ class Settings(_Strict):
     access_token_ttl: Annotated[int, Field(gt=0, le=86400)] = 900
     id_token_ttl: Annotated[int, Field(gt=0, le=86400)] = 3600
     refresh_token_ttl: Annotated[int, Field(gt=0)] = 30 * 86400
+    # A rotated refresh token presented again within this many seconds gets the same successor
+    # back (clients that refresh concurrently, retries); later it is a replay and revokes the
+    # family. 0 (the default): every second presentation is a replay (RFC 9700 §4.14.2).
+    refresh_reuse_interval: Annotated[int, Field(ge=0, le=60)] = 0
     code_ttl: Annotated[int, Field(gt=0, le=600)] = 60
     login_ttl: Annotated[int, Field(gt=0, le=3600)] = 600
     jwks_max_age: Annotated[int, Field(ge=0)] = 600
@@ -270,6 +274,7 @@ _ENV_FIELDS = {
     "BROKER_ACCESS_TOKEN_TTL": "access_token_ttl",
     "BROKER_ID_TOKEN_TTL": "id_token_ttl",
     "BROKER_REFRESH_TOKEN_TTL": "refresh_token_ttl",
+    "BROKER_REFRESH_REUSE_INTERVAL": "refresh_reuse_interval",
     "BROKER_CODE_TTL": "code_ttl",
     "BROKER_JWKS_MAX_AGE": "jwks_max_age",
     "BROKER_DB_POOL_SIZE": "db_pool_size",

@@ -7,23 +7,23 @@ happens first, in one transaction; the JWTs are signed after it commits.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from shared.audit import record_audit_core
-from shared.auth_sessions import (
-    RotationError,
-    RotationFailure,
-    SessionGrant,
-    create_session,
-    diagnose_rotation,
-    rotate_refresh_token,
-    rotate_refresh_token_autocommit,
-)
+from shared.auth_sessions import SessionGrant, create_session
 from shared.db.base import table
 from shared.models import User
+from shared.refresh_rotation import (
+    RotationError,
+    RotationFailure,
+    resolve_failed_rotation,
+    rotate_in_transaction,
+    rotate_on_hot_path,
+)
 from shared.runtime import Runtime
 from shared.settings import ClientConfig
 from sqlalchemy import select
@@ -129,7 +129,7 @@ async def code_grant(
                     user_agent=redeemed.user_agent,
                     ip=redeemed.ip,
                 )
-                grant = SessionGrant(**{**grant.__dict__, "user": dict(user._mapping)})
+                grant = dataclasses.replace(grant, user=dict(user._mapping))
                 nonce = redeemed.nonce
                 await attach_session(connection, redeemed.code_hash, grant.session_id)
                 await record_audit_core(
@@ -154,12 +154,16 @@ _ROTATION_MESSAGES = {
     RotationFailure.WRONG_CLIENT: "the refresh token is invalid",
     RotationFailure.REVOKED: "the refresh token has been revoked",
     RotationFailure.REUSED: "the refresh token was already used; the session is revoked",
+    RotationFailure.LINK_REVOKED: "the sign-in with the identity provider was revoked",
+    # A code the client can act on: send the user through /authorize again.
+    RotationFailure.REAUTH_REQUIRED: "upstream_reauth_required",
 }
 
 
 async def refresh_grant(
     runtime: Runtime, client: ClientConfig, params: Mapping[str, str], meta: RequestMeta
 ) -> dict[str, Any]:
+    """The ``refresh_token`` grant; ``POST /auth/oauth2/refresh`` calls it too."""
     presented = params.get("refresh_token")
     if not presented:
         raise InvalidRequest("refresh_token is required")
@@ -167,35 +171,34 @@ async def refresh_grant(
     now = runtime.clock.now()
     if runtime.hot_path is not None and requested_scope is None:
         # PostgreSQL, the common case: one statement, one round trip, one commit.
-        grant = await rotate_refresh_token_autocommit(
+        grant = await rotate_on_hot_path(
             runtime.hot_path,
+            runtime.rotation,
             presented=presented,
             client_id=client.id,
             now=now,
-            refresh_ttl=runtime.settings.refresh_token_ttl,
             ip=meta.ip,
         )
         if grant is None:
-            await _explain_failed_rotation(runtime, presented, client.id, now)
+            grant = await _resolve_failed_rotation(runtime, presented, client.id, now)
     else:
         grant = await _rotate_in_transaction(
             runtime, presented, client.id, requested_scope, now, meta
         )
-    assert grant is not None
     return token_response(runtime, client, grant, nonce=None, now=now)
 
 
-async def _explain_failed_rotation(
+async def _resolve_failed_rotation(
     runtime: Runtime, presented: str, client_id: str, now: dt.datetime
-) -> None:
-    """Turn a rotation that matched nothing into ``invalid_grant``; a reuse revokes the family."""
-    failure: RotationError | None = None
+) -> SessionGrant:
+    """A rotation that matched nothing: the reuse interval's grant, or ``invalid_grant``."""
     async with runtime.engine.begin() as connection:
         try:
-            await diagnose_rotation(connection, presented=presented, client_id=client_id, now=now)
+            return await resolve_failed_rotation(
+                connection, runtime.rotation, presented=presented, client_id=client_id, now=now
+            )
         except RotationError as exc:
-            failure = exc  # commit: a reuse's family revocation and audit must persist
-    assert failure is not None
+            failure = exc  # commit: a replay's family revocation and audit must persist
     raise InvalidGrant(_ROTATION_MESSAGES[failure.failure])
 
 
@@ -211,16 +214,16 @@ async def _rotate_in_transaction(
     failure: RotationError | None = None
     async with runtime.engine.begin() as connection:
         try:
-            grant = await rotate_refresh_token(
+            grant = await rotate_in_transaction(
                 connection,
+                runtime.rotation,
                 presented=presented,
                 client_id=client_id,
                 now=now,
-                refresh_ttl=runtime.settings.refresh_token_ttl,
                 ip=meta.ip,
             )
         except RotationError as exc:
-            failure = exc  # commit: a reuse's family revocation and audit must persist
+            failure = exc  # commit: a replay's family revocation and audit must persist
         else:
             if requested_scope is not None:
                 # RFC 6749 §6: a refresh may narrow the scope, never widen it. Raising here
@@ -228,7 +231,7 @@ async def _rotate_in_transaction(
                 requested = requested_scope.split()
                 if not requested or not set(requested) <= set(grant.scope.split()):
                     raise InvalidScope("the requested scope exceeds the granted scope")
-                grant = SessionGrant(**{**grant.__dict__, "scope": " ".join(requested)})
+                grant = dataclasses.replace(grant, scope=" ".join(requested))
     if failure is not None:
         raise InvalidGrant(_ROTATION_MESSAGES[failure.failure])
     return grant

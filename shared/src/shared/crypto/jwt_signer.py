@@ -12,7 +12,6 @@ the verifier — goes through joserfc.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -23,14 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc.jwk import ECKey, RSAKey
 
+from shared.crypto.opaque import b64url
+
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
 ID_TOKEN_TYPE = "JWT"
 JWT_TYPES = (ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE)
-
-
-def b64url(data: bytes) -> bytes:
-    """Base64url without padding (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def _protected_header(typ: str, alg: str, kid: str) -> bytes:

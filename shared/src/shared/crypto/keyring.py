@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -105,6 +107,17 @@ class Keyring:
             return AESGCM(key).decrypt(body[:12], body[12:], associated_data)
         except InvalidTag as exc:
             raise DecryptionError("ciphertext failed authentication") from exc
+
+    def derived_keys(self, purpose: str) -> tuple[bytes, ...]:
+        """One 32-byte key per keyring key for ``purpose`` (HKDF-SHA256), the primary's first.
+
+        Keys for other jobs than encryption (the refresh-token successor MAC) come from the
+        keyring this way, so there is one secret to provision and rotate.
+        """
+        return tuple(
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(key)
+            for _, key in self.keys
+        )
 
     def key_id_of(self, ciphertext: bytes) -> str:
         """The key id a ciphertext was sealed with (for re-encryption batches)."""

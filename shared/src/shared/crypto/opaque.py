@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
+
+
+def b64url(data: bytes) -> bytes:
+    """Base64url without padding (RFC 4648 §5; RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def new_opaque_token() -> str:

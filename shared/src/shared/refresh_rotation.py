@@ -1,0 +1,380 @@
+"""Refresh-token rotation: exchange the family's newest token for its successor (RFC 9700 §4.14.2).
+
+**Successors are derived, not drawn.** A token's successor is HMAC-SHA256 of the token under a
+key derived from the keyring (256 bits, unpredictable without the keyring). So when the same
+token is presented again within the reuse interval — two browser tabs refreshing at once, a
+retry after a lost response — the broker hands out that same successor again, as long as it is
+still the family's live token: one live token per family, never a second family, and still
+nothing stored but SHA-256 hashes. Outside the interval, or once the successor has itself been
+used, a rotated token presented again is a replay: the whole family (the session) is revoked and
+``refresh_token.reuse_detected`` is audited.
+
+A rotation also needs a live session of the same client, an active user, and an upstream link
+that is neither revoked nor waiting for re-authentication (``oauth2_tokens.state``).
+
+On PostgreSQL the rotation is one statement (data-modifying CTEs) on the hot-path pool: one
+round trip, one commit. SQLite (the embedded default) and refreshes that narrow the scope run
+the same steps as separate statements inside the caller's transaction. When either finds
+nothing to rotate, ``resolve_failed_rotation`` says why, or answers the reuse interval's grant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import psycopg
+from sqlalchemy import exists, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.audit import AUDIT_TABLE, audit_values, record_audit_core
+from shared.auth_sessions import (
+    REFRESH_TOKENS,
+    SESSIONS,
+    USER_CLAIM_COLUMNS,
+    USERS,
+    SessionGrant,
+    revoke_session,
+)
+from shared.crypto.keyring import Keyring
+from shared.crypto.opaque import b64url, token_hash
+from shared.db.base import table
+from shared.db.hot_path import HotPathPool, PoolTimeout
+from shared.models import OAuth2Token
+
+LINKS = table(OAuth2Token)
+SUCCESSOR_PURPOSE = "refresh-token-successor"
+# Link states that stop a session's refreshes (the others are "ok" and "refresh_failing").
+BLOCKING_LINK_STATES = ("revoked", "needs_reauth")
+
+
+class RotationFailure(Enum):
+    UNKNOWN = "unknown"  # never issued, or purged
+    EXPIRED = "expired"
+    WRONG_CLIENT = "wrong_client"
+    REVOKED = "revoked"  # the session was revoked or the user disabled
+    REUSED = "reused"  # an already rotated token: the family is now revoked
+    LINK_REVOKED = "link_revoked"  # the upstream link behind the session was revoked
+    REAUTH_REQUIRED = "reauth_required"  # the upstream link needs the user to sign in again
+
+
+class RotationError(Exception):
+    def __init__(self, failure: RotationFailure, session_id: Any = None) -> None:
+        super().__init__(failure.value)
+        self.failure = failure
+        self.session_id = session_id
+
+
+@dataclass(frozen=True)
+class RotationPolicy:
+    """How long refresh tokens live, the reuse interval, and the keys successors derive from."""
+
+    refresh_ttl: int
+    reuse_interval: int  # seconds; 0: any second presentation is a replay
+    successor_keys: tuple[bytes, ...] = field(repr=False)  # the keyring's keys, primary first
+
+    @classmethod
+    def build(cls, keyring: Keyring, *, refresh_ttl: int, reuse_interval: int) -> RotationPolicy:
+        return cls(refresh_ttl, reuse_interval, keyring.derived_keys(SUCCESSOR_PURPOSE))
+
+    def successor(self, presented: str, key_index: int = 0) -> str:
+        digest = hmac.digest(self.successor_keys[key_index], presented.encode(), "sha256")
+        return b64url(digest).decode("ascii")
+
+    def expires_at(self, now: dt.datetime) -> dt.datetime:
+        return now + dt.timedelta(seconds=self.refresh_ttl)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+# $1 now, $2 presented hash, $3 client id, $4 successor hash, $5 successor expiry, $6 ip.
+_ROTATE_POSTGRES = """
+    WITH used AS (
+        UPDATE refresh_tokens AS rt SET used_at = $1
+        FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id
+        WHERE rt.token_hash = $2 AND rt.used_at IS NULL AND rt.expires_at > $1
+          AND s.id = rt.session_id AND s.client_id = $3 AND s.revoked_at IS NULL
+          AND u.status = 'active'
+          AND NOT EXISTS (SELECT 1 FROM oauth2_tokens AS t WHERE t.profile_id = s.profile_id
+                          AND t.state IN ('revoked', 'needs_reauth'))
+        RETURNING s.id AS session_id, s.user_id, s.scope, s.auth_time
+    ), successor AS (
+        INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
+        SELECT $4, used.session_id, $1, $5 FROM used
+    ), audit AS (
+        INSERT INTO audit_actions
+            (event_id, action, actor, subject, client_id, ip, data, occurred_at)
+        SELECT gen_random_uuid(), 'refresh_token.rotated', 'client:' || $3, used.user_id::text,
+               $3, $6, jsonb_build_object('sid', used.session_id::text), $1
+        FROM used
+    )
+    SELECT used.session_id, used.user_id, used.scope, used.auth_time, u.email, u.email_verified,
+           u.display_name, u.picture, u.preferred_username
+    FROM used JOIN users AS u ON u.id = used.user_id
+"""
+
+# After a connection failure: did this call's rotation commit? Its successor row exists only if
+# a rotation of this token did; it still counts only for a live session and user.
+_ROTATED_TO_POSTGRES = """
+    SELECT s.id, s.user_id, s.scope, s.auth_time, u.email, u.email_verified, u.display_name,
+           u.picture, u.preferred_username
+    FROM refresh_tokens AS rt JOIN auth_sessions AS s ON s.id = rt.session_id
+    JOIN users AS u ON u.id = s.user_id
+    WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND u.status = 'active'
+"""
+
+
+def _granted(
+    row: Sequence[Any], client_id: str, successor: str, expires_at: dt.datetime
+) -> SessionGrant:
+    """A grant from a row of (session_id, user_id, scope, auth_time, *USER_CLAIM_COLUMNS)."""
+    return SessionGrant(
+        session_id=row[0],
+        user_id=row[1],
+        client_id=client_id,
+        scope=row[2],
+        auth_time=row[3],
+        refresh_token=successor,
+        refresh_expires_at=expires_at,
+        user=dict(zip(USER_CLAIM_COLUMNS, row[4:], strict=True)),
+    )
+
+
+async def rotate_on_hot_path(
+    pool: HotPathPool,
+    policy: RotationPolicy,
+    *,
+    presented: str,
+    client_id: str,
+    now: dt.datetime,
+    ip: str | None = None,
+) -> SessionGrant | None:
+    """The PostgreSQL hot path: the rotation is one statement and its own transaction.
+
+    ``None`` means nothing was rotated; the caller runs ``resolve_failed_rotation``. A
+    connection that fails during the statement leaves its outcome unknown, and the first
+    statement may even still be running on the server. So the rotation is run again: it waits
+    behind the first one's row lock, and finding nothing to rotate means the first one either
+    committed — then its successor row exists and is this call's answer — or rotated nothing.
+    (Answering "reused" there would revoke the session for a network failure.)
+    """
+    successor = policy.successor(presented)
+    successor_hash = token_hash(successor)
+    expires_at = policy.expires_at(now)
+    params = (now, token_hash(presented), client_id, successor_hash, expires_at, ip)
+    try:
+        row = await pool.fetchone(_ROTATE_POSTGRES, params)
+    except PoolTimeout:
+        raise  # the statement was never sent
+    except psycopg.OperationalError:
+        row = await pool.fetchone(_ROTATE_POSTGRES, params)
+        if row is None:
+            row = await pool.fetchone(_ROTATED_TO_POSTGRES, (successor_hash,))
+    return None if row is None else _granted(row, client_id, successor, expires_at)
+
+
+# --------------------------------------------------------------------------- portable
+
+
+def _link_blocks(state: tuple[str, ...]) -> Any:
+    """``EXISTS`` a link of the session's profile in one of ``state``."""
+    return exists().where(LINKS.c.profile_id == SESSIONS.c.profile_id, LINKS.c.state.in_(state))
+
+
+async def rotate_in_transaction(
+    connection: AsyncConnection,
+    policy: RotationPolicy,
+    *,
+    presented: str,
+    client_id: str,
+    now: dt.datetime,
+    ip: str | None = None,
+) -> SessionGrant:
+    """The same rotation as separate statements inside the caller's transaction.
+
+    Raises ``RotationError``; on ``REUSED`` the caller must commit so the family's revocation
+    and its audit row persist.
+    """
+    successor = policy.successor(presented)
+    expires_at = policy.expires_at(now)
+    live_session = (
+        select(SESSIONS.c.id)
+        .join(USERS, USERS.c.id == SESSIONS.c.user_id)
+        .where(
+            SESSIONS.c.client_id == client_id,
+            SESSIONS.c.revoked_at.is_(None),
+            USERS.c.status == "active",
+            ~_link_blocks(BLOCKING_LINK_STATES),
+        )
+    )
+    used = (
+        await connection.execute(
+            update(REFRESH_TOKENS)
+            .where(
+                REFRESH_TOKENS.c.token_hash == token_hash(presented),
+                REFRESH_TOKENS.c.used_at.is_(None),
+                REFRESH_TOKENS.c.expires_at > now,
+                REFRESH_TOKENS.c.session_id.in_(live_session),
+            )
+            .values(used_at=now)
+            .returning(REFRESH_TOKENS.c.session_id)
+        )
+    ).first()
+    if used is None:
+        return await resolve_failed_rotation(
+            connection, policy, presented=presented, client_id=client_id, now=now
+        )
+    await connection.execute(
+        insert(REFRESH_TOKENS).values(
+            session_id=used.session_id,
+            token_hash=token_hash(successor),
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    row = (
+        await connection.execute(_session_and_claims().where(SESSIONS.c.id == used.session_id))
+    ).one()
+    await connection.execute(
+        insert(AUDIT_TABLE).values(
+            **audit_values(
+                action="refresh_token.rotated",
+                actor=f"client:{client_id}",
+                subject=str(row.user_id),
+                client_id=client_id,
+                ip=ip,
+                data={"sid": str(row.id)},
+                now=now,
+            )
+        )
+    )
+    return _granted(tuple(row), client_id, successor, expires_at)
+
+
+def _session_and_claims() -> Any:
+    return select(
+        SESSIONS.c.id,
+        SESSIONS.c.user_id,
+        SESSIONS.c.scope,
+        SESSIONS.c.auth_time,
+        *(USERS.c[name] for name in USER_CLAIM_COLUMNS),
+    ).join(USERS, USERS.c.id == SESSIONS.c.user_id)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+async def resolve_failed_rotation(
+    connection: AsyncConnection,
+    policy: RotationPolicy,
+    *,
+    presented: str,
+    client_id: str,
+    now: dt.datetime,
+) -> SessionGrant:
+    """Why a rotation found nothing (raised as ``RotationError``), or the reuse interval's grant.
+
+    A replay revokes the family; the caller must commit even when this raises.
+    """
+    link_state = (
+        select(LINKS.c.state)
+        .where(LINKS.c.profile_id == SESSIONS.c.profile_id)
+        .scalar_subquery()
+        .label("link_state")
+    )
+    row = (
+        await connection.execute(
+            select(
+                REFRESH_TOKENS.c.session_id,
+                REFRESH_TOKENS.c.used_at,
+                REFRESH_TOKENS.c.expires_at,
+                SESSIONS.c.client_id,
+                SESSIONS.c.user_id,
+                SESSIONS.c.revoked_at,
+                USERS.c.status,
+                link_state,
+            )
+            .join(SESSIONS, SESSIONS.c.id == REFRESH_TOKENS.c.session_id)
+            .join(USERS, USERS.c.id == SESSIONS.c.user_id)
+            .where(REFRESH_TOKENS.c.token_hash == token_hash(presented))
+        )
+    ).first()
+    if row is None:
+        raise RotationError(RotationFailure.UNKNOWN)
+    if row.client_id != client_id:
+        # RFC 6749 §10.4: bound to its client; another client learns nothing about it.
+        raise RotationError(RotationFailure.WRONG_CLIENT)
+    if row.revoked_at is not None or row.status != "active":
+        raise RotationError(RotationFailure.REVOKED, row.session_id)
+    if row.link_state == "revoked":
+        raise RotationError(RotationFailure.LINK_REVOKED, row.session_id)
+    if row.link_state == "needs_reauth":
+        raise RotationError(RotationFailure.REAUTH_REQUIRED, row.session_id)
+    if row.used_at is not None:
+        if now - row.used_at <= dt.timedelta(seconds=policy.reuse_interval):
+            grant = await _live_successor(connection, policy, presented, client_id, now)
+            if grant is not None:
+                return grant
+        await _revoke_replayed_family(connection, row.session_id, row.user_id, client_id, now)
+        raise RotationError(RotationFailure.REUSED, row.session_id)
+    if row.expires_at <= now:
+        raise RotationError(RotationFailure.EXPIRED, row.session_id)
+    raise RotationError(RotationFailure.REVOKED, row.session_id)
+
+
+async def _live_successor(
+    connection: AsyncConnection,
+    policy: RotationPolicy,
+    presented: str,
+    client_id: str,
+    now: dt.datetime,
+) -> SessionGrant | None:
+    """The presented token's successor, if it is still the family's unused, unexpired token."""
+    candidates = {
+        token_hash(policy.successor(presented, index)): index
+        for index in range(len(policy.successor_keys))  # a keyring rotated within the interval
+    }
+    row = (
+        await connection.execute(
+            _session_and_claims()
+            .add_columns(REFRESH_TOKENS.c.token_hash, REFRESH_TOKENS.c.expires_at)
+            .join(REFRESH_TOKENS, REFRESH_TOKENS.c.session_id == SESSIONS.c.id)
+            .where(
+                REFRESH_TOKENS.c.token_hash.in_(list(candidates)),
+                REFRESH_TOKENS.c.used_at.is_(None),
+                REFRESH_TOKENS.c.expires_at > now,
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    successor = policy.successor(presented, candidates[row.token_hash])
+    claims = tuple(row)[: 4 + len(USER_CLAIM_COLUMNS)]
+    return _granted(claims, client_id, successor, row.expires_at)
+
+
+async def _revoke_replayed_family(
+    connection: AsyncConnection,
+    session_id: Any,
+    user_id: Any,
+    client_id: str,
+    now: dt.datetime,
+) -> None:
+    # RFC 9700 §4.14.2: a rotated token presented again revokes the whole family.
+    await revoke_session(
+        connection, session_id, now=now, reason="refresh_token_reuse", actor=f"client:{client_id}"
+    )
+    await record_audit_core(
+        connection,
+        action="refresh_token.reuse_detected",
+        actor=f"client:{client_id}",
+        subject=str(user_id),
+        client_id=client_id,
+        data={"sid": str(session_id)},
+        now=now,
+    )
