@@ -1,7 +1,8 @@
-"""Broker sessions: create one with its first refresh token, revoke one.
+"""Broker sessions: create one with its first refresh token, look a token up, revoke.
 
 A session (``sid``) is one refresh-token family; ``shared.refresh_rotation`` exchanges its newest
-token for the next. Revoking the session kills every token of the family at once.
+token for the next. Revoking the session kills every token of the family at once, and every
+access token minted for it at ``/userinfo`` and introspection.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import record_audit_core
 from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.db.base import table
-from shared.models import AuthSession, RefreshToken, User
+from shared.models import AuthSession, OAuth2Token, RefreshToken, User
+from shared.revocations import Revocation
 
 USER_CLAIM_COLUMNS = ("email", "email_verified", "display_name", "picture", "preferred_username")
 SESSIONS = table(AuthSession)
 REFRESH_TOKENS = table(RefreshToken)
 USERS = table(User)
+LINKS = table(OAuth2Token)
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,11 @@ async def revoke_session(
     now: dt.datetime,
     reason: str,
     actor: str,
-) -> bool:
-    """Revoke a session (its refresh tokens die with it); audited; False if already revoked."""
+) -> Revocation | None:
+    """Revoke a session (its refresh tokens die with it); audited; None if already revoked.
+
+    Publish the returned revocation once the caller's transaction has committed.
+    """
     result = await connection.execute(
         update(SESSIONS)
         .where(and_(SESSIONS.c.id == session_id, SESSIONS.c.revoked_at.is_(None)))
@@ -110,7 +116,7 @@ async def revoke_session(
     )
     row = result.first()
     if row is None:
-        return False
+        return None
     await record_audit_core(
         connection,
         action="session.revoked",
@@ -120,4 +126,78 @@ async def revoke_session(
         data={"sid": str(session_id), "reason": reason},
         now=now,
     )
-    return True
+    return Revocation(session_id=session_id, reason=reason, revoked_at=now)
+
+
+@dataclass(frozen=True)
+class RefreshTokenState:
+    """A stored refresh token with the state of everything it depends on."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    client_id: str
+    scope: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    used_at: dt.datetime | None
+    session_revoked_at: dt.datetime | None
+    user_status: str
+    link_state: str | None  # the session's upstream link (oauth2_tokens.state), if any
+
+
+async def lookup_refresh_token(
+    connection: AsyncConnection, presented_hash: bytes
+) -> RefreshTokenState | None:
+    """The token with this SHA-256, its session, user and upstream link; None if unknown."""
+    link_state = (
+        select(LINKS.c.state)
+        .where(LINKS.c.profile_id == SESSIONS.c.profile_id)
+        .scalar_subquery()
+        .label("link_state")
+    )
+    row = (
+        await connection.execute(
+            select(
+                REFRESH_TOKENS.c.session_id,
+                SESSIONS.c.user_id,
+                SESSIONS.c.client_id,
+                SESSIONS.c.scope,
+                REFRESH_TOKENS.c.created_at,
+                REFRESH_TOKENS.c.expires_at,
+                REFRESH_TOKENS.c.used_at,
+                SESSIONS.c.revoked_at.label("session_revoked_at"),
+                USERS.c.status.label("user_status"),
+                link_state,
+            )
+            .join(SESSIONS, SESSIONS.c.id == REFRESH_TOKENS.c.session_id)
+            .join(USERS, USERS.c.id == SESSIONS.c.user_id)
+            .where(REFRESH_TOKENS.c.token_hash == presented_hash)
+        )
+    ).first()
+    return None if row is None else RefreshTokenState(**row._mapping)
+
+
+async def revoke_user_sessions(
+    connection: AsyncConnection,
+    user_id: uuid.UUID,
+    *,
+    now: dt.datetime,
+    reason: str,
+    actor: str,
+) -> list[Revocation]:
+    """Revoke every live session of a user, each one audited."""
+    live = (
+        await connection.execute(
+            select(SESSIONS.c.id).where(
+                SESSIONS.c.user_id == user_id, SESSIONS.c.revoked_at.is_(None)
+            )
+        )
+    ).scalars()
+    revoked = []
+    for session_id in list(live):
+        revocation = await revoke_session(
+            connection, session_id, now=now, reason=reason, actor=actor
+        )
+        if revocation is not None:
+            revoked.append(revocation)
+    return revoked

@@ -33,20 +33,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import AUDIT_TABLE, audit_values, record_audit_core
 from shared.auth_sessions import (
+    LINKS,
     REFRESH_TOKENS,
     SESSIONS,
     USER_CLAIM_COLUMNS,
     USERS,
     SessionGrant,
+    lookup_refresh_token,
     revoke_session,
 )
 from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import b64url, token_hash
-from shared.db.base import table
 from shared.db.hot_path import HotPathPool, PoolTimeout
-from shared.models import OAuth2Token
+from shared.revocations import Revocation
 
-LINKS = table(OAuth2Token)
 SUCCESSOR_PURPOSE = "refresh-token-successor"
 # Link states that stop a session's refreshes (the others are "ok" and "refresh_failing").
 BLOCKING_LINK_STATES = ("revoked", "needs_reauth")
@@ -63,10 +63,16 @@ class RotationFailure(Enum):
 
 
 class RotationError(Exception):
-    def __init__(self, failure: RotationFailure, session_id: Any = None) -> None:
+    def __init__(
+        self,
+        failure: RotationFailure,
+        session_id: Any = None,
+        revocation: Revocation | None = None,
+    ) -> None:
         super().__init__(failure.value)
         self.failure = failure
         self.session_id = session_id
+        self.revocation = revocation  # a replay revoked the family: publish after commit
 
 
 @dataclass(frozen=True)
@@ -281,35 +287,13 @@ async def resolve_failed_rotation(
 
     A replay revokes the family; the caller must commit even when this raises.
     """
-    link_state = (
-        select(LINKS.c.state)
-        .where(LINKS.c.profile_id == SESSIONS.c.profile_id)
-        .scalar_subquery()
-        .label("link_state")
-    )
-    row = (
-        await connection.execute(
-            select(
-                REFRESH_TOKENS.c.session_id,
-                REFRESH_TOKENS.c.used_at,
-                REFRESH_TOKENS.c.expires_at,
-                SESSIONS.c.client_id,
-                SESSIONS.c.user_id,
-                SESSIONS.c.revoked_at,
-                USERS.c.status,
-                link_state,
-            )
-            .join(SESSIONS, SESSIONS.c.id == REFRESH_TOKENS.c.session_id)
-            .join(USERS, USERS.c.id == SESSIONS.c.user_id)
-            .where(REFRESH_TOKENS.c.token_hash == token_hash(presented))
-        )
-    ).first()
+    row = await lookup_refresh_token(connection, token_hash(presented))
     if row is None:
         raise RotationError(RotationFailure.UNKNOWN)
     if row.client_id != client_id:
         # RFC 6749 §10.4: bound to its client; another client learns nothing about it.
         raise RotationError(RotationFailure.WRONG_CLIENT)
-    if row.revoked_at is not None or row.status != "active":
+    if row.session_revoked_at is not None or row.user_status != "active":
         raise RotationError(RotationFailure.REVOKED, row.session_id)
     if row.link_state == "revoked":
         raise RotationError(RotationFailure.LINK_REVOKED, row.session_id)
@@ -320,8 +304,10 @@ async def resolve_failed_rotation(
             grant = await _live_successor(connection, policy, presented, client_id, now)
             if grant is not None:
                 return grant
-        await _revoke_replayed_family(connection, row.session_id, row.user_id, client_id, now)
-        raise RotationError(RotationFailure.REUSED, row.session_id)
+        revocation = await _revoke_replayed_family(
+            connection, row.session_id, row.user_id, client_id, now
+        )
+        raise RotationError(RotationFailure.REUSED, row.session_id, revocation)
     if row.expires_at <= now:
         raise RotationError(RotationFailure.EXPIRED, row.session_id)
     raise RotationError(RotationFailure.REVOKED, row.session_id)
@@ -364,9 +350,9 @@ async def _revoke_replayed_family(
     user_id: Any,
     client_id: str,
     now: dt.datetime,
-) -> None:
+) -> Revocation | None:
     # RFC 9700 §4.14.2: a rotated token presented again revokes the whole family.
-    await revoke_session(
+    revocation = await revoke_session(
         connection, session_id, now=now, reason="refresh_token_reuse", actor=f"client:{client_id}"
     )
     await record_audit_core(
@@ -378,3 +364,4 @@ async def _revoke_replayed_family(
         data={"sid": str(session_id)},
         now=now,
     )
+    return revocation

@@ -18,6 +18,7 @@ from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
 from shared.refresh_rotation import RotationPolicy
+from shared.revocations import RevocationPublisher, build_revocation_publisher
 from shared.settings import Settings
 from shared.signing_keys import KeyStore
 
@@ -34,6 +35,7 @@ class Runtime:
     keys: KeyStore
     jobs: ArqJobQueue | InProcessJobQueue
     rotation: RotationPolicy
+    revocations: RevocationPublisher
     # PostgreSQL only: raw psycopg connections for one-statement hot paths (refresh rotation).
     hot_path: HotPathPool | None = None
     started: bool = field(default=False)
@@ -49,6 +51,7 @@ class Runtime:
     async def stop(self) -> None:
         self.stopping = True
         await self.jobs.aclose()
+        await self.revocations.aclose()
         if self.hot_path is not None:
             await self.hot_path.close()
         await self.http.aclose()
@@ -79,6 +82,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             refresh_ttl=settings.refresh_token_ttl,
             reuse_interval=settings.refresh_reuse_interval,
         ),
+        revocations=build_revocation_publisher(settings.redis_url, settings.revocation_stream),
         # Redis-backed when BROKER_REDIS_URL is set, else the jobs run in this process.
         jobs=build_job_queue(settings, JobDeps(clock=clock)),
     )

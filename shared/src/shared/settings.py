@@ -164,6 +164,7 @@ class Settings(_Strict):
     issuer: str = "http://127.0.0.1:8000"
     database_url: str = "sqlite+aiosqlite:///./var/broker.db"
     redis_url: str | None = None
+    revocation_stream: Annotated[str, Field(min_length=1, max_length=200)] = "broker:revocations"
     keyring: Keyring
     providers: tuple[ProviderConfig, ...] = Field(
         default_factory=lambda: tuple(_default_providers()), validate_default=True
@@ -275,6 +276,7 @@ _ENV_FIELDS = {
     "BROKER_ID_TOKEN_TTL": "id_token_ttl",
     "BROKER_REFRESH_TOKEN_TTL": "refresh_token_ttl",
     "BROKER_REFRESH_REUSE_INTERVAL": "refresh_reuse_interval",
+    "BROKER_REVOCATION_STREAM": "revocation_stream",
     "BROKER_CODE_TTL": "code_ttl",
     "BROKER_JWKS_MAX_AGE": "jwks_max_age",
     "BROKER_DB_POOL_SIZE": "db_pool_size",

@@ -19,7 +19,16 @@ from starlette.routing import Route
 
 from broker.cors import browser_cors
 from broker.errors import OAuthError, TemporarilyUnavailable
-from broker.routes import authorize, discovery, health, token, upstream, userinfo
+from broker.routes import (
+    authorize,
+    discovery,
+    health,
+    introspection,
+    revocation,
+    token,
+    upstream,
+    userinfo,
+)
 
 log = structlog.get_logger("broker.app")
 
@@ -76,6 +85,14 @@ def routes(settings: Settings, keys: KeyStore) -> list[Route]:
         Route("/token", token.token, methods=["POST", "OPTIONS"], middleware=cors),
         Route("/userinfo", userinfo.userinfo, methods=["GET", "POST", "OPTIONS"], middleware=cors),
         Route("/auth/oauth2/refresh", token.refresh, methods=["POST", "OPTIONS"], middleware=cors),
+        Route("/revoke", revocation.revoke, methods=["POST", "OPTIONS"], middleware=cors),
+        Route(
+            "/auth/oauth2/revoke",
+            revocation.revoke_own,
+            methods=["DELETE", "OPTIONS"],
+            middleware=cors,
+        ),
+        Route("/introspect", introspection.introspect, methods=["POST"]),
         Route("/auth/oauth2/{provider}/login", authorize.provider_login),
         Route("/auth/oauth2/{provider}/callback", upstream.callback),
         Route("/auth/oauth2/{provider}/dev-login", upstream.dev_login_form, methods=["GET"]),

@@ -20,6 +20,7 @@ from shared.auth_sessions import revoke_session
 from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.db.base import table
 from shared.models import AuthorizationCode
+from shared.revocations import Revocation
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -69,6 +70,14 @@ def _check_verifier(verifier: str) -> None:
         raise InvalidGrant("code_verifier is malformed")
 
 
+class CodeUnusable(InvalidGrant):
+    """The code is unknown or was used; a replay revoked the session of its first exchange."""
+
+    def __init__(self, revocation: Revocation | None) -> None:
+        super().__init__("the authorization code is invalid, expired or already used")
+        self.revocation = revocation  # publish after commit
+
+
 async def redeem_code(
     connection: AsyncConnection,
     *,
@@ -96,9 +105,10 @@ async def redeem_code(
                 )
             )
         ).first()
+        revocation = None
         if replayed is not None and replayed.session_id is not None:
             # RFC 6749 §4.1.2: revoke the tokens issued from the first use of this code.
-            await revoke_session(
+            revocation = await revoke_session(
                 connection,
                 replayed.session_id,
                 now=now,
@@ -114,7 +124,7 @@ async def redeem_code(
                 data={"sid": str(replayed.session_id)},
                 now=now,
             )
-        raise InvalidGrant("the authorization code is invalid, expired or already used")
+        raise CodeUnusable(revocation)
     if row.expires_at <= now:
         raise InvalidGrant("the authorization code is invalid, expired or already used")
     if row.client_id != client_id:

@@ -1,4 +1,4 @@
-"""CORS for the endpoints browsers call (token, userinfo, refresh): origins of registered clients.
+"""CORS for the endpoints browsers call (token, userinfo, refresh, revoke): registered origins.
 
 Starlette's ``CORSMiddleware`` does the work for requests that carry an ``Origin`` header. A
 request without one is not a cross-origin browser request, so it goes straight to the endpoint:
@@ -51,7 +51,7 @@ def browser_cors(settings: Settings) -> list[Middleware]:
         Middleware(
             BrowserCORS,
             allow_origins=client_origins(settings),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )

@@ -28,7 +28,7 @@ from shared.runtime import Runtime
 from shared.settings import ClientConfig
 from sqlalchemy import select
 
-from broker.codes import attach_session, redeem_code
+from broker.codes import CodeUnusable, attach_session, redeem_code
 from broker.errors import InvalidGrant, InvalidRequest, InvalidScope
 from broker.tokens import UserClaims, mint_access_token, mint_id_token
 
@@ -143,6 +143,8 @@ async def code_grant(
                     now=now,
                 )
     if failure is not None:
+        if isinstance(failure, CodeUnusable) and failure.revocation is not None:
+            await runtime.revocations.publish([failure.revocation])
         raise failure
     assert grant is not None
     return token_response(runtime, client, grant, nonce=nonce, now=now)
@@ -199,7 +201,14 @@ async def _resolve_failed_rotation(
             )
         except RotationError as exc:
             failure = exc  # commit: a replay's family revocation and audit must persist
-    raise InvalidGrant(_ROTATION_MESSAGES[failure.failure])
+    raise await _invalid_grant(runtime, failure)
+
+
+async def _invalid_grant(runtime: Runtime, failure: RotationError) -> InvalidGrant:
+    """The client's answer to a failed rotation, once a replay's revocation is published."""
+    if failure.revocation is not None:
+        await runtime.revocations.publish([failure.revocation])
+    return InvalidGrant(_ROTATION_MESSAGES[failure.failure])
 
 
 async def _rotate_in_transaction(
@@ -233,7 +242,7 @@ async def _rotate_in_transaction(
                     raise InvalidScope("the requested scope exceeds the granted scope")
                 grant = dataclasses.replace(grant, scope=" ".join(requested))
     if failure is not None:
-        raise InvalidGrant(_ROTATION_MESSAGES[failure.failure])
+        raise await _invalid_grant(runtime, failure)
     return grant
 
 

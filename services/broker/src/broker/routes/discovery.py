@@ -20,6 +20,8 @@ def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[
         "token_endpoint": f"{issuer}/token",
         "userinfo_endpoint": f"{issuer}/userinfo",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "introspection_endpoint": f"{issuer}/introspect",
         "scopes_supported": ["openid", "email", "profile", "offline_access"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
@@ -30,6 +32,15 @@ def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[
             "client_secret_basic",
             "client_secret_post",
             "none",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
         ],
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": [

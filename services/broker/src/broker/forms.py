@@ -1,0 +1,61 @@
+"""Request bodies of the OAuth endpoints: ``application/x-www-form-urlencoded``, or JSON objects.
+
+RFC 6749 §3.2 (and RFC 7009 §2.1, RFC 7662 §2.1): form-encoded, UTF-8, each parameter once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from broker.authorization import single_params
+from broker.errors import InvalidRequest
+
+MAX_BODY = 16 * 1024
+
+
+async def form_params(request: Request) -> dict[str, str]:
+    """The form body's parameters; ``InvalidRequest`` for another type, size or repetition."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the body must be application/x-www-form-urlencoded")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise InvalidRequest("the request body is too large")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8") from None
+    return single_params(pairs)
+
+
+def _is_utf8(value: str) -> bool:
+    """JSON may carry lone surrogates (``"\\ud800"``), which no UTF-8 consumer accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def json_params(request: Request, *, empty_ok: bool = True) -> dict[str, str]:
+    """A JSON object of strings (the first-party API); ``{}`` for an empty body if allowed."""
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise InvalidRequest("the request body is too large")
+    if not body.strip():
+        if empty_ok:
+            return {}
+        raise InvalidRequest("the body must be a JSON object")
+    try:
+        document: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("the body must be a JSON object") from None
+    if not isinstance(document, dict) or not all(
+        isinstance(value, str) and _is_utf8(value) for value in document.values()
+    ):
+        raise InvalidRequest("the body must be a JSON object of strings")
+    return document

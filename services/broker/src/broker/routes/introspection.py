@@ -1,0 +1,62 @@
+"""``POST /introspect`` (RFC 7662): is this token live, and what does it say?
+
+Only confidential clients may introspect (a public client cannot authenticate: 401
+``invalid_client``). A client may introspect any broker access token and its own refresh tokens;
+anything else — unknown, malformed, expired, revoked, another client's refresh token, signed by
+a revoked key — is exactly ``{"active": false}`` (§2.2), so the answer tells nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from broker.clients import authenticate_client
+from broker.errors import NO_STORE, InvalidClient, InvalidRequest
+from broker.forms import form_params
+from broker.presented_tokens import AccessToken, PresentedToken, identify
+from broker.routes.context import runtime_of
+
+INACTIVE: dict[str, Any] = {"active": False}
+ACCESS_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "sid")
+
+
+async def introspect(request: Request) -> Response:
+    runtime = runtime_of(request)
+    params = await form_params(request)
+    client = authenticate_client(runtime.settings, request.headers.get("authorization"), params)
+    if client.is_public:
+        raise InvalidClient("introspection needs client authentication")
+    token = params.get("token")
+    if not token:
+        raise InvalidRequest("token is required")
+    async with runtime.engine.connect() as connection:
+        presented = await identify(runtime, connection, token)
+    return JSONResponse(_answer(presented, client.id), headers=NO_STORE)
+
+
+def _answer(presented: PresentedToken | None, caller: str) -> dict[str, Any]:
+    if presented is None or not presented.live:
+        return INACTIVE
+    if isinstance(presented, AccessToken):
+        claims = presented.claims
+        return {
+            "active": True,
+            "token_type": "Bearer",
+            **{name: claims[name] for name in ACCESS_TOKEN_CLAIMS if name in claims},
+        }
+    if presented.client_id != caller:
+        return INACTIVE  # another client's refresh token
+    state = presented.state
+    return {
+        "active": True,
+        "token_type": "refresh_token",
+        "client_id": state.client_id,
+        "sub": str(state.user_id),
+        "scope": state.scope,
+        "sid": str(state.session_id),
+        "iat": int(state.created_at.timestamp()),
+        "exp": int(state.expires_at.timestamp()),
+    }
