@@ -99,7 +99,11 @@ def broker_settings(
             {"id": "dev", "type": "dev"},
         ],
         "clients": [
-            {"id": "web", "redirect_uris": [WEB_REDIRECT, "http://127.0.0.1:3000/other"]},
+            {
+                "id": "web",
+                "redirect_uris": [WEB_REDIRECT, "http://127.0.0.1:3000/other"],
+                "post_logout_redirect_uris": ["http://127.0.0.1:3000/signed-out"],
+            },
             {
                 "id": "backend",
                 "secret": "backend-secret",

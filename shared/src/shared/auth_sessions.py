@@ -58,6 +58,7 @@ async def create_session(
     refresh_ttl: int,
     user_agent: str | None = None,
     ip: str | None = None,
+    browser_hash: bytes | None = None,
 ) -> SessionGrant:
     """Start a session and its first refresh token (inside the caller's transaction)."""
     session_id = uuid.uuid4()
@@ -73,6 +74,7 @@ async def create_session(
             created_at=now,
             user_agent=(user_agent or "")[:512] or None,
             ip=ip,
+            browser_hash=browser_hash,
         )
     )
     refresh_token = new_opaque_token()
@@ -193,8 +195,38 @@ async def revoke_user_sessions(
             )
         )
     ).scalars()
+    return await _revoke_each(connection, live, now, reason, actor)
+
+
+async def revoke_browser_sessions(
+    connection: AsyncConnection,
+    browser_hash: bytes,
+    *,
+    client_id: str | None,
+    now: dt.datetime,
+    reason: str,
+    actor: str,
+) -> list[Revocation]:
+    """Revoke the live sessions one browser signed in (of one client, if given)."""
+    query = select(SESSIONS.c.id).where(
+        SESSIONS.c.browser_hash == browser_hash, SESSIONS.c.revoked_at.is_(None)
+    )
+    if client_id is not None:
+        query = query.where(SESSIONS.c.client_id == client_id)
+    return await _revoke_each(
+        connection, (await connection.execute(query)).scalars(), now, reason, actor
+    )
+
+
+async def _revoke_each(
+    connection: AsyncConnection,
+    session_ids: Any,
+    now: dt.datetime,
+    reason: str,
+    actor: str,
+) -> list[Revocation]:
     revoked = []
-    for session_id in list(live):
+    for session_id in list(session_ids):
         revocation = await revoke_session(
             connection, session_id, now=now, reason=reason, actor=actor
         )

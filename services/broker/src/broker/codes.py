@@ -40,6 +40,7 @@ class RedeemedCode:
     auth_time: dt.datetime
     user_agent: str | None
     ip: str | None
+    browser_hash: bytes | None
 
 
 async def issue_code(
@@ -153,6 +154,7 @@ async def redeem_code(
         auth_time=row.auth_time,
         user_agent=row.user_agent,
         ip=row.ip,
+        browser_hash=row.browser_hash,
     )
 
 

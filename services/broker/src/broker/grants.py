@@ -128,6 +128,7 @@ async def code_grant(
                     refresh_ttl=runtime.settings.refresh_token_ttl,
                     user_agent=redeemed.user_agent,
                     ip=redeemed.ip,
+                    browser_hash=redeemed.browser_hash,
                 )
                 grant = dataclasses.replace(grant, user=dict(user._mapping))
                 nonce = redeemed.nonce

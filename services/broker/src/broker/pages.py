@@ -1,4 +1,4 @@
-"""Server-rendered pages: provider chooser, dev login form, error page.
+"""Server-rendered pages: provider chooser, dev login form, sign-out, error page.
 
 Every page is escaped with ``html.escape`` and sent with ``frame-ancestors 'none'`` and
 ``no-referrer`` (SECURITY.md 4); upstream text such as ``error_description`` is never raw HTML.
@@ -73,4 +73,30 @@ def dev_login_page(action: str, state: str, provider_name: str) -> HTMLResponse:
         '<label>Email<input name="email" type="email" required autofocus></label>'
         '<label>Name<input name="name" type="text"></label>'
         '<button type="submit">Sign in</button></form>',
+    )
+
+
+def logout_confirm_page(
+    action: str, fields: dict[str, str], client_name: str | None
+) -> HTMLResponse:
+    """RP-initiated logout without an ``id_token_hint``: the user confirms (SECURITY.md 8)."""
+    hidden = "".join(
+        f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
+        for name, value in fields.items()
+    )
+    where = f" of {escape(client_name)}" if client_name else ""
+    return _page(
+        "Sign out",
+        f"<h1>Sign out{where}?</h1>"
+        "<p>This ends your sign-in in this browser. You will need to sign in again.</p>"
+        f'<form method="post" action="{escape(action)}">{hidden}'
+        '<button type="submit">Sign out</button></form>',
+    )
+
+
+def signed_out_page() -> HTMLResponse:
+    return _page(
+        "Signed out",
+        "<h1>You are signed out</h1>"
+        '<p class="muted">You can close this window or return to the application.</p>',
     )

@@ -160,3 +160,27 @@ def verify_access_token(
     except JoseError:
         raise TokenInvalid("the access token is expired or not issued by this broker") from None
     return decoded.claims
+
+
+def verify_id_token_hint(token: str, keys: KeySnapshot, settings: Settings) -> Mapping[str, Any]:
+    """An ID token this broker issued, for RP-initiated logout: signature, ``iss``, ``typ``.
+
+    Its expiry is not checked: OpenID Connect RP-Initiated Logout §2 lets a relying party send
+    an expired ID token as the hint (users sign out long after signing in).
+    """
+    try:
+        decoded = jwt.decode(token, keys.verification, algorithms=list(keys.signing))
+    except (JoseError, ValueError, TypeError):
+        raise TokenInvalid("the ID token is malformed or its signature is invalid") from None
+    if str(decoded.header.get("typ", "JWT")).upper() != "JWT":
+        raise TokenInvalid("the token is not an ID token")
+    try:
+        jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": settings.issuer},
+            sub={"essential": True},
+            aud={"essential": True},
+            sid={"essential": True},
+        ).validate(decoded.claims)
+    except JoseError:
+        raise TokenInvalid("the ID token was not issued by this broker") from None
+    return decoded.claims

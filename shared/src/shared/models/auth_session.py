@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Index, String, Text, Uuid
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
@@ -30,3 +30,6 @@ class AuthSession(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(64))
+    # SHA-256 of the browser-session cookie of the browser that signed in (RP-initiated
+    # logout without an id_token_hint ends that browser's sessions); None for older rows.
+    browser_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)

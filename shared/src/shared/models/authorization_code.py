@@ -37,3 +37,4 @@ class AuthorizationCode(Base):
     )
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(64))
+    browser_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))  # passed to the session

@@ -7,7 +7,7 @@ import re
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
-from shared.crypto.opaque import new_opaque_token
+from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.providers.base import UpstreamLogin
 from shared.providers.dev import DevProvider
 from shared.providers.errors import (
@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from broker import browser_sessions
 from broker.authorization import single_params
 from broker.codes import issue_code
 from broker.errors import (
@@ -81,8 +82,9 @@ async def callback(request: Request) -> Response:
     except ReauthenticationMissing as exc:
         log.info("login.reauthentication_missing", provider=provider_id, reason=str(exc))
         return _back_to_client(runtime.settings.issuer, pending, LoginRequired(str(exc)))
+    browser = browser_sessions.value_for_sign_in(request, runtime)
     try:
-        code = await _finish(request, pending, login, auth_time)
+        code = await _finish(request, pending, login, auth_time, browser)
     except UserDisabled as exc:
         async with runtime.engine.begin() as connection:
             await record_refused_login(
@@ -109,11 +111,16 @@ async def callback(request: Request) -> Response:
         pending.response_mode,
     )
     set_login_cookie(response, runtime, new_opaque_token())  # rotated at login (SECURITY.md 9)
+    browser_sessions.set_cookie(response, runtime, browser)
     return response
 
 
 async def _finish(
-    request: Request, pending: PendingLogin, login: UpstreamLogin, auth_time: dt.datetime
+    request: Request,
+    pending: PendingLogin,
+    login: UpstreamLogin,
+    auth_time: dt.datetime,
+    browser: str,
 ) -> str:
     """Sign the user in and issue the authorization code, in one transaction."""
     runtime = runtime_of(request)
@@ -149,6 +156,7 @@ async def _finish(
                     auth_time=auth_time,
                     user_agent=meta.user_agent,
                     ip=meta.ip,
+                    browser_hash=token_hash(browser),
                 )
         except IntegrityError:
             # Two first logins of one identity raced to create it; the retry finds it.

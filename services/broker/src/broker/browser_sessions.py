@@ -1,0 +1,71 @@
+"""The broker's browser-session cookie: which browser a broker session was signed in from.
+
+Set when a sign-in succeeds and kept for the refresh-token lifetime, an opaque random value
+(``HttpOnly``, ``SameSite=Lax``, ``Secure`` except on a loopback issuer). Its SHA-256 is stored
+on each session the browser's sign-ins create, so RP-initiated logout without an
+``id_token_hint`` can end "this browser's" sessions after the user confirms. It grants nothing
+by itself: no token or page trusts it for access. The logout confirmation form carries a CSRF
+token derived from it (HMAC under a keyring-derived key), so another site cannot submit it.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from shared.crypto.opaque import b64url, new_opaque_token
+from shared.runtime import Runtime
+from starlette.requests import Request
+from starlette.responses import Response
+
+SECURE_COOKIE = "__Host-broker_browser"
+LOOPBACK_COOKIE = "broker_browser"
+CSRF_PURPOSE = "logout-csrf"
+
+
+def cookie_name(runtime: Runtime) -> str:
+    """``__Host-`` needs ``Secure``, which a plain-http loopback issuer cannot set."""
+    return LOOPBACK_COOKIE if runtime.settings.is_loopback else SECURE_COOKIE
+
+
+def current(request: Request, runtime: Runtime) -> str | None:
+    """This browser's well-formed cookie value, if it has one."""
+    value = request.cookies.get(cookie_name(runtime))
+    if value and len(value) == 43 and value.replace("-", "").replace("_", "").isalnum():
+        return value
+    return None
+
+
+def value_for_sign_in(request: Request, runtime: Runtime) -> str:
+    """The value to store with a new session: the browser's own, or a new one."""
+    return current(request, runtime) or new_opaque_token()
+
+
+def set_cookie(response: Response, runtime: Runtime, value: str) -> None:
+    response.set_cookie(
+        cookie_name(runtime),
+        value,
+        max_age=runtime.settings.refresh_token_ttl,
+        path="/",
+        secure=not runtime.settings.is_loopback,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_cookie(response: Response, runtime: Runtime) -> None:
+    response.delete_cookie(
+        cookie_name(runtime),
+        path="/",
+        secure=not runtime.settings.is_loopback,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def csrf_token(runtime: Runtime, browser_value: str) -> str:
+    key = runtime.settings.keyring.derived_keys(CSRF_PURPOSE)[0]
+    return b64url(hmac.digest(key, browser_value.encode(), "sha256")).decode("ascii")
+
+
+def csrf_matches(runtime: Runtime, browser_value: str, presented: str) -> bool:
+    return hmac.compare_digest(csrf_token(runtime, browser_value), presented)
