@@ -85,6 +85,9 @@ def broker_settings(
         "issuer": BROKER_ISSUER,
         "keyring": keyring,
         "database_url": database_url,
+        # Small pools: several brokers live at once in a test run, and PostgreSQL allows 100
+        # connections (a runtime opens up to 3 x this). Concurrency tests still queue on them.
+        "db_pool_size": 6,
         "providers": [
             {
                 "id": "corp",

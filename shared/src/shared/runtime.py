@@ -15,6 +15,7 @@ from shared.clock import Clock, SystemClock
 from shared.db.database import create_engine
 from shared.db.hot_path import HotPathPool, create_hot_path_pool
 from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
+from shared.key_rotation import KeyMaintainer, KeySchedule
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
 from shared.refresh_rotation import RotationPolicy
@@ -33,6 +34,7 @@ class Runtime:
     clock: Clock
     providers: dict[str, Provider]
     keys: KeyStore
+    key_maintainer: KeyMaintainer
     jobs: ArqJobQueue | InProcessJobQueue
     rotation: RotationPolicy
     revocations: RevocationPublisher
@@ -42,14 +44,16 @@ class Runtime:
     stopping: bool = field(default=False)
 
     async def start(self) -> None:
-        """Create missing signing keys and load them; the only I/O at startup."""
-        await self.keys.ensure_and_load(self.engine)
+        """Bring the signing keys up to date and load them, open the hot path, start timers."""
+        await self.key_maintainer.run_once()
         if self.hot_path is not None:
             await self.hot_path.open()
+        self.key_maintainer.start()
         self.started = True
 
     async def stop(self) -> None:
         self.stopping = True
+        await self.key_maintainer.stop()
         await self.jobs.aclose()
         await self.revocations.aclose()
         if self.hot_path is not None:
@@ -65,18 +69,26 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
     )
-    # Both algorithms always have a key: discovery advertises both for ID tokens.
-    algorithms = tuple(dict.fromkeys([settings.signing_alg, "ES256", "RS256"]))
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    keys = KeyStore(settings.keyring, clock, settings.signing_algorithms)
     return Runtime(
         settings=settings,
-        engine=create_engine(settings.database_url, pool_size=settings.db_pool_size),
+        engine=engine,
         hot_path=create_hot_path_pool(settings.database_url, max_size=settings.db_pool_size),
         http=http,
         clock=clock,
         providers=build_providers(
             ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
         ),
-        keys=KeyStore(settings.keyring, clock, algorithms),
+        keys=keys,
+        key_maintainer=KeyMaintainer(
+            engine,
+            keys,
+            settings.keyring,
+            KeySchedule.from_settings(settings),
+            clock,
+            settings.key_reload_interval,
+        ),
         rotation=RotationPolicy.build(
             settings.keyring,
             refresh_ttl=settings.refresh_token_ttl,

@@ -185,6 +185,10 @@ class Settings(_Strict):
     code_ttl: Annotated[int, Field(gt=0, le=600)] = 60
     login_ttl: Annotated[int, Field(gt=0, le=3600)] = 600
     jwks_max_age: Annotated[int, Field(ge=0)] = 600
+    # A signing key signs this long; its successor is published signing_key_lead seconds earlier.
+    signing_key_rotation_interval: Annotated[int, Field(ge=10)] = 30 * 86400
+    signing_key_lead: Annotated[int, Field(ge=1)] = 86400
+    key_reload_interval: Annotated[float, Field(gt=0, le=300)] = 5.0
     db_pool_size: Annotated[int, Field(ge=1, le=500)] = 20
     allow_private_network_fetch: bool = False
     insecure_dev: bool = False
@@ -236,6 +240,15 @@ class Settings(_Strict):
         client_ids = [client.id for client in self.clients]
         if len(set(client_ids)) != len(client_ids):
             raise ValueError("clients: client ids must be unique")
+        if self.jwks_max_age > self.signing_key_lead:
+            raise ValueError(
+                "BROKER_JWKS_MAX_AGE must not exceed BROKER_SIGNING_KEY_LEAD: a new key must be "
+                "published at least one JWKS cache lifetime before it signs"
+            )
+        if self.signing_key_lead >= self.signing_key_rotation_interval:
+            raise ValueError(
+                "BROKER_SIGNING_KEY_LEAD must be shorter than BROKER_SIGNING_KEY_ROTATION_INTERVAL"
+            )
         if self.keyring_is_generated and not is_loopback_url(self.issuer):
             raise ValueError(
                 "BROKER_ENCRYPTION_KEYS must be set when the issuer is not a loopback URL"
@@ -246,6 +259,12 @@ class Settings(_Strict):
     def audience(self) -> str:
         """The broker-wide default ``aud`` of access tokens (a resource, never a client id)."""
         return self.access_token_audience or self.issuer
+
+    @property
+    def signing_algorithms(self) -> tuple[str, ...]:
+        """The algorithms the broker keeps a signing key for: the default first. Both always
+        have one, since discovery offers ES256 and RS256 for ID tokens."""
+        return tuple(dict.fromkeys([self.signing_alg, "ES256", "RS256"]))
 
     @property
     def is_loopback(self) -> bool:
@@ -279,6 +298,9 @@ _ENV_FIELDS = {
     "BROKER_REVOCATION_STREAM": "revocation_stream",
     "BROKER_CODE_TTL": "code_ttl",
     "BROKER_JWKS_MAX_AGE": "jwks_max_age",
+    "BROKER_SIGNING_KEY_ROTATION_INTERVAL": "signing_key_rotation_interval",
+    "BROKER_SIGNING_KEY_LEAD": "signing_key_lead",
+    "BROKER_KEY_RELOAD_INTERVAL": "key_reload_interval",
     "BROKER_DB_POOL_SIZE": "db_pool_size",
     "BROKER_ALLOW_PRIVATE_NETWORK_FETCH": "allow_private_network_fetch",
     "BROKER_INSECURE_DEV": "insecure_dev",

@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from shared.audit import record_audit
 from shared.clock import Clock
 from shared.crypto.jwt_signer import JWTSigner
 from shared.crypto.keyring import Keyring
@@ -71,7 +68,7 @@ def _published(row: SigningKey, now: dt.datetime) -> bool:
     return row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
 
 
-def _can_sign(row: SigningKey, now: dt.datetime) -> bool:
+def can_sign(row: SigningKey, now: dt.datetime) -> bool:
     return (
         _published(row, now)
         and row.activates_at <= now
@@ -83,7 +80,7 @@ def build_snapshot(rows: list[SigningKey], keyring: Keyring, now: dt.datetime) -
     published = sorted((r for r in rows if _published(r, now)), key=lambda r: r.created_at)
     signing: dict[str, JWTSigner] = {}
     for row in sorted(published, key=lambda r: r.activates_at):
-        if _can_sign(row, now):  # the newest active key per algorithm wins
+        if can_sign(row, now):  # the newest active key per algorithm wins
             private: dict[str, Any] = json.loads(
                 keyring.decrypt(row.private_key_enc, _aad(row.kid))
             )
@@ -103,13 +100,14 @@ def build_snapshot(rows: list[SigningKey], keyring: Keyring, now: dt.datetime) -
 
 
 class KeyStore:
-    """Holds the current ``KeySnapshot``; ``load`` replaces it from the database."""
+    """Holds the current ``KeySnapshot``; ``install`` replaces it (``shared.key_rotation``)."""
 
     def __init__(self, keyring: Keyring, clock: Clock, algorithms: tuple[str, ...]) -> None:
         self._keyring = keyring
         self._clock = clock
         self._algorithms = algorithms
         self._snapshot: KeySnapshot | None = None
+        self._fingerprint: tuple[object, ...] = ()
 
     @property
     def snapshot(self) -> KeySnapshot:
@@ -128,25 +126,17 @@ class KeyStore:
             alg in self._snapshot.signing for alg in self._algorithms
         )
 
-    async def ensure_and_load(self, engine: AsyncEngine) -> None:
-        """Create a key for each algorithm that has none (once, across replicas), then load."""
-        async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
-            if engine.dialect.name == "postgresql":
-                # Replicas starting together: one creates the keys, the others wait and see them.
-                await session.execute(text("SELECT pg_advisory_xact_lock(7270001)"))
-            rows = list((await session.scalars(select(SigningKey))).all())
-            now = self._clock.now()
-            for alg in self._algorithms:
-                if not any(r.alg == alg and _can_sign(r, now) for r in rows):
-                    row = generate_signing_key(alg, self._keyring, now)
-                    session.add(row)
-                    rows.append(row)
-                    record_audit(
-                        session,
-                        action="signing_key.created",
-                        actor="system",
-                        subject=f"key:{row.kid}",
-                        data={"kid": row.kid, "alg": alg},
-                        now=now,
-                    )
-        self._snapshot = build_snapshot(rows, self._keyring, self._clock.now())
+    def install(self, rows: list[SigningKey]) -> None:
+        """Use these key rows from now on; the snapshot is rebuilt only if something changed."""
+        now = self._clock.now()
+        fingerprint = tuple(
+            sorted(
+                (row.kid, row.revoked_at, row.expires_at, can_sign(row, now))
+                for row in rows
+                if _published(row, now)
+            )
+        )
+        if self._snapshot is not None and fingerprint == self._fingerprint:
+            return
+        self._snapshot = build_snapshot(rows, self._keyring, now)
+        self._fingerprint = fingerprint

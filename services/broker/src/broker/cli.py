@@ -89,6 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--port", type=int, default=int(os.environ.get("BROKER_PORT", "8000")))
     serve_cmd.add_argument("--migrate", action="store_true", help="apply migrations first")
     commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    keys_cmd = commands.add_parser("keys", help="signing keys and the encryption keyring")
+    key_commands = keys_cmd.add_subparsers(dest="key_command", required=True)
+    key_commands.add_parser("list", help="list the signing keys and their states")
+    key_commands.add_parser(
+        "rotate", help="publish a new key per algorithm now; it signs after one JWKS max-age"
+    )
+    revoke_cmd = key_commands.add_parser(
+        "revoke", help="revoke a compromised key: out of JWKS at once, its tokens refused"
+    )
+    revoke_cmd.add_argument("kid")
     args = parser.parse_args(argv)
 
     settings = _settings()
@@ -97,3 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         migrate(settings)
     elif args.command == "serve":
         serve(settings, args.host, args.port, args.migrate)
+    elif args.command == "keys":
+        from broker.key_commands import run_key_command
+
+        raise SystemExit(run_key_command(settings, args.key_command, getattr(args, "kid", None)))
