@@ -212,11 +212,13 @@ async def test_tokens_of_a_revoked_key_are_refused_by_a_running_broker(
         await runtime.stop()
 
 
-def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    database_url: str, *args: str, keyring: Keyring = KEYRING
+) -> subprocess.CompletedProcess[str]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
         "BROKER_DATABASE_URL": database_url,
-        "BROKER_ENCRYPTION_KEYS": KEYRING.serialize(),
+        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
         "BROKER_LOG_LEVEL": "WARNING",
     }
     return subprocess.run(
@@ -246,6 +248,25 @@ async def test_the_keys_commands_rotate_list_and_revoke(keys_database, engine):
     unknown = _cli(keys_database, "revoke", "no-such-kid")
     assert unknown.returncode == 1
     assert "no-such-kid" in unknown.stdout
+
+
+async def test_rotate_encryption_moves_the_private_keys_to_the_new_key(keys_database, engine):
+    await _maintain(engine, dt.datetime.now(dt.UTC))
+    rotated = Keyring((Keyring.generate("next").keys[0], *KEYRING.keys))
+    result = _cli(keys_database, "rotate-encryption", keyring=rotated)
+    assert result.returncode == 0, result.stderr
+    assert "re-encrypted under key 'next'" in result.stdout
+    line = next(
+        line for line in result.stdout.splitlines() if "signing_keys.private_key_enc" in line
+    )
+    assert line.split()[-1] == "2"
+    # The old key can leave the keyring now: the private keys decrypt with the new one alone.
+    async with AsyncSession(engine) as session:
+        rows = list((await session.scalars(select(SigningKey))).all())
+    only_new = Keyring((rotated.keys[0],))
+    store = KeyStore(only_new, FrozenClock(dt.datetime.now(dt.UTC)), ALGS)
+    store.install(rows)
+    assert store.loaded
 
 
 def test_jwks_max_age_longer_than_the_lead_is_refused_at_startup():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from broker.identity import token_aad
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from shared.crypto.keyring import DecryptionError
+from shared.crypto.sealed_columns import UPSTREAM_ACCESS_TOKEN, UPSTREAM_REFRESH_TOKEN
 from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token, User
 from sqlalchemy import func, select
@@ -118,16 +118,16 @@ async def test_identity_is_provider_and_subject_and_upstream_tokens_are_encrypte
     assert len(stored) == 2
     keyring = runtime.settings.keyring
     (first_id, first_access, first_refresh), (second_id, _, _) = stored
-    access = keyring.decrypt_text(first_access, token_aad(first_id, "access_token"))
-    refresh = keyring.decrypt_text(first_refresh, token_aad(first_id, "refresh_token"))
+    access = keyring.decrypt(first_access, UPSTREAM_ACCESS_TOKEN.aad(first_id)).decode()
+    refresh = keyring.decrypt(first_refresh, UPSTREAM_REFRESH_TOKEN.aad(first_id)).decode()
     assert access and refresh
     assert access.encode() not in first_access and refresh.encode() not in first_refresh
     assert keyring.key_id_of(first_access) == "test1"
     # SECURITY.md 28: bound to row and column; a copy elsewhere does not decrypt.
     with pytest.raises(DecryptionError):
-        keyring.decrypt_text(first_access, token_aad(second_id, "access_token"))
+        keyring.decrypt(first_access, UPSTREAM_ACCESS_TOKEN.aad(second_id))
     with pytest.raises(DecryptionError):
-        keyring.decrypt_text(first_access, token_aad(first_id, "refresh_token"))
+        keyring.decrypt(first_access, UPSTREAM_REFRESH_TOKEN.aad(first_id))
 
 
 async def test_dev_provider_signs_in_with_an_unverified_email(broker, runtime):

@@ -30,14 +30,6 @@ def test_encrypt_then_decrypt_returns_the_plaintext() -> None:
     assert keyring.decrypt(sealed, AAD_ROW_1) == b"upstream refresh token"
 
 
-def test_text_helpers_round_trip() -> None:
-    keyring = Keyring.generate()
-
-    sealed = keyring.encrypt_text("gho_secret", "row:7")
-
-    assert keyring.decrypt_text(sealed, "row:7") == "gho_secret"
-
-
 def test_two_encryptions_of_one_value_differ() -> None:
     keyring = Keyring.generate()
 

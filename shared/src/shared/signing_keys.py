@@ -19,13 +19,10 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from shared.clock import Clock
 from shared.crypto.jwt_signer import JWTSigner
 from shared.crypto.keyring import Keyring
+from shared.crypto.sealed_columns import SIGNING_KEY_PRIVATE
 from shared.models import SigningKey
 
 JWK = ECKey | RSAKey
-
-
-def _aad(kid: str) -> bytes:
-    return f"signing_keys:{kid}:private".encode()
 
 
 def generate_signing_key(
@@ -45,7 +42,7 @@ def generate_signing_key(
         kid=kid,
         alg=alg,
         public_jwk=dict(key.as_dict(private=False)),
-        private_key_enc=keyring.encrypt(private, _aad(kid)),
+        private_key_enc=keyring.encrypt(private, SIGNING_KEY_PRIVATE.aad(kid)),
         created_at=now,
         activates_at=activates_at or now,
     )
@@ -82,7 +79,7 @@ def build_snapshot(rows: list[SigningKey], keyring: Keyring, now: dt.datetime) -
     for row in sorted(published, key=lambda r: r.activates_at):
         if can_sign(row, now):  # the newest active key per algorithm wins
             private: dict[str, Any] = json.loads(
-                keyring.decrypt(row.private_key_enc, _aad(row.kid))
+                keyring.decrypt(row.private_key_enc, SIGNING_KEY_PRIVATE.aad(row.kid))
             )
             key = (ECKey if row.alg.startswith("ES") else RSAKey).import_key(private)
             signing[row.alg] = JWTSigner(row.kid, row.alg, key)

@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> None:
         "revoke", help="revoke a compromised key: out of JWKS at once, its tokens refused"
     )
     revoke_cmd.add_argument("kid")
+    key_commands.add_parser(
+        "rotate-encryption",
+        help="re-encrypt stored upstream tokens and private keys under the first keyring key",
+    )
     args = parser.parse_args(argv)
 
     settings = _settings()

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.audit import record_audit_core
 from shared.crypto.keyring import Keyring
+from shared.crypto.sealed_columns import UPSTREAM_TOKEN_COLUMNS
 from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token, User
 from shared.providers.base import UpstreamLogin, UpstreamProfile, UpstreamTokens
@@ -226,11 +227,6 @@ async def _mirror_single_profile(
     )
 
 
-def token_aad(token_id: uuid.UUID, column: str) -> str:
-    """SECURITY.md 28: a ciphertext is bound to its row and column."""
-    return f"oauth2_tokens:{token_id}:{column}"
-
-
 async def store_upstream_tokens(
     connection: AsyncConnection,
     *,
@@ -252,7 +248,8 @@ async def store_upstream_tokens(
         token_id = uuid.uuid4()
 
     def seal(value: str | None, column: str) -> bytes | None:
-        return keyring.encrypt_text(value, token_aad(token_id, column)) if value else None
+        sealed = UPSTREAM_TOKEN_COLUMNS[column]
+        return keyring.encrypt(value.encode(), sealed.aad(token_id)) if value else None
 
     values = {
         "access_token_enc": seal(tokens.access_token, "access_token"),

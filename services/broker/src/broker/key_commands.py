@@ -1,4 +1,5 @@
-"""``broker keys ...``: list the signing keys, rotate now, revoke a compromised key.
+"""``broker keys ...``: list the signing keys, rotate now, revoke a compromised key, and re-encrypt
+the stored secrets under the keyring's newest key.
 
 Each command changes the database and exits; running brokers pick the change up within
 ``BROKER_KEY_RELOAD_INTERVAL`` seconds (their key maintenance reloads the keys).
@@ -11,6 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from shared.clock import SystemClock
+from shared.crypto.reencryption import ColumnReport, reencrypt_all
 from shared.db.database import create_engine
 from shared.key_rotation import KeySchedule, UnknownKey, maintain_keys, revoke_key
 from shared.models import SigningKey
@@ -46,6 +48,17 @@ def render(rows: Sequence[SigningKey], now: dt.datetime) -> str:
     return "\n".join(lines)
 
 
+def render_reencryption(reports: Sequence[ColumnReport], primary: str) -> str:
+    lines = [f"re-encrypted under key {primary!r}:"]
+    for report in reports:
+        column = f"{report.column.table}.{report.column.column}"
+        line = f"  {column:<34}{report.reencrypted:>8}"
+        if report.remaining:
+            line += f"   ({report.remaining} changed meanwhile: run again)"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 async def _run(settings: Settings, command: str, kid: str | None) -> str:
     engine = create_engine(settings.database_url, pool_size=1)
     now = SystemClock().now()
@@ -54,6 +67,9 @@ async def _run(settings: Settings, command: str, kid: str | None) -> str:
         if command == "list":
             async with AsyncSession(engine) as session:
                 rows = list((await session.scalars(select(SigningKey))).all())
+        elif command == "rotate-encryption":
+            reports = await reencrypt_all(engine, settings.keyring, now=now, actor="cli")
+            return render_reencryption(reports, settings.keyring.primary_kid)
         elif command == "rotate":
             rows = await maintain_keys(
                 engine,
@@ -81,7 +97,7 @@ async def _run(settings: Settings, command: str, kid: str | None) -> str:
 
 
 def run_key_command(settings: Settings, command: str, kid: str | None = None) -> int:
-    """Run ``list``, ``rotate`` or ``revoke``; print the keys afterwards; the exit status."""
+    """Run ``list``, ``rotate``, ``revoke`` or ``rotate-encryption``; print what it did."""
     try:
         print(asyncio.run(_run(settings, command, kid)))
     except UnknownKey:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.crypto.opaque import new_opaque_token, token_hash
+from shared.crypto.sealed_columns import LOGIN_CODE_VERIFIER
 from shared.db.base import table
 from shared.models import LoginState
 from shared.providers.base import LoginStart, Provider
@@ -50,10 +51,6 @@ def set_login_cookie(response: Response, runtime: Runtime, value: str) -> None:
 
 def callback_url(runtime: Runtime, provider_id: str) -> str:
     return f"{runtime.settings.issuer}/auth/oauth2/{provider_id}/callback"
-
-
-def _verifier_aad(login_id: uuid.UUID) -> str:
-    return f"login_states:{login_id}:code_verifier"
 
 
 @dataclass(frozen=True)
@@ -111,8 +108,8 @@ async def start_login(
                 prompt=request.prompt,
                 max_age=request.max_age,
                 upstream_nonce=start.nonce,
-                code_verifier_enc=runtime.settings.keyring.encrypt_text(
-                    start.code_verifier, _verifier_aad(login_id)
+                code_verifier_enc=runtime.settings.keyring.encrypt(
+                    start.code_verifier.encode(), LOGIN_CODE_VERIFIER.aad(login_id)
                 ),
                 created_at=now,
                 expires_at=now + dt.timedelta(seconds=runtime.settings.login_ttl),
@@ -163,7 +160,9 @@ async def consume_login(
         ).first()
     if row is None:
         return None
-    verifier = runtime.settings.keyring.decrypt_text(row.code_verifier_enc, _verifier_aad(row.id))
+    verifier = runtime.settings.keyring.decrypt(
+        row.code_verifier_enc, LOGIN_CODE_VERIFIER.aad(row.id)
+    ).decode()
     return PendingLogin(
         login_id=row.id,
         provider=row.provider,

@@ -124,9 +124,3 @@ class Keyring:
         if not ciphertext:
             raise DecryptionError("empty ciphertext")
         return ciphertext[1 : 1 + ciphertext[0]].decode(errors="replace")
-
-    def encrypt_text(self, value: str, associated_data: str) -> bytes:
-        return self.encrypt(value.encode(), associated_data.encode())
-
-    def decrypt_text(self, ciphertext: bytes, associated_data: str) -> str:
-        return self.decrypt(ciphertext, associated_data.encode()).decode()
