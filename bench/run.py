@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ from sqlalchemy.engine import make_url
 
 from bench.baseline_app import ISSUER_ENV, JWKS_FILE_ENV, SIGNING_JWK_ENV
 from bench.seed import CLIENT_ID, seed_refresh_tokens, write_tokens
+from bench.verifier import VerifierRates, measure_verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -584,6 +587,68 @@ def report_server_log(server_: Server, since: int) -> None:
         print(f"\n{server_.name} logged no errors during the load.")
 
 
+# --------------------------------------------------------------------------- extras
+
+INTROSPECTOR, INTROSPECTOR_SECRET = "bench-introspector", "bench-introspector-secret"
+
+
+def first_access_token(issuer: str, refresh_token: str) -> str:
+    """An access token of the bench client, from one refresh grant."""
+    body = urllib.parse.urlencode(
+        {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID}
+    ).encode()
+    with urllib.request.urlopen(f"{issuer}/token", data=body, timeout=10) as response:
+        token: str = json.loads(response.read())["access_token"]
+    return token
+
+
+@dataclass(frozen=True)
+class Extras:
+    introspection: Measurement
+    verifier: VerifierRates
+
+
+def measure_extras(
+    workdir: Path, issuer: str, jwks_body: bytes, access_token: str, options: Options
+) -> Extras:
+    """Introspection under wrk (3 rounds) and the verifier against raw joserfc, in-process."""
+    credentials = base64.b64encode(f"{INTROSPECTOR}:{INTROSPECTOR_SECRET}".encode()).decode()
+    script = workdir / "introspect.lua"
+    body = urllib.parse.urlencode({"token": access_token, "token_type_hint": "access_token"})
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{body}"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        f'wrk.headers["Authorization"] = "Basic {credentials}"\n',
+        encoding="ascii",
+    )
+    target = Target("introspect", "broker introspection", f"{issuer}/introspect", script=script)
+    print("introspection and verifier")
+    target.run(options.warmup, options.connections)
+    introspection = Measurement(target.name, [])
+    for _ in range(min(3, options.repeats)):
+        result = target.run(options.duration, options.connections)
+        assert result is not None
+        _print_result(target.name, result)
+        introspection.runs.append(result)
+    rates = measure_verifier(issuer, json.loads(jwks_body), access_token)
+    print(f"  verifier {rates.verifier:,.0f}/s, raw joserfc {rates.joserfc:,.0f}/s")
+    return Extras(introspection, rates)
+
+
+def print_extras(extras: Extras) -> None:
+    intro = extras.introspection
+    print(
+        f"\n{'broker introspection':<32}{intro.requests_per_sec:>12.1f}{intro.p50_ms:>10.2f}"
+        f"{intro.p99_ms:>10.2f}{intro.errors:>8}"
+    )
+    rates = extras.verifier
+    print(
+        f"verifier (shared.verifier), warm JWKS cache: {rates.verifier:,.0f} verifications/s; "
+        f"raw joserfc on the same token: {rates.joserfc:,.0f}/s; ratio {rates.ratio:.2f}"
+    )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -653,7 +718,8 @@ def _bench(server_url: str, options: Options) -> int:
         print(f"database {database}: migrating")
         upgrade_to_head(database_url)
         started = time.monotonic()
-        tokens = asyncio.run(seed_refresh_tokens(database_url, options.tokens))
+        tokens = asyncio.run(seed_refresh_tokens(database_url, options.tokens + 1))
+        for_introspection = tokens.pop()
         supply = TokenSupply(workdir / "refresh-tokens.txt", len(tokens))
         write_tokens(supply.path, tokens)
         print(f"seeded {len(tokens)} sessions in {time.monotonic() - started:.1f} s")
@@ -665,6 +731,9 @@ def _bench(server_url: str, options: Options) -> int:
         baseline = start_baseline(stack, workdir, issuer, jwks_body)
         broker_log_start = len(broker.log())
         print(f"broker on {issuer} (pid {broker.process.pid}), baseline on {baseline}")
+
+        access_token = first_access_token(issuer, for_introspection)
+        extras = measure_extras(workdir, issuer, jwks_body, access_token, options)
 
         post_script = workdir / "post.lua"
         post_script.write_text('wrk.method = "POST"\n', encoding="ascii")
@@ -687,6 +756,7 @@ def _bench(server_url: str, options: Options) -> int:
         print_report(
             measurements, rss_mb=rss_mb, commits=commits, rotations=rotations, supply=supply
         )
+        print_extras(extras)
         report_server_log(broker, broker_log_start)
     return 0
 
@@ -702,7 +772,14 @@ def start_broker(
         yaml.safe_dump(
             {
                 "providers": [{"id": "dev", "type": "dev"}],
-                "clients": [{"id": CLIENT_ID, "redirect_uris": ["http://127.0.0.1:3000/cb"]}],
+                "clients": [
+                    {"id": CLIENT_ID, "redirect_uris": ["http://127.0.0.1:3000/cb"]},
+                    {
+                        "id": INTROSPECTOR,
+                        "secret": INTROSPECTOR_SECRET,
+                        "redirect_uris": ["http://127.0.0.1:3001/cb"],
+                    },
+                ],
             }
         ),
         encoding="utf-8",

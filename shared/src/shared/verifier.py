@@ -1,0 +1,298 @@
+"""Verifying the broker's access tokens inside another service: offline, against its JWKS.
+
+Importable on its own (it needs no database, Redis or broker settings)::
+
+    from shared.verifier import AccessTokenVerifier, TokenRejected
+
+    verifier = AccessTokenVerifier("https://login.example.com", audience="https://api.internal")
+    claims = await verifier.verify(token)  # or TokenRejected, with a reason safe to log
+
+What it checks (RFC 9068 §4, RFC 8725 §3.1/§3.11, SECURITY.md 15): the signature, with an
+algorithm from the allow-list (``ES256`` unless told) and a key from the broker's JWKS named by
+the token's ``kid``; ``typ`` ``at+jwt``; ``iss`` equal to the broker's issuer; ``aud`` holding the
+expected audience; ``exp`` and ``nbf`` with a small leeway; ``sub``, ``client_id``, ``iat`` and
+``jti`` present. ``alg: none``, HS256 keyed with the public key, an ID token (``typ: JWT``) and a
+token of another issuer or audience are all rejected.
+
+The JWKS is fetched (from the issuer's discovery document, or ``jwks_uri``) on first use and kept
+for the response's ``Cache-Control: max-age`` (bounded by ``min_cache``/``max_cache``), revalidated
+with ``If-None-Match``. A token with an unknown ``kid`` makes the verifier fetch again at once,
+but at most once per ``refetch_interval``, and concurrent callers share one fetch. Once the keys
+are cached, verifying is CPU work only.
+
+A revoked session's tokens keep verifying here until they expire (15 minutes by default); a
+service that must refuse them sooner reads the broker's revocation stream (``broker:revocations``)
+or asks ``/introspect``. A key revoked at the broker is refused once the cached JWKS is refreshed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+import httpx2
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, RSAKey
+
+ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+_MAX_TOKEN_LENGTH = 8192
+
+Key = ECKey | RSAKey
+
+
+class TokenRejected(Exception):
+    """The token is not a valid, current broker access token; ``str()`` says why."""
+
+
+class JWKSUnavailable(TokenRejected):
+    """The broker's JWKS could not be fetched (the token cannot be checked right now)."""
+
+
+def _b64json(segment: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+class AccessTokenVerifier:
+    """Verifies broker access tokens; one instance per service, shared by all requests."""
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        audience: str,
+        algorithms: Collection[str] = ("ES256",),
+        leeway: int = 10,
+        jwks_uri: str | None = None,
+        http: httpx2.AsyncClient | None = None,
+        min_cache: float = 60,
+        max_cache: float = 3600,
+        refetch_interval: float = 60,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not algorithms or not set(algorithms) <= {"ES256", "ES384", "RS256", "PS256"}:
+            raise ValueError("algorithms must be asymmetric JWS algorithms (ES256, RS256, ...)")
+        self.issuer = issuer.rstrip("/")
+        self.audience = audience
+        self.algorithms = tuple(algorithms)
+        self.leeway = leeway
+        self._jwks_uri = jwks_uri
+        self._http = http or httpx2.AsyncClient(timeout=httpx2.Timeout(5.0))
+        self._owns_http = http is None
+        self._min_cache, self._max_cache = min_cache, max_cache
+        self._refetch_interval = refetch_interval
+        self._clock = clock
+        self._keys: dict[str, Key] = {}
+        self._etag: str | None = None
+        self._fresh_until = 0.0
+        self._fetched_at = float("-inf")
+        self._fetching: asyncio.Lock | None = None
+        self.fetches = 0  # JWKS downloads so far (for metrics and tests)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def verify(self, token: str) -> Mapping[str, Any]:
+        """The token's claims, or ``TokenRejected``."""
+        header = self._header(token)
+        key = await self._key_for(header["kid"])
+        return self._verified_claims(token, key)
+
+    # ------------------------------------------------------------------ checks
+
+    def _header(self, token: str) -> Mapping[str, Any]:
+        if not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH or token.count(".") != 2:
+            raise TokenRejected("not a JWS compact token")
+        try:
+            header = _b64json(token.split(".", 1)[0])
+        except (ValueError, binascii.Error):
+            raise TokenRejected("the token header is not JSON") from None
+        if not isinstance(header, dict):
+            raise TokenRejected("the token header is not a JSON object")
+        if header.get("alg") not in self.algorithms:
+            raise TokenRejected(f"algorithm {header.get('alg')!r} is not allowed")
+        if str(header.get("typ", "")).lower() not in ACCESS_TOKEN_TYPES:
+            raise TokenRejected("the token is not an access token (typ)")
+        if not isinstance(header.get("kid"), str):
+            raise TokenRejected("the token names no key (kid)")
+        return header
+
+    def _verified_claims(self, token: str, key: Key) -> Mapping[str, Any]:
+        try:
+            decoded = jws.deserialize_compact(token, key, algorithms=self.algorithms)
+            claims = json.loads(decoded.payload)
+        except (JoseError, ValueError, TypeError):
+            raise TokenRejected("the signature is invalid") from None
+        if not isinstance(claims, dict):
+            raise TokenRejected("the payload is not a JSON object")
+        missing = [name for name in REQUIRED_CLAIMS if name not in claims]
+        if missing:
+            raise TokenRejected(f"claim {missing[0]} is missing")
+        if claims["iss"] != self.issuer:
+            raise TokenRejected("the token is from another issuer")
+        audience = claims["aud"]
+        if audience != self.audience and not (
+            isinstance(audience, list) and self.audience in audience
+        ):
+            raise TokenRejected("the token is for another audience")
+        now = self._clock()
+        try:
+            if float(claims["exp"]) + self.leeway < now:
+                raise TokenRejected("the token has expired")
+            if "nbf" in claims and float(claims["nbf"]) - self.leeway > now:
+                raise TokenRejected("the token is not valid yet")
+        except (TypeError, ValueError):
+            raise TokenRejected("exp or nbf is not a number") from None
+        return claims
+
+    # ------------------------------------------------------------------ keys
+
+    async def _key_for(self, kid: str) -> Key:
+        now = self._clock()
+        key = self._keys.get(kid)
+        if key is not None and now < self._fresh_until:
+            return key
+        # Stale cache, or a kid we have not seen (a rotation): fetch, unless one just happened.
+        if now < self._fresh_until and now - self._fetched_at < self._refetch_interval:
+            raise TokenRejected("the token's key is not in the broker's JWKS")
+        await self._refresh()
+        key = self._keys.get(kid)
+        if key is None:
+            raise TokenRejected("the token's key is not in the broker's JWKS")
+        return key
+
+    async def _refresh(self) -> None:
+        if self._fetching is None:
+            self._fetching = asyncio.Lock()
+        fetched_before = self._fetched_at
+        async with self._fetching:
+            if self._fetched_at != fetched_before:
+                return  # another caller fetched while we waited
+            await self._fetch()
+
+    async def _fetch(self) -> None:
+        try:
+            uri = self._jwks_uri or await self._discover()
+            headers = {"If-None-Match": self._etag} if self._etag and self._keys else {}
+            response = await self._http.get(uri, headers=headers)
+        except httpx2.HTTPError as exc:
+            raise JWKSUnavailable(
+                f"the broker's JWKS is unreachable: {type(exc).__name__}"
+            ) from None
+        now = self._clock()
+        self._fetched_at = now
+        self.fetches += 1
+        if response.status_code == 304 and self._keys:
+            self._fresh_until = now + self._cache_time(response)
+            return
+        if response.status_code != 200:
+            raise JWKSUnavailable(f"the broker's JWKS answered {response.status_code}")
+        try:
+            keys = KeySet.import_key_set(response.json())
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise JWKSUnavailable("the broker's JWKS is malformed") from None
+        self._keys = {
+            key.kid: key  # type: ignore[misc]
+            for key in keys.keys
+            if key.kid and isinstance(key, ECKey | RSAKey) and not key.is_private
+        }
+        self._etag = response.headers.get("etag")
+        self._fresh_until = now + self._cache_time(response)
+
+    def _cache_time(self, response: httpx2.Response) -> float:
+        match = _MAX_AGE.search(response.headers.get("cache-control", ""))
+        seconds = float(match.group(1)) if match else self._min_cache
+        return min(max(seconds, self._min_cache), self._max_cache)
+
+    async def _discover(self) -> str:
+        response = await self._http.get(f"{self.issuer}/.well-known/openid-configuration")
+        if response.status_code != 200:
+            raise JWKSUnavailable(f"the broker's discovery answered {response.status_code}")
+        try:
+            document = response.json()
+        except ValueError:
+            raise JWKSUnavailable("the broker's discovery document is not JSON") from None
+        if not isinstance(document, dict) or document.get("issuer") != self.issuer:
+            raise JWKSUnavailable("the broker's discovery document does not match its issuer")
+        if not isinstance(document.get("jwks_uri"), str):
+            raise JWKSUnavailable("the broker's discovery document does not match its issuer")
+        self._jwks_uri = str(document["jwks_uri"])
+        return self._jwks_uri
+
+
+# ---------------------------------------------------------------------- Starlette
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+CLAIMS_KEY = "access_token_claims"
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """RFC 6750 §2.1: the token of an ``Authorization: Bearer`` header, if there is one."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class AccessTokenMiddleware:
+    """ASGI middleware: every HTTP request needs a valid broker access token.
+
+    The claims land in ``request.state.access_token_claims`` (``scope["state"]``); anything
+    else is a 401 with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 §3).
+    Paths in ``public_paths`` (exact matches, such as ``/healthz``) pass without a token.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, verifier: AccessTokenVerifier, public_paths: Collection[str] = ()
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.public_paths = frozenset(public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope["headers"])
+        try:
+            if token is None:
+                raise TokenRejected("an access token is required")
+            claims = await self.verifier.verify(token)
+        except JWKSUnavailable:
+            await _deny(send, 503, "temporarily_unavailable", "cannot check tokens right now")
+            return
+        except TokenRejected as exc:
+            await _deny(send, 401, "invalid_token", str(exc))
+            return
+        scope.setdefault("state", {})[CLAIMS_KEY] = claims
+        await self.app(scope, receive, send)
+
+
+async def _deny(send: Send, status: int, error: str, description: str) -> None:
+    body = json.dumps({"error": error, "error_description": description}).encode()
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    if status == 401:
+        challenge = f'Bearer error="{error}", error_description="{description}"'
+        headers.append((b"www-authenticate", challenge.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def access_token_claims(request: Any) -> Mapping[str, Any]:
+    """In a Starlette endpoint behind the middleware: the verified claims of the caller."""
+    claims: Mapping[str, Any] = request.state.access_token_claims
+    return claims
