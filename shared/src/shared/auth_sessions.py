@@ -198,6 +198,25 @@ async def revoke_user_sessions(
     return await _revoke_each(connection, live, now, reason, actor)
 
 
+async def revoke_link_sessions(
+    connection: AsyncConnection,
+    profile_id: uuid.UUID,
+    *,
+    now: dt.datetime,
+    reason: str,
+    actor: str,
+) -> list[Revocation]:
+    """Revoke the live sessions signed in through one upstream link."""
+    live = (
+        await connection.execute(
+            select(SESSIONS.c.id).where(
+                SESSIONS.c.profile_id == profile_id, SESSIONS.c.revoked_at.is_(None)
+            )
+        )
+    ).scalars()
+    return await _revoke_each(connection, live, now, reason, actor)
+
+
 async def revoke_browser_sessions(
     connection: AsyncConnection,
     browser_hash: bytes,

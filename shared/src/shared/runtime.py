@@ -18,6 +18,7 @@ from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
 from shared.key_rotation import KeyMaintainer, KeySchedule
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
+from shared.providers.health import ProviderHealth
 from shared.refresh_rotation import RotationPolicy
 from shared.revocations import RevocationPublisher, build_revocation_publisher
 from shared.settings import Settings
@@ -33,6 +34,7 @@ class Runtime:
     http: httpx2.AsyncClient
     clock: Clock
     providers: dict[str, Provider]
+    provider_health: ProviderHealth
     keys: KeyStore
     key_maintainer: KeyMaintainer
     jobs: ArqJobQueue | InProcessJobQueue
@@ -71,15 +73,17 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     )
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     keys = KeyStore(settings.keyring, clock, settings.signing_algorithms)
+    providers = build_providers(
+        ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
+    )
     return Runtime(
         settings=settings,
         engine=engine,
         hot_path=create_hot_path_pool(settings.database_url, max_size=settings.db_pool_size),
         http=http,
         clock=clock,
-        providers=build_providers(
-            ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
-        ),
+        providers=providers,
+        provider_health=ProviderHealth(providers, clock),
         keys=keys,
         key_maintainer=KeyMaintainer(
             engine,

@@ -30,6 +30,9 @@ __all__ = [
     "ClientConfig",
     "ConfigError",
     "DevProviderConfig",
+    "GitHubProviderConfig",
+    "GoogleProviderConfig",
+    "MicrosoftProviderConfig",
     "OIDCProviderConfig",
     "ProviderConfig",
     "Settings",
@@ -39,6 +42,7 @@ __all__ = [
 ]
 
 _ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+PROVIDER_TYPES = ("oidc", "google", "github", "microsoft", "dev")
 SigningAlg = Literal["ES256", "RS256"]
 
 
@@ -77,19 +81,36 @@ class _ProviderBase(_Strict):
         return self.display_name or self.id
 
 
-class OIDCProviderConfig(_ProviderBase):
+class _UpstreamClient(_ProviderBase):
+    """An OAuth 2.0 client registration at an upstream."""
+
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: SecretStr | None = None
+    token_endpoint_auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "none"] | None
+    ) = None
+    timeout: Annotated[float, Field(gt=0)] = 10.0
+
+    @property
+    def auth_method(self) -> str:
+        if self.token_endpoint_auth_method:
+            return self.token_endpoint_auth_method
+        return "client_secret_basic" if self.client_secret is not None else "none"
+
+
+def _require_openid(value: tuple[str, ...]) -> tuple[str, ...]:
+    if "openid" not in value:
+        raise ValueError("scopes must include openid")
+    return value
+
+
+class OIDCProviderConfig(_UpstreamClient):
     """Any OpenID Connect issuer, configured through discovery."""
 
     type: Literal["oidc"]
     issuer: str
-    client_id: Annotated[str, Field(min_length=1)]
-    client_secret: SecretStr | None = None
     scopes: tuple[str, ...] = ("openid", "email", "profile")
-    token_endpoint_auth_method: (
-        Literal["client_secret_basic", "client_secret_post", "none"] | None
-    ) = None
     discovery_ttl: Annotated[int, Field(ge=0)] = 3600
-    timeout: Annotated[float, Field(gt=0)] = 10.0
 
     @field_validator("issuer")
     @classmethod
@@ -99,8 +120,104 @@ class OIDCProviderConfig(_ProviderBase):
     @field_validator("scopes")
     @classmethod
     def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if "openid" not in value:
-            raise ValueError("scopes must include openid")
+        return _require_openid(value)
+
+
+_DOMAIN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
+
+
+class GoogleProviderConfig(_UpstreamClient):
+    """Google: OpenID Connect with Google's defaults; ``issuer`` is overridable for tests."""
+
+    type: Literal["google"]
+    client_secret: SecretStr
+    issuer: str = "https://accounts.google.com"
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    # Ask for a refresh token (access_type=offline) and keep it for the worker.
+    offline_access: bool = False
+    # Google Workspace domains allowed to sign in, checked against the `hd` claim.
+    allowed_domains: tuple[Annotated[str, Field(pattern=_DOMAIN)], ...] = ()
+    discovery_ttl: Annotated[int, Field(ge=0)] = 3600
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return _check_url(value, "issuer")
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _require_openid(value)
+
+    @field_validator("allowed_domains", mode="before")
+    @classmethod
+    def _lower_domains(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(str(item).lower() for item in value)
+        return value
+
+
+_ORG = r"^[A-Za-z0-9](-?[A-Za-z0-9]){0,38}$"
+_TEAM = r"^[A-Za-z0-9](-?[A-Za-z0-9]){0,38}/[A-Za-z0-9._-]{1,100}$"
+
+
+class GitHubProviderConfig(_UpstreamClient):
+    """GitHub or GitHub Enterprise: OAuth 2.0 (no ID token), identity from the REST API."""
+
+    type: Literal["github"]
+    client_secret: SecretStr
+    base_url: str = "https://github.com"
+    api_url: str = "https://api.github.com"
+    scopes: tuple[str, ...] = ("read:user", "user:email")
+    # Members of any of these organizations (or teams, "org/team-slug") may sign in.
+    allowed_organizations: tuple[Annotated[str, Field(pattern=_ORG)], ...] = ()
+    allowed_teams: tuple[Annotated[str, Field(pattern=_TEAM)], ...] = ()
+
+    @field_validator("base_url", "api_url")
+    @classmethod
+    def _urls(cls, value: str, info: Any) -> str:
+        return _check_url(value, info.field_name).rstrip("/")
+
+    @property
+    def requested_scopes(self) -> tuple[str, ...]:
+        """The scopes plus ``read:org`` when organizations or teams are checked."""
+        if (self.allowed_organizations or self.allowed_teams) and "read:org" not in self.scopes:
+            return (*self.scopes, "read:org")
+        return self.scopes
+
+
+_GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_TENANT = r"^(common|organizations|consumers|[0-9a-fA-F-]{36}|[A-Za-z0-9.-]{1,253})$"
+
+
+class MicrosoftProviderConfig(_UpstreamClient):
+    """Microsoft Entra ID (identity platform v2.0); ``authority`` and ``graph_url`` overridable."""
+
+    type: Literal["microsoft"]
+    client_secret: SecretStr
+    tenant: Annotated[str, Field(pattern=_TENANT)] = "common"
+    # Tenant ids (`tid`) allowed to sign in; empty: any tenant the `tenant` setting admits.
+    allowed_tenants: tuple[Annotated[str, Field(pattern=_GUID)], ...] = ()
+    authority: str = "https://login.microsoftonline.com"
+    graph_url: str = "https://graph.microsoft.com"
+    scopes: tuple[str, ...] = ("openid", "email", "profile", "offline_access", "User.Read")
+    discovery_ttl: Annotated[int, Field(ge=0)] = 3600
+
+    @field_validator("authority", "graph_url")
+    @classmethod
+    def _urls(cls, value: str, info: Any) -> str:
+        return _check_url(value, info.field_name).rstrip("/")
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _require_openid(value)
+
+    @field_validator("allowed_tenants", mode="before")
+    @classmethod
+    def _lower_tenants(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(str(item).lower() for item in value)
         return value
 
 
@@ -110,7 +227,14 @@ class DevProviderConfig(_ProviderBase):
     type: Literal["dev"]
 
 
-ProviderConfig = Annotated[OIDCProviderConfig | DevProviderConfig, Field(discriminator="type")]
+ProviderConfig = Annotated[
+    OIDCProviderConfig
+    | GoogleProviderConfig
+    | GitHubProviderConfig
+    | MicrosoftProviderConfig
+    | DevProviderConfig,
+    Field(discriminator="type"),
+]
 
 
 class ClientConfig(_Strict):
@@ -235,6 +359,11 @@ class Settings(_Strict):
                     f"providers: the dev provider {provider.id!r} is refused because the issuer "
                     "is not a loopback URL (set BROKER_INSECURE_DEV=1 to override)"
                 )
+            if provider.type == "dev" and provider.link_by_email:
+                # SECURITY.md 27: the dev provider's emails are unverified; it never auto-links.
+                raise ValueError(
+                    f"providers: the dev provider {provider.id!r} cannot link_by_email"
+                )
         if not self.providers:
             raise ValueError("providers: at least one provider is required")
         client_ids = [client.id for client in self.clients]
@@ -316,7 +445,7 @@ DEV_KEYRING_FILE = "dev-encryption-keys"
 def _describe(error: dict[str, Any], from_env: set[str]) -> str:
     loc = [str(part) for part in error["loc"]]
     # Pydantic puts the discriminator tag into the location of union members; drop it.
-    loc = [part for part in loc if part not in ("oidc", "dev")]
+    loc = [part for part in loc if part not in PROVIDER_TYPES]
     if loc and loc[0] in from_env:
         name = _FIELD_TO_ENV[loc[0]]
     elif loc:

@@ -20,7 +20,9 @@ from starlette.routing import Route
 from broker.cors import browser_cors
 from broker.errors import OAuthError, TemporarilyUnavailable
 from broker.routes import (
+    accounts,
     authorize,
+    avatars,
     discovery,
     health,
     introspection,
@@ -95,6 +97,11 @@ def routes(settings: Settings, keys: KeyStore) -> list[Route]:
         ),
         Route("/introspect", introspection.introspect, methods=["POST"]),
         Route("/logout", logout.logout, methods=["GET", "POST"]),
+        Route("/auth/oauth2/providers", accounts.providers, methods=["GET"]),
+        Route("/auth/oauth2/profile", accounts.profile, methods=["GET", "PUT"]),
+        Route("/auth/oauth2/links/{provider}", accounts.remove_link, methods=["DELETE"]),
+        Route("/auth/oauth2/{provider}/link", accounts.link, methods=["GET"]),
+        Route("/avatars/{digest}", avatars.avatar, methods=["GET"]),
         Route("/auth/oauth2/{provider}/login", authorize.provider_login),
         Route("/auth/oauth2/{provider}/callback", upstream.callback),
         Route("/auth/oauth2/{provider}/dev-login", upstream.dev_login_form, methods=["GET"]),

@@ -116,6 +116,16 @@ class TemporarilyUnavailable(OAuthError):
     status_code = 503
 
 
+class NotFound(OAuthError):
+    error = "invalid_request"
+    status_code = 404
+
+
+class Conflict(OAuthError):
+    error = "invalid_request"
+    status_code = 409
+
+
 class InvalidToken(OAuthError):
     error = "invalid_token"
     status_code = 401

@@ -43,6 +43,14 @@ def _is_utf8(value: str) -> bool:
 
 async def json_params(request: Request, *, empty_ok: bool = True) -> dict[str, str]:
     """A JSON object of strings (the first-party API); ``{}`` for an empty body if allowed."""
+    document = await json_object(request, empty_ok=empty_ok)
+    if not all(isinstance(value, str) for value in document.values()):
+        raise InvalidRequest("the body must be a JSON object of strings")
+    return document
+
+
+async def json_object(request: Request, *, empty_ok: bool = True) -> dict[str, Any]:
+    """A JSON object whose values are strings or null."""
     body = await request.body()
     if len(body) > MAX_BODY:
         raise InvalidRequest("the request body is too large")
@@ -55,7 +63,7 @@ async def json_params(request: Request, *, empty_ok: bool = True) -> dict[str, s
     except (ValueError, RecursionError):
         raise InvalidRequest("the body must be a JSON object") from None
     if not isinstance(document, dict) or not all(
-        isinstance(value, str) and _is_utf8(value) for value in document.values()
+        value is None or (isinstance(value, str) and _is_utf8(value)) for value in document.values()
     ):
-        raise InvalidRequest("the body must be a JSON object of strings")
+        raise InvalidRequest("the body must be a JSON object of strings or nulls")
     return document

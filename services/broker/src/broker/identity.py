@@ -1,7 +1,8 @@
 """From a verified upstream login to a broker user: find or create the user and the profile link,
 store the upstream tokens encrypted, and audit it, inside the caller's transaction.
 
-Identity is ``(provider id, subject)`` (SECURITY.md 21); email never selects an account here.
+Identity is ``(provider id, subject)`` (SECURITY.md 21). Email selects an existing account only
+through ``auto_link_decision`` (SECURITY.md 25); a collision that may not link is refused.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.audit import record_audit_core
+from shared.avatars import avatar_url, store_avatar
 from shared.crypto.keyring import Keyring
 from shared.crypto.sealed_columns import UPSTREAM_TOKEN_COLUMNS
 from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token, User
 from shared.providers.base import UpstreamLogin, UpstreamProfile, UpstreamTokens
+from shared.user_claims import refresh_user_claims
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 USERS = table(User)
@@ -62,6 +66,7 @@ def fit_columns(profile: UpstreamProfile) -> UpstreamProfile:
             clipped[name] = None if name in ("email", "picture") else value[:limit]
     if "email" in clipped:
         clipped["email_verified"] = False
+        clipped["email_authoritative"] = False
     return dataclasses.replace(profile, **clipped) if clipped else profile
 
 
@@ -94,8 +99,97 @@ class SignedIn:
     created: bool
 
 
-def _profile_values(login: UpstreamLogin) -> dict[str, object]:
-    profile = login.profile
+class LinkRefused(Exception):
+    """The upstream identity may not be linked (or sign in) as asked; nothing was written.
+
+    ``reason`` is one of ``email_unverified``, ``not_authoritative``, ``auto_link_disabled``,
+    ``ambiguous_email`` (an existing user has the email), ``linked_to_another_user``,
+    ``provider_already_linked`` (link flow), ``user_inactive`` (link flow).
+    """
+
+    def __init__(self, reason: str, existing_user: uuid.UUID | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.existing_user = existing_user
+
+
+@dataclass(frozen=True)
+class UpstreamIdentity:
+    """A verified upstream login, where it came from, and the provider's linking policy."""
+
+    provider_id: str
+    provider_type: str
+    login: UpstreamLogin
+    link_by_email: bool = False
+
+    @property
+    def actor(self) -> str:
+        return f"{self.provider_id}:{self.login.profile.subject}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who asked, for the audit trail; the time; and where stored avatars are served."""
+
+    keyring: Keyring
+    issuer: str
+    now: dt.datetime
+    client_id: str
+    ip: str | None
+
+
+async def _audit(
+    connection: AsyncConnection,
+    context: Context,
+    *,
+    action: str,
+    actor: str,
+    user_id: uuid.UUID | None,
+    data: dict[str, Any],
+) -> None:
+    await record_audit_core(
+        connection,
+        action=action,
+        actor=actor,
+        subject=str(user_id) if user_id else None,
+        client_id=context.client_id,
+        ip=context.ip,
+        data=data,
+        now=context.now,
+    )
+
+
+async def record_refused_link(
+    connection: AsyncConnection,
+    context: Context,
+    identity: UpstreamIdentity,
+    refused: LinkRefused,
+    *,
+    user_id: uuid.UUID | None,
+) -> None:
+    """Audit ``link.refused`` (its own transaction: the refused attempt wrote nothing else)."""
+    await _audit(
+        connection,
+        context,
+        action="link.refused",
+        actor=identity.actor if user_id is None else f"user:{user_id}",
+        user_id=user_id or refused.existing_user,
+        data={
+            "provider": identity.provider_id,
+            "reason": refused.reason,
+            "upstream_subject": identity.login.profile.subject,
+        },
+    )
+
+
+async def _profile_values(
+    connection: AsyncConnection, profile: UpstreamProfile, context: Context
+) -> dict[str, object]:
+    avatar = profile.picture
+    if profile.avatar is not None:
+        avatar = avatar_url(
+            context.issuer, await store_avatar(connection, profile.avatar, context.now)
+        )
     return {
         "issuer": profile.issuer,
         "email": profile.email,
@@ -104,127 +198,291 @@ def _profile_values(login: UpstreamLogin) -> dict[str, object]:
         "given_name": profile.given_name,
         "family_name": profile.family_name,
         "preferred_username": profile.preferred_username,
-        "avatar_url": profile.picture,
+        "avatar_url": avatar,
         "profile_data": dict(profile.claims),
     }
 
 
-async def sign_in(
-    connection: AsyncConnection,
-    *,
-    provider_id: str,
-    provider_type: str,
-    login: UpstreamLogin,
-    keyring: Keyring,
-    now: dt.datetime,
-    client_id: str,
-    ip: str | None,
-) -> SignedIn:
-    """Resolve the login to a broker user; raises ``UserDisabled`` or ``UnusableIdentity``."""
-    login = UpstreamLogin(profile=fit_columns(login.profile), tokens=login.tokens)
-    subject = login.profile.subject
-    existing = (
+async def _existing_link(
+    connection: AsyncConnection, provider_id: str, subject: str
+) -> Row[Any, Any, Any] | None:
+    return (
         await connection.execute(
             select(PROFILES.c.id, PROFILES.c.user_id, USERS.c.status)
             .join(USERS, USERS.c.id == PROFILES.c.user_id)
             .where(PROFILES.c.provider == provider_id, PROFILES.c.subject == subject)
         )
     ).first()
-    values = _profile_values(login)
 
-    async def audit(action: str, data: dict[str, Any]) -> None:
-        await record_audit_core(
-            connection,
-            action=action,
-            actor=f"{provider_id}:{subject}",
-            subject=str(user_id),
-            client_id=client_id,
-            ip=ip,
-            data=data,
-            now=now,
+
+async def users_with_verified_email(
+    connection: AsyncConnection, email: str, *, other_than_provider: str
+) -> list[uuid.UUID]:
+    """Users holding a link to *another* provider that verified this address (any case).
+
+    Another subject of the same provider with the same address is another person (addresses
+    get reassigned), and could not be linked to the same user anyway: it gets its own user.
+    """
+    rows = await connection.execute(
+        select(PROFILES.c.user_id)
+        .where(
+            func.lower(PROFILES.c.email) == email.lower(),
+            PROFILES.c.email_verified.is_(True),
+            PROFILES.c.provider != other_than_provider,
         )
+        .distinct()
+        .limit(2)
+    )
+    return [row.user_id for row in rows]
 
+
+def auto_link_decision(
+    identity: UpstreamIdentity, matching_users: list[uuid.UUID]
+) -> uuid.UUID | None:
+    """The user to link to, None for a new user; ``LinkRefused`` when the email collides.
+
+    SECURITY.md 25: only with the provider's ``link_by_email``, only when the provider is the
+    authority for the address and verified it, and only when exactly one user verified it too.
+    An unverified email equal to an existing user's never links and never signs in as them.
+    """
+    if not matching_users:
+        return None
+    profile = identity.login.profile
+    existing = matching_users[0] if len(matching_users) == 1 else None
+    if not profile.email_verified:
+        raise LinkRefused("email_unverified", existing)
+    if not profile.email_authoritative:
+        raise LinkRefused("not_authoritative", existing)
+    if not identity.link_by_email:
+        raise LinkRefused("auto_link_disabled", existing)
+    if existing is None:
+        raise LinkRefused("ambiguous_email")
+    return existing
+
+
+async def _insert_profile(
+    connection: AsyncConnection,
+    context: Context,
+    identity: UpstreamIdentity,
+    user_id: uuid.UUID,
+    values: dict[str, object],
+) -> uuid.UUID:
+    profile_id = uuid.uuid4()
+    await connection.execute(
+        insert(PROFILES).values(
+            id=profile_id,
+            user_id=user_id,
+            provider=identity.provider_id,
+            provider_type=identity.provider_type,
+            subject=identity.login.profile.subject,
+            created_at=context.now,
+            updated_at=context.now,
+            last_login_at=context.now,
+            last_synced_at=context.now,
+            **values,
+        )
+    )
+    return profile_id
+
+
+async def sign_in(
+    connection: AsyncConnection, identity: UpstreamIdentity, context: Context
+) -> SignedIn:
+    """Resolve a login to a broker user: the linked one, an auto-linked one, or a new one.
+
+    Raises ``UserDisabled``, ``UnusableIdentity`` or ``LinkRefused`` (an email collision that
+    may not link); the caller audits those in a transaction of their own.
+    """
+    identity = dataclasses.replace(
+        identity,
+        login=UpstreamLogin(
+            profile=fit_columns(identity.login.profile), tokens=identity.login.tokens
+        ),
+    )
+    profile = identity.login.profile
+    existing = await _existing_link(connection, identity.provider_id, profile.subject)
+    values = await _profile_values(connection, profile, context)
     if existing is not None:
         if existing.status != "active":
-            raise UserDisabled(existing.user_id)  # the caller audits it outside this transaction
+            raise UserDisabled(existing.user_id)
         user_id, profile_id, created = existing.user_id, existing.id, False
         await connection.execute(
             update(PROFILES)
             .where(PROFILES.c.id == profile_id)
-            .values(**values, updated_at=now, last_login_at=now)
+            .values(**values, updated_at=context.now, last_login_at=context.now)
         )
-        await _mirror_single_profile(connection, user_id, login, now)
     else:
-        user_id, profile_id, created = uuid.uuid4(), uuid.uuid4(), True
-        await connection.execute(
-            insert(USERS).values(
-                id=user_id,
-                display_name=login.profile.name,
-                email=login.profile.email,
-                email_verified=login.profile.email_verified,
-                picture=login.profile.picture,
-                preferred_username=login.profile.preferred_username,
-                status="active",
-                created_at=now,
-                updated_at=now,
-                last_login_at=now,
+        matching = (
+            await users_with_verified_email(
+                connection, profile.email, other_than_provider=identity.provider_id
             )
+            if profile.email
+            else []
         )
-        await connection.execute(
-            insert(PROFILES).values(
-                id=profile_id,
+        linked_to = auto_link_decision(identity, matching)
+        if linked_to is not None:
+            status = (
+                await connection.execute(select(USERS.c.status).where(USERS.c.id == linked_to))
+            ).scalar_one()
+            if status != "active":
+                raise UserDisabled(linked_to)
+            user_id, created = linked_to, False
+            profile_id = await _insert_profile(connection, context, identity, user_id, values)
+            await _audit(
+                connection,
+                context,
+                action="link.created",
+                actor=identity.actor,
                 user_id=user_id,
-                provider=provider_id,
-                provider_type=provider_type,
-                subject=subject,
-                created_at=now,
-                updated_at=now,
-                last_login_at=now,
-                last_synced_at=now,
-                **values,
+                data={
+                    "provider": identity.provider_id,
+                    "profile_id": str(profile_id),
+                    "method": "verified_email",
+                },
             )
+        else:
+            user_id, created = uuid.uuid4(), True
+            await connection.execute(
+                insert(USERS).values(
+                    id=user_id,
+                    status="active",
+                    created_at=context.now,
+                    updated_at=context.now,
+                    last_login_at=context.now,
+                )
+            )
+            profile_id = await _insert_profile(connection, context, identity, user_id, values)
+            await _audit(
+                connection,
+                context,
+                action="user.created",
+                actor=identity.actor,
+                user_id=user_id,
+                data={"provider": identity.provider_id},
+            )
+            await _audit(
+                connection,
+                context,
+                action="link.created",
+                actor=identity.actor,
+                user_id=user_id,
+                data={"provider": identity.provider_id, "profile_id": str(profile_id)},
+            )
+    await _after_login(connection, context, identity, user_id, profile_id)
+    await _audit(
+        connection,
+        context,
+        action="user.signed_in",
+        actor=identity.actor,
+        user_id=user_id,
+        data={"provider": identity.provider_id},
+    )
+    return SignedIn(user_id=user_id, profile_id=profile_id, created=created)
+
+
+async def link_identity(
+    connection: AsyncConnection,
+    identity: UpstreamIdentity,
+    context: Context,
+    *,
+    user_id: uuid.UUID,
+) -> SignedIn:
+    """The explicit link flow: attach the identity to the signed-in ``user_id``.
+
+    Raises ``LinkRefused`` when the identity belongs to another user, or the user already has
+    a link to this provider (unlink it first), or the user is no longer active.
+    """
+    identity = dataclasses.replace(
+        identity,
+        login=UpstreamLogin(
+            profile=fit_columns(identity.login.profile), tokens=identity.login.tokens
+        ),
+    )
+    profile = identity.login.profile
+    status = (
+        await connection.execute(select(USERS.c.status).where(USERS.c.id == user_id))
+    ).scalar_one_or_none()
+    if status != "active":
+        raise LinkRefused("user_inactive")
+    existing = await _existing_link(connection, identity.provider_id, profile.subject)
+    values = await _profile_values(connection, profile, context)
+    if existing is not None and existing.user_id != user_id:
+        raise LinkRefused("linked_to_another_user")
+    if existing is not None:
+        profile_id = existing.id
+        await connection.execute(
+            update(PROFILES)
+            .where(PROFILES.c.id == profile_id)
+            .values(**values, updated_at=context.now, last_login_at=context.now)
         )
-        await audit("user.created", {"provider": provider_id})
-        await audit("link.created", {"provider": provider_id, "profile_id": str(profile_id)})
-    if login.tokens is not None:
+    else:
+        other = (
+            await connection.execute(
+                select(PROFILES.c.id).where(
+                    PROFILES.c.user_id == user_id, PROFILES.c.provider == identity.provider_id
+                )
+            )
+        ).first()
+        if other is not None:
+            raise LinkRefused("provider_already_linked")
+        profile_id = await _insert_profile(connection, context, identity, user_id, values)
+        await _audit(
+            connection,
+            context,
+            action="link.created",
+            actor=f"user:{user_id}",
+            user_id=user_id,
+            data={
+                "provider": identity.provider_id,
+                "profile_id": str(profile_id),
+                "method": "link_flow",
+                "upstream_subject": profile.subject,
+            },
+        )
+    await _after_login(connection, context, identity, user_id, profile_id)
+    return SignedIn(user_id=user_id, profile_id=profile_id, created=False)
+
+
+async def _after_login(
+    connection: AsyncConnection,
+    context: Context,
+    identity: UpstreamIdentity,
+    user_id: uuid.UUID,
+    profile_id: uuid.UUID,
+) -> None:
+    if identity.login.tokens is not None:
         await store_upstream_tokens(
             connection,
             user_id=user_id,
             profile_id=profile_id,
-            provider_id=provider_id,
-            tokens=login.tokens,
-            keyring=keyring,
-            now=now,
+            provider_id=identity.provider_id,
+            tokens=identity.login.tokens,
+            keyring=context.keyring,
+            now=context.now,
         )
-    await audit("user.signed_in", {"provider": provider_id})
-    return SignedIn(user_id=user_id, profile_id=profile_id, created=created)
-
-
-async def _mirror_single_profile(
-    connection: AsyncConnection, user_id: uuid.UUID, login: UpstreamLogin, now: dt.datetime
-) -> None:
-    """Keep the user's claims in step with the upstream while it has only this one link."""
-    links = (
-        await connection.execute(
-            select(func.count()).select_from(PROFILES).where(PROFILES.c.user_id == user_id)
-        )
-    ).scalar_one()
-    if links != 1:
-        return
-    profile = login.profile
     await connection.execute(
-        update(USERS)
-        .where(USERS.c.id == user_id)
-        .values(
-            email=profile.email,
-            email_verified=profile.email_verified,
-            display_name=profile.name,
-            picture=profile.picture,
-            preferred_username=profile.preferred_username,
-            updated_at=now,
-            last_login_at=now,
-        )
+        update(USERS).where(USERS.c.id == user_id).values(last_login_at=context.now)
     )
+    await refresh_user_claims(connection, user_id, context.now)
+
+
+async def holds_usable_refresh_token(
+    connection: AsyncConnection, provider_id: str, subject: str, now: dt.datetime
+) -> bool:
+    """Whether the broker keeps an upstream refresh token for this identity that still works."""
+    row = (
+        await connection.execute(
+            select(UPSTREAM_TOKENS.c.refresh_expires_at)
+            .join(PROFILES, PROFILES.c.id == UPSTREAM_TOKENS.c.profile_id)
+            .where(
+                PROFILES.c.provider == provider_id,
+                PROFILES.c.subject == subject,
+                UPSTREAM_TOKENS.c.refresh_token_enc.is_not(None),
+                UPSTREAM_TOKENS.c.state.in_(("ok", "refresh_failing")),
+            )
+        )
+    ).first()
+    return row is not None and (row.refresh_expires_at is None or row.refresh_expires_at > now)
 
 
 async def store_upstream_tokens(

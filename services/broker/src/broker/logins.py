@@ -8,6 +8,7 @@ reaches the upstream (mix-up defence, RFC 9700 §4.4).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 import uuid
@@ -70,11 +71,96 @@ def new_browser_token(existing: str | None) -> str:
     return new_opaque_token()
 
 
+@dataclass(frozen=True)
+class LinkOwner:
+    """The signed-in user (and session) a link flow attaches the new identity to."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """The relying party's authorization request, replayed when the upstream answers."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str | None
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    response_mode: str | None
+    prompt: str | None
+    max_age: int | None
+
+    @classmethod
+    def of(cls, request: AuthorizationRequest) -> ClientRequest:
+        return cls(
+            client_id=request.client.id,
+            redirect_uri=request.redirect_uri,
+            scope=request.scope,
+            state=request.state,
+            nonce=request.nonce,
+            code_challenge=request.code_challenge,
+            code_challenge_method=request.code_challenge_method,
+            response_mode=request.response_mode,
+            prompt=request.prompt,
+            max_age=request.max_age,
+        )
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    """A consumed login state: the client's request and our upstream secrets."""
+
+    login_id: uuid.UUID
+    provider: str
+    request: ClientRequest
+    link_owner: LinkOwner | None
+    started_at: dt.datetime
+    start: LoginStart
+
+    # Shorthands for the relying party's request.
+    @property
+    def client_id(self) -> str:
+        return self.request.client_id
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.request.redirect_uri
+
+    @property
+    def scope(self) -> str:
+        return self.request.scope
+
+    @property
+    def client_state(self) -> str | None:
+        return self.request.state
+
+    @property
+    def nonce(self) -> str | None:
+        return self.request.nonce
+
+    @property
+    def code_challenge(self) -> str | None:
+        return self.request.code_challenge
+
+    @property
+    def code_challenge_method(self) -> str | None:
+        return self.request.code_challenge_method
+
+    @property
+    def response_mode(self) -> str | None:
+        return self.request.response_mode
+
+
 async def start_login(
     runtime: Runtime,
     provider: Provider,
-    request: AuthorizationRequest,
+    request: ClientRequest,
     browser_token: str,
+    link_owner: LinkOwner | None = None,
 ) -> StartedLogin:
     """Record the login server-side and build the upstream authorization URL."""
     now = runtime.clock.now()
@@ -96,8 +182,10 @@ async def start_login(
                 state_hash=token_hash(state),
                 browser_hash=token_hash(browser_token),
                 provider=provider.id,
-                purpose="login",
-                client_id=request.client.id,
+                purpose="link" if link_owner else "login",
+                user_id=link_owner.user_id if link_owner else None,
+                session_id=link_owner.session_id if link_owner else None,
+                client_id=request.client_id,
                 redirect_uri=request.redirect_uri,
                 scope=request.scope,
                 client_state=request.state,
@@ -118,22 +206,14 @@ async def start_login(
     return StartedLogin(upstream_url=upstream_url, browser_token=browser_token)
 
 
-@dataclass(frozen=True)
-class PendingLogin:
-    """A consumed login state: the client's request and our upstream secrets."""
-
-    login_id: uuid.UUID
-    provider: str
-    client_id: str
-    redirect_uri: str
-    scope: str
-    client_state: str | None
-    nonce: str | None
-    code_challenge: str | None
-    code_challenge_method: str | None
-    response_mode: str | None
-    started_at: dt.datetime
-    start: LoginStart
+async def restart_with_consent(
+    runtime: Runtime, provider: Provider, pending: PendingLogin, browser_token: str
+) -> StartedLogin:
+    """The same login again, asking the upstream to show its consent screen (Google issues a
+    refresh token only there)."""
+    prompt = " ".join(dict.fromkeys([*(pending.request.prompt or "").split(), "consent"]))
+    request = dataclasses.replace(pending.request, prompt=prompt)
+    return await start_login(runtime, provider, request, browser_token, pending.link_owner)
 
 
 async def consume_login(
@@ -163,17 +243,25 @@ async def consume_login(
     verifier = runtime.settings.keyring.decrypt(
         row.code_verifier_enc, LOGIN_CODE_VERIFIER.aad(row.id)
     ).decode()
+    link_owner = None
+    if row.purpose == "link" and row.user_id is not None and row.session_id is not None:
+        link_owner = LinkOwner(user_id=row.user_id, session_id=row.session_id)
     return PendingLogin(
         login_id=row.id,
         provider=row.provider,
-        client_id=row.client_id,
-        redirect_uri=row.redirect_uri,
-        scope=row.scope,
-        client_state=row.client_state,
-        nonce=row.nonce,
-        code_challenge=row.code_challenge,
-        code_challenge_method=row.code_challenge_method,
-        response_mode=row.response_mode,
+        request=ClientRequest(
+            client_id=row.client_id,
+            redirect_uri=row.redirect_uri,
+            scope=row.scope,
+            state=row.client_state,
+            nonce=row.nonce,
+            code_challenge=row.code_challenge,
+            code_challenge_method=row.code_challenge_method,
+            response_mode=row.response_mode,
+            prompt=row.prompt,
+            max_age=row.max_age,
+        ),
+        link_owner=link_owner,
         started_at=row.created_at,
         start=LoginStart(
             redirect_uri=callback_url(runtime, provider_id),

@@ -100,3 +100,26 @@ def signed_out_page() -> HTMLResponse:
         "<h1>You are signed out</h1>"
         '<p class="muted">You can close this window or return to the application.</p>',
     )
+
+
+def account_exists_page(
+    provider_name: str, explanation: str, return_url: str | None
+) -> HTMLResponse:
+    """A sign-in whose email belongs to an existing account that it may not join (SECURITY 25).
+
+    Says what to do instead — sign in the usual way, then link — and never which account or
+    which provider holds the address.
+    """
+    back = (
+        f'<a class="button" href="{escape(return_url)}">Return to the application</a>'
+        if return_url
+        else ""
+    )
+    return _page(
+        "Account already exists",
+        "<h1>An account with this email address already exists</h1>"
+        f"<p>{escape(explanation)}</p>"
+        "<p>Sign in the way you signed in before, then link "
+        f"{escape(provider_name)} to your account from there.</p>{back}",
+        status_code=409,
+    )

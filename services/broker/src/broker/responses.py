@@ -56,6 +56,23 @@ def authorization_response(
     return RedirectResponse(redirect_with(redirect_uri, present), status_code=302)
 
 
+def _error_params(issuer: str, error: OAuthError, state: str | None) -> dict[str, str | None]:
+    return {
+        "error": error.error,
+        "error_description": error.description,
+        "state": state,
+        "iss": issuer,
+    }
+
+
+def client_error_location(
+    issuer: str, redirect_uri: str, error: OAuthError, state: str | None
+) -> str:
+    """The query-mode error redirect as a URL, for a page's "return to the application" link."""
+    params = _error_params(issuer, error, state)
+    return redirect_with(redirect_uri, {k: v for k, v in params.items() if v is not None})
+
+
 def error_response(
     issuer: str,
     redirect_uri: str,
@@ -64,13 +81,4 @@ def error_response(
     response_mode: str | None,
 ) -> Response:
     """An authorization error back to the client, with ``state`` and ``iss`` (RFC 9207)."""
-    return authorization_response(
-        redirect_uri,
-        {
-            "error": error.error,
-            "error_description": error.description,
-            "state": state,
-            "iss": issuer,
-        },
-        response_mode,
-    )
+    return authorization_response(redirect_uri, _error_params(issuer, error, state), response_mode)

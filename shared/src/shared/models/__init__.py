@@ -3,6 +3,7 @@
 from shared.models.audit_action import AuditAction
 from shared.models.auth_session import AuthSession
 from shared.models.authorization_code import AuthorizationCode
+from shared.models.avatar import Avatar
 from shared.models.login_state import LoginState
 from shared.models.oauth2_profile import OAuth2Profile
 from shared.models.oauth2_token import OAuth2Token
@@ -14,6 +15,7 @@ __all__ = [
     "AuditAction",
     "AuthSession",
     "AuthorizationCode",
+    "Avatar",
     "LoginState",
     "OAuth2Profile",
     "OAuth2Token",

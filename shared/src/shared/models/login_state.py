@@ -21,7 +21,9 @@ class LoginState(Base):
     browser_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     provider: Mapped[str] = mapped_column(String(64))
     purpose: Mapped[str] = mapped_column(String(16), default="login")
+    # purpose "link": the signed-in user and the session that started it (SECURITY.md 7).
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # The relying party's authorization request, replayed when the upstream answers.
     client_id: Mapped[str] = mapped_column(String(128))
     redirect_uri: Mapped[str] = mapped_column(Text)

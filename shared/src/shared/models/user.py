@@ -17,7 +17,12 @@ class User(Base):
     __table_args__ = (CheckConstraint("status IN ('active', 'disabled')", name="status"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    # The claims below are derived from the linked profiles (shared.user_claims); the user owns
+    # only the custom display name and the choice of which link's email and avatar are primary.
     display_name: Mapped[str | None] = mapped_column(String(200))
+    custom_display_name: Mapped[str | None] = mapped_column(String(200))
+    primary_email_provider: Mapped[str | None] = mapped_column(String(64))
+    primary_avatar_provider: Mapped[str | None] = mapped_column(String(64))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     picture: Mapped[str | None] = mapped_column(String(2048))

@@ -25,18 +25,34 @@ class UpstreamTokens:
 
 
 @dataclass(frozen=True)
+class AvatarImage:
+    """A picture the provider only hands out with the user's token (Microsoft Graph)."""
+
+    content: bytes
+    content_type: str
+
+    def __repr__(self) -> str:
+        return f"AvatarImage({self.content_type}, {len(self.content)} bytes)"
+
+
+@dataclass(frozen=True)
 class UpstreamProfile:
     """A normalized upstream identity: ``(provider id, subject)`` is the key, email is not."""
 
     subject: str
     issuer: str | None = None
     email: str | None = None
+    # The provider says it verified that the user controls the address.
     email_verified: bool = False
+    # ... and it is the authority for the address (SECURITY.md 22-25): only then may the email
+    # link this identity to an existing user (with the provider's `link_by_email`).
+    email_authoritative: bool = False
     name: str | None = None
     given_name: str | None = None
     family_name: str | None = None
     preferred_username: str | None = None
     picture: str | None = None
+    avatar: AvatarImage | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -70,6 +86,14 @@ class Provider(Protocol):
 
     @property
     def display_name(self) -> str: ...
+
+    @property
+    def reprompts_for_refresh_token(self) -> bool:
+        """True when a login that yields no refresh token, while the broker holds no usable one
+        for the link, is repeated with ``prompt=consent`` (Google)."""
+
+    async def probe(self) -> None:
+        """One cheap request showing the upstream answers; raises ``ProviderError`` if not."""
 
     async def authorization_url(self, start: LoginStart) -> str:
         """Where to send the browser (PKCE S256, state and nonce included)."""

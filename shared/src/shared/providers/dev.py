@@ -42,6 +42,13 @@ class DevProvider:
         return self._display_name
 
     @property
+    def reprompts_for_refresh_token(self) -> bool:
+        return False
+
+    async def probe(self) -> None:
+        return None  # served by the broker itself
+
+    @property
     def form_url(self) -> str:
         return f"{self._issuer}/auth/oauth2/{self._id}/dev-login"
 

@@ -12,9 +12,19 @@ from shared.clock import Clock
 from shared.crypto.keyring import Keyring
 from shared.providers.base import Provider
 from shared.providers.dev import DevProvider
+from shared.providers.github import GitHubProvider
+from shared.providers.google import build_google_provider
+from shared.providers.microsoft import build_microsoft_provider
 from shared.providers.oauth2 import OAuth2Credentials, OAuth2Flow
 from shared.providers.oidc import OIDCProvider
-from shared.settings import DevProviderConfig, OIDCProviderConfig, Settings
+from shared.settings import (
+    DevProviderConfig,
+    GitHubProviderConfig,
+    GoogleProviderConfig,
+    MicrosoftProviderConfig,
+    OIDCProviderConfig,
+    Settings,
+)
 
 
 @dataclass(frozen=True)
@@ -27,12 +37,6 @@ class ProviderDeps:
     keyring: Keyring
 
 
-def _auth_method(config: OIDCProviderConfig) -> str:
-    if config.token_endpoint_auth_method:
-        return config.token_endpoint_auth_method
-    return "client_secret_basic" if config.client_secret is not None else "none"
-
-
 def build_oidc(config: Any, deps: ProviderDeps) -> Provider:
     assert isinstance(config, OIDCProviderConfig)
     flow = OAuth2Flow(
@@ -41,7 +45,7 @@ def build_oidc(config: Any, deps: ProviderDeps) -> Provider:
             client_secret=(
                 config.client_secret.get_secret_value() if config.client_secret else None
             ),
-            auth_method=_auth_method(config),
+            auth_method=config.auth_method,
         ),
         scopes=config.scopes,
         clock=deps.clock,
@@ -59,6 +63,21 @@ def build_oidc(config: Any, deps: ProviderDeps) -> Provider:
     )
 
 
+def build_google(config: Any, deps: ProviderDeps) -> Provider:
+    assert isinstance(config, GoogleProviderConfig)
+    return build_google_provider(config, http=deps.http, clock=deps.clock)
+
+
+def build_github(config: Any, deps: ProviderDeps) -> Provider:
+    assert isinstance(config, GitHubProviderConfig)
+    return GitHubProvider(config, http=deps.http, clock=deps.clock)
+
+
+def build_microsoft(config: Any, deps: ProviderDeps) -> Provider:
+    assert isinstance(config, MicrosoftProviderConfig)
+    return build_microsoft_provider(config, http=deps.http, clock=deps.clock)
+
+
 def build_dev(config: Any, deps: ProviderDeps) -> Provider:
     assert isinstance(config, DevProviderConfig)
     return DevProvider(
@@ -71,6 +90,9 @@ def build_dev(config: Any, deps: ProviderDeps) -> Provider:
 
 BUILDERS: Mapping[str, Callable[[Any, ProviderDeps], Provider]] = {
     "oidc": build_oidc,
+    "google": build_google,
+    "github": build_github,
+    "microsoft": build_microsoft,
     "dev": build_dev,
 }
 

@@ -28,8 +28,8 @@ from shared.providers.errors import (
     ProviderUnavailable,
 )
 
-# Errors a token endpoint uses to say "this grant is dead" (RFC 6749 §5.2).
-_REJECTED = {"invalid_grant", "invalid_token", "unauthorized_client"}
+# Errors a token endpoint uses to say "this grant is dead" (RFC 6749 §5.2; GitHub's own name).
+_REJECTED = {"invalid_grant", "invalid_token", "unauthorized_client", "bad_refresh_token"}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,17 +22,9 @@ from joserfc.jwk import KeySet
 
 from shared.clock import Clock
 from shared.providers.base import LoginStart, UpstreamLogin, UpstreamProfile, UpstreamTokens
-from shared.providers.errors import (
-    ProviderError,
-    ProviderInvalidResponse,
-    ProviderUnavailable,
-)
-from shared.providers.oauth2 import (
-    OAuth2Endpoints,
-    OAuth2Flow,
-    check_callback,
-    parse_retry_after,
-)
+from shared.providers.errors import ProviderError, ProviderInvalidResponse
+from shared.providers.http import get_json_object
+from shared.providers.oauth2 import OAuth2Endpoints, OAuth2Flow, check_callback
 
 # Asymmetric algorithms only: `none` and HMAC (keyed with a public key) are never accepted.
 ASYMMETRIC_ALGS = (
@@ -47,29 +39,46 @@ class OIDCQuirks:
     """Provider-specific adjustments on top of plain OIDC (Google, Microsoft)."""
 
     extra_authorize_params: Mapping[str, str] = field(default_factory=dict)
-    # Validates `iss` against the token itself (Microsoft multi-tenant); default: exact match.
+    # Turns the relying party's prompt/max_age into what the upstream understands.
+    adapt_start: Callable[[LoginStart], LoginStart] | None = None
+    # Accepts the discovery document's `issuer`; default: exactly the configured issuer.
+    check_metadata_issuer: Callable[[str], bool] | None = None
+    # Validates an ID token's `iss` given the discovery issuer (Microsoft multi-tenant: against
+    # the token's own `tid`); default: exact match with the configured issuer.
     check_issuer: Callable[[Mapping[str, Any], str], None] | None = None
     # Builds the normalized profile from the merged ID-token + UserInfo claims.
     to_profile: Callable[[Mapping[str, Any], str], UpstreamProfile] | None = None
+    # Whether to call the UserInfo endpoint after the ID token (Microsoft: the ID token is all).
+    use_userinfo: bool = True
+    # Completes the profile with the user's tokens (Microsoft: the Graph photo).
+    enrich: Callable[[UpstreamProfile, UpstreamTokens], Awaitable[UpstreamProfile]] | None = None
+    # Repeat a login with prompt=consent when it yields no refresh token (Google offline access).
+    reprompts_for_refresh_token: bool = False
 
 
 def standard_profile(claims: Mapping[str, Any], issuer: str) -> UpstreamProfile:
-    """OIDC Core §5.1 standard claims; ``email_verified`` must be literally true."""
+    """OIDC Core §5.1 standard claims; ``email_verified`` must be literally true.
+
+    A generic issuer that verified an address counts as its authority: the operator opted in to
+    trusting it by configuring it (and, for linking, by setting ``link_by_email``).
+    """
+    verified = claims.get("email_verified") is True
     return UpstreamProfile(
         subject=str(claims["sub"]),
         issuer=issuer,
-        email=_str(claims.get("email")),
-        email_verified=claims.get("email_verified") is True,
-        name=_str(claims.get("name")),
-        given_name=_str(claims.get("given_name")),
-        family_name=_str(claims.get("family_name")),
-        preferred_username=_str(claims.get("preferred_username")),
-        picture=_str(claims.get("picture")),
+        email=text_claim(claims.get("email")),
+        email_verified=verified,
+        email_authoritative=verified,
+        name=text_claim(claims.get("name")),
+        given_name=text_claim(claims.get("given_name")),
+        family_name=text_claim(claims.get("family_name")),
+        preferred_username=text_claim(claims.get("preferred_username")),
+        picture=text_claim(claims.get("picture")),
         claims=dict(claims),
     )
 
 
-def _str(value: Any) -> str | None:
+def text_claim(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
@@ -137,16 +146,40 @@ class OIDCProvider:
     def issuer(self) -> str:
         return self._issuer
 
-    async def metadata(self) -> dict[str, Any]:
+    @property
+    def reprompts_for_refresh_token(self) -> bool:
+        return self._quirks.reprompts_for_refresh_token
+
+    async def probe(self) -> None:
+        await self.metadata(refresh=True)
+
+    def _issuer_accepted(self, advertised: Any) -> bool:
+        if not isinstance(advertised, str):
+            return False
+        if self._quirks.check_metadata_issuer is not None:
+            return self._quirks.check_metadata_issuer(advertised)
+        return advertised == self._issuer
+
+    async def metadata(self, *, refresh: bool = False) -> dict[str, Any]:
         """Discovery document, cached for ``discovery_ttl`` (authlib would cache it forever)."""
-        if self._metadata is not None and self._now() - self._metadata_at < self._discovery_ttl:
+
+        def fresh() -> bool:
+            return (
+                not refresh
+                and self._metadata is not None
+                and self._now() - self._metadata_at < self._discovery_ttl
+            )
+
+        if fresh():
+            assert self._metadata is not None
             return self._metadata
         async with self._lock:
-            if self._metadata is not None and self._now() - self._metadata_at < self._discovery_ttl:
+            if fresh():
+                assert self._metadata is not None
                 return self._metadata
             document = await self._get_json(self._discovery_url, "discovery")
             # OIDC Discovery §4.3: the document's issuer must be exactly the configured one.
-            if document.get("issuer") != self._issuer:
+            if not self._issuer_accepted(document.get("issuer")):
                 raise ProviderInvalidResponse(
                     "discovery issuer does not match the configured issuer"
                 )
@@ -158,30 +191,7 @@ class OIDCProvider:
             return document
 
     async def _get_json(self, url: str, what: str, *, bearer: str | None = None) -> dict[str, Any]:
-        """GET a JSON object; transport, HTTP and shape failures become provider errors."""
-        headers = {"Accept": "application/json"}
-        if bearer is not None:
-            headers["Authorization"] = f"Bearer {bearer}"
-        try:
-            response = await self._http.get(url, headers=headers)
-        except httpx2.TimeoutException:
-            raise ProviderUnavailable(f"{what}: upstream timed out") from None
-        except httpx2.TransportError as exc:
-            raise ProviderUnavailable(f"{what}: {type(exc).__name__}") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise ProviderUnavailable(
-                f"{what}: upstream answered HTTP {response.status_code}",
-                parse_retry_after(response.headers.get("retry-after")),
-            )
-        if response.status_code != 200:
-            raise ProviderInvalidResponse(f"{what}: upstream answered HTTP {response.status_code}")
-        try:
-            document = response.json()
-        except ValueError:
-            raise ProviderInvalidResponse(f"{what}: response is not JSON") from None
-        if not isinstance(document, dict):
-            raise ProviderInvalidResponse(f"{what}: response is not a JSON object")
-        return document
+        return await get_json_object(self._http, url, what, bearer=bearer)
 
     async def _key_set(self, *, refresh: bool = False) -> KeySet:
         stale = self._now() - self._jwks_at > self._discovery_ttl
@@ -208,6 +218,8 @@ class OIDCProvider:
         )
 
     async def authorization_url(self, start: LoginStart) -> str:
+        if self._quirks.adapt_start is not None:
+            start = self._quirks.adapt_start(start)
         return self._flow.authorization_url(
             await self._endpoints(), start, self._quirks.extra_authorize_params
         )
@@ -229,7 +241,7 @@ class OIDCProvider:
             tokens.id_token, nonce=start.nonce, access_token=tokens.access_token
         )
         merged = dict(claims)
-        if metadata.get("userinfo_endpoint"):
+        if self._quirks.use_userinfo and metadata.get("userinfo_endpoint"):
             userinfo = await self.userinfo(tokens.access_token, expected_subject=claims["sub"])
             merged = {**userinfo, **{k: v for k, v in claims.items() if k not in userinfo}}
             # Identity claims always come from the verified ID token.
@@ -241,7 +253,10 @@ class OIDCProvider:
             if "email" in userinfo and userinfo["email"] != claims.get("email"):
                 merged["email_verified"] = userinfo.get("email_verified") is True
         to_profile = self._quirks.to_profile or standard_profile
-        return UpstreamLogin(profile=to_profile(merged, self._issuer), tokens=tokens)
+        profile = to_profile(merged, self._issuer)
+        if self._quirks.enrich is not None:
+            profile = await self._quirks.enrich(profile, tokens)
+        return UpstreamLogin(profile=profile, tokens=tokens)
 
     def _allowed_algorithms(self, metadata: Mapping[str, Any]) -> list[str]:
         advertised = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
@@ -288,7 +303,7 @@ class OIDCProvider:
         if isinstance(claims.get("iat"), int | float) and claims["iat"] > now + CLOCK_LEEWAY:
             raise ProviderInvalidResponse("the ID token was issued in the future")
         if self._quirks.check_issuer is not None:
-            self._quirks.check_issuer(claims, self._issuer)
+            self._quirks.check_issuer(claims, str(metadata["issuer"]))
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         azp = claims.get("azp")
         if (len(audiences) > 1 or azp is not None) and azp != self._flow.client_id:

@@ -19,7 +19,14 @@ from broker.authorization import (
     validate_client,
 )
 from broker.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
-from broker.logins import cookie_name, new_browser_token, set_login_cookie, start_login
+from broker.logins import (
+    ClientRequest,
+    LinkOwner,
+    cookie_name,
+    new_browser_token,
+    set_login_cookie,
+    start_login,
+)
 from broker.pages import chooser_page, error_page
 from broker.responses import error_response
 from broker.routes.context import runtime_of
@@ -35,7 +42,16 @@ async def provider_login(request: Request) -> Response:
     return await _authorize(request, fixed_provider=request.path_params["provider"])
 
 
-async def _authorize(request: Request, fixed_provider: str | None) -> Response:
+async def authorize_with_provider(
+    request: Request, provider_id: str, *, link_owner: LinkOwner
+) -> Response:
+    """The link flow: the same request and redirect dance, bound to the signed-in user."""
+    return await _authorize(request, fixed_provider=provider_id, link_owner=link_owner)
+
+
+async def _authorize(
+    request: Request, fixed_provider: str | None, link_owner: LinkOwner | None = None
+) -> Response:
     runtime = runtime_of(request)
     settings = runtime.settings
     pairs = list(request.query_params.multi_items())
@@ -66,7 +82,9 @@ async def _authorize(request: Request, fixed_provider: str | None) -> Response:
             raise InvalidRequest(f"unknown provider {provider_id!r}")
         browser_token = new_browser_token(request.cookies.get(cookie_name(runtime)))
         try:
-            started = await start_login(runtime, provider, auth_request, browser_token)
+            started = await start_login(
+                runtime, provider, ClientRequest.of(auth_request), browser_token, link_owner
+            )
         except ProviderError as exc:
             log.warning("upstream.authorize_failed", provider=provider_id, reason=str(exc))
             raise TemporarilyUnavailable("the identity provider is not reachable") from None

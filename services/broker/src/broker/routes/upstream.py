@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from shared.crypto.opaque import new_opaque_token, token_hash
-from shared.providers.base import UpstreamLogin
+from shared.providers.base import Provider, UpstreamLogin
 from shared.providers.dev import DevProvider
 from shared.providers.errors import (
     ProviderDenied,
@@ -16,6 +16,7 @@ from shared.providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from shared.runtime import Runtime
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -31,17 +32,30 @@ from broker.errors import (
     ServerError,
     TemporarilyUnavailable,
 )
-from broker.identity import UnusableIdentity, UserDisabled, record_refused_login, sign_in
+from broker.identity import (
+    Context,
+    LinkRefused,
+    UnusableIdentity,
+    UpstreamIdentity,
+    UserDisabled,
+    holds_usable_refresh_token,
+    link_identity,
+    record_refused_link,
+    record_refused_login,
+    sign_in,
+)
+from broker.linking import link_flow_session_alive
 from broker.logins import (
     PendingLogin,
     ReauthenticationMissing,
     authentication_time,
     consume_login,
     cookie_name,
+    restart_with_consent,
     set_login_cookie,
 )
-from broker.pages import dev_login_page, error_page
-from broker.responses import authorization_response, error_response
+from broker.pages import account_exists_page, dev_login_page, error_page
+from broker.responses import authorization_response, client_error_location, error_response
 from broker.routes.context import request_meta, runtime_of
 
 log = structlog.get_logger("broker.upstream")
@@ -59,10 +73,9 @@ async def callback(request: Request) -> Response:
     state = params.get("state")
     if provider is None or not state:
         return error_page("Sign-in failed", "This sign-in link is not valid.")
-    pending = await consume_login(
-        runtime, provider_id, state, request.cookies.get(cookie_name(runtime))
-    )
-    if pending is None:
+    login_cookie = request.cookies.get(cookie_name(runtime))
+    pending = await consume_login(runtime, provider_id, state, login_cookie)
+    if pending is None or login_cookie is None:
         # Unknown, used, expired, another browser's or another provider's state: stop here,
         # before any token request reaches the upstream (SECURITY.md 6).
         log.info("login.state_rejected", provider=provider_id)
@@ -82,9 +95,25 @@ async def callback(request: Request) -> Response:
     except ReauthenticationMissing as exc:
         log.info("login.reauthentication_missing", provider=provider_id, reason=str(exc))
         return _back_to_client(runtime.settings.issuer, pending, LoginRequired(str(exc)))
+    if await _needs_consent(runtime, provider, pending, login):
+        try:
+            again = await restart_with_consent(runtime, provider, pending, login_cookie)
+        except ProviderError as exc:
+            log.warning("login.upstream_failed", provider=provider_id, reason=str(exc))
+            return _back_to_client(runtime.settings.issuer, pending, _client_error(exc))
+        log.info("login.consent_requested", provider=provider_id, reason="no_refresh_token")
+        response: Response = RedirectResponse(again.upstream_url, status_code=302)
+        set_login_cookie(response, runtime, login_cookie)
+        return response
+    identity = UpstreamIdentity(
+        provider_id=provider.id,
+        provider_type=provider.type,
+        login=login,
+        link_by_email=_link_by_email(runtime, provider.id),
+    )
     browser = browser_sessions.value_for_sign_in(request, runtime)
     try:
-        code = await _finish(request, pending, login, auth_time, browser)
+        code = await _finish(request, pending, identity, auth_time, browser)
     except UserDisabled as exc:
         async with runtime.engine.begin() as connection:
             await record_refused_login(
@@ -104,7 +133,21 @@ async def callback(request: Request) -> Response:
         return _back_to_client(
             runtime.settings.issuer, pending, ServerError("the upstream identity is unusable")
         )
-    log.info("login.succeeded", provider=provider_id, client_id=pending.client_id, ip=meta.ip)
+    except LinkRefused as exc:
+        return await _refused(request, pending, identity, exc)
+    except LinkSessionEnded:
+        return _back_to_client(
+            runtime.settings.issuer,
+            pending,
+            AccessDenied("the session that started linking has ended; sign in again"),
+        )
+    log.info(
+        "login.succeeded",
+        provider=provider_id,
+        client_id=pending.client_id,
+        ip=meta.ip,
+        purpose="link" if pending.link_owner else "login",
+    )
     response = authorization_response(
         pending.redirect_uri,
         {"code": code, "state": pending.client_state, "iss": runtime.settings.issuer},
@@ -115,40 +158,71 @@ async def callback(request: Request) -> Response:
     return response
 
 
+def _link_by_email(runtime: Runtime, provider_id: str) -> bool:
+    config = runtime.settings.provider(provider_id)
+    return bool(config and config.link_by_email)
+
+
+async def _needs_consent(
+    runtime: Runtime, provider: Provider, pending: PendingLogin, login: UpstreamLogin
+) -> bool:
+    """Google: no refresh token came back, the broker holds none that works for this identity,
+    and this login has not asked for consent yet (so it is asked at most once)."""
+    if not provider.reprompts_for_refresh_token:
+        return False
+    if login.tokens is not None and login.tokens.refresh_token:
+        return False
+    if "consent" in (pending.request.prompt or "").split():
+        return False
+    async with runtime.engine.connect() as connection:
+        held = await holds_usable_refresh_token(
+            connection, provider.id, login.profile.subject, runtime.clock.now()
+        )
+    return not held
+
+
+class LinkSessionEnded(Exception):
+    """The session that started a link flow was revoked (or its user disabled) meanwhile."""
+
+
 async def _finish(
     request: Request,
     pending: PendingLogin,
-    login: UpstreamLogin,
+    identity: UpstreamIdentity,
     auth_time: dt.datetime,
     browser: str,
 ) -> str:
-    """Sign the user in and issue the authorization code, in one transaction."""
+    """Sign the user in (or link), and issue the authorization code, in one transaction."""
     runtime = runtime_of(request)
     meta = request_meta(request)
-    provider = runtime.providers[pending.provider]
     for attempt in range(2):
         try:
-            now = runtime.clock.now()
+            context = Context(
+                keyring=runtime.settings.keyring,
+                issuer=runtime.settings.issuer,
+                now=runtime.clock.now(),
+                client_id=pending.client_id,
+                ip=meta.ip,
+            )
             async with runtime.engine.begin() as connection:
-                signed_in = await sign_in(
-                    connection,
-                    provider_id=provider.id,
-                    provider_type=provider.type,
-                    login=login,
-                    keyring=runtime.settings.keyring,
-                    now=now,
-                    client_id=pending.client_id,
-                    ip=meta.ip,
-                )
+                owner = pending.link_owner
+                if owner is None:
+                    signed_in = await sign_in(connection, identity, context)
+                else:
+                    if not await link_flow_session_alive(connection, owner):
+                        raise LinkSessionEnded()
+                    signed_in = await link_identity(
+                        connection, identity, context, user_id=owner.user_id
+                    )
                 return await issue_code(
                     connection,
                     ttl=runtime.settings.code_ttl,
-                    now=now,
+                    now=context.now,
                     client_id=pending.client_id,
                     redirect_uri=pending.redirect_uri,
                     user_id=signed_in.user_id,
                     profile_id=signed_in.profile_id,
-                    provider=provider.id,
+                    provider=identity.provider_id,
                     scope=pending.scope,
                     nonce=pending.nonce,
                     code_challenge=pending.code_challenge,
@@ -163,6 +237,50 @@ async def _finish(
             if attempt == 1:
                 raise
     raise AssertionError("unreachable")
+
+
+_REFUSAL_TEXT = {
+    "email_unverified": "{provider} has not verified that this email address is yours.",
+    "not_authoritative": "{provider} cannot vouch for this email address.",
+    "auto_link_disabled": "Accounts are not joined automatically by email address.",
+    "ambiguous_email": "More than one account uses this email address.",
+}
+
+
+async def _refused(
+    request: Request, pending: PendingLogin, identity: UpstreamIdentity, refused: LinkRefused
+) -> Response:
+    """Audit the refusal; a sign-in gets the "account exists" page, a link flow an error."""
+    runtime = runtime_of(request)
+    owner = pending.link_owner
+    context = Context(
+        keyring=runtime.settings.keyring,
+        issuer=runtime.settings.issuer,
+        now=runtime.clock.now(),
+        client_id=pending.client_id,
+        ip=request_meta(request).ip,
+    )
+    async with runtime.engine.begin() as connection:
+        await record_refused_link(
+            connection, context, identity, refused, user_id=owner.user_id if owner else None
+        )
+    log.info("link.refused", provider=identity.provider_id, reason=refused.reason)
+    if owner is not None:
+        description = {
+            "linked_to_another_user": "that account is already linked to another user",
+            "provider_already_linked": "another account of this provider is already linked; "
+            "unlink it first",
+        }.get(refused.reason, "the account cannot be linked")
+        return _back_to_client(runtime.settings.issuer, pending, AccessDenied(description))
+    provider_name = runtime.providers[identity.provider_id].display_name
+    explanation = _REFUSAL_TEXT.get(refused.reason, "").format(provider=provider_name)
+    back = client_error_location(
+        runtime.settings.issuer,
+        pending.redirect_uri,
+        AccessDenied("an account with this email address already exists; sign in and link"),
+        pending.client_state,
+    )
+    return account_exists_page(provider_name, explanation, back)
 
 
 def _client_error(exc: ProviderError) -> OAuthError:

@@ -1,0 +1,42 @@
+"""``GET /avatars/{digest}``: pictures the broker stores itself (Microsoft Graph photos).
+
+The URL names the content's SHA-256, so a response never changes: cacheable for a year. Served
+with ``nosniff`` and a CSP that forbids everything, under the type sniffed when stored.
+"""
+
+from __future__ import annotations
+
+import re
+
+from shared.avatars import load_avatar
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.errors import NotFound
+from broker.routes.context import runtime_of
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+async def avatar(request: Request) -> Response:
+    digest = request.path_params["digest"]
+    if not _DIGEST.fullmatch(digest):
+        raise NotFound("no such avatar")
+    etag = f'"{digest}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    async with runtime_of(request).engine.connect() as connection:
+        image = await load_avatar(connection, digest)
+    if image is None:
+        raise NotFound("no such avatar")
+    return Response(
+        image.content,
+        media_type=image.content_type,
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "ETag": etag,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cross-Origin-Resource-Policy": "cross-origin",
+        },
+    )

@@ -1,0 +1,97 @@
+"""A user's claims (email, name, picture, username) derived from the linked profiles.
+
+The broker owns three things about a user: a custom display name, and which linked provider's
+email and avatar are primary. Everything else is asserted by a provider and copied from the
+profiles here — the one place that decides, run after every sign-in, link, unlink, profile edit
+and profile sync. Defaults, when the user chose nothing (or the chosen link is gone): the email
+of the oldest link with a verified email (else the oldest with any), the avatar of the oldest
+link with one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db.base import table
+from shared.models import OAuth2Profile, User
+
+USERS = table(User)
+PROFILES = table(OAuth2Profile)
+
+
+def _chosen(
+    profiles: Sequence[Row[Any, Any, Any, Any, Any, Any]], provider: str | None
+) -> Row[Any, Any, Any, Any, Any, Any] | None:
+    for profile in profiles:
+        if profile.provider == provider:
+            return profile
+    return None
+
+
+def _first(
+    profiles: Sequence[Row[Any, Any, Any, Any, Any, Any]], *checks: str
+) -> Row[Any, Any, Any, Any, Any, Any] | None:
+    for profile in profiles:
+        if all(getattr(profile, name) for name in checks):
+            return profile
+    return None
+
+
+async def refresh_user_claims(
+    connection: AsyncConnection, user_id: uuid.UUID, now: dt.datetime
+) -> None:
+    user = (
+        await connection.execute(
+            select(
+                USERS.c.custom_display_name,
+                USERS.c.primary_email_provider,
+                USERS.c.primary_avatar_provider,
+            ).where(USERS.c.id == user_id)
+        )
+    ).first()
+    if user is None:
+        return
+    profiles = (
+        await connection.execute(
+            select(
+                PROFILES.c.provider,
+                PROFILES.c.email,
+                PROFILES.c.email_verified,
+                PROFILES.c.name,
+                PROFILES.c.preferred_username,
+                PROFILES.c.avatar_url,
+            )
+            .where(PROFILES.c.user_id == user_id)
+            .order_by(PROFILES.c.created_at, PROFILES.c.id)
+        )
+    ).all()
+    if not profiles:
+        return
+    email_from = (
+        _chosen(profiles, user.primary_email_provider)
+        or _first(profiles, "email", "email_verified")
+        or _first(profiles, "email")
+        or profiles[0]
+    )
+    avatar_from = _chosen(profiles, user.primary_avatar_provider) or _first(profiles, "avatar_url")
+    name_from = email_from if email_from.name else _first(profiles, "name")
+    await connection.execute(
+        update(USERS)
+        .where(USERS.c.id == user_id)
+        .values(
+            email=email_from.email,
+            email_verified=bool(email_from.email and email_from.email_verified),
+            display_name=user.custom_display_name or (name_from.name if name_from else None),
+            picture=avatar_from.avatar_url if avatar_from else None,
+            preferred_username=email_from.preferred_username
+            or next((p.preferred_username for p in profiles if p.preferred_username), None),
+            updated_at=now,
+        )
+    )
