@@ -59,6 +59,44 @@ def upstream_idp() -> Iterator[str]:
         yield url
 
 
+def _stand_in(module: str, ready_path: str) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with run_process(
+        [sys.executable, "-m", module, "--port", str(port)],
+        ready_url=f"{url}{ready_path}",
+        cwd=str(ROOT),
+    ):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def github_upstream() -> Iterator[str]:
+    """github.com and its API played by tests/support/upstream_github.py."""
+    yield from _stand_in("tests.support.upstream_github", "/api/v3/meta")
+
+
+@pytest.fixture(scope="session")
+def microsoft_upstream() -> Iterator[str]:
+    """Microsoft Entra ID v2.0 and a bit of Graph: tests/support/upstream_microsoft.py."""
+    yield from _stand_in(
+        "tests.support.upstream_microsoft", "/common/v2.0/.well-known/openid-configuration"
+    )
+
+
+@pytest.fixture(scope="session")
+def google_upstream() -> Iterator[str]:
+    """The OpenID Provider double in its Google flavour."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with run_process(
+        [sys.executable, "-m", "tests.support.upstream_idp", "--port", str(port), "--google"],
+        ready_url=f"{url}/.well-known/openid-configuration",
+        cwd=str(ROOT),
+    ):
+        yield url
+
+
 @pytest.fixture
 async def idp(upstream_idp: str) -> AsyncIterator[httpx2.AsyncClient]:
     """A client for the upstream's control API, reset before each test."""

@@ -55,8 +55,11 @@ async def authorize(
     pkce: bool = True,
     extra: dict[str, str] | None = None,
     dev_identity: tuple[str, str] = ("ada@example.com", "Ada Lovelace"),
+    start_path: str = "/authorize",
+    headers: dict[str, str] | None = None,
 ) -> AuthorizationResult:
-    """Run /authorize through the upstream and back; returns the final client redirect."""
+    """Run /authorize (or ``start_path``, e.g. a link flow) through the upstream and back;
+    returns the final client redirect."""
     verifier, challenge = pkce_pair() if pkce else (None, None)
     state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     params: dict[str, str] = {
@@ -73,7 +76,7 @@ async def authorize(
         params.update(code_challenge=challenge, code_challenge_method="S256")
     params.update(extra or {})
     hops: list[httpx2.Response] = []
-    response = await broker.get("/authorize", params=params)
+    response = await broker.get(start_path, params=params, headers=headers)
     hops.append(response)
     async with httpx2.AsyncClient() as browser_upstream:
         for _ in range(6):

@@ -50,9 +50,11 @@ class UserClaims:
     def for_scopes(self, scopes: set[str]) -> dict[str, Any]:
         """OIDC Core §5.4: `email` and `profile` scopes select the claims released."""
         claims: dict[str, Any] = {"sub": self.sub}
-        if "email" in scopes and self.email:
-            claims["email"] = self.email
-            claims["email_verified"] = self.email_verified
+        if "email" in scopes:
+            if self.email:
+                claims["email"] = self.email
+            # Known even without an address: e.g. a GitHub account with no verified email.
+            claims["email_verified"] = bool(self.email and self.email_verified)
         if "profile" in scopes:
             for name in ("name", "picture", "preferred_username"):
                 value = getattr(self, name)

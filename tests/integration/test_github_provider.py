@@ -1,0 +1,190 @@
+"""GitHub sign-in against a local github.com + API stand-in over real HTTP (SECURITY.md 24)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+from shared.crypto.keyring import Keyring
+from shared.models import OAuth2Profile, OAuth2Token
+from shared.runtime import Runtime
+from sqlalchemy import select
+
+from tests.support.flows import authorize, login, pkce_pair, query_of
+from tests.support.provider_broker import provider_settings, running_broker, unique_email
+
+PROFILES = OAuth2Profile.__table__
+TOKENS = OAuth2Token.__table__
+
+
+@pytest.fixture
+async def gh(github_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=github_upstream) as client:
+        await client.post("/_control/reset")
+        yield client
+
+
+@pytest.fixture
+async def broker(
+    database_url: str, keyring: Keyring, upstream_idp: str, github_upstream: str,
+    microsoft_upstream: str,
+) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:  # fmt: skip
+    settings = provider_settings(
+        database_url, keyring, corp=upstream_idp, github=github_upstream,
+        microsoft=microsoft_upstream,
+    )  # fmt: skip
+    async with running_broker(settings) as running:
+        yield running
+
+
+def _account(**overrides: Any) -> dict[str, Any]:
+    account_id = random.randint(10_000_000, 99_999_999)
+    email = unique_email("octo")
+    return {
+        "id": account_id,
+        "login": f"octo{account_id}",
+        "name": "Octo Cat",
+        "avatar_url": f"https://avatars.example/u/{account_id}",
+        "email": None,
+        "emails": [
+            {"email": email, "primary": True, "verified": True, "visibility": "private"},
+            {
+                "email": f"{account_id}+x@users.noreply.github.com",
+                "primary": False,
+                "verified": True,
+                "visibility": None,
+            },
+        ],  # fmt: skip
+        "orgs": [],
+        "teams": [],
+        **overrides,
+    }
+
+
+async def _link_row(runtime: Runtime, provider: str, subject: str) -> Any:
+    async with runtime.engine.connect() as connection:
+        return (
+            await connection.execute(
+                select(PROFILES, TOKENS.c.expires_at, TOKENS.c.refresh_token_enc)
+                .outerjoin(TOKENS, TOKENS.c.profile_id == PROFILES.c.id)
+                .where(PROFILES.c.provider == provider, PROFILES.c.subject == subject)
+            )
+        ).first()
+
+
+async def test_expiring_tokens_identity_from_the_api_and_the_verified_primary_email(broker, gh):
+    runtime, client = broker
+    account = _account()
+    await gh.post("/_control/user", json=account)
+    await gh.post("/_control/token_mode", json={"mode": "expiring"})
+    tokens = await login(client, provider="github")
+    claims = (
+        await client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    ).json()
+    primary = account["emails"][0]["email"]
+    assert claims["email"] == primary and claims["email_verified"] is True
+    assert claims["name"] == "Octo Cat" and claims["preferred_username"] == account["login"]
+    row = await _link_row(runtime, "github", str(account["id"]))  # the numeric id, not the login
+    assert row.provider_type == "github" and row.email == primary
+    assert row.profile_data["login"] == account["login"]
+    assert row.expires_at is not None and row.refresh_token_enc is not None
+    requests = (await gh.get("/_control/requests")).json()
+    token_requests = [entry for entry in requests if entry["kind"] == "token"]
+    assert token_requests[-1]["form"]["client_secret"] == "broker-secret"  # client_secret_post
+    assert token_requests[-1]["accept"] == "application/json"
+
+
+async def test_tokens_that_never_expire_are_stored_without_expiry(broker, gh):
+    runtime, client = broker
+    account = _account()
+    await gh.post("/_control/user", json=account)
+    await gh.post("/_control/token_mode", json={"mode": "non_expiring"})
+    await login(client, provider="github")
+    row = await _link_row(runtime, "github", str(account["id"]))
+    assert row is not None and row.expires_at is None and row.refresh_token_enc is None
+
+
+async def test_an_account_without_a_verified_email_signs_in_unverified(broker, gh):
+    runtime, client = broker
+    address = unique_email("unverified")
+    account = _account(
+        email=address,  # a public profile email is no proof either
+        emails=[{"email": address, "primary": True, "verified": False, "visibility": "public"}],
+    )
+    await gh.post("/_control/user", json=account)
+    tokens = await login(client, provider="github")
+    claims = (
+        await client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    ).json()
+    assert claims.get("email") is None and claims["email_verified"] is False
+    row = await _link_row(runtime, "github", str(account["id"]))
+    assert row.email is None and row.email_verified is False
+
+
+async def test_a_verified_address_that_is_not_primary_is_not_used(broker, gh):
+    runtime, client = broker
+    account = _account(
+        emails=[
+            {"email": unique_email("p"), "primary": True, "verified": False, "visibility": None},
+            {"email": unique_email("s"), "primary": False, "verified": True, "visibility": None},
+        ]
+    )
+    await gh.post("/_control/user", json=account)
+    await login(client, provider="github")
+    row = await _link_row(runtime, "github", str(account["id"]))
+    assert row.email is None and row.email_verified is False
+
+
+async def test_organizations_and_teams_gate_sign_in_and_become_groups(broker, gh):
+    runtime, client = broker
+    member = _account(
+        orgs=["acme", "other"], teams=[{"org": "acme", "slug": "platform", "name": "Platform"}]
+    )
+    await gh.post("/_control/user", json=member)
+    await login(client, provider="github-acme")
+    row = await _link_row(runtime, "github-acme", str(member["id"]))
+    assert row.profile_data["groups"] == ["acme", "acme/platform", "other"]
+    authorize_requests = (await gh.get("/_control/authorize_requests")).json()
+    assert "read:org" in authorize_requests[-1]["scope"].split()
+
+    via_team = _account(orgs=["partners"], teams=[{"org": "partners", "slug": "reviewers"}])
+    await gh.post("/_control/user", json=via_team)
+    await login(client, provider="github-acme")
+
+    outsider = _account(orgs=["elsewhere"])
+    await gh.post("/_control/user", json=outsider)
+    result = await authorize(client, provider="github-acme")
+    assert result.params["error"] == "access_denied"
+    assert await _link_row(runtime, "github-acme", str(outsider["id"])) is None
+
+
+async def test_github_errors_sent_with_status_200_fail_the_sign_in_cleanly(broker, gh):
+    """GitHub answers a bad code with HTTP 200 and an `error` field: still a failed sign-in."""
+    runtime, client = broker
+    account = _account()
+    await gh.post("/_control/user", json=account)
+    _, challenge = pkce_pair()
+    start = await client.get(
+        "/auth/oauth2/github/login",
+        params={
+            "response_type": "code",
+            "client_id": "web",
+            "redirect_uri": "http://127.0.0.1:3000/callback",
+            "scope": "openid email",
+            "state": "s1",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+    )
+    async with httpx2.AsyncClient() as browser:
+        upstream = await browser.get(start.headers["location"])
+    callback = query_of(upstream.headers["location"])
+    answer = await client.get(
+        "/auth/oauth2/github/callback", params={"code": "forged", "state": callback["state"]}
+    )
+    assert answer.status_code == 302
+    assert query_of(answer.headers["location"])["error"] == "server_error"
+    assert await _link_row(runtime, "github", str(account["id"])) is None
