@@ -57,7 +57,7 @@ def _account(**overrides: Any) -> dict[str, Any]:
                 "verified": True,
                 "visibility": None,
             },
-        ],  # fmt: skip
+        ],
         "orgs": [],
         "teams": [],
         **overrides,

@@ -14,6 +14,14 @@ A JSON control API under ``/_control/`` lets a test choose the user, make the ne
 response misbehave (wrong audience, bad signature, ...), change the issuer advertised by
 discovery, and inspect the requests that reached the token endpoint.
 
+With ``google=True`` (``--google``) it behaves like Google where Google differs: ID tokens
+carry ``hd`` and a plain-string ``aud``; the code exchange returns a refresh token only for an
+``access_type=offline`` request that is the user's first offline grant to the client or says
+``prompt=consent`` (at most 100 live refresh tokens per user and client, the oldest silently
+revoked); refresh grants never rotate the refresh token; the token response reports Google's
+scope URLs; and ``POST /_control/google {"bare_iss": true}`` makes ID tokens carry ``iss``
+without its scheme (``accounts.google.com``), as Google sometimes does.
+
 When the issuer URL has a path (``http://127.0.0.1:9100/realms/test``), the OpenID
 endpoints are served under that path; the control API always stays at ``/_control/``.
 
@@ -79,6 +87,14 @@ OTHER_CLIENT_ID = "some-other-client"
 OTHER_SUBJECT = "someone-else-sub"
 """Subject returned by userinfo under the ``userinfo_sub_mismatch`` misbehaviour."""
 
+GOOGLE_REFRESH_TOKEN_LIMIT = 100
+"""Live refresh tokens Google keeps per user and client; issuing one more revokes the oldest."""
+
+_GOOGLE_SCOPE_URLS = {
+    "email": "https://www.googleapis.com/auth/userinfo.email",
+    "profile": "https://www.googleapis.com/auth/userinfo.profile",
+}
+
 _ID_TOKEN_USER_CLAIMS = (
     "email",
     "email_verified",
@@ -131,6 +147,8 @@ class _AuthorizationCode:
     user: dict[str, Any]
     auth_time: int
     expires_at: float
+    # Google flavour: whether redeeming the code returns a refresh token.
+    offline: bool = True
 
 
 @dataclass
@@ -170,6 +188,12 @@ class _ProviderState:
     session_age: int = 0
     # A sloppy OP: answers prompt=login and max_age from the old session anyway.
     ignore_reauthentication: bool = False
+    # Google flavour: ID tokens carry ``iss`` without the scheme.
+    google_bare_iss: bool = False
+    # Google flavour: the subjects that already granted the client offline access.
+    offline_consented: set[str] = field(default_factory=set)
+    # Google flavour: each subject's live refresh tokens, oldest first.
+    refresh_tokens_by_subject: dict[str, list[str]] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Restore the default user and behaviour, drop all grants and recorded requests."""
@@ -183,6 +207,9 @@ class _ProviderState:
         self.authorize_requests.clear()
         self.session_age = 0
         self.ignore_reauthentication = False
+        self.google_bare_iss = False
+        self.offline_consented.clear()
+        self.refresh_tokens_by_subject.clear()
 
     def take_misbehaviour(self, *modes: str) -> str | None:
         """Consume the pending misbehaviour if it is one of ``modes``."""
@@ -223,6 +250,11 @@ def _unsigned_jwt(header: dict[str, Any], claims: dict[str, Any]) -> str:
         for part in (header, claims)
     ]
     return ".".join([*segments, ""])
+
+
+def _google_scope(scope: str) -> str:
+    """The ``scope`` Google reports: ``email``/``profile`` as their userinfo scope URLs."""
+    return " ".join(_GOOGLE_SCOPE_URLS.get(name, name) for name in scope.split())
 
 
 def _form_value(form: FormData, name: str) -> str | None:
@@ -276,12 +308,14 @@ def create_app(
     client_secret: str = "broker-secret",
     signing_alg: str = "RS256",
     access_token_lifetime: int = 3600,
+    google: bool = False,
 ) -> Starlette:
     """Build the provider as a Starlette app.
 
     ``issuer`` is the exact ``iss`` value and the base URL of every endpoint. The provider
     knows one confidential client (``client_id``/``client_secret``) and signs ID tokens
     with a fresh key for ``signing_alg`` (RS256/384/512, PS256/384/512, ES256/384/512).
+    ``google`` turns on Google's ways (see the module docstring).
     """
     if signing_alg not in _RSA_ALGORITHMS and signing_alg not in _EC_CURVES:
         raise ValueError(f"unsupported signing algorithm: {signing_alg}")
@@ -289,6 +323,8 @@ def create_app(
     signing_key = _generate_key(signing_alg, kid)
     base_url = issuer.rstrip("/")
     state = _ProviderState(access_token_lifetime=access_token_lifetime)
+    bare_issuer = issuer.split("://", 1)[-1]
+    user_claims = (*_ID_TOKEN_USER_CLAIMS, "hd") if google else _ID_TOKEN_USER_CLAIMS
 
     def authenticate_client(request: Request, form: FormData) -> str | Response:
         """Authenticate the client (RFC 6749 §2.3.1) and return its id or an error response."""
@@ -347,10 +383,12 @@ def create_app(
         """Sign an ID token for ``user``, optionally broken the way ``misbehave`` asks."""
         now = int(time.time())
         audience = OTHER_CLIENT_ID if misbehave == "wrong_aud" else client_id
+        token_issuer = bare_issuer if google and state.google_bare_iss else issuer
         claims: dict[str, Any] = {
-            "iss": f"{base_url}/not-the-issuer" if misbehave == "wrong_iss" else issuer,
+            "iss": f"{base_url}/not-the-issuer" if misbehave == "wrong_iss" else token_issuer,
             "sub": user["sub"],
-            "aud": [audience],
+            # Google's aud is the client id itself, not a list.
+            "aud": audience if google else [audience],
             "azp": audience,
             "exp": now + ID_TOKEN_LIFETIME,
             "iat": now,
@@ -364,7 +402,7 @@ def create_app(
         if misbehave == "expired":
             claims["iat"] = now - 2 * ID_TOKEN_LIFETIME
             claims["exp"] = now - ID_TOKEN_LIFETIME
-        for name in _ID_TOKEN_USER_CLAIMS:
+        for name in user_claims:
             if name in user:
                 claims[name] = user[name]
         if misbehave == "alg_none":
@@ -381,10 +419,10 @@ def create_app(
         auth_time: int,
         nonce: str | None,
         misbehave: str | None = None,
+        with_refresh_token: bool = True,
     ) -> JSONResponse:
         """Mint an access token, a refresh token and an ID token; answer the token request."""
         access_token = secrets.token_urlsafe(32)
-        refresh_token = secrets.token_urlsafe(32)
         userinfo = dict(user)
         if misbehave == "userinfo_sub_mismatch":
             userinfo["sub"] = OTHER_SUBJECT
@@ -394,16 +432,23 @@ def create_app(
             claims=userinfo,
             expires_at=time.time() + state.access_token_lifetime,
         )
-        state.refresh_tokens[refresh_token] = _RefreshToken(
-            client_id=client, scope=scope, user=dict(user), auth_time=auth_time
-        )
         body: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": state.access_token_lifetime,
-            "refresh_token": refresh_token,
-            "scope": scope,
         }
+        if with_refresh_token:
+            refresh_token = secrets.token_urlsafe(32)
+            state.refresh_tokens[refresh_token] = _RefreshToken(
+                client_id=client, scope=scope, user=dict(user), auth_time=auth_time
+            )
+            body["refresh_token"] = refresh_token
+            if google:
+                live = state.refresh_tokens_by_subject.setdefault(user["sub"], [])
+                live.append(refresh_token)
+                while len(live) > GOOGLE_REFRESH_TOKEN_LIMIT:
+                    state.refresh_tokens.pop(live.pop(0), None)
+        body["scope"] = _google_scope(scope) if google else scope
         if "openid" in scope.split():
             body["id_token"] = issue_id_token(
                 user=user,
@@ -495,6 +540,17 @@ def create_app(
             or (max_age is not None and max_age.isdigit() and int(max_age) < state.session_age)
         )
         authenticated_at = int(now) if fresh else int(now) - state.session_age
+        # Google: a refresh token only for access_type=offline, and then only on the first
+        # offline grant of this user to the client or when the consent screen is shown again.
+        offline = True
+        if google:
+            subject = str(state.user["sub"])
+            offline = query.get("access_type") == "offline" and (
+                subject not in state.offline_consented
+                or "consent" in query.get("prompt", "").split()
+            )
+            if query.get("access_type") == "offline":
+                state.offline_consented.add(subject)
         for stale in [code for code, grant in state.codes.items() if grant.expires_at <= now]:
             del state.codes[stale]
         code = secrets.token_urlsafe(32)
@@ -507,6 +563,7 @@ def create_app(
             user=dict(state.user),
             auth_time=authenticated_at,
             expires_at=now + AUTHORIZATION_CODE_LIFETIME,
+            offline=offline,
         )
         return _redirect(redirect_uri, {"code": code, "state": request_state, "iss": issuer})
 
@@ -562,6 +619,7 @@ def create_app(
             auth_time=grant.auth_time,
             nonce=grant.nonce,
             misbehave=state.take_misbehaviour(*(MISBEHAVE_MODES - {"deny", "token_error_500"})),
+            with_refresh_token=grant.offline,
         )
 
     def refresh(client: str, form: FormData) -> Response:
@@ -578,6 +636,16 @@ def create_app(
             if not set(requested.split()) <= set(grant.scope.split()):
                 return _oauth_error("invalid_scope", "scope exceeds the original grant")
             scope = requested
+        if google:
+            # Google does not rotate: no new refresh token, and the presented one stays valid.
+            return issue_tokens(
+                client=client,
+                scope=scope,
+                user=grant.user,
+                auth_time=grant.auth_time,
+                nonce=None,
+                with_refresh_token=False,
+            )
         del state.refresh_tokens[presented]
         return issue_tokens(
             client=client, scope=scope, user=grant.user, auth_time=grant.auth_time, nonce=None
@@ -662,6 +730,17 @@ def create_app(
         """The query parameters of every /authorize request received."""
         return JSONResponse(state.authorize_requests)
 
+    async def control_google(request: Request) -> Response:
+        """Google flavour toggles: ``{"bare_iss": true}`` drops the scheme from ID token iss."""
+        body = await _json_object(request)
+        bare_iss = body.get("bare_iss") if body else None
+        if not google:
+            return JSONResponse({"error": "the provider was not started with --google"}, 409)
+        if not isinstance(bare_iss, bool):
+            return JSONResponse({"error": "body must be {'bare_iss': bool}"}, 400)
+        state.google_bare_iss = bare_iss
+        return JSONResponse({"bare_iss": state.google_bare_iss})
+
     async def control_reset(request: Request) -> Response:
         """Restore defaults and forget all grants and recorded requests."""
         state.reset()
@@ -683,6 +762,7 @@ def create_app(
         Route("/_control/reset", control_reset, methods=["POST"]),
         Route("/_control/session", control_session, methods=["POST"]),
         Route("/_control/authorize_requests", control_authorize_requests, methods=["GET"]),
+        Route("/_control/google", control_google, methods=["POST"]),
     ]
     issuer_path = urlsplit(issuer).path.rstrip("/")
     routes = [Mount(issuer_path, routes=provider_routes)] if issuer_path else provider_routes
@@ -701,6 +781,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--client-secret", default="broker-secret")
     parser.add_argument("--alg", default="RS256", help="ID token signing algorithm")
     parser.add_argument("--access-token-lifetime", type=int, default=3600, help="seconds")
+    parser.add_argument("--google", action="store_true", help="behave like Google")
     args = parser.parse_args(argv)
     app = create_app(
         args.issuer or f"http://127.0.0.1:{args.port}",
@@ -708,6 +789,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         client_secret=args.client_secret,
         signing_alg=args.alg,
         access_token_lifetime=args.access_token_lifetime,
+        google=args.google,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 

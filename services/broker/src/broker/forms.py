@@ -32,7 +32,7 @@ async def form_params(request: Request) -> dict[str, str]:
     return single_params(pairs)
 
 
-def _is_utf8(value: str) -> bool:
+def is_utf8(value: str) -> bool:
     """JSON may carry lone surrogates (``"\\ud800"``), which no UTF-8 consumer accepts."""
     try:
         value.encode("utf-8")
@@ -44,13 +44,13 @@ def _is_utf8(value: str) -> bool:
 async def json_params(request: Request, *, empty_ok: bool = True) -> dict[str, str]:
     """A JSON object of strings (the first-party API); ``{}`` for an empty body if allowed."""
     document = await json_object(request, empty_ok=empty_ok)
-    if not all(isinstance(value, str) for value in document.values()):
+    if not all(isinstance(value, str) and is_utf8(value) for value in document.values()):
         raise InvalidRequest("the body must be a JSON object of strings")
     return document
 
 
 async def json_object(request: Request, *, empty_ok: bool = True) -> dict[str, Any]:
-    """A JSON object whose values are strings or null."""
+    """A JSON object (any values: the caller checks the fields it knows)."""
     body = await request.body()
     if len(body) > MAX_BODY:
         raise InvalidRequest("the request body is too large")
@@ -62,8 +62,6 @@ async def json_object(request: Request, *, empty_ok: bool = True) -> dict[str, A
         document: Any = json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidRequest("the body must be a JSON object") from None
-    if not isinstance(document, dict) or not all(
-        value is None or (isinstance(value, str) and _is_utf8(value)) for value in document.values()
-    ):
-        raise InvalidRequest("the body must be a JSON object of strings or nulls")
+    if not isinstance(document, dict):
+        raise InvalidRequest("the body must be a JSON object")
     return document

@@ -495,7 +495,8 @@ async def store_upstream_tokens(
     keyring: Keyring,
     now: dt.datetime,
 ) -> uuid.UUID:
-    """Insert or replace the link's upstream tokens, encrypted with AES-GCM."""
+    """Insert or replace the link's upstream tokens, encrypted with AES-GCM; a response
+    without a refresh token leaves the stored refresh token in place."""
     token_id = (
         await connection.execute(
             select(UPSTREAM_TOKENS.c.id).where(UPSTREAM_TOKENS.c.profile_id == profile_id)
@@ -511,7 +512,6 @@ async def store_upstream_tokens(
 
     values = {
         "access_token_enc": seal(tokens.access_token, "access_token"),
-        "refresh_token_enc": seal(tokens.refresh_token, "refresh_token"),
         "id_token_enc": seal(tokens.id_token, "id_token"),
         "token_type": tokens.token_type,
         "scope": tokens.scope,
@@ -522,6 +522,12 @@ async def store_upstream_tokens(
         "last_error": None,
         "updated_at": now,
     }
+    if tokens.refresh_token or is_new:
+        values["refresh_token_enc"] = seal(tokens.refresh_token, "refresh_token")
+    else:
+        # A sign-in without a refresh token (Google sends one only on consent) keeps the one
+        # the broker holds, with its expiry.
+        values.pop("refresh_expires_at")
     if is_new:
         await connection.execute(
             insert(UPSTREAM_TOKENS).values(

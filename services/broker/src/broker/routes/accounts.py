@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 
 from broker.callers import Caller, authenticated_caller
 from broker.errors import NO_STORE, Conflict, InvalidRequest, NotFound
-from broker.forms import json_object
+from broker.forms import is_utf8, json_object
 from broker.linking import LinkNotAllowed, UnlinkRefused, link_owner, unlink
 from broker.pages import error_page
 from broker.routes.authorize import authorize_with_provider
@@ -77,7 +77,6 @@ async def providers(request: Request) -> Response:
                 ).scalars()
             )
     health = await runtime.provider_health.statuses()
-    issuer = runtime.settings.issuer
     listed = []
     for config in runtime.settings.providers:
         probe = health.get(config.id)
@@ -177,6 +176,9 @@ async def _edit_profile(request: Request, runtime: Runtime, caller: Caller) -> N
             raise InvalidRequest(f"{name} is asserted by the identity provider and read-only")
         if name not in EDITABLE:
             raise InvalidRequest(f"unknown field: {name}")
+        value = changes[name]
+        if value is not None and not (isinstance(value, str) and is_utf8(value)):
+            raise InvalidRequest(f"{name} must be a string or null")
     values: dict[str, Any] = {}
     if "display_name" in changes:
         display_name = (changes["display_name"] or "").strip()

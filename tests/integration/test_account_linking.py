@@ -1,0 +1,370 @@
+"""Account linking: the explicit link flow, automatic linking by verified email, unlinking, the
+profile and provider APIs (SECURITY.md 7, 25). Upstreams: the OIDC double (`corp`) and the
+GitHub stand-in (`github` with link_by_email, `github-acme` without)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+from broker.app import create_app
+from shared.crypto.keyring import Keyring
+from shared.models import AuditAction, OAuth2Profile
+from shared.runtime import Runtime
+from sqlalchemy import select
+
+from tests.support.flows import authorize, exchange, login, query_of, refresh, relative
+from tests.support.provider_broker import (
+    BROKER_ISSUER,
+    provider_settings,
+    running_broker,
+    unique_email,
+)
+
+PROFILES = OAuth2Profile.__table__
+AUDIT = AuditAction.__table__
+
+
+@pytest.fixture
+async def gh(github_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=github_upstream) as client:
+        await client.post("/_control/reset")
+        yield client
+
+
+@pytest.fixture
+async def corp(upstream_idp: str) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=upstream_idp) as client:
+        await client.post("/_control/reset")
+        yield client
+
+
+@pytest.fixture
+async def broker(
+    database_url: str, keyring: Keyring, upstream_idp: str, github_upstream: str,
+    microsoft_upstream: str,
+) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:  # fmt: skip
+    settings = provider_settings(
+        database_url, keyring, corp=upstream_idp, github=github_upstream,
+        microsoft=microsoft_upstream,
+    )  # fmt: skip
+    async with running_broker(settings) as running:
+        yield running
+
+
+def other_browser(runtime: Runtime) -> httpx2.AsyncClient:
+    """The same broker, reached from a browser with its own (empty) cookie jar."""
+    return httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=create_app(runtime)), base_url=BROKER_ISSUER
+    )
+
+
+async def corp_user(corp: httpx2.AsyncClient, email: str | None = None) -> dict[str, Any]:
+    user = {"sub": uuid.uuid4().hex, "email": email or unique_email("corp"),
+            "email_verified": True, "name": "Corp Person"}  # fmt: skip
+    await corp.post("/_control/user", json=user)
+    return user
+
+
+async def github_user(gh: httpx2.AsyncClient, email: str | None = None, **extra: Any) -> dict:
+    account_id = random.randint(10_000_000, 99_999_999)
+    account = {
+        "id": account_id,
+        "login": f"gh{account_id}",
+        "name": "GitHub Person",
+        "avatar_url": None,
+        "email": None,
+        "emails": [
+            {
+                "email": email or unique_email("gh"),
+                "primary": True,
+                "verified": True,
+                "visibility": None,
+            }
+        ],
+        "orgs": [],
+        "teams": [],
+        **extra,
+    }
+    await gh.post("/_control/user", json=account)
+    return account
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def whoami(client: httpx2.AsyncClient, tokens: dict[str, Any]) -> str:
+    response = await client.get("/userinfo", headers=bearer(tokens))
+    assert response.status_code == 200, response.text
+    return str(response.json()["sub"])
+
+
+async def link(client: httpx2.AsyncClient, tokens: dict[str, Any], provider: str) -> Any:
+    return await authorize(
+        client, provider=None, start_path=f"/auth/oauth2/{provider}/link", headers=bearer(tokens)
+    )
+
+
+async def audit_actions(runtime: Runtime, user_id: str) -> list[tuple[str, dict[str, Any]]]:
+    async with runtime.engine.connect() as connection:
+        rows = await connection.execute(
+            select(AUDIT.c.action, AUDIT.c.data)
+            .where(AUDIT.c.subject == user_id)
+            .order_by(AUDIT.c.id)
+        )
+        return [(row.action, row.data) for row in rows]
+
+
+async def test_link_a_second_provider_list_it_and_unlink_it(broker, corp, gh):
+    runtime, client = broker
+    await corp_user(corp)
+    first = await login(client, provider="corp")
+    user_id = await whoami(client, first)
+    account = await github_user(gh)
+
+    result = await link(client, first, "github")
+    assert "code" in result.params, result.location
+    linked = (await exchange(client, result)).json()
+    assert await whoami(client, linked) == user_id  # the same user, through GitHub now
+
+    profile = (await client.get("/auth/oauth2/profile", headers=bearer(first))).json()
+    assert profile["user"]["id"] == user_id
+    assert [p["provider"] for p in profile["profiles"]] == ["corp", "github"]
+    github_profile = profile["profiles"][1]
+    assert github_profile["subject"] == str(account["id"])
+    assert github_profile["email"] == account["emails"][0]["email"]
+    assert github_profile["link_state"] == "ok" and github_profile["last_synced_at"]
+
+    listing = (await client.get("/auth/oauth2/providers", headers=bearer(first))).json()
+    by_id = {entry["id"]: entry for entry in listing["providers"]}
+    assert by_id["corp"]["linked"] and by_id["github"]["linked"]
+    assert not by_id["dev"]["linked"] and not by_id["microsoft"]["linked"]
+    actions = await audit_actions(runtime, user_id)
+    assert ("link.created", "link_flow") in [(a, d.get("method")) for a, d in actions]
+
+    removed = await client.delete("/auth/oauth2/links/github", headers=bearer(first))
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["unlinked"] == "github"
+    assert linked_sid(linked) in removed.json()["revoked_sessions"]
+    assert (await refresh(client, linked["refresh_token"])).status_code == 400
+    assert (await refresh(client, first["refresh_token"])).status_code == 200
+    profile = (await client.get("/auth/oauth2/profile", headers=bearer(first))).json()
+    assert [p["provider"] for p in profile["profiles"]] == ["corp"]
+    assert ("link.removed", "github") in [(a, d.get("provider")) for a, d in
+                                          await audit_actions(runtime, user_id)]  # fmt: skip
+    assert (
+        await client.delete("/auth/oauth2/links/github", headers=bearer(first))
+    ).status_code == 404
+
+
+def linked_sid(tokens: dict[str, Any]) -> str:
+    import base64
+    import json
+
+    payload = tokens["access_token"].split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sid"])
+
+
+async def test_unlinking_the_last_login_method_is_refused(broker, corp):
+    _runtime, client = broker
+    await corp_user(corp)
+    tokens = await login(client, provider="corp")
+    refused = await client.delete("/auth/oauth2/links/corp", headers=bearer(tokens))
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "invalid_request"
+    assert "last" in refused.json()["error_description"]
+    assert (await client.get("/userinfo", headers=bearer(tokens))).status_code == 200
+    assert (await client.delete("/auth/oauth2/links/corp")).status_code == 401
+
+
+async def test_a_link_callback_opened_in_another_browser_links_nothing(broker, corp, gh):
+    runtime, client = broker
+    await corp_user(corp)
+    alice = await login(client, provider="corp")
+    alice_id = await whoami(client, alice)
+    account = await github_user(gh)
+    start = await client.get(
+        "/auth/oauth2/github/link",
+        params={"response_type": "code", "client_id": "web", "state": "x",
+                "redirect_uri": "http://127.0.0.1:3000/callback", "scope": "openid email",
+                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                "code_challenge_method": "S256"},
+        headers=bearer(alice),
+    )  # fmt: skip
+    assert start.status_code == 302
+    async with httpx2.AsyncClient() as upstream_browser:
+        upstream = await upstream_browser.get(start.headers["location"])
+    callback = relative(upstream.headers["location"])
+
+    async with other_browser(runtime) as bob_browser:
+        # Bob is signed in in his own browser, and opens Alice's callback URL there.
+        await corp_user(corp)
+        await login(bob_browser, provider="corp")
+        answer = await bob_browser.get(callback)
+    assert answer.status_code == 400 and "location" not in answer.headers
+    async with runtime.engine.connect() as connection:
+        stored = await connection.scalar(
+            select(PROFILES.c.id).where(
+                PROFILES.c.provider == "github", PROFILES.c.subject == str(account["id"])
+            )
+        )
+    assert stored is None
+    assert all(action != "link.created" or data.get("provider") != "github"
+               for action, data in await audit_actions(runtime, alice_id))  # fmt: skip
+
+
+async def test_the_link_flow_needs_a_signed_in_caller(broker, corp):
+    _runtime, client = broker
+    anonymous = await client.get("/auth/oauth2/github/link", params={"client_id": "web"})
+    assert anonymous.status_code == 401 and "Sign in" in anonymous.text
+    forged = await client.get(
+        "/auth/oauth2/github/link", headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert forged.status_code == 401
+
+
+async def test_the_link_flow_by_id_token_hint_only_from_the_browser_that_signed_in(
+    broker, corp, gh
+):
+    runtime, client = broker
+    await corp_user(corp)
+    tokens = await login(client, provider="corp")
+    await github_user(gh)
+    params = {"id_token_hint": tokens["id_token"]}
+    async with other_browser(runtime) as elsewhere:
+        refused = await elsewhere.get("/auth/oauth2/github/link", params=params)
+    assert refused.status_code == 401
+    result = await authorize(
+        client, provider=None, start_path="/auth/oauth2/github/link", extra=params
+    )
+    assert "code" in result.params, result.location
+    assert await whoami(client, (await exchange(client, result)).json()) == await whoami(
+        client, tokens
+    )
+
+
+async def test_an_identity_of_another_user_is_not_linked(broker, corp, gh):
+    runtime, client = broker
+    account = await github_user(gh)
+    owner = await login(client, provider="github")  # the GitHub identity has its own user
+    await corp_user(corp)
+    alice = await login(client, provider="corp")
+    alice_id = await whoami(client, alice)
+    result = await link(client, alice, "github")
+    assert result.params["error"] == "access_denied"
+    actions = await audit_actions(runtime, alice_id)
+    assert ("link.refused", "linked_to_another_user") in [
+        (action, data.get("reason")) for action, data in actions
+    ]
+    assert await whoami(client, owner) != alice_id
+    assert account
+
+
+async def test_a_verified_email_auto_links_where_the_provider_allows_it(broker, corp, gh):
+    runtime, client = broker
+    email = unique_email("shared")
+    await corp_user(corp, email=email)
+    corp_tokens = await login(client, provider="corp")
+    await github_user(gh, email=email.upper())  # case does not make another address
+    github_tokens = await login(client, provider="github")  # link_by_email: true
+    user_id = await whoami(client, corp_tokens)
+    assert await whoami(client, github_tokens) == user_id
+    actions = await audit_actions(runtime, user_id)
+    assert ("link.created", "verified_email") in [(a, d.get("method")) for a, d in actions]
+
+
+async def test_without_link_by_email_a_matching_email_gets_the_account_exists_page(
+    broker, corp, gh
+):
+    runtime, client = broker
+    email = unique_email("collide")
+    await corp_user(corp, email=email)
+    corp_tokens = await login(client, provider="corp")
+    account = await github_user(gh, email=email, orgs=["acme"])
+    result = await authorize(client, provider="github-acme")  # link_by_email is off
+    page = result.hops[-1]
+    assert page.status_code == 409 and "already exists" in page.text
+    back = query_of(page.text.split('href="')[1].split('"')[0].replace("&amp;", "&"))
+    assert back["error"] == "access_denied" and back["state"] == result.state
+    async with runtime.engine.connect() as connection:
+        assert (
+            await connection.scalar(
+                select(PROFILES.c.id).where(PROFILES.c.subject == str(account["id"]))
+            )
+        ) is None
+    actions = await audit_actions(runtime, await whoami(client, corp_tokens))
+    assert ("link.refused", "auto_link_disabled") in [(a, d.get("reason")) for a, d in actions]
+
+
+async def test_the_profile_edits_only_broker_owned_fields(broker, corp, gh):
+    runtime, client = broker
+    corp_account = await corp_user(corp)
+    tokens = await login(client, provider="corp")
+    account = await github_user(gh)
+    await exchange(client, await link(client, tokens, "github"))
+    for field, value in (("email_verified", True), ("email", "me@evil.example"), ("name", "x")):
+        refused = await client.put(
+            "/auth/oauth2/profile", json={field: value}, headers=bearer(tokens)
+        )
+        assert refused.status_code == 400, field
+        assert field in refused.json()["error_description"]
+    unknown = await client.put("/auth/oauth2/profile", json={"x": "1"}, headers=bearer(tokens))
+    assert unknown.status_code == 400
+    not_linked = await client.put(
+        "/auth/oauth2/profile", json={"primary_email_provider": "dev"}, headers=bearer(tokens)
+    )
+    assert not_linked.status_code == 400
+
+    edited = await client.put(
+        "/auth/oauth2/profile",
+        json={"display_name": "  Ada L.  ", "primary_email_provider": "github"},
+        headers=bearer(tokens),
+    )
+    assert edited.status_code == 200, edited.text
+    user = edited.json()["user"]
+    assert user["display_name"] == "Ada L." and user["primary_email_provider"] == "github"
+    assert user["email"] == account["emails"][0]["email"] and user["email_verified"] is True
+    claims = (await client.get("/userinfo", headers=bearer(tokens))).json()
+    assert claims["name"] == "Ada L." and claims["email"] == account["emails"][0]["email"]
+
+    reset = await client.put(
+        "/auth/oauth2/profile",
+        json={"display_name": None, "primary_email_provider": None},
+        headers=bearer(tokens),
+    )
+    assert reset.json()["user"]["email"] == corp_account["email"]  # the oldest verified link
+    assert reset.json()["user"]["display_name"] == "Corp Person"
+    actions = await audit_actions(runtime, await whoami(client, tokens))
+    assert ("profile.updated", ["display_name", "primary_email_provider"]) in [
+        (a, d.get("fields")) for a, d in actions
+    ]
+
+
+async def test_the_provider_list_shows_status_without_authentication(broker, gh):
+    runtime, client = broker
+    listing = await client.get("/auth/oauth2/providers")
+    assert listing.status_code == 200
+    by_id = {entry["id"]: entry for entry in listing.json()["providers"]}
+    assert set(by_id) == {"corp", "dev", "github", "github-acme", "microsoft", "retired"}
+    assert by_id["retired"]["status"] == "disabled" and by_id["retired"]["login_url"] is None
+    for provider_id in ("corp", "dev", "github", "microsoft"):
+        assert by_id[provider_id]["status"] == "reachable", by_id[provider_id]
+    assert by_id["github"]["type"] == "github" and by_id["github"]["display_name"] == "GitHub"
+    assert by_id["github-acme"]["display_name"] == "GitHub (acme)"
+    assert all("linked" not in entry for entry in by_id.values())
+
+    await gh.post("/_control/misbehave", json={"mode": "meta_503"})
+    # Cached: a second listing within the probe interval does not reach the upstream again.
+    requests_before = len((await gh.get("/_control/requests")).json())
+    again = {e["id"]: e for e in (await client.get("/auth/oauth2/providers")).json()["providers"]}
+    assert again["github"]["status"] == "reachable"
+    assert len((await gh.get("/_control/requests")).json()) == requests_before
+    # Past the cache, the failing probe shows.
+    runtime.provider_health._results.clear()
+    again = {e["id"]: e for e in (await client.get("/auth/oauth2/providers")).json()["providers"]}
+    assert again["github"]["status"] == "configured" and again["github"]["reachable"] is False
