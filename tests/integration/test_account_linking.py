@@ -368,3 +368,54 @@ async def test_the_provider_list_shows_status_without_authentication(broker, gh)
     runtime.provider_health._results.clear()
     again = {e["id"]: e for e in (await client.get("/auth/oauth2/providers")).json()["providers"]}
     assert again["github"]["status"] == "configured" and again["github"]["reachable"] is False
+
+
+async def test_auto_link_onto_a_user_already_holding_that_provider_is_refused_not_a_500(
+    broker, corp, gh
+):
+    runtime, client = broker
+    email = unique_email("twice")
+    await corp_user(corp, email=email)
+    corp_tokens = await login(client, provider="corp")
+    await github_user(gh, email=email)
+    await login(client, provider="github")  # auto-linked to the corp user
+    await github_user(gh, email=email)  # a second GitHub account with the same address
+    result = await authorize(client, provider="github")
+    assert result.hops[-1].status_code == 409 and "code" not in result.params
+    actions = await audit_actions(runtime, await whoami(client, corp_tokens))
+    assert ("link.refused", "provider_already_linked") in [(a, d.get("reason")) for a, d in actions]
+
+
+async def test_unlinking_ends_codes_issued_through_the_link_and_revokes_the_grant(broker, corp, gh):
+    _runtime, client = broker
+    await corp_user(corp)
+    tokens = await login(client, provider="corp")
+    await github_user(gh)
+    pending = await link(client, tokens, "github")  # a code through GitHub, not exchanged yet
+    assert "code" in pending.params
+    removed = await client.delete("/auth/oauth2/links/github", headers=bearer(tokens))
+    assert removed.status_code == 200
+    late = await exchange(client, pending)
+    assert late.status_code == 400 and late.json()["error"] == "invalid_grant"
+    revocations = [
+        entry
+        for entry in (await gh.get("/_control/requests")).json()
+        if entry["method"] == "DELETE" and entry["path"].endswith("/grant")
+    ]
+    assert revocations and revocations[-1]["authorization"] == "Basic"
+
+
+async def test_nul_characters_never_reach_the_database(broker, corp):
+    _runtime, client = broker
+    await corp.post(
+        "/_control/user",
+        json={"sub": uuid.uuid4().hex, "email": unique_email("nul"), "email_verified": True,
+              "name": "Corp\u0000Person", "nickname": "a\u0000b"},
+    )  # fmt: skip
+    tokens = await login(client, provider="corp")
+    claims = (await client.get("/userinfo", headers=bearer(tokens))).json()
+    assert claims["name"] == "CorpPerson"
+    refused = await client.put(
+        "/auth/oauth2/profile", json={"display_name": "a\u0000b"}, headers=bearer(tokens)
+    )
+    assert refused.status_code == 400

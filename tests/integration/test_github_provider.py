@@ -188,3 +188,11 @@ async def test_github_errors_sent_with_status_200_fail_the_sign_in_cleanly(broke
     assert answer.status_code == 302
     assert query_of(answer.headers["location"])["error"] == "server_error"
     assert await _link_row(runtime, "github", str(account["id"])) is None
+
+
+async def test_a_step_up_request_is_refused_because_github_asserts_no_auth_time(broker, gh):
+    _, client = broker
+    await gh.post("/_control/user", json=_account())
+    for extra in ({"prompt": "login"}, {"max_age": "0"}):
+        result = await authorize(client, provider="github", extra=extra)
+        assert result.params["error"] == "login_required", extra

@@ -8,6 +8,7 @@ forever.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 
@@ -54,12 +55,15 @@ async def fetch_bearer_image(
     missing avatar never fails a sign-in.
     """
     try:
-        async with http.stream(
-            "GET",
-            url,
-            headers={"Authorization": f"Bearer {access_token}", "Accept": "image/*"},
-            timeout=AVATAR_TIMEOUT,
-        ) as response:
+        async with (
+            asyncio.timeout(AVATAR_TIMEOUT),
+            http.stream(
+                "GET",
+                url,
+                headers={"Authorization": f"Bearer {access_token}", "Accept": "image/*"},
+                timeout=AVATAR_TIMEOUT,
+            ) as response,
+        ):
             if response.status_code != 200:
                 return None
             body = bytearray()
@@ -67,7 +71,7 @@ async def fetch_bearer_image(
                 body += chunk
                 if len(body) > MAX_AVATAR_BYTES:
                     return None
-    except httpx2.HTTPError:
+    except (httpx2.HTTPError, TimeoutError):
         return None
     return avatar_image(bytes(body))
 

@@ -300,7 +300,11 @@ async def resolve_failed_rotation(
     if row.link_state == "needs_reauth":
         raise RotationError(RotationFailure.REAUTH_REQUIRED, row.session_id)
     if row.used_at is not None:
-        if now - row.used_at <= dt.timedelta(seconds=policy.reuse_interval):
+        # `now` was read before this statement ran, so a concurrent winner's `used_at` can be
+        # later than it: in strict mode (0) the window must not exist at all.
+        if policy.reuse_interval > 0 and now - row.used_at <= dt.timedelta(
+            seconds=policy.reuse_interval
+        ):
             grant = await _live_successor(connection, policy, presented, client_id, now)
             if grant is not None:
                 return grant

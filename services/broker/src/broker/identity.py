@@ -54,20 +54,35 @@ _CLIP = {
 }
 
 
+def without_nul(value: Any) -> Any:
+    """The value with NUL characters removed from every string (PostgreSQL stores none)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
+
+
 def fit_columns(profile: UpstreamProfile) -> UpstreamProfile:
     """The profile with display fields clipped to the column sizes; raises ``UnusableIdentity``."""
-    if not profile.subject or len(profile.subject) > MAX_SUBJECT:
-        raise UnusableIdentity("the upstream subject is empty or longer than 255 characters")
-    clipped: dict[str, Any] = {}
+    if not profile.subject or len(profile.subject) > MAX_SUBJECT or "\x00" in profile.subject:
+        raise UnusableIdentity("the upstream subject is empty, too long or not text")
+    clipped: dict[str, Any] = {"claims": without_nul(dict(profile.claims))}
     for name, limit in _CLIP.items():
         value = getattr(profile, name)
-        if value is not None and len(value) > limit:
-            # An over-long email or avatar URL is unusable, not shortened into another one.
-            clipped[name] = None if name in ("email", "picture") else value[:limit]
+        if value is not None and (len(value) > limit or "\x00" in value):
+            # An over-long or NUL-carrying email or avatar URL is unusable, not shortened or
+            # rewritten into another one; a name is cleaned and clipped.
+            if name in ("email", "picture"):
+                clipped[name] = None
+            else:
+                clipped[name] = value.replace("\x00", "")[:limit]
     if "email" in clipped:
         clipped["email_verified"] = False
         clipped["email_authoritative"] = False
-    return dataclasses.replace(profile, **clipped) if clipped else profile
+    return dataclasses.replace(profile, **clipped)
 
 
 async def record_refused_login(
@@ -260,6 +275,17 @@ def auto_link_decision(
     return existing
 
 
+async def _has_link_to(connection: AsyncConnection, user_id: uuid.UUID, provider_id: str) -> bool:
+    row = (
+        await connection.execute(
+            select(PROFILES.c.id).where(
+                PROFILES.c.user_id == user_id, PROFILES.c.provider == provider_id
+            )
+        )
+    ).first()
+    return row is not None
+
+
 async def _insert_profile(
     connection: AsyncConnection,
     context: Context,
@@ -326,6 +352,9 @@ async def sign_in(
             ).scalar_one()
             if status != "active":
                 raise UserDisabled(linked_to)
+            if await _has_link_to(connection, linked_to, identity.provider_id):
+                # Another account of this provider is already this user's login method.
+                raise LinkRefused("provider_already_linked", linked_to)
             user_id, created = linked_to, False
             profile_id = await _insert_profile(connection, context, identity, user_id, values)
             await _audit(
@@ -416,14 +445,7 @@ async def link_identity(
             .values(**values, updated_at=context.now, last_login_at=context.now)
         )
     else:
-        other = (
-            await connection.execute(
-                select(PROFILES.c.id).where(
-                    PROFILES.c.user_id == user_id, PROFILES.c.provider == identity.provider_id
-                )
-            )
-        ).first()
-        if other is not None:
+        if await _has_link_to(connection, user_id, identity.provider_id):
             raise LinkRefused("provider_already_linked")
         profile_id = await _insert_profile(connection, context, identity, user_id, values)
         await _audit(

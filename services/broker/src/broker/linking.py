@@ -25,7 +25,7 @@ from shared.audit import record_audit_core
 from shared.auth_sessions import SESSIONS, USERS, revoke_link_sessions
 from shared.crypto.opaque import token_hash
 from shared.db.base import table
-from shared.models import OAuth2Profile
+from shared.models import AuthorizationCode, OAuth2Profile
 from shared.revocations import Revocation
 from shared.runtime import Runtime
 from shared.user_claims import refresh_user_claims
@@ -40,6 +40,7 @@ from broker.logins import LinkOwner
 from broker.tokens import TokenInvalid, verify_id_token_hint
 
 PROFILES = table(OAuth2Profile)
+CODES = table(AuthorizationCode)
 
 
 class LinkNotAllowed(Exception):
@@ -141,6 +142,12 @@ async def unlink(
     actor = f"user:{user_id}"
     revocations = await revoke_link_sessions(
         connection, target.id, now=now, reason="link_removed", actor=actor
+    )
+    # A code issued through this link but not yet exchanged must not outlive it.
+    await connection.execute(
+        update(CODES)
+        .where(CODES.c.profile_id == target.id, CODES.c.used_at.is_(None))
+        .values(used_at=now)
     )
     await connection.execute(delete(PROFILES).where(PROFILES.c.id == target.id))
     for column in ("primary_email_provider", "primary_avatar_provider"):

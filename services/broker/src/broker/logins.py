@@ -286,13 +286,21 @@ def authentication_time(
 ) -> dt.datetime:
     """When the person actually authenticated (OIDC Core §2 ``auth_time``).
 
-    The upstream's ``auth_time`` when it asserts one, else now (the dev form, or an upstream that
-    only authenticates on demand). ``max_age`` and ``prompt=login`` are enforced on it, so a
-    relying party's step-up request cannot be satisfied by an old upstream session.
+    The upstream's ``auth_time`` when it asserts one (the dev form asserts the moment it was
+    submitted), else now — unless ``max_age`` or ``prompt=login`` asked for proof. Both are
+    enforced on it, so a relying party's step-up request cannot be satisfied by an old
+    upstream session.
     """
     upstream = claims.get("auth_time")
+    step_up = pending.start.max_age is not None or (
+        pending.start.prompt is not None and "login" in pending.start.prompt.split()
+    )
     if isinstance(upstream, int | float) and not isinstance(upstream, bool):
         auth_time = min(dt.datetime.fromtimestamp(upstream, dt.UTC), now)
+    elif step_up:
+        # GitHub, or Entra without the auth_time optional claim: nothing says the person
+        # signed in again, so a step-up request cannot be honoured (OIDC Core §3.1.2.1).
+        raise ReauthenticationMissing("the identity provider does not assert auth_time")
     else:
         auth_time = now
     leeway = dt.timedelta(seconds=AUTH_TIME_LEEWAY)

@@ -106,5 +106,5 @@ class Provider(Protocol):
     async def refresh(self, refresh_token: str) -> UpstreamTokens:
         """Use an upstream refresh token; ``ProviderRejected`` means the link is dead."""
 
-    async def revoke(self, token: str) -> None:
-        """Revoke an upstream token where the provider supports it (best effort)."""
+    async def revoke(self, *, access_token: str | None, refresh_token: str | None) -> None:
+        """Revoke the broker's grant at the upstream where the provider supports it."""

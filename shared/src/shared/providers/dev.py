@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
+from shared.clock import Clock
 from shared.crypto.keyring import DecryptionError, Keyring
 from shared.providers.base import LoginStart, UpstreamLogin, UpstreamProfile, UpstreamTokens
 from shared.providers.errors import ProviderInvalidResponse
@@ -22,8 +23,9 @@ from shared.providers.oauth2 import check_callback
 
 class DevProvider:
     def __init__(
-        self, *, provider_id: str, display_name: str, issuer: str, keyring: Keyring
+        self, *, provider_id: str, display_name: str, issuer: str, keyring: Keyring, clock: Clock
     ) -> None:
+        self._clock = clock
         self._id = provider_id
         self._display_name = display_name
         self._issuer = issuer
@@ -60,7 +62,9 @@ class DevProvider:
 
     def issue_code(self, state: str, email: str, name: str) -> str:
         """Seal what the person typed into the code the callback receives."""
-        payload = json.dumps({"email": email, "name": name}).encode()
+        # The person just typed it in: that is when they authenticated.
+        authenticated = int(self._clock.now().timestamp())
+        payload = json.dumps({"email": email, "name": name, "auth_time": authenticated}).encode()
         sealed = self._keyring.encrypt(payload, self._aad(state))
         return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
 
@@ -82,12 +86,12 @@ class DevProvider:
             email_verified=False,  # SECURITY.md 27: never treated as verified
             name=name,
             preferred_username=email.split("@")[0],
-            claims={"email": email, "name": name},
+            claims={"email": email, "name": name, "auth_time": data.get("auth_time")},
         )
         return UpstreamLogin(profile=profile, tokens=None)
 
     async def refresh(self, refresh_token: str) -> UpstreamTokens:
         raise ProviderInvalidResponse("the dev provider issues no refresh tokens")
 
-    async def revoke(self, token: str) -> None:
+    async def revoke(self, *, access_token: str | None, refresh_token: str | None) -> None:
         return None

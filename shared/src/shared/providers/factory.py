@@ -85,6 +85,7 @@ def build_dev(config: Any, deps: ProviderDeps) -> Provider:
         display_name=config.title,
         issuer=deps.settings.issuer,
         keyring=deps.keyring,
+        clock=deps.clock,
     )
 
 

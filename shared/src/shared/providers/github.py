@@ -202,14 +202,18 @@ class GitHubProvider:
         raw = await self._flow.refresh(self._endpoints, refresh_token)
         return self._flow.tokens_from(raw, previous_refresh=refresh_token)
 
-    async def revoke(self, token: str) -> None:
-        """``DELETE /applications/{client_id}/token``, authenticated as the app."""
+    async def revoke(self, *, access_token: str | None, refresh_token: str | None) -> None:
+        """``DELETE /applications/{client_id}/grant`` with the access token, authenticated as
+        the app: it ends the authorization and every token of it (GitHub takes no refresh
+        token here)."""
+        if not access_token:
+            return
         credentials = f"{self._config.client_id}:{self._client_secret}".encode()
         async with translated_errors("token revocation"):
             response = await self._http.request(
                 "DELETE",
-                f"{self._config.api_url}/applications/{self._config.client_id}/token",
-                json={"access_token": token},
+                f"{self._config.api_url}/applications/{self._config.client_id}/grant",
+                json={"access_token": access_token},
                 headers={
                     **API_HEADERS,
                     "Authorization": "Basic " + base64.b64encode(credentials).decode(),

@@ -332,5 +332,8 @@ class OIDCProvider:
             await self.validate_id_token(tokens.id_token, nonce=None)
         return tokens
 
-    async def revoke(self, token: str) -> None:
-        await self._flow.revoke(await self._endpoints(), token)
+    async def revoke(self, *, access_token: str | None, refresh_token: str | None) -> None:
+        # RFC 7009 §2.1: revoking the refresh token revokes the grant (and its access tokens).
+        token = refresh_token or access_token
+        if token:
+            await self._flow.revoke(await self._endpoints(), token)

@@ -177,8 +177,10 @@ async def _edit_profile(request: Request, runtime: Runtime, caller: Caller) -> N
         if name not in EDITABLE:
             raise InvalidRequest(f"unknown field: {name}")
         value = changes[name]
-        if value is not None and not (isinstance(value, str) and is_utf8(value)):
-            raise InvalidRequest(f"{name} must be a string or null")
+        if value is not None and not (
+            isinstance(value, str) and is_utf8(value) and "\x00" not in value
+        ):
+            raise InvalidRequest(f"{name} must be a string (without NUL) or null")
     values: dict[str, Any] = {}
     if "display_name" in changes:
         display_name = (changes["display_name"] or "").strip()
@@ -231,7 +233,9 @@ async def remove_link(request: Request) -> Response:
     provider_id = request.path_params["provider"]
     now = runtime.clock.now()
     async with runtime.engine.begin() as connection:
-        upstream_token = await _upstream_token_to_revoke(runtime, connection, caller, provider_id)
+        access_token, refresh_token = await _upstream_tokens_to_revoke(
+            runtime, connection, caller, provider_id
+        )
         try:
             unlinked = await unlink(
                 connection,
@@ -246,9 +250,10 @@ async def remove_link(request: Request) -> Response:
             raise Conflict(exc.description) from None
     await runtime.revocations.publish(unlinked.revocations)
     provider = runtime.providers.get(provider_id)
-    if provider is not None and upstream_token is not None:
+    if provider is not None and (access_token or refresh_token):
         try:
-            await provider.revoke(upstream_token)  # best effort: the link is gone either way
+            # Best effort: the link is gone either way.
+            await provider.revoke(access_token=access_token, refresh_token=refresh_token)
         except ProviderError as exc:
             log.info("link.upstream_revoke_failed", provider=provider_id, reason=str(exc))
     body = {
@@ -258,16 +263,16 @@ async def remove_link(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
-async def _upstream_token_to_revoke(
+async def _upstream_tokens_to_revoke(
     runtime: Runtime, connection: AsyncConnection, caller: Caller, provider_id: str
-) -> str | None:
-    """The link's refresh token (else access token), decrypted, to revoke after unlinking."""
+) -> tuple[str | None, str | None]:
+    """The link's access and refresh tokens, decrypted, to revoke after unlinking."""
     row = (
         await connection.execute(
             select(
                 UPSTREAM_TOKENS.c.id,
-                UPSTREAM_TOKENS.c.refresh_token_enc,
                 UPSTREAM_TOKENS.c.access_token_enc,
+                UPSTREAM_TOKENS.c.refresh_token_enc,
             ).where(
                 UPSTREAM_TOKENS.c.user_id == caller.user_id,
                 UPSTREAM_TOKENS.c.provider == provider_id,
@@ -275,12 +280,15 @@ async def _upstream_token_to_revoke(
         )
     ).first()
     if row is None:
-        return None
-    for column, sealed in (
-        ("refresh_token", row.refresh_token_enc),
-        ("access_token", row.access_token_enc),
-    ):
-        if sealed:
-            aad = UPSTREAM_TOKEN_COLUMNS[column].aad(row.id)
-            return runtime.settings.keyring.decrypt(sealed, aad).decode()
-    return None
+        return None, None
+
+    def unseal(column: str, sealed: bytes | None) -> str | None:
+        if not sealed:
+            return None
+        aad = UPSTREAM_TOKEN_COLUMNS[column].aad(row.id)
+        return runtime.settings.keyring.decrypt(sealed, aad).decode()
+
+    return (
+        unseal("access_token", row.access_token_enc),
+        unseal("refresh_token", row.refresh_token_enc),
+    )
