@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -21,6 +22,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("custom_display_name", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("primary_email_provider", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("primary_avatar_provider", sa.String(length=64), nullable=True))
+        batch.add_column(
+            sa.Column(
+                "groups",
+                sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+                nullable=True,
+            )
+        )
     with op.batch_alter_table("login_states") as batch:
         batch.add_column(sa.Column("session_id", sa.Uuid(), nullable=True))
     op.create_table(
@@ -39,6 +47,7 @@ def downgrade() -> None:
     with op.batch_alter_table("login_states") as batch:
         batch.drop_column("session_id")
     with op.batch_alter_table("users") as batch:
+        batch.drop_column("groups")
         batch.drop_column("primary_avatar_provider")
         batch.drop_column("primary_email_provider")
         batch.drop_column("custom_display_name")

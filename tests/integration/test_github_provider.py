@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +15,7 @@ from shared.models import OAuth2Profile, OAuth2Token
 from shared.runtime import Runtime
 from sqlalchemy import select
 
-from tests.support.flows import authorize, login, pkce_pair, query_of
+from tests.support.flows import authorize, login, pkce_pair, query_of, refresh
 from tests.support.provider_broker import provider_settings, running_broker, unique_email
 
 PROFILES = OAuth2Profile.__table__
@@ -144,9 +146,25 @@ async def test_organizations_and_teams_gate_sign_in_and_become_groups(broker, gh
         orgs=["acme", "other"], teams=[{"org": "acme", "slug": "platform", "name": "Platform"}]
     )
     await gh.post("/_control/user", json=member)
-    await login(client, provider="github-acme")
+    tokens = await login(client, provider="github-acme", scope="openid profile groups")
     row = await _link_row(runtime, "github-acme", str(member["id"]))
     assert row.profile_data["groups"] == ["acme", "acme/platform", "other"]
+    # ... released as the `groups` claim with the `groups` scope, at /userinfo and in ID tokens
+    claims = (
+        await client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    ).json()
+    assert claims["groups"] == ["acme", "acme/platform", "other"]
+    id_token = tokens["id_token"].split(".")[1]
+    id_claims = json.loads(base64.urlsafe_b64decode(id_token + "=" * (-len(id_token) % 4)))
+    assert id_claims["groups"] == claims["groups"]
+    refreshed = (await refresh(client, tokens["refresh_token"])).json()
+    refreshed_id = refreshed["id_token"].split(".")[1]
+    assert (
+        json.loads(base64.urlsafe_b64decode(refreshed_id + "=" * (-len(refreshed_id) % 4)))[
+            "groups"
+        ]
+        == claims["groups"]
+    )
     authorize_requests = (await gh.get("/_control/authorize_requests")).json()
     assert "read:org" in authorize_requests[-1]["scope"].split()
 

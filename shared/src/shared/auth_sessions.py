@@ -22,7 +22,14 @@ from shared.db.base import table
 from shared.models import AuthSession, OAuth2Token, RefreshToken, User
 from shared.revocations import Revocation
 
-USER_CLAIM_COLUMNS = ("email", "email_verified", "display_name", "picture", "preferred_username")
+USER_CLAIM_COLUMNS = (
+    "email",
+    "email_verified",
+    "display_name",
+    "picture",
+    "preferred_username",
+    "groups",
+)
 SESSIONS = table(AuthSession)
 REFRESH_TOKENS = table(RefreshToken)
 USERS = table(User)

@@ -120,7 +120,7 @@ _ROTATE_POSTGRES = """
         FROM used
     )
     SELECT used.session_id, used.user_id, used.scope, used.auth_time, u.email, u.email_verified,
-           u.display_name, u.picture, u.preferred_username
+           u.display_name, u.picture, u.preferred_username, u.groups
     FROM used JOIN users AS u ON u.id = used.user_id
 """
 
@@ -128,7 +128,7 @@ _ROTATE_POSTGRES = """
 # a rotation of this token did; it still counts only for a live session and user.
 _ROTATED_TO_POSTGRES = """
     SELECT s.id, s.user_id, s.scope, s.auth_time, u.email, u.email_verified, u.display_name,
-           u.picture, u.preferred_username
+           u.picture, u.preferred_username, u.groups
     FROM refresh_tokens AS rt JOIN auth_sessions AS s ON s.id = rt.session_id
     JOIN users AS u ON u.id = s.user_id
     WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND u.status = 'active'

@@ -246,7 +246,7 @@ class ClientConfig(_Strict):
     redirect_uris: Annotated[tuple[str, ...], Field(min_length=1)]
     post_logout_redirect_uris: tuple[str, ...] = ()
     audience: tuple[str, ...] | None = None
-    scopes: tuple[str, ...] = ("openid", "email", "profile", "offline_access")
+    scopes: tuple[str, ...] = ("openid", "email", "profile", "groups", "offline_access")
     id_token_signed_response_alg: SigningAlg = "ES256"
 
     @property

@@ -24,20 +24,17 @@ from shared.models import OAuth2Profile, User
 
 USERS = table(User)
 PROFILES = table(OAuth2Profile)
+ProfileRow = Row[Any, Any, Any, Any, Any, Any, Any]
 
 
-def _chosen(
-    profiles: Sequence[Row[Any, Any, Any, Any, Any, Any]], provider: str | None
-) -> Row[Any, Any, Any, Any, Any, Any] | None:
+def _chosen(profiles: Sequence[ProfileRow], provider: str | None) -> ProfileRow | None:
     for profile in profiles:
         if profile.provider == provider:
             return profile
     return None
 
 
-def _first(
-    profiles: Sequence[Row[Any, Any, Any, Any, Any, Any]], *checks: str
-) -> Row[Any, Any, Any, Any, Any, Any] | None:
+def _first(profiles: Sequence[ProfileRow], *checks: str) -> ProfileRow | None:
     for profile in profiles:
         if all(getattr(profile, name) for name in checks):
             return profile
@@ -67,6 +64,7 @@ async def refresh_user_claims(
                 PROFILES.c.name,
                 PROFILES.c.preferred_username,
                 PROFILES.c.avatar_url,
+                PROFILES.c.profile_data,
             )
             .where(PROFILES.c.user_id == user_id)
             .order_by(PROFILES.c.created_at, PROFILES.c.id)
@@ -82,6 +80,16 @@ async def refresh_user_claims(
     )
     avatar_from = _chosen(profiles, user.primary_avatar_provider) or _first(profiles, "avatar_url")
     name_from = email_from if email_from.name else _first(profiles, "name")
+    groups = sorted(
+        {
+            group
+            for profile in profiles
+            if isinstance(profile.profile_data, dict)
+            and isinstance(profile.profile_data.get("groups"), list)
+            for group in profile.profile_data["groups"]
+            if isinstance(group, str)
+        }
+    )
     await connection.execute(
         update(USERS)
         .where(USERS.c.id == user_id)
@@ -92,6 +100,7 @@ async def refresh_user_claims(
             picture=avatar_from.avatar_url if avatar_from else None,
             preferred_username=email_from.preferred_username
             or next((p.preferred_username for p in profiles if p.preferred_username), None),
+            groups=groups or None,
             updated_at=now,
         )
     )

@@ -62,10 +62,43 @@ class RefreshToken:
 PresentedToken = AccessToken | RefreshToken
 
 
+# One indexed statement on the raw hot-path connections (PostgreSQL): introspection is polled
+# by resource servers and must not pay for a pooled ORM connection per access token.
+_SESSION_ALIVE_POSTGRES = """
+    SELECT 1 FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id
+    WHERE s.id = $1 AND s.revoked_at IS NULL AND u.status = 'active'
+"""
+
+
+async def session_alive(
+    runtime: Runtime, session_id: uuid.UUID, connection: AsyncConnection | None
+) -> bool:
+    """The session is not revoked and its user is active."""
+    if connection is None and runtime.hot_path is not None:
+        return await runtime.hot_path.fetchone(_SESSION_ALIVE_POSTGRES, [session_id]) is not None
+    query = (
+        select(SESSIONS.c.id)
+        .join(USERS, USERS.c.id == SESSIONS.c.user_id)
+        .where(
+            SESSIONS.c.id == session_id,
+            SESSIONS.c.revoked_at.is_(None),
+            USERS.c.status == "active",
+        )
+    )
+    if connection is not None:
+        return await connection.scalar(query) is not None
+    async with runtime.engine.connect() as own:
+        return await own.scalar(query) is not None
+
+
 async def identify(
-    runtime: Runtime, connection: AsyncConnection, token: str
+    runtime: Runtime, token: str, connection: AsyncConnection | None = None
 ) -> PresentedToken | None:
-    """The broker token ``token`` is, or None (unknown, malformed, forged or expired JWT)."""
+    """The broker token ``token`` is, or None (unknown, malformed, forged or expired JWT).
+
+    Inside a transaction, pass its ``connection``; without one, a connection is taken only if
+    the token needs it.
+    """
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     now = runtime.clock.now()
@@ -75,17 +108,13 @@ async def identify(
             session_id = uuid.UUID(str(claims["sid"]))
         except (TokenInvalid, ValueError):
             return None
-        alive = await connection.scalar(
-            select(SESSIONS.c.id)
-            .join(USERS, USERS.c.id == SESSIONS.c.user_id)
-            .where(
-                SESSIONS.c.id == session_id,
-                SESSIONS.c.revoked_at.is_(None),
-                USERS.c.status == "active",
-            )
-        )
-        return AccessToken(claims, session_id, str(claims["client_id"]), alive is not None)
-    state = await lookup_refresh_token(connection, token_hash(token))
+        alive = await session_alive(runtime, session_id, connection)
+        return AccessToken(claims, session_id, str(claims["client_id"]), alive)
+    if connection is None:
+        async with runtime.engine.connect() as own:
+            state = await lookup_refresh_token(own, token_hash(token))
+    else:
+        state = await lookup_refresh_token(connection, token_hash(token))
     if state is None:
         return None
     live = (

@@ -33,6 +33,7 @@ class UserClaims:
     name: str | None = None
     picture: str | None = None
     preferred_username: str | None = None
+    groups: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, user_id: str, row: Mapping[str, Any] | None) -> UserClaims:
@@ -45,6 +46,7 @@ class UserClaims:
             name=row.get("display_name"),
             picture=row.get("picture"),
             preferred_username=row.get("preferred_username"),
+            groups=tuple(row.get("groups") or ()),
         )
 
     def for_scopes(self, scopes: set[str]) -> dict[str, Any]:
@@ -60,6 +62,8 @@ class UserClaims:
                 value = getattr(self, name)
                 if value:
                     claims[name] = value
+        if "groups" in scopes and self.groups:
+            claims["groups"] = list(self.groups)
         return claims
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import Boolean, CheckConstraint, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
-from shared.db.types import UTCDateTime
+from shared.db.types import JSONType, UTCDateTime
 
 
 class User(Base):
@@ -27,6 +27,8 @@ class User(Base):
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     picture: Mapped[str | None] = mapped_column(String(2048))
     preferred_username: Mapped[str | None] = mapped_column(String(200))
+    # Group names asserted by the linked providers (GitHub organizations and teams), merged.
+    groups: Mapped[list[str] | None] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16), default="active", index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

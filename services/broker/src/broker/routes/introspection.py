@@ -32,8 +32,7 @@ async def introspect(request: Request) -> Response:
     token = params.get("token")
     if not token:
         raise InvalidRequest("token is required")
-    async with runtime.engine.connect() as connection:
-        presented = await identify(runtime, connection, token)
+    presented = await identify(runtime, token)
     return JSONResponse(_answer(presented, client.id), headers=NO_STORE)
 
 

@@ -35,7 +35,7 @@ async def revoke(request: Request) -> Response:
         raise InvalidRequest("token is required")
     revocations: list[Revocation] = []
     async with runtime.engine.begin() as connection:
-        presented = await identify(runtime, connection, token)
+        presented = await identify(runtime, token, connection)
         # §2.1: a client revokes only its own tokens; another client's token is left alone
         # and the answer is the same 200, so the caller learns nothing about it.
         if presented is not None and presented.client_id == client.id:
@@ -91,7 +91,7 @@ async def _target_session(
     """The session to end: the caller's own, or that of a token the caller's user holds."""
     if token is None:
         return caller.session_id
-    presented = await identify(runtime, connection, token)
+    presented = await identify(runtime, token, connection)
     if presented is None or presented.user_id != str(caller.user_id):
         return None  # unknown, or someone else's: nothing is revoked and nothing is told
     return presented.session_id
