@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from shared.auth_sessions import SESSIONS, USERS
+from shared.auth_sessions import SESSIONS, USER_CLAIM_COLUMNS, USERS
+from shared.runtime import Runtime
 from sqlalchemy import select
 from starlette.requests import Request
 
@@ -74,10 +75,33 @@ async def authenticated_caller(request: Request, *, allow_form: bool = False) ->
         session_id = uuid.UUID(str(claims["sid"]))
     except (TokenInvalid, ValueError):
         raise InvalidToken("the access token is invalid or expired") from None
+    user = await _live_user(runtime, session_id)
+    if user is None:
+        raise InvalidToken("the access token's session has ended")
+    return Caller(claims=claims, user=user)
+
+
+CALLER_COLUMNS = ("id", "status", *USER_CLAIM_COLUMNS)
+# /userinfo is polled by relying parties: one prepared statement on the raw hot-path
+# connections (PostgreSQL) rather than a pooled ORM connection per call. Columns in the order
+# of CALLER_COLUMNS.
+_LIVE_USER_POSTGRES = """
+    SELECT u.id, u.status, u.email, u.email_verified, u.display_name, u.picture,
+           u.preferred_username, u.groups
+    FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id
+    WHERE s.id = $1 AND s.revoked_at IS NULL AND u.status = 'active'
+"""
+
+
+async def _live_user(runtime: Runtime, session_id: uuid.UUID) -> dict[str, Any] | None:
+    """The user of a live session (not revoked, user active), as ``CALLER_COLUMNS``."""
+    if runtime.hot_path is not None:
+        row = await runtime.hot_path.fetchone(_LIVE_USER_POSTGRES, [session_id])
+        return dict(zip(CALLER_COLUMNS, row, strict=True)) if row is not None else None
     async with runtime.engine.connect() as connection:
-        user = (
+        found = (
             await connection.execute(
-                select(USERS)
+                select(*(USERS.c[name] for name in CALLER_COLUMNS))
                 .join(SESSIONS, SESSIONS.c.user_id == USERS.c.id)
                 .where(
                     SESSIONS.c.id == session_id,
@@ -86,6 +110,4 @@ async def authenticated_caller(request: Request, *, allow_form: bool = False) ->
                 )
             )
         ).first()
-    if user is None:
-        raise InvalidToken("the access token's session has ended")
-    return Caller(claims=claims, user=dict(user._mapping))
+    return dict(found._mapping) if found is not None else None
