@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
-import pytest
 from broker.app import create_app
-from shared.crypto.keyring import Keyring
 from shared.models import AuditAction, OAuth2Profile
 from shared.runtime import Runtime
 from sqlalchemy import select
@@ -20,40 +17,11 @@ from sqlalchemy import select
 from tests.support.flows import authorize, exchange, login, query_of, refresh, relative
 from tests.support.provider_broker import (
     BROKER_ISSUER,
-    provider_settings,
-    running_broker,
     unique_email,
 )
 
 PROFILES = OAuth2Profile.__table__
 AUDIT = AuditAction.__table__
-
-
-@pytest.fixture
-async def gh(github_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=github_upstream) as client:
-        await client.post("/_control/reset")
-        yield client
-
-
-@pytest.fixture
-async def corp(upstream_idp: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=upstream_idp) as client:
-        await client.post("/_control/reset")
-        yield client
-
-
-@pytest.fixture
-async def broker(
-    database_url: str, keyring: Keyring, upstream_idp: str, github_upstream: str,
-    microsoft_upstream: str,
-) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:  # fmt: skip
-    settings = provider_settings(
-        database_url, keyring, corp=upstream_idp, github=github_upstream,
-        microsoft=microsoft_upstream,
-    )  # fmt: skip
-    async with running_broker(settings) as running:
-        yield running
 
 
 def other_browser(runtime: Runtime) -> httpx2.AsyncClient:
@@ -63,10 +31,10 @@ def other_browser(runtime: Runtime) -> httpx2.AsyncClient:
     )
 
 
-async def corp_user(corp: httpx2.AsyncClient, email: str | None = None) -> dict[str, Any]:
+async def corp_user(idp: httpx2.AsyncClient, email: str | None = None) -> dict[str, Any]:
     user = {"sub": uuid.uuid4().hex, "email": email or unique_email("corp"),
             "email_verified": True, "name": "Corp Person"}  # fmt: skip
-    await corp.post("/_control/user", json=user)
+    await idp.post("/_control/user", json=user)
     return user
 
 
@@ -120,9 +88,9 @@ async def audit_actions(runtime: Runtime, user_id: str) -> list[tuple[str, dict[
         return [(row.action, row.data) for row in rows]
 
 
-async def test_link_a_second_provider_list_it_and_unlink_it(broker, corp, gh):
-    runtime, client = broker
-    await corp_user(corp)
+async def test_link_a_second_provider_list_it_and_unlink_it(provider_broker, idp, gh):
+    runtime, client = provider_broker
+    await corp_user(idp)
     first = await login(client, provider="corp")
     user_id = await whoami(client, first)
     account = await github_user(gh)
@@ -170,9 +138,9 @@ def linked_sid(tokens: dict[str, Any]) -> str:
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sid"])
 
 
-async def test_unlinking_the_last_login_method_is_refused(broker, corp):
-    _runtime, client = broker
-    await corp_user(corp)
+async def test_unlinking_the_last_login_method_is_refused(provider_broker, idp):
+    _runtime, client = provider_broker
+    await corp_user(idp)
     tokens = await login(client, provider="corp")
     refused = await client.delete("/auth/oauth2/links/corp", headers=bearer(tokens))
     assert refused.status_code == 409
@@ -182,9 +150,9 @@ async def test_unlinking_the_last_login_method_is_refused(broker, corp):
     assert (await client.delete("/auth/oauth2/links/corp")).status_code == 401
 
 
-async def test_a_link_callback_opened_in_another_browser_links_nothing(broker, corp, gh):
-    runtime, client = broker
-    await corp_user(corp)
+async def test_a_link_callback_opened_in_another_browser_links_nothing(provider_broker, idp, gh):
+    runtime, client = provider_broker
+    await corp_user(idp)
     alice = await login(client, provider="corp")
     alice_id = await whoami(client, alice)
     account = await github_user(gh)
@@ -203,7 +171,7 @@ async def test_a_link_callback_opened_in_another_browser_links_nothing(broker, c
 
     async with other_browser(runtime) as bob_browser:
         # Bob is signed in in his own browser, and opens Alice's callback URL there.
-        await corp_user(corp)
+        await corp_user(idp)
         await login(bob_browser, provider="corp")
         answer = await bob_browser.get(callback)
     assert answer.status_code == 400 and "location" not in answer.headers
@@ -218,8 +186,8 @@ async def test_a_link_callback_opened_in_another_browser_links_nothing(broker, c
                for action, data in await audit_actions(runtime, alice_id))  # fmt: skip
 
 
-async def test_the_link_flow_needs_a_signed_in_caller(broker, corp):
-    _runtime, client = broker
+async def test_the_link_flow_needs_a_signed_in_caller(provider_broker, idp):
+    _runtime, client = provider_broker
     anonymous = await client.get("/auth/oauth2/github/link", params={"client_id": "web"})
     assert anonymous.status_code == 401 and "Sign in" in anonymous.text
     forged = await client.get(
@@ -229,10 +197,10 @@ async def test_the_link_flow_needs_a_signed_in_caller(broker, corp):
 
 
 async def test_the_link_flow_by_id_token_hint_only_from_the_browser_that_signed_in(
-    broker, corp, gh
+    provider_broker, idp, gh
 ):
-    runtime, client = broker
-    await corp_user(corp)
+    runtime, client = provider_broker
+    await corp_user(idp)
     tokens = await login(client, provider="corp")
     await github_user(gh)
     params = {"id_token_hint": tokens["id_token"]}
@@ -248,11 +216,11 @@ async def test_the_link_flow_by_id_token_hint_only_from_the_browser_that_signed_
     )
 
 
-async def test_an_identity_of_another_user_is_not_linked(broker, corp, gh):
-    runtime, client = broker
+async def test_an_identity_of_another_user_is_not_linked(provider_broker, idp, gh):
+    runtime, client = provider_broker
     account = await github_user(gh)
     owner = await login(client, provider="github")  # the GitHub identity has its own user
-    await corp_user(corp)
+    await corp_user(idp)
     alice = await login(client, provider="corp")
     alice_id = await whoami(client, alice)
     result = await link(client, alice, "github")
@@ -265,10 +233,10 @@ async def test_an_identity_of_another_user_is_not_linked(broker, corp, gh):
     assert account
 
 
-async def test_a_verified_email_auto_links_where_the_provider_allows_it(broker, corp, gh):
-    runtime, client = broker
+async def test_a_verified_email_auto_links_where_the_provider_allows_it(provider_broker, idp, gh):
+    runtime, client = provider_broker
     email = unique_email("shared")
-    await corp_user(corp, email=email)
+    await corp_user(idp, email=email)
     corp_tokens = await login(client, provider="corp")
     await github_user(gh, email=email.upper())  # case does not make another address
     github_tokens = await login(client, provider="github")  # link_by_email: true
@@ -279,11 +247,11 @@ async def test_a_verified_email_auto_links_where_the_provider_allows_it(broker, 
 
 
 async def test_without_link_by_email_a_matching_email_gets_the_account_exists_page(
-    broker, corp, gh
+    provider_broker, idp, gh
 ):
-    runtime, client = broker
+    runtime, client = provider_broker
     email = unique_email("collide")
-    await corp_user(corp, email=email)
+    await corp_user(idp, email=email)
     corp_tokens = await login(client, provider="corp")
     account = await github_user(gh, email=email, orgs=["acme"])
     result = await authorize(client, provider="github-acme")  # link_by_email is off
@@ -301,9 +269,9 @@ async def test_without_link_by_email_a_matching_email_gets_the_account_exists_pa
     assert ("link.refused", "auto_link_disabled") in [(a, d.get("reason")) for a, d in actions]
 
 
-async def test_the_profile_edits_only_broker_owned_fields(broker, corp, gh):
-    runtime, client = broker
-    corp_account = await corp_user(corp)
+async def test_the_profile_edits_only_broker_owned_fields(provider_broker, idp, gh):
+    runtime, client = provider_broker
+    corp_account = await corp_user(idp)
     tokens = await login(client, provider="corp")
     account = await github_user(gh)
     await exchange(client, await link(client, tokens, "github"))
@@ -345,14 +313,16 @@ async def test_the_profile_edits_only_broker_owned_fields(broker, corp, gh):
     ]
 
 
-async def test_the_provider_list_shows_status_without_authentication(broker, gh):
-    runtime, client = broker
+async def test_the_provider_list_shows_status_without_authentication(provider_broker, gh):
+    runtime, client = provider_broker
     listing = await client.get("/auth/oauth2/providers")
     assert listing.status_code == 200
     by_id = {entry["id"]: entry for entry in listing.json()["providers"]}
-    assert set(by_id) == {"corp", "dev", "github", "github-acme", "microsoft", "retired"}
+    assert set(by_id) == {
+        "corp", "dev", "github", "github-acme", "microsoft", "retired", "google", "google-corp"
+    }  # fmt: skip
     assert by_id["retired"]["status"] == "disabled" and by_id["retired"]["login_url"] is None
-    for provider_id in ("corp", "dev", "github", "microsoft"):
+    for provider_id in ("corp", "dev", "github", "microsoft", "google"):
         assert by_id[provider_id]["status"] == "reachable", by_id[provider_id]
     assert by_id["github"]["type"] == "github" and by_id["github"]["display_name"] == "GitHub"
     assert by_id["github-acme"]["display_name"] == "GitHub (acme)"
@@ -371,11 +341,11 @@ async def test_the_provider_list_shows_status_without_authentication(broker, gh)
 
 
 async def test_auto_link_onto_a_user_already_holding_that_provider_is_refused_not_a_500(
-    broker, corp, gh
+    provider_broker, idp, gh
 ):
-    runtime, client = broker
+    runtime, client = provider_broker
     email = unique_email("twice")
-    await corp_user(corp, email=email)
+    await corp_user(idp, email=email)
     corp_tokens = await login(client, provider="corp")
     await github_user(gh, email=email)
     await login(client, provider="github")  # auto-linked to the corp user
@@ -386,9 +356,11 @@ async def test_auto_link_onto_a_user_already_holding_that_provider_is_refused_no
     assert ("link.refused", "provider_already_linked") in [(a, d.get("reason")) for a, d in actions]
 
 
-async def test_unlinking_ends_codes_issued_through_the_link_and_revokes_the_grant(broker, corp, gh):
-    _runtime, client = broker
-    await corp_user(corp)
+async def test_unlinking_ends_codes_issued_through_the_link_and_revokes_the_grant(
+    provider_broker, idp, gh
+):
+    _runtime, client = provider_broker
+    await corp_user(idp)
     tokens = await login(client, provider="corp")
     await github_user(gh)
     pending = await link(client, tokens, "github")  # a code through GitHub, not exchanged yet
@@ -405,9 +377,9 @@ async def test_unlinking_ends_codes_issued_through_the_link_and_revokes_the_gran
     assert revocations and revocations[-1]["authorization"] == "Basic"
 
 
-async def test_nul_characters_never_reach_the_database(broker, corp):
-    _runtime, client = broker
-    await corp.post(
+async def test_nul_characters_never_reach_the_database(provider_broker, idp):
+    _runtime, client = provider_broker
+    await idp.post(
         "/_control/user",
         json={"sub": uuid.uuid4().hex, "email": unique_email("nul"), "email_verified": True,
               "name": "Corp\u0000Person", "nickname": "a\u0000b"},

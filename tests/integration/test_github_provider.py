@@ -5,41 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
-import pytest
-from shared.crypto.keyring import Keyring
 from shared.models import OAuth2Profile, OAuth2Token
 from shared.runtime import Runtime
 from sqlalchemy import select
 
 from tests.support.flows import authorize, login, pkce_pair, query_of, refresh
-from tests.support.provider_broker import provider_settings, running_broker, unique_email
+from tests.support.provider_broker import unique_email
 
 PROFILES = OAuth2Profile.__table__
 TOKENS = OAuth2Token.__table__
-
-
-@pytest.fixture
-async def gh(github_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=github_upstream) as client:
-        await client.post("/_control/reset")
-        yield client
-
-
-@pytest.fixture
-async def broker(
-    database_url: str, keyring: Keyring, upstream_idp: str, github_upstream: str,
-    microsoft_upstream: str,
-) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:  # fmt: skip
-    settings = provider_settings(
-        database_url, keyring, corp=upstream_idp, github=github_upstream,
-        microsoft=microsoft_upstream,
-    )  # fmt: skip
-    async with running_broker(settings) as running:
-        yield running
 
 
 def _account(**overrides: Any) -> dict[str, Any]:
@@ -77,8 +54,10 @@ async def _link_row(runtime: Runtime, provider: str, subject: str) -> Any:
         ).first()
 
 
-async def test_expiring_tokens_identity_from_the_api_and_the_verified_primary_email(broker, gh):
-    runtime, client = broker
+async def test_expiring_tokens_identity_from_the_api_and_the_verified_primary_email(
+    provider_broker, gh
+):
+    runtime, client = provider_broker
     account = _account()
     await gh.post("/_control/user", json=account)
     await gh.post("/_control/token_mode", json={"mode": "expiring"})
@@ -99,8 +78,8 @@ async def test_expiring_tokens_identity_from_the_api_and_the_verified_primary_em
     assert token_requests[-1]["accept"] == "application/json"
 
 
-async def test_tokens_that_never_expire_are_stored_without_expiry(broker, gh):
-    runtime, client = broker
+async def test_tokens_that_never_expire_are_stored_without_expiry(provider_broker, gh):
+    runtime, client = provider_broker
     account = _account()
     await gh.post("/_control/user", json=account)
     await gh.post("/_control/token_mode", json={"mode": "non_expiring"})
@@ -109,8 +88,8 @@ async def test_tokens_that_never_expire_are_stored_without_expiry(broker, gh):
     assert row is not None and row.expires_at is None and row.refresh_token_enc is None
 
 
-async def test_an_account_without_a_verified_email_signs_in_unverified(broker, gh):
-    runtime, client = broker
+async def test_an_account_without_a_verified_email_signs_in_unverified(provider_broker, gh):
+    runtime, client = provider_broker
     address = unique_email("unverified")
     account = _account(
         email=address,  # a public profile email is no proof either
@@ -126,8 +105,8 @@ async def test_an_account_without_a_verified_email_signs_in_unverified(broker, g
     assert row.email is None and row.email_verified is False
 
 
-async def test_a_verified_address_that_is_not_primary_is_not_used(broker, gh):
-    runtime, client = broker
+async def test_a_verified_address_that_is_not_primary_is_not_used(provider_broker, gh):
+    runtime, client = provider_broker
     account = _account(
         emails=[
             {"email": unique_email("p"), "primary": True, "verified": False, "visibility": None},
@@ -140,8 +119,8 @@ async def test_a_verified_address_that_is_not_primary_is_not_used(broker, gh):
     assert row.email is None and row.email_verified is False
 
 
-async def test_organizations_and_teams_gate_sign_in_and_become_groups(broker, gh):
-    runtime, client = broker
+async def test_organizations_and_teams_gate_sign_in_and_become_groups(provider_broker, gh):
+    runtime, client = provider_broker
     member = _account(
         orgs=["acme", "other"], teams=[{"org": "acme", "slug": "platform", "name": "Platform"}]
     )
@@ -179,9 +158,9 @@ async def test_organizations_and_teams_gate_sign_in_and_become_groups(broker, gh
     assert await _link_row(runtime, "github-acme", str(outsider["id"])) is None
 
 
-async def test_github_errors_sent_with_status_200_fail_the_sign_in_cleanly(broker, gh):
+async def test_github_errors_sent_with_status_200_fail_the_sign_in_cleanly(provider_broker, gh):
     """GitHub answers a bad code with HTTP 200 and an `error` field: still a failed sign-in."""
-    runtime, client = broker
+    runtime, client = provider_broker
     account = _account()
     await gh.post("/_control/user", json=account)
     _, challenge = pkce_pair()
@@ -208,8 +187,10 @@ async def test_github_errors_sent_with_status_200_fail_the_sign_in_cleanly(broke
     assert await _link_row(runtime, "github", str(account["id"])) is None
 
 
-async def test_a_step_up_request_is_refused_because_github_asserts_no_auth_time(broker, gh):
-    _, client = broker
+async def test_a_step_up_request_is_refused_because_github_asserts_no_auth_time(
+    provider_broker, gh
+):
+    _, client = provider_broker
     await gh.post("/_control/user", json=_account())
     for extra in ({"prompt": "login"}, {"max_age": "0"}):
         result = await authorize(client, provider="github", extra=extra)

@@ -7,49 +7,19 @@ The double issues a refresh token only for `access_type=offline` on the first co
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
-import pytest
-from shared.crypto.keyring import Keyring
 from shared.models import AuditAction, OAuth2Profile, OAuth2Token
 from shared.runtime import Runtime
 from sqlalchemy import select, update
 
 from tests.support.flows import authorize, login
-from tests.support.provider_broker import provider_settings, running_broker, unique_email
+from tests.support.provider_broker import unique_email
 
 PROFILES = OAuth2Profile.__table__
 TOKENS = OAuth2Token.__table__
 AUDIT = AuditAction.__table__
-
-
-@pytest.fixture
-async def google(google_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=google_upstream) as client:
-        await client.post("/_control/reset")
-        yield client
-
-
-@pytest.fixture
-async def corp(upstream_idp: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=upstream_idp) as client:
-        await client.post("/_control/reset")
-        yield client
-
-
-@pytest.fixture
-async def broker(
-    database_url: str, keyring: Keyring, upstream_idp: str, github_upstream: str,
-    microsoft_upstream: str, google_upstream: str,
-) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:  # fmt: skip
-    settings = provider_settings(
-        database_url, keyring, corp=upstream_idp, github=github_upstream,
-        microsoft=microsoft_upstream, google=google_upstream,
-    )  # fmt: skip
-    async with running_broker(settings) as running:
-        yield running
 
 
 async def google_user(google: httpx2.AsyncClient, **claims: Any) -> dict[str, Any]:
@@ -72,8 +42,10 @@ async def stored_refresh_token(runtime: Runtime, provider: str, subject: str) ->
         )
 
 
-async def test_offline_access_asks_for_consent_only_when_no_refresh_token_is_held(broker, google):
-    runtime, client = broker
+async def test_offline_access_asks_for_consent_only_when_no_refresh_token_is_held(
+    provider_broker, google
+):
+    runtime, client = provider_broker
     user = await google_user(google)
     # First sign-in: Google shows consent anyway and returns a refresh token.
     await login(client, provider="google")
@@ -109,8 +81,10 @@ async def test_offline_access_asks_for_consent_only_when_no_refresh_token_is_hel
     assert state == "ok"
 
 
-async def test_without_offline_access_there_is_no_access_type_and_no_reprompt(broker, google):
-    _runtime, client = broker
+async def test_without_offline_access_there_is_no_access_type_and_no_reprompt(
+    provider_broker, google
+):
+    _runtime, client = provider_broker
     await google_user(google, hd="corp.example", email=unique_email("w").replace(
         "example.com", "corp.example"))  # fmt: skip
     before = len(await authorize_requests(google))
@@ -120,8 +94,8 @@ async def test_without_offline_access_there_is_no_access_type_and_no_reprompt(br
     assert requests[0]["hd"] == "corp.example"  # the account-chooser hint
 
 
-async def test_allowed_domains_is_checked_against_hd_not_the_email(broker, google):
-    runtime, client = broker
+async def test_allowed_domains_is_checked_against_hd_not_the_email(provider_broker, google):
+    runtime, client = provider_broker
     spoof = await google_user(google, email=unique_email("x").replace("example.com",
                               "corp.example"))  # fmt: skip
     result = await authorize(client, provider="google-corp")
@@ -134,19 +108,19 @@ async def test_allowed_domains_is_checked_against_hd_not_the_email(broker, googl
     assert (await authorize(client, provider="google-corp")).params["error"] == "access_denied"
 
 
-async def test_an_id_token_iss_without_the_scheme_is_accepted(broker, google):
-    _runtime, client = broker
+async def test_an_id_token_iss_without_the_scheme_is_accepted(provider_broker, google):
+    _runtime, client = provider_broker
     await google_user(google)
     await google.post("/_control/google", json={"bare_iss": True})
     tokens = await login(client, provider="google")
     assert tokens["access_token"]
 
 
-async def test_google_links_by_email_only_where_it_is_the_authority(broker, google, corp):
-    runtime, client = broker
+async def test_google_links_by_email_only_where_it_is_the_authority(provider_broker, google, idp):
+    runtime, client = provider_broker
     # A Google account created on someone else's (non-Gmail, non-Workspace) address.
     address = unique_email("owner")
-    await corp.post("/_control/user", json={"sub": uuid.uuid4().hex, "email": address,
+    await idp.post("/_control/user", json={"sub": uuid.uuid4().hex, "email": address,
                                             "email_verified": True, "name": "Owner"})  # fmt: skip
     owner = await login(client, provider="corp")
     await google_user(google, email=address)
@@ -165,7 +139,7 @@ async def test_google_links_by_email_only_where_it_is_the_authority(broker, goog
 
     # A Gmail address Google verified: Google is its authority, so it links.
     gmail = unique_email("gm").replace("example.com", "gmail.com")
-    await corp.post("/_control/user", json={"sub": uuid.uuid4().hex, "email": gmail,
+    await idp.post("/_control/user", json={"sub": uuid.uuid4().hex, "email": gmail,
                                             "email_verified": True, "name": "Gm"})  # fmt: skip
     first = await login(client, provider="corp")
     await google_user(google, email=gmail)

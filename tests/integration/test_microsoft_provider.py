@@ -8,12 +8,10 @@ is configured for `common` with two allowed tenants.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
 import pytest
-from shared.crypto.keyring import Keyring
 from shared.models import AuditAction, OAuth2Profile, User
 from shared.runtime import Runtime
 from sqlalchemy import func, select
@@ -22,8 +20,6 @@ from tests.support.flows import authorize, login
 from tests.support.provider_broker import (
     TENANT_A,
     TENANT_B,
-    provider_settings,
-    running_broker,
     unique_email,
 )
 
@@ -31,33 +27,6 @@ PROFILES = OAuth2Profile.__table__
 USERS = User.__table__
 AUDIT = AuditAction.__table__
 TENANT_NOT_ALLOWED = "44444444-4444-4444-4444-444444444444"
-
-
-@pytest.fixture
-async def ms(microsoft_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=microsoft_upstream) as client:
-        await client.post("/_control/reset")
-        yield client
-
-
-@pytest.fixture
-async def idp_control(upstream_idp: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=upstream_idp) as client:
-        await client.post("/_control/reset")
-        yield client
-
-
-@pytest.fixture
-async def broker(
-    database_url: str, keyring: Keyring, upstream_idp: str, github_upstream: str,
-    microsoft_upstream: str,
-) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:  # fmt: skip
-    settings = provider_settings(
-        database_url, keyring, corp=upstream_idp, github=github_upstream,
-        microsoft=microsoft_upstream,
-    )  # fmt: skip
-    async with running_broker(settings) as running:
-        yield running
 
 
 def _work_account(tid: str = TENANT_A, **overrides: Any) -> dict[str, Any]:
@@ -93,8 +62,8 @@ async def _bearer(client: httpx2.AsyncClient, tokens: dict[str, Any], path: str)
     return response.json()
 
 
-async def test_two_tenants_sign_in_keyed_on_tid_and_oid_with_a_served_photo(broker, ms):
-    runtime, client = broker
+async def test_two_tenants_sign_in_keyed_on_tid_and_oid_with_a_served_photo(provider_broker, ms):
+    runtime, client = provider_broker
     for tid in (TENANT_A, TENANT_B):
         account = _work_account(tid)
         await ms.post("/_control/user", json=account)
@@ -121,8 +90,8 @@ async def test_two_tenants_sign_in_keyed_on_tid_and_oid_with_a_served_photo(brok
     assert discovery and all(r["authorization"] == "Bearer" for r in discovery)
 
 
-async def test_no_photo_means_no_picture(broker, ms):
-    runtime, client = broker
+async def test_no_photo_means_no_picture(provider_broker, ms):
+    runtime, client = provider_broker
     account = _work_account(photo=None)
     await ms.post("/_control/user", json=account)
     await login(client, provider="microsoft")
@@ -130,8 +99,8 @@ async def test_no_photo_means_no_picture(broker, ms):
     assert row.avatar_url is None
 
 
-async def test_a_tenant_not_on_the_allow_list_is_refused(broker, ms):
-    runtime, client = broker
+async def test_a_tenant_not_on_the_allow_list_is_refused(provider_broker, ms):
+    runtime, client = provider_broker
     account = _work_account(TENANT_NOT_ALLOWED)
     await ms.post("/_control/user", json=account)
     result = await authorize(client, provider="microsoft")
@@ -140,8 +109,10 @@ async def test_a_tenant_not_on_the_allow_list_is_refused(broker, ms):
 
 
 @pytest.mark.parametrize("mode", ["iss_other_tenant", "iss_template", "iss_v1"])
-async def test_an_id_token_whose_iss_does_not_match_its_tid_creates_nothing(broker, ms, mode):
-    runtime, client = broker
+async def test_an_id_token_whose_iss_does_not_match_its_tid_creates_nothing(
+    provider_broker, ms, mode
+):
+    runtime, client = provider_broker
     account = _work_account()
     await ms.post("/_control/user", json=account)
     await ms.post("/_control/misbehave", json={"mode": mode})
@@ -155,12 +126,12 @@ async def test_an_id_token_whose_iss_does_not_match_its_tid_creates_nothing(brok
 
 
 async def test_noauth_an_unproven_email_equal_to_an_existing_users_gets_no_access(
-    broker, ms, idp_control
+    provider_broker, ms, idp
 ):
     """A tenant admin sets `email` to a victim's address without `xms_edov`: no access."""
-    runtime, client = broker
+    runtime, client = provider_broker
     victim_email = unique_email("victim")
-    await idp_control.post(
+    await idp.post(
         "/_control/user",
         json={"sub": uuid.uuid4().hex, "email": victim_email, "email_verified": True,
               "name": "Victim"},

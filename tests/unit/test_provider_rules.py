@@ -180,6 +180,16 @@ def test_provider_types_need_only_a_client_id_and_secret():
                 "allowed_tenants": ["contoso.com"],
             }
         )
+    with pytest.raises(ConfigError, match="https"):
+        _settings(
+            {"id": "g", "type": "google", "client_id": "g", "client_secret": "s",
+             "issuer": "http://accounts.example"}
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="openid"):
+        _settings(
+            {"id": "m", "type": "microsoft", "client_id": "m", "client_secret": "s",
+             "scopes": ["User.Read"]}
+        )  # fmt: skip
     with pytest.raises(ConfigError, match="link_by_email"):
         _settings({"id": "dev", "type": "dev", "link_by_email": True})
 

@@ -98,56 +98,45 @@ class _UpstreamClient(_ProviderBase):
         return "client_secret_basic" if self.client_secret is not None else "none"
 
 
-def _require_openid(value: tuple[str, ...]) -> tuple[str, ...]:
-    if "openid" not in value:
-        raise ValueError("scopes must include openid")
-    return value
+class _OpenIDClient(_UpstreamClient):
+    """A client of an OpenID Provider found through discovery (oidc, google, microsoft)."""
 
-
-class OIDCProviderConfig(_UpstreamClient):
-    """Any OpenID Connect issuer, configured through discovery."""
-
-    type: Literal["oidc"]
-    issuer: str
     scopes: tuple[str, ...] = ("openid", "email", "profile")
     discovery_ttl: Annotated[int, Field(ge=0)] = 3600
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        return _check_url(value, "issuer")
 
     @field_validator("scopes")
     @classmethod
     def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _require_openid(value)
+        if "openid" not in value:
+            raise ValueError("scopes must include openid")
+        return value
+
+    @field_validator("issuer", check_fields=False)
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return _check_url(value, "issuer")
+
+
+class OIDCProviderConfig(_OpenIDClient):
+    """Any OpenID Connect issuer, configured through discovery."""
+
+    type: Literal["oidc"]
+    issuer: str
 
 
 _DOMAIN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
 
 
-class GoogleProviderConfig(_UpstreamClient):
+class GoogleProviderConfig(_OpenIDClient):
     """Google: OpenID Connect with Google's defaults; ``issuer`` is overridable for tests."""
 
     type: Literal["google"]
     client_secret: SecretStr
     issuer: str = "https://accounts.google.com"
-    scopes: tuple[str, ...] = ("openid", "email", "profile")
     # Ask for a refresh token (access_type=offline) and keep it for the worker.
     offline_access: bool = False
     # Google Workspace domains allowed to sign in, checked against the `hd` claim.
     allowed_domains: tuple[Annotated[str, Field(pattern=_DOMAIN)], ...] = ()
-    discovery_ttl: Annotated[int, Field(ge=0)] = 3600
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        return _check_url(value, "issuer")
-
-    @field_validator("scopes")
-    @classmethod
-    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _require_openid(value)
 
     @field_validator("allowed_domains", mode="before")
     @classmethod
@@ -190,7 +179,7 @@ _GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-
 _TENANT = r"^(common|organizations|consumers|[0-9a-fA-F-]{36}|[A-Za-z0-9.-]{1,253})$"
 
 
-class MicrosoftProviderConfig(_UpstreamClient):
+class MicrosoftProviderConfig(_OpenIDClient):
     """Microsoft Entra ID (identity platform v2.0); ``authority`` and ``graph_url`` overridable."""
 
     type: Literal["microsoft"]
@@ -201,17 +190,11 @@ class MicrosoftProviderConfig(_UpstreamClient):
     authority: str = "https://login.microsoftonline.com"
     graph_url: str = "https://graph.microsoft.com"
     scopes: tuple[str, ...] = ("openid", "email", "profile", "offline_access", "User.Read")
-    discovery_ttl: Annotated[int, Field(ge=0)] = 3600
 
     @field_validator("authority", "graph_url")
     @classmethod
     def _urls(cls, value: str, info: Any) -> str:
         return _check_url(value, info.field_name).rstrip("/")
-
-    @field_validator("scopes")
-    @classmethod
-    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _require_openid(value)
 
     @field_validator("allowed_tenants", mode="before")
     @classmethod

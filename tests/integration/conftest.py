@@ -1,0 +1,60 @@
+"""Fixtures for the provider tests: control clients of each stand-in (reset per test) and a
+broker configured with every provider type."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx2
+import pytest
+from shared.crypto.keyring import Keyring
+from shared.runtime import Runtime
+
+from tests.support.provider_broker import provider_settings, running_broker
+
+
+async def _control(base_url: str) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=base_url) as client:
+        await client.post("/_control/reset")
+        yield client
+
+
+@pytest.fixture
+async def gh(github_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
+    async for client in _control(github_upstream):
+        yield client
+
+
+@pytest.fixture
+async def ms(microsoft_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
+    async for client in _control(microsoft_upstream):
+        yield client
+
+
+@pytest.fixture
+async def google(google_upstream: str) -> AsyncIterator[httpx2.AsyncClient]:
+    async for client in _control(google_upstream):
+        yield client
+
+
+@pytest.fixture
+async def provider_broker(
+    database_url: str,
+    keyring: Keyring,
+    upstream_idp: str,
+    github_upstream: str,
+    microsoft_upstream: str,
+    google_upstream: str,
+) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:
+    """`corp` (the OIDC double), `dev`, two GitHub, Microsoft (common, two tenants), two Google
+    and a disabled provider; see tests/support/provider_broker.py."""
+    settings = provider_settings(
+        database_url,
+        keyring,
+        corp=upstream_idp,
+        github=github_upstream,
+        microsoft=microsoft_upstream,
+        google=google_upstream,
+    )
+    async with running_broker(settings) as running:
+        yield running
