@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import ColumnElement, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import record_audit_core
@@ -195,14 +195,7 @@ async def revoke_user_sessions(
     actor: str,
 ) -> list[Revocation]:
     """Revoke every live session of a user, each one audited."""
-    live = (
-        await connection.execute(
-            select(SESSIONS.c.id).where(
-                SESSIONS.c.user_id == user_id, SESSIONS.c.revoked_at.is_(None)
-            )
-        )
-    ).scalars()
-    return await _revoke_each(connection, live, now, reason, actor)
+    return await _revoke_live(connection, SESSIONS.c.user_id == user_id, now, reason, actor)
 
 
 async def revoke_link_sessions(
@@ -214,14 +207,7 @@ async def revoke_link_sessions(
     actor: str,
 ) -> list[Revocation]:
     """Revoke the live sessions signed in through one upstream link."""
-    live = (
-        await connection.execute(
-            select(SESSIONS.c.id).where(
-                SESSIONS.c.profile_id == profile_id, SESSIONS.c.revoked_at.is_(None)
-            )
-        )
-    ).scalars()
-    return await _revoke_each(connection, live, now, reason, actor)
+    return await _revoke_live(connection, SESSIONS.c.profile_id == profile_id, now, reason, actor)
 
 
 async def revoke_browser_sessions(
@@ -234,14 +220,23 @@ async def revoke_browser_sessions(
     actor: str,
 ) -> list[Revocation]:
     """Revoke the live sessions one browser signed in (of one client, if given)."""
-    query = select(SESSIONS.c.id).where(
-        SESSIONS.c.browser_hash == browser_hash, SESSIONS.c.revoked_at.is_(None)
-    )
+    condition = SESSIONS.c.browser_hash == browser_hash
     if client_id is not None:
-        query = query.where(SESSIONS.c.client_id == client_id)
-    return await _revoke_each(
-        connection, (await connection.execute(query)).scalars(), now, reason, actor
+        condition = and_(condition, SESSIONS.c.client_id == client_id)
+    return await _revoke_live(connection, condition, now, reason, actor)
+
+
+async def _revoke_live(
+    connection: AsyncConnection,
+    condition: ColumnElement[bool],
+    now: dt.datetime,
+    reason: str,
+    actor: str,
+) -> list[Revocation]:
+    live = await connection.execute(
+        select(SESSIONS.c.id).where(condition, SESSIONS.c.revoked_at.is_(None))
     )
+    return await _revoke_each(connection, live.scalars(), now, reason, actor)
 
 
 async def _revoke_each(

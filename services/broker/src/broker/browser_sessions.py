@@ -17,14 +17,14 @@ from shared.runtime import Runtime
 from starlette.requests import Request
 from starlette.responses import Response
 
-SECURE_COOKIE = "__Host-broker_browser"
-LOOPBACK_COOKIE = "broker_browser"
+from broker import cookies
+
+BROWSER_COOKIE = "broker_browser"
 CSRF_PURPOSE = "logout-csrf"
 
 
 def cookie_name(runtime: Runtime) -> str:
-    """``__Host-`` needs ``Secure``, which a plain-http loopback issuer cannot set."""
-    return LOOPBACK_COOKIE if runtime.settings.is_loopback else SECURE_COOKIE
+    return cookies.cookie_name(runtime, BROWSER_COOKIE)
 
 
 def current(request: Request, runtime: Runtime) -> str | None:
@@ -41,25 +41,12 @@ def value_for_sign_in(request: Request, runtime: Runtime) -> str:
 
 
 def set_cookie(response: Response, runtime: Runtime, value: str) -> None:
-    response.set_cookie(
-        cookie_name(runtime),
-        value,
-        max_age=runtime.settings.refresh_token_ttl,
-        path="/",
-        secure=not runtime.settings.is_loopback,
-        httponly=True,
-        samesite="lax",
-    )
+    """Kept for the refresh-token lifetime: as long as a session it marks can live."""
+    cookies.set_cookie(response, runtime, BROWSER_COOKIE, value, runtime.settings.refresh_token_ttl)
 
 
 def clear_cookie(response: Response, runtime: Runtime) -> None:
-    response.delete_cookie(
-        cookie_name(runtime),
-        path="/",
-        secure=not runtime.settings.is_loopback,
-        httponly=True,
-        samesite="lax",
-    )
+    cookies.delete_cookie(response, runtime, BROWSER_COOKIE)
 
 
 def csrf_token(runtime: Runtime, browser_value: str) -> str:

@@ -75,7 +75,7 @@ async def authenticated_caller(request: Request, *, allow_form: bool = False) ->
         session_id = uuid.UUID(str(claims["sid"]))
     except (TokenInvalid, ValueError):
         raise InvalidToken("the access token is invalid or expired") from None
-    user = await _live_user(runtime, session_id)
+    user = await live_session_user(runtime, session_id)
     if user is None:
         raise InvalidToken("the access token's session has ended")
     return Caller(claims=claims, user=user)
@@ -93,7 +93,7 @@ _LIVE_USER_POSTGRES = """
 """
 
 
-async def _live_user(runtime: Runtime, session_id: uuid.UUID) -> dict[str, Any] | None:
+async def live_session_user(runtime: Runtime, session_id: uuid.UUID) -> dict[str, Any] | None:
     """The user of a live session (not revoked, user active), as ``CALLER_COLUMNS``."""
     if runtime.hot_path is not None:
         row = await runtime.hot_path.fetchone(_LIVE_USER_POSTGRES, [session_id])

@@ -275,6 +275,22 @@ def auto_link_decision(
     return existing
 
 
+def _fitted(identity: UpstreamIdentity) -> UpstreamIdentity:
+    login = UpstreamLogin(profile=fit_columns(identity.login.profile), tokens=identity.login.tokens)
+    return dataclasses.replace(identity, login=login)
+
+
+async def _update_profile(
+    connection: AsyncConnection, profile_id: uuid.UUID, values: dict[str, object], now: dt.datetime
+) -> None:
+    """A returning identity: the provider's current facts, and when it was last used."""
+    await connection.execute(
+        update(PROFILES)
+        .where(PROFILES.c.id == profile_id)
+        .values(**values, updated_at=now, last_login_at=now)
+    )
+
+
 async def _has_link_to(connection: AsyncConnection, user_id: uuid.UUID, provider_id: str) -> bool:
     row = (
         await connection.execute(
@@ -319,12 +335,7 @@ async def sign_in(
     Raises ``UserDisabled``, ``UnusableIdentity`` or ``LinkRefused`` (an email collision that
     may not link); the caller audits those in a transaction of their own.
     """
-    identity = dataclasses.replace(
-        identity,
-        login=UpstreamLogin(
-            profile=fit_columns(identity.login.profile), tokens=identity.login.tokens
-        ),
-    )
+    identity = _fitted(identity)
     profile = identity.login.profile
     existing = await _existing_link(connection, identity.provider_id, profile.subject)
     values = await _profile_values(connection, profile, context)
@@ -332,11 +343,7 @@ async def sign_in(
         if existing.status != "active":
             raise UserDisabled(existing.user_id)
         user_id, profile_id, created = existing.user_id, existing.id, False
-        await connection.execute(
-            update(PROFILES)
-            .where(PROFILES.c.id == profile_id)
-            .values(**values, updated_at=context.now, last_login_at=context.now)
-        )
+        await _update_profile(connection, profile_id, values, context.now)
     else:
         matching = (
             await users_with_verified_email(
@@ -421,12 +428,7 @@ async def link_identity(
     Raises ``LinkRefused`` when the identity belongs to another user, or the user already has
     a link to this provider (unlink it first), or the user is no longer active.
     """
-    identity = dataclasses.replace(
-        identity,
-        login=UpstreamLogin(
-            profile=fit_columns(identity.login.profile), tokens=identity.login.tokens
-        ),
-    )
+    identity = _fitted(identity)
     profile = identity.login.profile
     status = (
         await connection.execute(select(USERS.c.status).where(USERS.c.id == user_id))
@@ -439,11 +441,7 @@ async def link_identity(
         raise LinkRefused("linked_to_another_user")
     if existing is not None:
         profile_id = existing.id
-        await connection.execute(
-            update(PROFILES)
-            .where(PROFILES.c.id == profile_id)
-            .values(**values, updated_at=context.now, last_login_at=context.now)
-        )
+        await _update_profile(connection, profile_id, values, context.now)
     else:
         if await _has_link_to(connection, user_id, identity.provider_id):
             raise LinkRefused("provider_already_linked")

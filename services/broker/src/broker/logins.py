@@ -25,29 +25,21 @@ from shared.runtime import Runtime
 from sqlalchemy import insert, update
 from starlette.responses import Response
 
+from broker import cookies
 from broker.authorization import AuthorizationRequest
 
 LOGIN_STATES = table(LoginState)
-SECURE_COOKIE = "__Host-broker_login"
-LOOPBACK_COOKIE = "broker_login"
+LOGIN_COOKIE = "broker_login"
+SECURE_COOKIE = f"__Host-{LOGIN_COOKIE}"
 
 
 def cookie_name(runtime: Runtime) -> str:
-    """``__Host-`` needs ``Secure``, which a plain-http loopback issuer cannot set."""
-    return LOOPBACK_COOKIE if runtime.settings.is_loopback else SECURE_COOKIE
+    return cookies.cookie_name(runtime, LOGIN_COOKIE)
 
 
 def set_login_cookie(response: Response, runtime: Runtime, value: str) -> None:
-    """SECURITY.md 9: opaque, HttpOnly, SameSite=Lax, Secure except on a loopback issuer."""
-    response.set_cookie(
-        cookie_name(runtime),
-        value,
-        max_age=runtime.settings.login_ttl,
-        path="/",
-        secure=not runtime.settings.is_loopback,
-        httponly=True,
-        samesite="lax",
-    )
+    """Lives as long as a login may take upstream."""
+    cookies.set_cookie(response, runtime, LOGIN_COOKIE, value, runtime.settings.login_ttl)
 
 
 def callback_url(runtime: Runtime, provider_id: str) -> str:
@@ -120,39 +112,6 @@ class PendingLogin:
     link_owner: LinkOwner | None
     started_at: dt.datetime
     start: LoginStart
-
-    # Shorthands for the relying party's request.
-    @property
-    def client_id(self) -> str:
-        return self.request.client_id
-
-    @property
-    def redirect_uri(self) -> str:
-        return self.request.redirect_uri
-
-    @property
-    def scope(self) -> str:
-        return self.request.scope
-
-    @property
-    def client_state(self) -> str | None:
-        return self.request.state
-
-    @property
-    def nonce(self) -> str | None:
-        return self.request.nonce
-
-    @property
-    def code_challenge(self) -> str | None:
-        return self.request.code_challenge
-
-    @property
-    def code_challenge_method(self) -> str | None:
-        return self.request.code_challenge_method
-
-    @property
-    def response_mode(self) -> str | None:
-        return self.request.response_mode
 
 
 async def start_login(

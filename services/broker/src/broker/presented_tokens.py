@@ -20,6 +20,7 @@ from shared.runtime import Runtime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.callers import live_session_user
 from broker.tokens import TokenInvalid, verify_access_token
 
 MAX_TOKEN_LENGTH = 8192
@@ -62,21 +63,13 @@ class RefreshToken:
 PresentedToken = AccessToken | RefreshToken
 
 
-# One indexed statement on the raw hot-path connections (PostgreSQL): introspection is polled
-# by resource servers and must not pay for a pooled ORM connection per access token.
-_SESSION_ALIVE_POSTGRES = """
-    SELECT 1 FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id
-    WHERE s.id = $1 AND s.revoked_at IS NULL AND u.status = 'active'
-"""
-
-
 async def session_alive(
     runtime: Runtime, session_id: uuid.UUID, connection: AsyncConnection | None
 ) -> bool:
-    """The session is not revoked and its user is active."""
-    if connection is None and runtime.hot_path is not None:
-        return await runtime.hot_path.fetchone(_SESSION_ALIVE_POSTGRES, [session_id]) is not None
-    query = (
+    """The session is not revoked and its user is active (inside ``connection`` if given)."""
+    if connection is None:
+        return await live_session_user(runtime, session_id) is not None
+    alive = await connection.scalar(
         select(SESSIONS.c.id)
         .join(USERS, USERS.c.id == SESSIONS.c.user_id)
         .where(
@@ -85,10 +78,7 @@ async def session_alive(
             USERS.c.status == "active",
         )
     )
-    if connection is not None:
-        return await connection.scalar(query) is not None
-    async with runtime.engine.connect() as own:
-        return await own.scalar(query) is not None
+    return alive is not None
 
 
 async def identify(

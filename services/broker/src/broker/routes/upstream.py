@@ -101,7 +101,7 @@ async def callback(request: Request) -> Response:
         except ProviderError as exc:
             log.warning("login.upstream_failed", provider=provider_id, reason=str(exc))
             return _back_to_client(runtime.settings.issuer, pending, _client_error(exc))
-        log.info("login.consent_requested", provider=provider_id, reason="no_refresh_token")
+        log.info("login.consent_requested", provider=provider_id, reason="offline_grant_missing")
         response: Response = RedirectResponse(again.upstream_url, status_code=302)
         set_login_cookie(response, runtime, login_cookie)
         return response
@@ -121,7 +121,7 @@ async def callback(request: Request) -> Response:
                 provider_id=provider_id,
                 subject=login.profile.subject,
                 user_id=exc.user_id,
-                client_id=pending.client_id,
+                client_id=pending.request.client_id,
                 ip=meta.ip,
                 now=runtime.clock.now(),
             )
@@ -144,14 +144,14 @@ async def callback(request: Request) -> Response:
     log.info(
         "login.succeeded",
         provider=provider_id,
-        client_id=pending.client_id,
+        client_id=pending.request.client_id,
         ip=meta.ip,
         purpose="link" if pending.link_owner else "login",
     )
     response = authorization_response(
-        pending.redirect_uri,
-        {"code": code, "state": pending.client_state, "iss": runtime.settings.issuer},
-        pending.response_mode,
+        pending.request.redirect_uri,
+        {"code": code, "state": pending.request.state, "iss": runtime.settings.issuer},
+        pending.request.response_mode,
     )
     set_login_cookie(response, runtime, new_opaque_token())  # rotated at login (SECURITY.md 9)
     browser_sessions.set_cookie(response, runtime, browser)
@@ -201,7 +201,7 @@ async def _finish(
                 keyring=runtime.settings.keyring,
                 issuer=runtime.settings.issuer,
                 now=runtime.clock.now(),
-                client_id=pending.client_id,
+                client_id=pending.request.client_id,
                 ip=meta.ip,
             )
             async with runtime.engine.begin() as connection:
@@ -218,15 +218,15 @@ async def _finish(
                     connection,
                     ttl=runtime.settings.code_ttl,
                     now=context.now,
-                    client_id=pending.client_id,
-                    redirect_uri=pending.redirect_uri,
+                    client_id=pending.request.client_id,
+                    redirect_uri=pending.request.redirect_uri,
                     user_id=signed_in.user_id,
                     profile_id=signed_in.profile_id,
                     provider=identity.provider_id,
-                    scope=pending.scope,
-                    nonce=pending.nonce,
-                    code_challenge=pending.code_challenge,
-                    code_challenge_method=pending.code_challenge_method,
+                    scope=pending.request.scope,
+                    nonce=pending.request.nonce,
+                    code_challenge=pending.request.code_challenge,
+                    code_challenge_method=pending.request.code_challenge_method,
                     auth_time=auth_time,
                     user_agent=meta.user_agent,
                     ip=meta.ip,
@@ -257,7 +257,7 @@ async def _refused(
         keyring=runtime.settings.keyring,
         issuer=runtime.settings.issuer,
         now=runtime.clock.now(),
-        client_id=pending.client_id,
+        client_id=pending.request.client_id,
         ip=request_meta(request).ip,
     )
     async with runtime.engine.begin() as connection:
@@ -276,9 +276,9 @@ async def _refused(
     explanation = _REFUSAL_TEXT.get(refused.reason, "").format(provider=provider_name)
     back = client_error_location(
         runtime.settings.issuer,
-        pending.redirect_uri,
+        pending.request.redirect_uri,
         AccessDenied("an account with this email address already exists; sign in and link"),
-        pending.client_state,
+        pending.request.state,
     )
     return account_exists_page(provider_name, explanation, back)
 
@@ -295,7 +295,11 @@ def _client_error(exc: ProviderError) -> OAuthError:
 
 def _back_to_client(issuer: str, pending: PendingLogin, error: OAuthError) -> Response:
     return error_response(
-        issuer, pending.redirect_uri, error, pending.client_state, pending.response_mode
+        issuer,
+        pending.request.redirect_uri,
+        error,
+        pending.request.state,
+        pending.request.response_mode,
     )
 
 
