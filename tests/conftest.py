@@ -126,6 +126,8 @@ def broker_settings(
         # Small pools: several brokers live at once in a test run, and PostgreSQL allows 100
         # connections (a runtime opens up to 3 x this). Concurrency tests still queue on them.
         "db_pool_size": 6,
+        # Tests run the jobs they are about; no background timer refreshes tokens under them.
+        "periodic_jobs": False,
         "providers": [
             {
                 "id": "corp",

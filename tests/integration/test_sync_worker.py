@@ -18,11 +18,12 @@ from shared.crypto.keyring import Keyring
 from shared.jobs import (
     ArqJobQueue,
     InProcessJobQueue,
-    JobDeps,
     JobName,
     JobPayload,
     NoopPayload,
 )
+
+from tests.support.job_deps import job_deps
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +46,7 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
         BROKER_ENCRYPTION_KEYS=Keyring.generate().serialize(),
         BROKER_VAR_DIR=str(tmp_path / "var"),
         BROKER_LOG_FORMAT="console",
+        BROKER_PERIODIC_JOBS="0",
     )
     return env
 
@@ -69,6 +71,8 @@ async def running_worker(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Start ``sync-worker`` with ``args``; always stop it (SIGTERM, then SIGKILL) afterwards."""
     with log_path.open("wb") as log:
+        if "--http-port" not in args:
+            args = [*args, "--http-port", "-1"]
         process = await asyncio.create_subprocess_exec(
             *WORKER, *args, env=env, cwd=str(ROOT), stdout=log, stderr=asyncio.subprocess.STDOUT
         )
@@ -185,20 +189,22 @@ async def test_worker_reports_a_configuration_error_and_exits_2(
 
 async def test_in_process_queue_runs_the_noop_body_with_the_injected_clock() -> None:
     clock = FrozenClock(dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC))
-    queue = InProcessJobQueue(JobDeps(clock=clock))
-    try:
-        job_id = await queue.enqueue(JobName.NOOP, NoopPayload())
-        assert job_id is not None
-        async with asyncio.timeout(5):
-            result = await queue.result(job_id)
-    finally:
-        await queue.aclose()
+    async with job_deps(clock=clock) as deps:
+        queue = InProcessJobQueue(deps)
+        try:
+            job_id = await queue.enqueue(JobName.NOOP, NoopPayload())
+            assert job_id is not None
+            async with asyncio.timeout(5):
+                result = await queue.result(job_id)
+        finally:
+            await queue.aclose()
 
     assert result == {"ok": True, "at": "2030-01-01T12:00:00+00:00"}
 
 
 async def test_queues_refuse_a_payload_of_another_type(arq_queue: ArqJobQueue) -> None:
-    in_process = InProcessJobQueue(JobDeps(clock=FrozenClock()))
-    for queue in (arq_queue, in_process):
-        with pytest.raises(TypeError, match="NoopPayload"):
-            await queue.enqueue(JobName.NOOP, JobPayload())
+    async with job_deps(clock=FrozenClock()) as deps:
+        in_process = InProcessJobQueue(deps)
+        for queue in (arq_queue, in_process):
+            with pytest.raises(TypeError, match="NoopPayload"):
+                await queue.enqueue(JobName.NOOP, JobPayload())

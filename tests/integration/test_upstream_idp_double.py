@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "broker"
 CLIENT_SECRET = "broker-secret"
 REDIRECT_URI = "http://127.0.0.1:1/callback"
+GRANT_SCOPE = "openid email profile offline_access"
+CAROL = {"sub": "carol-sub", "email": "carol@example.com", "name": "Carol Example"}
 
 
 def _b64url(data: bytes) -> str:
@@ -241,3 +245,333 @@ def test_control_records_token_requests(http: httpx2.Client) -> None:
     assert recorded[0]["method"] == "POST" and recorded[0]["path"] == "/token"
     assert recorded[0]["form"]["code"] == callback["code"]
     assert recorded[0]["form"]["code_verifier"] == callback["verifier"]
+
+
+def _grants(http: httpx2.Client, count: int = 1, **fields: Any) -> list[dict[str, Any]]:
+    """Mint grants through the control API for CAROL (unless ``user`` says otherwise)."""
+    body = {"client_id": CLIENT_ID, "user": CAROL, "count": count, **fields}
+    response = http.post("/_control/grants", json=body)
+    assert response.status_code == 200, response.text
+    grants: list[dict[str, Any]] = response.json()["grants"]
+    assert len(grants) == count
+    return grants
+
+
+def _refresh(http: httpx2.Client, refresh_token: str, **options: Any) -> httpx2.Response:
+    """Redeem a refresh token with client_secret_basic."""
+    return http.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(CLIENT_ID, CLIENT_SECRET),
+        **options,
+    )
+
+
+def _userinfo(http: httpx2.Client, access_token: str) -> httpx2.Response:
+    return http.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+
+
+def _fault(http: httpx2.Client, mode: str, **fields: Any) -> dict[str, Any]:
+    response = http.post("/_control/refresh_faults", json={"mode": mode, **fields})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _refresh_log(http: httpx2.Client) -> dict[str, Any]:
+    body: dict[str, Any] = http.get("/_control/refresh_log").json()
+    return body
+
+
+def test_control_grants_are_what_a_token_response_returns(http: httpx2.Client, issuer: str) -> None:
+    grants = _grants(http, count=3)
+    assert len({grant["access_token"] for grant in grants}) == 3
+    assert len({grant["refresh_token"] for grant in grants}) == 3
+    keys = _keys(http)
+    for grant in grants:
+        assert grant["token_type"] == "Bearer" and grant["expires_in"] == 3600
+        assert grant["scope"] == GRANT_SCOPE
+        claims = jwt.decode(grant["id_token"], keys, algorithms=["RS256"]).claims
+        jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": issuer},
+            sub={"essential": True, "value": "carol-sub"},
+        ).validate(claims)
+        assert claims["aud"] == [CLIENT_ID] and "nonce" not in claims
+        assert claims["email"] == "carol@example.com" and claims["name"] == "Carol Example"
+        digest = hashlib.sha256(grant["access_token"].encode()).digest()
+        assert claims["at_hash"] == _b64url(digest[:16])
+        assert _userinfo(http, grant["access_token"]).json() == CAROL
+
+    renewed = _refresh(http, grants[1]["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    assert jwt.decode(renewed.json()["id_token"], keys).claims["sub"] == "carol-sub"
+    assert _refresh(http, grants[1]["refresh_token"]).json()["error"] == "invalid_grant"
+    assert _refresh(http, grants[2]["refresh_token"]).status_code == 200
+    # Minted without a browser: the token endpoint saw only the three refreshes above.
+    assert [r["form"]["grant_type"] for r in http.get("/_control/requests").json()] == [
+        "refresh_token"
+    ] * 3
+
+    (no_openid,) = _grants(http, scope="email offline_access")
+    assert "id_token" not in no_openid and no_openid["refresh_token"]
+    assert no_openid["scope"] == "email offline_access"
+    assert "id_token" not in _refresh(http, no_openid["refresh_token"]).json()
+
+
+def test_control_grants_mint_up_to_5000_and_check_their_body(http: httpx2.Client) -> None:
+    grants = _grants(http, count=5000, scope="offline_access")
+    assert len({grant["refresh_token"] for grant in grants}) == 5000
+    assert _refresh(http, grants[0]["refresh_token"]).status_code == 200
+    assert _refresh(http, grants[-1]["refresh_token"]).status_code == 200
+
+    for body in (
+        {"client_id": CLIENT_ID, "user": CAROL, "count": 5001},
+        {"client_id": CLIENT_ID, "user": CAROL, "count": 0},
+        {"client_id": CLIENT_ID, "user": CAROL, "count": True},
+        {"client_id": CLIENT_ID, "user": {"email": "no-sub@example.com"}},
+        {"user": CAROL},
+        {"client_id": CLIENT_ID, "user": CAROL, "scope": ""},
+        {"client_id": CLIENT_ID, "user": CAROL, "access_token_lifetime": -1},
+    ):
+        assert http.post("/_control/grants", json=body).status_code == 400, body
+    assert http.post("/_control/grants", content=b"[]").status_code == 400
+
+
+def test_control_grant_access_token_lifetime_is_per_call(http: httpx2.Client) -> None:
+    (short,) = _grants(http, access_token_lifetime=120)
+    assert short["expires_in"] == 120
+    assert _userinfo(http, short["access_token"]).status_code == 200
+    # A refresh issues access tokens with the provider's default lifetime again.
+    assert _refresh(http, short["refresh_token"]).json()["expires_in"] == 3600
+    (default,) = _grants(http)
+    assert default["expires_in"] == 3600
+
+    (expired,) = _grants(http, access_token_lifetime=0)
+    assert expired["expires_in"] == 0
+    assert _userinfo(http, expired["access_token"]).status_code == 401
+    renewed = _refresh(http, expired["refresh_token"]).json()
+    assert _userinfo(http, renewed["access_token"]).json() == CAROL
+
+
+def test_refresh_faults_unavailable_and_retry_after(http: httpx2.Client) -> None:
+    (grant,) = _grants(http)
+    token = grant["refresh_token"]
+    assert _fault(http, "unavailable", count=2) == {
+        "faults": [{"mode": "unavailable", "count": 2, "seconds": 1.0}]
+    }
+    for _ in range(2):
+        unavailable = _refresh(http, token)
+        assert unavailable.status_code == 503
+        assert unavailable.json()["error"] == "temporarily_unavailable"
+    # The outage left the token alone and is over.
+    renewed = _refresh(http, token)
+    assert renewed.status_code == 200, renewed.text
+    token = renewed.json()["refresh_token"]
+
+    _fault(http, "retry_after", seconds=7)
+    limited = _refresh(http, token)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
+    assert limited.json()["error"] == "temporarily_unavailable"
+    _fault(http, "retry_after", seconds=1.5)
+    assert _refresh(http, token).headers["retry-after"] == "1.5"
+    assert _refresh(http, token).status_code == 200
+
+
+def test_refresh_fault_invalid_grant_drops_the_token(http: httpx2.Client) -> None:
+    first, second = _grants(http, count=2)
+    _fault(http, "invalid_grant")
+    rejected = _refresh(http, first["refresh_token"])
+    assert rejected.status_code == 400 and rejected.json()["error"] == "invalid_grant"
+    # Dropped for good, not just answered once; the fault itself was one-shot.
+    assert _refresh(http, first["refresh_token"]).json()["error"] == "invalid_grant"
+    assert _refresh(http, second["refresh_token"]).status_code == 200
+
+
+def test_refresh_faults_run_as_a_script_until_cleared(http: httpx2.Client) -> None:
+    (grant,) = _grants(http)
+    token = grant["refresh_token"]
+    _fault(http, "unavailable", count=-1)
+    assert [_refresh(http, token).status_code for _ in range(3)] == [503, 503, 503]
+    assert _fault(http, "none") == {"faults": []}
+    assert _refresh(http, token).status_code == 200
+
+    (grant,) = _grants(http)
+    _fault(http, "retry_after", seconds=2)
+    assert _fault(http, "unavailable")["faults"] == [
+        {"mode": "retry_after", "count": 1, "seconds": 2.0},
+        {"mode": "unavailable", "count": 1, "seconds": 1.0},
+    ]
+    statuses = [_refresh(http, grant["refresh_token"]).status_code for _ in range(3)]
+    assert statuses == [429, 503, 200]
+
+
+def test_refresh_faults_spare_other_grants_and_bad_bodies(http: httpx2.Client) -> None:
+    _fault(http, "unavailable")
+    tokens = _exchange(http, _authorize(http))
+    assert tokens.status_code == 200, tokens.text
+    assert _refresh(http, tokens.json()["refresh_token"]).status_code == 503
+
+    for body in (
+        {"mode": "explode"},
+        {},
+        {"mode": "unavailable", "count": 0},
+        {"mode": "unavailable", "count": -2},
+        {"mode": "unavailable", "count": 1.5},
+        {"mode": "hang", "seconds": -1},
+        {"mode": "hang", "seconds": "1"},
+    ):
+        assert http.post("/_control/refresh_faults", json=body).status_code == 400, body
+
+
+def test_hang_leaves_the_token_untouched_when_the_client_gives_up(http: httpx2.Client) -> None:
+    (grant,) = _grants(http)
+    _fault(http, "hang", seconds=1.0)
+    with pytest.raises(httpx2.TimeoutException):
+        _refresh(http, grant["refresh_token"], timeout=0.2)
+    time.sleep(1.3)  # past the hang: had it carried on, it would have rotated the token
+    (attempt,) = _refresh_log(http)["refreshes"]
+    assert attempt["fault"] == "hang" and attempt["status"] is None
+    assert attempt["outcome"] == "unknown"
+    assert _refresh(http, grant["refresh_token"]).status_code == 200
+
+
+async def test_hang_answers_late_and_other_requests_go_on(idp: httpx2.AsyncClient) -> None:
+    response = await idp.post(
+        "/_control/grants", json={"client_id": CLIENT_ID, "user": CAROL, "count": 2}
+    )
+    hung, other = response.json()["grants"]
+    await idp.post("/_control/refresh_faults", json={"mode": "hang", "seconds": 1.0})
+
+    def refresh(token: str) -> Any:
+        return idp.post(
+            "/token",
+            data={"grant_type": "refresh_token", "refresh_token": token},
+            auth=(CLIENT_ID, CLIENT_SECRET),
+            timeout=5.0,
+        )
+
+    started = time.monotonic()
+    hanging = asyncio.create_task(refresh(hung["refresh_token"]))
+    await asyncio.sleep(0.2)
+    (pending,) = (await idp.get("/_control/refresh_log")).json()["refreshes"]
+    assert pending["refresh_token"] == hung["refresh_token"]
+    assert pending["fault"] == "hang" and pending["status"] is None
+
+    before = time.monotonic()
+    served = await refresh(other["refresh_token"])
+    userinfo = await idp.get(
+        "/userinfo", headers={"Authorization": f"Bearer {other['access_token']}"}
+    )
+    assert served.status_code == 200 and userinfo.status_code == 200
+    assert time.monotonic() - before < 0.5
+    assert not hanging.done()
+
+    answered = await hanging
+    assert answered.status_code == 200, answered.text
+    assert time.monotonic() - started >= 1.0
+    assert answered.json()["refresh_token"] != hung["refresh_token"]
+    log = (await idp.get("/_control/refresh_log")).json()["refreshes"]
+    assert [(entry["fault"], entry["outcome"], entry["status"]) for entry in log] == [
+        ("hang", "ok", 200),
+        (None, "ok", 200),
+    ]
+
+
+def test_slow_answers_late_even_to_a_client_that_left(http: httpx2.Client) -> None:
+    first, second = _grants(http, count=2)
+    _fault(http, "slow", seconds=0.5)
+    started = time.monotonic()
+    renewed = _refresh(http, first["refresh_token"])
+    assert renewed.status_code == 200 and time.monotonic() - started >= 0.5
+
+    _fault(http, "slow", seconds=0.6)
+    with pytest.raises(httpx2.TimeoutException):
+        _refresh(http, second["refresh_token"], timeout=0.1)
+    time.sleep(0.9)
+    # Unlike a hang, the refresh went through: the token rotated and the answer was lost.
+    last = _refresh_log(http)["refreshes"][-1]
+    assert (last["fault"], last["outcome"], last["status"]) == ("slow", "ok", 200)
+    assert _refresh(http, second["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_refresh_log_records_every_refresh_until_reset(http: httpx2.Client) -> None:
+    assert _refresh_log(http) == {"refreshes": [], "counts": {}}
+    (grant,) = _grants(http)
+    token = grant["refresh_token"]
+    _exchange(http, _authorize(http))  # a code exchange is not a refresh
+    started = time.time()
+    _fault(http, "unavailable")
+    assert _refresh(http, token).status_code == 503
+    rotated = _refresh(http, token).json()["refresh_token"]
+    assert _refresh(http, token).status_code == 400  # already rotated away
+    wrong_secret = http.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": rotated},
+        auth=(CLIENT_ID, "wrong"),
+    )
+    assert wrong_secret.status_code == 401
+    finished = time.time()
+
+    log = _refresh_log(http)
+    assert [entry["refresh_token"] for entry in log["refreshes"]] == [token] * 3 + [rotated]
+    assert [(entry["outcome"], entry["fault"], entry["status"]) for entry in log["refreshes"]] == [
+        ("unavailable", "unavailable", 503),
+        ("ok", None, 200),
+        ("invalid_grant", None, 400),
+        ("unknown", None, 401),
+    ]
+    times = [entry["at"] for entry in log["refreshes"]]
+    assert times == sorted(times) and started <= times[0] and times[-1] <= finished
+    assert log["counts"] == {token: 3, rotated: 1}
+
+    _fault(http, "unavailable", count=-1)
+    http.post("/_control/reset").raise_for_status()
+    assert _refresh_log(http) == {"refreshes": [], "counts": {}}
+    (grant,) = _grants(http)
+    assert _refresh(http, grant["refresh_token"]).status_code == 200  # the faults went too
+
+
+def test_profile_changes_reach_userinfo_and_new_id_tokens(http: httpx2.Client) -> None:
+    dave = {
+        "sub": "dave-sub",
+        "email": "dave@old.example",
+        "email_verified": True,
+        "name": "Dave",
+        "picture": "https://example.com/dave.png",
+    }
+    (grant,) = _grants(http, user=dave)
+    (carol,) = _grants(http)
+    changes = {"email": "dave@new.example", "email_verified": False, "name": "David"}
+    changed = http.post("/_control/users/dave-sub", json=changes)
+    assert changed.status_code == 200
+    assert changed.json() == {"sub": "dave-sub", "changes": changes}
+
+    expected = {**dave, **changes}
+    assert _userinfo(http, grant["access_token"]).json() == expected
+    assert _userinfo(http, carol["access_token"]).json() == CAROL
+    renewed = _refresh(http, grant["refresh_token"]).json()
+    claims = jwt.decode(renewed["id_token"], _keys(http)).claims
+    assert claims["sub"] == "dave-sub" and claims["email"] == "dave@new.example"
+    assert claims["email_verified"] is False and claims["name"] == "David"
+    assert _userinfo(http, renewed["access_token"]).json() == expected
+
+    # Changes accumulate; null removes a claim.
+    more = http.post("/_control/users/dave-sub", json={"picture": None}).json()
+    assert more == {"sub": "dave-sub", "changes": {**changes, "picture": None}}
+    without_picture = {k: v for k, v in expected.items() if k != "picture"}
+    assert _userinfo(http, grant["access_token"]).json() == without_picture
+    (fresh,) = _grants(http, user=dave)
+    fresh_claims = jwt.decode(fresh["id_token"], _keys(http)).claims
+    assert fresh_claims["name"] == "David" and "picture" not in fresh_claims
+
+    http.post("/_control/user", json=dave)
+    signed_in = _exchange(http, _authorize(http)).json()
+    assert jwt.decode(signed_in["id_token"], _keys(http)).claims["email"] == "dave@new.example"
+
+    assert http.post("/_control/users/dave-sub", json={"sub": "eve-sub"}).status_code == 400
+    assert http.post("/_control/users/dave-sub", json=["email"]).status_code == 400
+    assert _userinfo(http, grant["access_token"]).json()["sub"] == "dave-sub"
+
+    http.post("/_control/reset").raise_for_status()
+    (after_reset,) = _grants(http, user=dave)
+    assert _userinfo(http, after_reset["access_token"]).json() == dave

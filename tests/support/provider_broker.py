@@ -100,6 +100,7 @@ def provider_settings(
         keyring=keyring,
         database_url=database_url,
         db_pool_size=4,
+        periodic_jobs=False,
         providers=providers,
         clients=[
             {

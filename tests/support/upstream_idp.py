@@ -22,6 +22,44 @@ revoked); refresh grants never rotate the refresh token; the token response repo
 scope URLs; and ``POST /_control/google {"bare_iss": true}`` makes ID tokens carry ``iss``
 without its scheme (``accounts.google.com``), as Google sometimes does.
 
+For the background sync worker's tests the control API can also mint grants, fail refreshes
+on a script, log refreshes and change a user's profile upstream:
+
+* ``POST /_control/grants`` ``{"client_id": str, "user": {"sub": str, ...}, "count": 1,
+  "scope": "openid email profile offline_access", "access_token_lifetime": int}`` mints
+  ``count`` (1 to 5000) grants without a browser login and answers ``{"grants": [...]}``, each
+  item the body a token response would have carried (``access_token``, ``token_type``,
+  ``expires_in``, ``refresh_token``, ``scope`` and, when ``openid`` is in scope,
+  ``id_token``). ``access_token_lifetime`` (seconds, default the provider's
+  ``--access-token-lifetime``) applies to these access tokens only; refreshing a grant issues
+  access tokens with the provider's default lifetime.
+* ``POST /_control/refresh_faults`` ``{"mode": ..., "count": 1, "seconds": 1.0}`` appends a
+  fault to a script that refresh_token grants (only those) consume in order, one count per
+  request, after client authentication and before the refresh token is looked at. ``count``
+  -1 repeats the fault until the script is cleared with ``{"mode": "none"}``. Modes:
+  ``unavailable`` answers 503 ``{"error": "temporarily_unavailable", ...}``; ``retry_after``
+  answers 429 with ``Retry-After: <seconds>``; ``invalid_grant`` drops the presented refresh
+  token and answers 400 ``{"error": "invalid_grant", ...}``; ``hang`` waits ``seconds`` and
+  then answers normally, but if the client hangs up meanwhile it stops waiting and leaves the
+  token untouched; ``slow`` waits ``seconds`` and then answers normally even when the client
+  has gone (so the token is rotated and the response lost). The waits do not block other
+  requests. The answer is ``{"faults": [{"mode", "count", "seconds"}, ...]}``, the script left.
+* ``GET /_control/refresh_log`` answers ``{"refreshes": [{"refresh_token", "outcome", "at",
+  "fault", "status"}, ...], "counts": {refresh_token: times presented}}`` for every
+  refresh_token grant request since the last reset, oldest first, logged when it arrives.
+  ``outcome`` is ``ok`` (tokens issued), ``unavailable`` (503), ``retry_after`` (429),
+  ``invalid_grant`` (400 ``invalid_grant``, whether scripted or because the token is unknown,
+  used or revoked) or ``unknown`` (still waiting, abandoned by the client during a hang, or
+  another error); ``fault`` is the scripted mode the request consumed or null, ``status``
+  the HTTP status answered or null, and ``at`` the arrival time (epoch seconds).
+* ``POST /_control/users/{sub}`` with a JSON object of claims changes that user's profile
+  upstream: from then on userinfo for any access token of the subject, and every ID token
+  issued for it, carry these claims merged over the ones the grant was issued with (``sub``
+  never changes; a null value removes the claim). Successive calls accumulate. The answer is
+  ``{"sub": sub, "changes": {...}}``, all the changes so far.
+
+``POST /_control/reset`` also clears the fault script, the refresh log and profile changes.
+
 When the issuer URL has a path (``http://127.0.0.1:9100/realms/test``), the OpenID
 endpoints are served under that path; the control API always stays at ``/_control/``.
 
@@ -31,6 +69,7 @@ Run it from the repository root with ``python -m tests.support.upstream_idp --po
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import json
@@ -86,6 +125,18 @@ OTHER_CLIENT_ID = "some-other-client"
 
 OTHER_SUBJECT = "someone-else-sub"
 """Subject returned by userinfo under the ``userinfo_sub_mismatch`` misbehaviour."""
+
+REFRESH_FAULT_MODES = frozenset({"unavailable", "invalid_grant", "retry_after", "hang", "slow"})
+"""Modes accepted by ``POST /_control/refresh_faults`` (``none`` clears the script)."""
+
+MAX_CONTROL_GRANTS = 5000
+"""Most grants one ``POST /_control/grants`` mints."""
+
+DEFAULT_GRANT_SCOPE = "openid email profile offline_access"
+"""Scope of the grants ``POST /_control/grants`` mints unless told otherwise."""
+
+_DISCONNECT_POLL_SECONDS = 0.05
+_GRANTS_PER_YIELD = 50
 
 GOOGLE_REFRESH_TOKEN_LIMIT = 100
 """Live refresh tokens Google keeps per user and client; issuing one more revokes the oldest."""
@@ -157,6 +208,7 @@ class _AccessToken:
 
     client_id: str
     scope: str
+    subject: str
     claims: dict[str, Any]
     expires_at: float
 
@@ -169,6 +221,39 @@ class _RefreshToken:
     scope: str
     user: dict[str, Any]
     auth_time: int
+
+
+@dataclass
+class _RefreshFault:
+    """A scripted failure of the next ``count`` refresh_token grants (-1: until cleared)."""
+
+    mode: str
+    count: int
+    seconds: float
+
+
+@dataclass
+class _RefreshAttempt:
+    """One refresh_token grant request, as ``GET /_control/refresh_log`` reports it."""
+
+    refresh_token: str | None
+    at: float
+    fault: str | None = None
+    status: int | None = None
+    outcome: str = "unknown"
+
+    def record(self, response: Response) -> Response:
+        """Note what ``response`` answers and return it."""
+        self.status = status = response.status_code
+        if status == 200:
+            self.outcome = "ok"
+        elif status == 503:
+            self.outcome = "unavailable"
+        elif status == 429:
+            self.outcome = "retry_after"
+        elif status == 400 and json.loads(bytes(response.body))["error"] == "invalid_grant":
+            self.outcome = "invalid_grant"
+        return response
 
 
 @dataclass
@@ -194,6 +279,11 @@ class _ProviderState:
     offline_consented: set[str] = field(default_factory=set)
     # Google flavour: each subject's live refresh tokens, oldest first.
     refresh_tokens_by_subject: dict[str, list[str]] = field(default_factory=dict)
+    # What the next refresh_token grants do instead of (or before) answering normally.
+    refresh_faults: list[_RefreshFault] = field(default_factory=list)
+    refresh_log: list[_RefreshAttempt] = field(default_factory=list)
+    # Claims changed upstream since the grants were issued, by subject (None: claim removed).
+    profile_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Restore the default user and behaviour, drop all grants and recorded requests."""
@@ -210,6 +300,9 @@ class _ProviderState:
         self.google_bare_iss = False
         self.offline_consented.clear()
         self.refresh_tokens_by_subject.clear()
+        self.refresh_faults.clear()
+        self.refresh_log.clear()
+        self.profile_changes.clear()
 
     def take_misbehaviour(self, *modes: str) -> str | None:
         """Consume the pending misbehaviour if it is one of ``modes``."""
@@ -217,6 +310,27 @@ class _ProviderState:
             mode, self.misbehave = self.misbehave, None
             return mode
         return None
+
+    def take_refresh_fault(self) -> _RefreshFault | None:
+        """Consume one count of the first scripted refresh fault, if any."""
+        if not self.refresh_faults:
+            return None
+        fault = self.refresh_faults[0]
+        if fault.count > 0:
+            fault.count -= 1
+            if fault.count == 0:
+                self.refresh_faults.pop(0)
+        return fault
+
+    def current_profile(self, subject: str, claims: dict[str, Any]) -> dict[str, Any]:
+        """``claims`` with the profile changes made upstream for ``subject`` since."""
+        profile = dict(claims)
+        for name, value in self.profile_changes.get(subject, {}).items():
+            if value is None:
+                profile.pop(name, None)
+            else:
+                profile[name] = value
+        return profile
 
 
 def _b64url(data: bytes) -> str:
@@ -299,6 +413,21 @@ async def _json_object(request: Request) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+def _non_negative_number(value: Any) -> bool:
+    """Tell whether ``value`` is a JSON number (not a boolean) that is zero or more."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+async def _wait_for_client(request: Request, seconds: float) -> bool:
+    """Wait ``seconds`` without blocking other requests; False once the client has hung up."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(remaining, _DISCONNECT_POLL_SECONDS))
+        if await request.is_disconnected():
+            return False
+    return True
 
 
 def create_app(
@@ -411,7 +540,7 @@ def create_app(
         header = {"alg": signing_alg, "kid": kid, "typ": "JWT"}
         return jwt.encode(header, claims, key, algorithms=[signing_alg])
 
-    def issue_tokens(
+    def mint_tokens(
         *,
         client: str,
         scope: str,
@@ -420,8 +549,17 @@ def create_app(
         nonce: str | None,
         misbehave: str | None = None,
         with_refresh_token: bool = True,
-    ) -> JSONResponse:
-        """Mint an access token, a refresh token and an ID token; answer the token request."""
+        access_token_lifetime: int | None = None,
+    ) -> dict[str, Any]:
+        """Mint an access token, a refresh token and an ID token; return the token response body.
+
+        ``access_token_lifetime`` defaults to the provider's. ``user`` gets the profile changes
+        made upstream for its subject.
+        """
+        lifetime = access_token_lifetime
+        if lifetime is None:
+            lifetime = state.access_token_lifetime
+        user = state.current_profile(user["sub"], user)
         access_token = secrets.token_urlsafe(32)
         userinfo = dict(user)
         if misbehave == "userinfo_sub_mismatch":
@@ -429,13 +567,14 @@ def create_app(
         state.access_tokens[access_token] = _AccessToken(
             client_id=client,
             scope=scope,
+            subject=user["sub"],
             claims=userinfo,
-            expires_at=time.time() + state.access_token_lifetime,
+            expires_at=time.time() + lifetime,
         )
         body: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",
-            "expires_in": state.access_token_lifetime,
+            "expires_in": lifetime,
         }
         if with_refresh_token:
             refresh_token = secrets.token_urlsafe(32)
@@ -457,7 +596,11 @@ def create_app(
                 access_token=access_token,
                 misbehave=misbehave,
             )
-        return JSONResponse(body, headers=_NO_STORE)
+        return body
+
+    def issue_tokens(**grant: Any) -> JSONResponse:
+        """Answer a token request with the tokens :func:`mint_tokens` mints for ``grant``."""
+        return JSONResponse(mint_tokens(**grant), headers=_NO_STORE)
 
     async def discovery(request: Request) -> Response:
         """Serve the OpenID Provider metadata."""
@@ -577,14 +720,22 @@ def create_app(
                 "form": {name: value for name, value in form.items() if isinstance(value, str)},
             }
         )
+        grant_type = _form_value(form, "grant_type")
+        if grant_type == "refresh_token":
+            attempt = _RefreshAttempt(
+                refresh_token=_form_value(form, "refresh_token"), at=time.time()
+            )
+            state.refresh_log.append(attempt)
+            response = await refresh(request, form, attempt)
+            if response is None:
+                # The client hung up during a hang: nothing was done and nobody is listening.
+                return Response(status_code=499)
+            return attempt.record(response)
         client = authenticate_client(request, form)
         if isinstance(client, Response):
             return client
-        grant_type = _form_value(form, "grant_type")
         if grant_type == "authorization_code":
             return redeem_code(client, form)
-        if grant_type == "refresh_token":
-            return refresh(client, form)
         if not grant_type:
             return _oauth_error("invalid_request", "grant_type is required")
         return _oauth_error("unsupported_grant_type", f"unsupported grant_type: {grant_type}")
@@ -622,9 +773,47 @@ def create_app(
             with_refresh_token=grant.offline,
         )
 
-    def refresh(client: str, form: FormData) -> Response:
-        """Handle grant_type=refresh_token with rotation (RFC 6749 §6)."""
+    async def refresh(
+        request: Request, form: FormData, attempt: _RefreshAttempt
+    ) -> Response | None:
+        """Handle grant_type=refresh_token with rotation (RFC 6749 §6) and scripted faults.
+
+        Returns None when the client hung up during a ``hang`` fault.
+        """
+        client = authenticate_client(request, form)
+        if isinstance(client, Response):
+            return client
         presented = _form_value(form, "refresh_token")
+        fault = state.take_refresh_fault()
+        if fault is not None:
+            attempt.fault = fault.mode
+            if fault.mode == "unavailable":
+                return JSONResponse(
+                    {
+                        "error": "temporarily_unavailable",
+                        "error_description": "simulated upstream outage",
+                    },
+                    status_code=503,
+                    headers=_NO_STORE,
+                )
+            if fault.mode == "retry_after":
+                seconds = fault.seconds
+                retry_after = f"{seconds:.0f}" if seconds.is_integer() else str(seconds)
+                return _oauth_error(
+                    "temporarily_unavailable",
+                    "simulated rate limit",
+                    status_code=429,
+                    headers={"Retry-After": retry_after},
+                )
+            if fault.mode == "invalid_grant":
+                if presented:
+                    state.refresh_tokens.pop(presented, None)
+                return _oauth_error("invalid_grant", "simulated refresh token revocation")
+            if fault.mode == "hang":
+                if not await _wait_for_client(request, fault.seconds):
+                    return None
+            else:
+                await asyncio.sleep(fault.seconds)
         if not presented:
             return _oauth_error("invalid_request", "refresh_token is required")
         grant = state.refresh_tokens.get(presented)
@@ -668,7 +857,7 @@ def create_app(
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        return JSONResponse(grant.claims, headers=_NO_STORE)
+        return JSONResponse(state.current_profile(grant.subject, grant.claims), headers=_NO_STORE)
 
     async def revoke(request: Request) -> Response:
         """Revoke an access or refresh token of the authenticated client (RFC 7009)."""
@@ -741,6 +930,106 @@ def create_app(
         state.google_bare_iss = bare_iss
         return JSONResponse({"bare_iss": state.google_bare_iss})
 
+    async def control_grants(request: Request) -> Response:
+        """Mint grants as if ``user`` had signed in to ``client_id``; answer their token bodies."""
+        body = await _json_object(request)
+        if body is None:
+            return JSONResponse({"error": "body must be a JSON object"}, 400)
+        grant_client = body.get("client_id")
+        user = body.get("user")
+        count = body.get("count", 1)
+        scope = body.get("scope", DEFAULT_GRANT_SCOPE)
+        lifetime = body.get("access_token_lifetime")
+        if not isinstance(grant_client, str) or not grant_client:
+            return JSONResponse({"error": "'client_id' must be a non-empty string"}, 400)
+        if not isinstance(user, dict) or not isinstance(user.get("sub"), str) or not user["sub"]:
+            return JSONResponse({"error": "'user' must be a JSON object with a 'sub'"}, 400)
+        if type(count) is not int or not 1 <= count <= MAX_CONTROL_GRANTS:
+            return JSONResponse(
+                {"error": f"'count' must be an integer from 1 to {MAX_CONTROL_GRANTS}"}, 400
+            )
+        if not isinstance(scope, str) or not scope.split():
+            return JSONResponse({"error": "'scope' must be a non-empty string"}, 400)
+        if lifetime is not None and (type(lifetime) is not int or lifetime < 0):
+            return JSONResponse({"error": "'access_token_lifetime' must be seconds >= 0"}, 400)
+        auth_time = int(time.time())
+        grants: list[dict[str, Any]] = []
+        for minted in range(count):
+            if minted and not minted % _GRANTS_PER_YIELD:
+                await asyncio.sleep(0)  # signing thousands of ID tokens takes seconds
+            grants.append(
+                mint_tokens(
+                    client=grant_client,
+                    scope=scope,
+                    user=user,
+                    auth_time=auth_time,
+                    nonce=None,
+                    access_token_lifetime=lifetime,
+                )
+            )
+        return JSONResponse({"grants": grants})
+
+    async def control_refresh_faults(request: Request) -> Response:
+        """Append a fault to the refresh script (``{"mode": "none"}`` clears the script)."""
+        body = await _json_object(request)
+        if body is None or body.get("mode") not in REFRESH_FAULT_MODES | {"none"}:
+            return JSONResponse(
+                {"error": f"mode must be 'none' or one of {sorted(REFRESH_FAULT_MODES)}"}, 400
+            )
+        mode, count, seconds = body["mode"], body.get("count", 1), body.get("seconds", 1.0)
+        if mode == "none":
+            state.refresh_faults.clear()
+        elif type(count) is not int or not (count >= 1 or count == -1):
+            return JSONResponse({"error": "'count' must be an integer >= 1, or -1"}, 400)
+        elif not _non_negative_number(seconds):
+            return JSONResponse({"error": "'seconds' must be a number >= 0"}, 400)
+        else:
+            state.refresh_faults.append(
+                _RefreshFault(mode=mode, count=count, seconds=float(seconds))
+            )
+        return JSONResponse(
+            {
+                "faults": [
+                    {"mode": fault.mode, "count": fault.count, "seconds": fault.seconds}
+                    for fault in state.refresh_faults
+                ]
+            }
+        )
+
+    async def control_refresh_log(request: Request) -> Response:
+        """Every refresh_token grant request since the last reset, and how often each token came."""
+        counts: dict[str, int] = {}
+        for attempt in state.refresh_log:
+            if attempt.refresh_token is not None:
+                counts[attempt.refresh_token] = counts.get(attempt.refresh_token, 0) + 1
+        return JSONResponse(
+            {
+                "refreshes": [
+                    {
+                        "refresh_token": attempt.refresh_token,
+                        "outcome": attempt.outcome,
+                        "at": attempt.at,
+                        "fault": attempt.fault,
+                        "status": attempt.status,
+                    }
+                    for attempt in state.refresh_log
+                ],
+                "counts": counts,
+            }
+        )
+
+    async def control_user_profile(request: Request) -> Response:
+        """Change a user's claims upstream (merged into userinfo and new ID tokens)."""
+        subject = request.path_params["sub"]
+        changes = await _json_object(request)
+        if changes is None:
+            return JSONResponse({"error": "body must be a JSON object of claims"}, 400)
+        if changes.get("sub", subject) != subject:
+            return JSONResponse({"error": "the subject of a user cannot change"}, 400)
+        changes.pop("sub", None)
+        state.profile_changes.setdefault(subject, {}).update(changes)
+        return JSONResponse({"sub": subject, "changes": state.profile_changes[subject]})
+
     async def control_reset(request: Request) -> Response:
         """Restore defaults and forget all grants and recorded requests."""
         state.reset()
@@ -763,6 +1052,10 @@ def create_app(
         Route("/_control/session", control_session, methods=["POST"]),
         Route("/_control/authorize_requests", control_authorize_requests, methods=["GET"]),
         Route("/_control/google", control_google, methods=["POST"]),
+        Route("/_control/grants", control_grants, methods=["POST"]),
+        Route("/_control/refresh_faults", control_refresh_faults, methods=["POST"]),
+        Route("/_control/refresh_log", control_refresh_log, methods=["GET"]),
+        Route("/_control/users/{sub}", control_user_profile, methods=["POST"]),
     ]
     issuer_path = urlsplit(issuer).path.rstrip("/")
     routes = [Mount(issuer_path, routes=provider_routes)] if issuer_path else provider_routes

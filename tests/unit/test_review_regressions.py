@@ -10,9 +10,9 @@ import httpx2
 import pytest
 from broker.clients import authenticate_client
 from broker.errors import InvalidClient
-from broker.identity import UnusableIdentity, fit_columns
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
+from shared.profile_columns import UnusableIdentity, fit_columns
 from shared.providers.base import LoginStart, UpstreamProfile
 from shared.providers.errors import ProviderInvalidResponse
 from shared.providers.oauth2 import OAuth2Credentials, OAuth2Endpoints, OAuth2Flow

@@ -15,6 +15,8 @@ from shared.clock import Clock, SystemClock
 from shared.db.database import create_engine
 from shared.db.hot_path import HotPathPool, create_hot_path_pool
 from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
+from shared.jobs.provider_slots import ProviderSlots
+from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
 from shared.key_rotation import KeyMaintainer, KeySchedule
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
@@ -42,6 +44,8 @@ class Runtime:
     revocations: RevocationPublisher
     # PostgreSQL only: raw psycopg connections for one-statement hot paths (refresh rotation).
     hot_path: HotPathPool | None = None
+    # The embedded default (no Redis): the periodic jobs run in this process.
+    scheduler: PeriodicScheduler | None = None
     started: bool = field(default=False)
     stopping: bool = field(default=False)
 
@@ -51,11 +55,15 @@ class Runtime:
         if self.hot_path is not None:
             await self.hot_path.open()
         self.key_maintainer.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
         self.started = True
 
     async def stop(self) -> None:
         self.stopping = True
         await self.key_maintainer.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self.jobs.aclose()
         await self.revocations.aclose()
         if self.hot_path is not None:
@@ -64,18 +72,39 @@ class Runtime:
         await self.engine.dispose()
 
 
-def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
-    clock = clock or SystemClock()
-    http = httpx2.AsyncClient(
+def build_http_client() -> httpx2.AsyncClient:
+    """The outbound HTTP client of a process (upstream calls): no redirects followed."""
+    return httpx2.AsyncClient(
         timeout=httpx2.Timeout(10.0),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
     )
+
+
+def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    http = build_http_client()
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     keys = KeyStore(settings.keyring, clock, settings.signing_algorithms)
     providers = build_providers(
         ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
     )
+    revocations = build_revocation_publisher(settings.redis_url, settings.revocation_stream)
+    job_deps = JobDeps(
+        settings=settings,
+        engine=engine,
+        http=http,
+        clock=clock,
+        providers=providers,
+        revocations=revocations,
+        slots=ProviderSlots.from_settings(settings),
+    )
+    # Redis-backed when BROKER_REDIS_URL is set (the sync workers run the jobs and the timer),
+    # else the jobs and their timer run in this process.
+    jobs = build_job_queue(settings, job_deps)
+    scheduler = None
+    if isinstance(jobs, InProcessJobQueue) and settings.periodic_jobs:
+        scheduler = PeriodicScheduler(jobs, periodic_jobs(settings), clock)
     return Runtime(
         settings=settings,
         engine=engine,
@@ -98,7 +127,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             refresh_ttl=settings.refresh_token_ttl,
             reuse_interval=settings.refresh_reuse_interval,
         ),
-        revocations=build_revocation_publisher(settings.redis_url, settings.revocation_stream),
-        # Redis-backed when BROKER_REDIS_URL is set, else the jobs run in this process.
-        jobs=build_job_queue(settings, JobDeps(clock=clock)),
+        revocations=revocations,
+        jobs=jobs,
+        scheduler=scheduler,
     )

@@ -90,6 +90,14 @@ class _UpstreamClient(_ProviderBase):
         Literal["client_secret_basic", "client_secret_post", "none"] | None
     ) = None
     timeout: Annotated[float, Field(gt=0)] = 10.0
+    # The sync worker: at most this many upstream refreshes or syncs at once per worker process,
+    # a profile sync this often (seconds; 0: only on demand), and what an upstream's
+    # invalid_grant does to the broker sessions signed in through the link: revoke them now,
+    # or keep them and answer their refreshes upstream_reauth_required until the user signs in
+    # through the provider again.
+    refresh_concurrency: Annotated[int, Field(ge=1, le=100)] = 4
+    profile_sync_interval: Annotated[int, Field(ge=0)] = 86400
+    on_upstream_revoked: Literal["revoke_sessions", "require_reauth"] = "revoke_sessions"
 
     @property
     def auth_method(self) -> str:
@@ -272,6 +280,21 @@ class Settings(_Strict):
     database_url: str = "sqlite+aiosqlite:///./var/broker.db"
     redis_url: str | None = None
     revocation_stream: Annotated[str, Field(min_length=1, max_length=200)] = "broker:revocations"
+    audit_stream: Annotated[str, Field(min_length=1, max_length=200)] = "broker:audit"
+    audit_stream_maxlen: Annotated[int, Field(ge=1000)] = 1_000_000
+    # Upstream tokens expiring within this many seconds are refreshed; the scan runs this often.
+    upstream_refresh_margin: Annotated[int, Field(ge=10)] = 300
+    upstream_refresh_scan_interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Transient upstream failures retry after base * 2**n seconds (full jitter), at most max.
+    upstream_retry_base: Annotated[float, Field(gt=0)] = 30.0
+    upstream_retry_max: Annotated[float, Field(gt=0)] = 3600.0
+    # Expired codes, login states and refresh tokens are purged this often; revoked or expired
+    # sessions are kept session_retention seconds for the admin views first.
+    housekeeping_interval: Annotated[float, Field(gt=0)] = 600.0
+    # Whether this process runs the periodic-job timer (the broker only without Redis; every
+    # sync-worker with it). Off: jobs run only when enqueued on demand.
+    periodic_jobs: bool = True
+    session_retention: Annotated[int, Field(ge=0)] = 7 * 86400
     keyring: Keyring
     providers: tuple[ProviderConfig, ...] = Field(
         default_factory=lambda: tuple(_default_providers()), validate_default=True
@@ -408,6 +431,15 @@ _ENV_FIELDS = {
     "BROKER_REFRESH_TOKEN_TTL": "refresh_token_ttl",
     "BROKER_REFRESH_REUSE_INTERVAL": "refresh_reuse_interval",
     "BROKER_REVOCATION_STREAM": "revocation_stream",
+    "BROKER_AUDIT_STREAM": "audit_stream",
+    "BROKER_AUDIT_STREAM_MAXLEN": "audit_stream_maxlen",
+    "BROKER_UPSTREAM_REFRESH_MARGIN": "upstream_refresh_margin",
+    "BROKER_UPSTREAM_REFRESH_SCAN_INTERVAL": "upstream_refresh_scan_interval",
+    "BROKER_UPSTREAM_RETRY_BASE": "upstream_retry_base",
+    "BROKER_UPSTREAM_RETRY_MAX": "upstream_retry_max",
+    "BROKER_HOUSEKEEPING_INTERVAL": "housekeeping_interval",
+    "BROKER_SESSION_RETENTION": "session_retention",
+    "BROKER_PERIODIC_JOBS": "periodic_jobs",
     "BROKER_CODE_TTL": "code_ttl",
     "BROKER_JWKS_MAX_AGE": "jwks_max_age",
     "BROKER_SIGNING_KEY_ROTATION_INTERVAL": "signing_key_rotation_interval",
@@ -469,7 +501,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     for env_name, field in _ENV_FIELDS.items():
         value = environ.get(env_name)
         if value is not None and value != "":
-            if field in ("allow_private_network_fetch", "insecure_dev"):
+            if field in ("allow_private_network_fetch", "insecure_dev", "periodic_jobs"):
                 data[field] = value.strip().lower() in ("1", "true", "yes", "on")
             else:
                 data[field] = value

@@ -16,12 +16,13 @@ from typing import Any
 from shared.audit import record_audit_core
 from shared.avatars import avatar_url, store_avatar
 from shared.crypto.keyring import Keyring
-from shared.crypto.sealed_columns import UPSTREAM_TOKEN_COLUMNS
 from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token, User
-from shared.providers.base import UpstreamLogin, UpstreamProfile, UpstreamTokens
+from shared.profile_columns import fit_columns
+from shared.providers.base import UpstreamLogin, UpstreamProfile
+from shared.upstream_tokens import store_upstream_tokens
 from shared.user_claims import refresh_user_claims
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,53 +37,6 @@ class UserDisabled(Exception):
     def __init__(self, user_id: uuid.UUID) -> None:
         super().__init__("user disabled")
         self.user_id = user_id
-
-
-class UnusableIdentity(Exception):
-    """The upstream asserted an identity the broker cannot key on (e.g. an over-long subject)."""
-
-
-MAX_SUBJECT = 255
-# Display facts are clipped to their columns; the identity key never is (it is refused).
-_CLIP = {
-    "email": 320,
-    "name": 200,
-    "given_name": 200,
-    "family_name": 200,
-    "preferred_username": 200,
-    "picture": 2048,
-}
-
-
-def without_nul(value: Any) -> Any:
-    """The value with NUL characters removed from every string (PostgreSQL stores none)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {without_nul(key): without_nul(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [without_nul(item) for item in value]
-    return value
-
-
-def fit_columns(profile: UpstreamProfile) -> UpstreamProfile:
-    """The profile with display fields clipped to the column sizes; raises ``UnusableIdentity``."""
-    if not profile.subject or len(profile.subject) > MAX_SUBJECT or "\x00" in profile.subject:
-        raise UnusableIdentity("the upstream subject is empty, too long or not text")
-    clipped: dict[str, Any] = {"claims": without_nul(dict(profile.claims))}
-    for name, limit in _CLIP.items():
-        value = getattr(profile, name)
-        if value is not None and (len(value) > limit or "\x00" in value):
-            # An over-long or NUL-carrying email or avatar URL is unusable, not shortened or
-            # rewritten into another one; a name is cleaned and clipped.
-            if name in ("email", "picture"):
-                clipped[name] = None
-            else:
-                clipped[name] = value.replace("\x00", "")[:limit]
-    if "email" in clipped:
-        clipped["email_verified"] = False
-        clipped["email_authoritative"] = False
-    return dataclasses.replace(profile, **clipped)
 
 
 async def record_refused_login(
@@ -200,12 +154,16 @@ async def record_refused_link(
 async def _profile_values(
     connection: AsyncConnection, profile: UpstreamProfile, context: Context
 ) -> dict[str, object]:
+    # A picture the provider serves itself (a URL) is fetched by the profile sync, which then
+    # serves it from here; until then the provider's URL stands in. A picture only readable
+    # with the user's token (Microsoft Graph) arrives as bytes and is stored now.
     avatar = profile.picture
     if profile.avatar is not None:
         avatar = avatar_url(
             context.issuer, await store_avatar(connection, profile.avatar, context.now)
         )
     return {
+        "picture_source": None if profile.avatar is not None else profile.picture,
         "issuer": profile.issuer,
         "email": profile.email,
         "email_verified": profile.email_verified,
@@ -281,9 +239,28 @@ def _fitted(identity: UpstreamIdentity) -> UpstreamIdentity:
 
 
 async def _update_profile(
-    connection: AsyncConnection, profile_id: uuid.UUID, values: dict[str, object], now: dt.datetime
+    connection: AsyncConnection,
+    profile_id: uuid.UUID,
+    values: dict[str, object],
+    now: dt.datetime,
+    issuer: str,
 ) -> None:
-    """A returning identity: the provider's current facts, and when it was last used."""
+    """A returning identity: the provider's current facts, and when it was last used. An
+    avatar the broker already stores for the same picture URL is kept."""
+    if values.get("picture_source"):
+        values = {
+            **values,
+            "avatar_url": case(
+                (
+                    and_(
+                        PROFILES.c.picture_source == values["picture_source"],
+                        PROFILES.c.avatar_url.like(f"{issuer}/avatars/%"),
+                    ),
+                    PROFILES.c.avatar_url,
+                ),
+                else_=values["avatar_url"],
+            ),
+        }
     await connection.execute(
         update(PROFILES)
         .where(PROFILES.c.id == profile_id)
@@ -343,7 +320,7 @@ async def sign_in(
         if existing.status != "active":
             raise UserDisabled(existing.user_id)
         user_id, profile_id, created = existing.user_id, existing.id, False
-        await _update_profile(connection, profile_id, values, context.now)
+        await _update_profile(connection, profile_id, values, context.now, context.issuer)
     else:
         matching = (
             await users_with_verified_email(
@@ -441,7 +418,7 @@ async def link_identity(
         raise LinkRefused("linked_to_another_user")
     if existing is not None:
         profile_id = existing.id
-        await _update_profile(connection, profile_id, values, context.now)
+        await _update_profile(connection, profile_id, values, context.now, context.issuer)
     else:
         if await _has_link_to(connection, user_id, identity.provider_id):
             raise LinkRefused("provider_already_linked")
@@ -503,64 +480,3 @@ async def holds_usable_refresh_token(
         )
     ).first()
     return row is not None and (row.refresh_expires_at is None or row.refresh_expires_at > now)
-
-
-async def store_upstream_tokens(
-    connection: AsyncConnection,
-    *,
-    user_id: uuid.UUID,
-    profile_id: uuid.UUID,
-    provider_id: str,
-    tokens: UpstreamTokens,
-    keyring: Keyring,
-    now: dt.datetime,
-) -> uuid.UUID:
-    """Insert or replace the link's upstream tokens, encrypted with AES-GCM; a response
-    without a refresh token leaves the stored refresh token in place."""
-    token_id = (
-        await connection.execute(
-            select(UPSTREAM_TOKENS.c.id).where(UPSTREAM_TOKENS.c.profile_id == profile_id)
-        )
-    ).scalar_one_or_none()
-    is_new = token_id is None
-    if token_id is None:
-        token_id = uuid.uuid4()
-
-    def seal(value: str | None, column: str) -> bytes | None:
-        sealed = UPSTREAM_TOKEN_COLUMNS[column]
-        return keyring.encrypt(value.encode(), sealed.aad(token_id)) if value else None
-
-    values = {
-        "access_token_enc": seal(tokens.access_token, "access_token"),
-        "id_token_enc": seal(tokens.id_token, "id_token"),
-        "token_type": tokens.token_type,
-        "scope": tokens.scope,
-        "expires_at": tokens.expires_at,
-        "refresh_expires_at": tokens.refresh_expires_at,
-        "state": "ok",
-        "failure_count": 0,
-        "last_error": None,
-        "updated_at": now,
-    }
-    if tokens.refresh_token or is_new:
-        values["refresh_token_enc"] = seal(tokens.refresh_token, "refresh_token")
-    else:
-        # A sign-in without a refresh token (Google sends one only on consent) keeps the one
-        # the broker holds, with its expiry.
-        values.pop("refresh_expires_at")
-    if is_new:
-        await connection.execute(
-            insert(UPSTREAM_TOKENS).values(
-                id=token_id,
-                profile_id=profile_id,
-                user_id=user_id,
-                provider=provider_id,
-                created_at=now,
-                **values,
-            )
-        )
-    else:
-        await connection.execute(
-            update(UPSTREAM_TOKENS).where(UPSTREAM_TOKENS.c.id == token_id).values(**values)
-        )
-    return token_id

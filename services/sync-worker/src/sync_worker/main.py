@@ -37,6 +37,30 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"the arq queue to consume (default {DEFAULT_QUEUE_NAME})",
     )
     parser.add_argument("--burst", action="store_true", help="process the queued jobs, then exit")
+    parser.add_argument(
+        "--max-jobs", type=int, default=10, metavar="N", help="jobs run at once (default 10)"
+    )
+    parser.add_argument(
+        "--job-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a job running longer is cancelled; a job whose worker died is run again this "
+        "long plus 10 s after it started (default 120)",
+    )
+    parser.add_argument(
+        "--http-host",
+        default="0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
+        metavar="HOST",
+        help="address of the /healthz, /readyz and /metrics server (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=8001,
+        metavar="PORT",
+        help="its port (default 8001; -1: no server)",
+    )
     return parser.parse_args(argv)
 
 
@@ -68,7 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(NO_REDIS, file=sys.stderr)
         return 2
     try:
-        options = build_worker_options(settings, queue_name=args.queue, burst=args.burst)
+        options = build_worker_options(
+            settings,
+            queue_name=args.queue,
+            burst=args.burst,
+            max_jobs=args.max_jobs,
+            job_timeout=args.job_timeout,
+            http_host=args.http_host,
+            http_port=None if args.http_port < 0 else args.http_port,
+        )
     except ConfigError as exc:
         print(f"sync-worker: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -1,33 +1,59 @@
-"""The arq worker's options, built from the typed settings: Redis, queue, and the shared jobs.
+"""The arq worker's options, built from the typed settings: Redis, queue, the shared jobs, and
+the process's lifecycle (job dependencies, the periodic-job timer, health and metrics).
 
 Each registered job becomes an arq function that adapts arq's ``ctx`` to the job body's
-``(payload, deps)``; the bodies themselves live in ``shared.jobs`` and know nothing of arq.
+``(payload, deps)`` and records the run in the worker's metrics; the bodies themselves live in
+``shared.jobs`` and know nothing of arq.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
+import structlog
 from arq.connections import RedisSettings
 from arq.jobs import Deserializer, Serializer
+from arq.typing import StartupShutdown
 from arq.worker import Function, func
+from redis.asyncio import Redis
 from shared.clock import Clock, SystemClock
 from shared.config_file import ConfigError
+from shared.db.database import create_engine
 from shared.jobs import (
     DEFAULT_QUEUE_NAME,
     JOBS,
+    ArqJobQueue,
     JobDeps,
     JobResult,
     JobSpec,
     dumps_job_data,
     loads_job_data,
 )
+from shared.jobs.provider_slots import ProviderSlots
+from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
+from shared.providers.factory import ProviderDeps, build_providers
+from shared.revocations import RedisRevocations
+from shared.runtime import build_http_client
 from shared.settings import Settings
+from sqlalchemy import text
 
-__all__ = ["DEPS_KEY", "WorkerOptions", "arq_function", "build_worker_options"]
+from sync_worker.monitoring import MonitoringServer, WorkerMetrics, build_monitoring_app
+
+__all__ = [
+    "DEPS_KEY",
+    "WorkerOptions",
+    "WorkerProcess",
+    "arq_function",
+    "build_worker_options",
+]
 
 DEPS_KEY = "job_deps"
 """Where the job bodies' :class:`~shared.jobs.JobDeps` sit in arq's ``ctx``."""
+PROCESS_KEY = "worker_process"
+
+log = structlog.get_logger("sync_worker")
 
 
 class WorkerOptions(TypedDict):
@@ -37,9 +63,65 @@ class WorkerOptions(TypedDict):
     queue_name: str
     redis_settings: RedisSettings
     burst: bool
+    max_jobs: int
+    job_timeout: float
     ctx: dict[Any, Any]
+    on_startup: StartupShutdown
+    on_shutdown: StartupShutdown
     job_serializer: Serializer
     job_deserializer: Deserializer
+
+
+@dataclass
+class WorkerProcess:
+    """What one worker process owns besides arq: job dependencies, timer, monitoring."""
+
+    deps: JobDeps
+    queue: ArqJobQueue
+    redis: Redis
+    metrics: WorkerMetrics
+    scheduler: PeriodicScheduler | None
+    http_host: str
+    http_port: int | None  # None: no health/metrics server
+    monitoring: MonitoringServer | None = None
+    running: bool = False
+
+    async def start(self) -> None:
+        self.running = True
+        if self.http_port is not None:
+            app = build_monitoring_app(
+                self.metrics,
+                checks={"database": self._check_database, "redis": self._check_redis},
+                queue_depth=self._queue_depth,
+                alive=lambda: self.running,
+            )
+            self.monitoring = MonitoringServer(app, host=self.http_host, port=self.http_port)
+            await self.monitoring.start()
+            log.info("worker.http", host=self.http_host, port=self.monitoring.port)
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    async def stop(self) -> None:
+        self.running = False
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.monitoring is not None:
+            await self.monitoring.stop()
+        await self.queue.aclose()
+        await self.deps.revocations.aclose()
+        await self.redis.aclose()
+        await self.deps.http.aclose()
+        await self.deps.engine.dispose()
+
+    async def _check_database(self) -> None:
+        async with self.deps.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def _check_redis(self) -> None:
+        await self.redis.ping()
+
+    async def _queue_depth(self) -> int:
+        return int(await self.redis.zcard(self.queue.queue_name))
 
 
 def arq_function(spec: JobSpec[Any]) -> Function:
@@ -47,9 +129,44 @@ def arq_function(spec: JobSpec[Any]) -> Function:
 
     async def run(ctx: dict[Any, Any], payload: dict[str, Any]) -> JobResult:
         deps: JobDeps = ctx[DEPS_KEY]
-        return await spec.run(payload, deps)
+        process: WorkerProcess | None = ctx.get(PROCESS_KEY)
+        started = time.perf_counter()
+        try:
+            result = await spec.run(payload, deps)
+        except Exception:
+            if process is not None:
+                process.metrics.job_finished(spec.name.value, "failed", _since(started))
+            raise
+        if process is not None:
+            record_result(process.metrics, spec.name.value, result, _since(started))
+        return result
 
     return func(run, name=spec.name.value)
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+UPSTREAM_OUTCOMES = {
+    "refreshed": "ok",
+    "retry": "unavailable",
+    "revoked": "rejected",
+    "reauth_required": "rejected",
+}
+
+
+def record_result(metrics: WorkerMetrics, job: str, result: JobResult, seconds: float) -> None:
+    """Count a finished job from what its body reported (outcome, upstream call, relay)."""
+    outcome = result.get("outcome", "ok")
+    metrics.job_finished(job, outcome if outcome in ("ok", "retried") else "failed", seconds)
+    provider, upstream = result.get("provider"), result.get("upstream_seconds")
+    if isinstance(provider, str) and isinstance(upstream, int | float):
+        status = UPSTREAM_OUTCOMES.get(str(result.get("status")), "invalid_response")
+        metrics.upstream_refresh(provider, status, float(upstream))
+    published = result.get("published")
+    if isinstance(published, int) and published > 0:
+        metrics.audit_published(published)
 
 
 def redis_settings_from_url(url: str) -> RedisSettings:
@@ -62,12 +179,70 @@ def redis_settings_from_url(url: str) -> RedisSettings:
         ) from exc
 
 
+def build_worker_process(
+    settings: Settings,
+    *,
+    queue_name: str,
+    clock: Clock,
+    http_host: str,
+    http_port: int | None,
+) -> WorkerProcess:
+    """Everything a worker process needs, constructed without I/O."""
+    assert settings.redis_url is not None
+    http = build_http_client()
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    providers = build_providers(
+        ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
+    )
+    queue = ArqJobQueue(settings.redis_url, queue_name=queue_name)
+    redis: Redis = Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+    )
+    deps = JobDeps(
+        settings=settings,
+        engine=engine,
+        http=http,
+        clock=clock,
+        providers=providers,
+        queue=queue,
+        redis=redis,
+        revocations=RedisRevocations(settings.redis_url, settings.revocation_stream),
+        slots=ProviderSlots.from_settings(settings),
+    )
+    scheduler = (
+        PeriodicScheduler(queue, periodic_jobs(settings), clock) if settings.periodic_jobs else None
+    )
+    return WorkerProcess(
+        deps=deps,
+        queue=queue,
+        redis=redis,
+        metrics=WorkerMetrics(),
+        scheduler=scheduler,
+        http_host=http_host,
+        http_port=http_port,
+    )
+
+
+async def _on_startup(ctx: dict[Any, Any]) -> None:
+    process: WorkerProcess = ctx[PROCESS_KEY]
+    await process.start()
+
+
+async def _on_shutdown(ctx: dict[Any, Any]) -> None:
+    process: WorkerProcess = ctx[PROCESS_KEY]
+    await process.stop()
+
+
 def build_worker_options(
     settings: Settings,
     *,
     queue_name: str = DEFAULT_QUEUE_NAME,
     burst: bool = False,
+    max_jobs: int = 10,
+    job_timeout: float = 120.0,
     clock: Clock | None = None,
+    http_host: str = "127.0.0.1",
+    http_port: int | None = None,
 ) -> WorkerOptions:
     """Options for a worker consuming ``queue_name``; needs ``settings.redis_url``.
 
@@ -76,13 +251,26 @@ def build_worker_options(
     """
     if settings.redis_url is None:
         raise ConfigError("BROKER_REDIS_URL: the worker needs Redis")
-    deps = JobDeps(clock=clock or SystemClock())
+    redis_settings = redis_settings_from_url(settings.redis_url)
+    process = build_worker_process(
+        settings,
+        queue_name=queue_name,
+        clock=clock or SystemClock(),
+        http_host=http_host,
+        http_port=http_port,
+    )
+    if burst:
+        process.scheduler = None  # burst mode drains the queue; it adds no periodic work
     return WorkerOptions(
         functions=[arq_function(spec) for spec in JOBS.values()],
         queue_name=queue_name,
-        redis_settings=redis_settings_from_url(settings.redis_url),
+        redis_settings=redis_settings,
         burst=burst,
-        ctx={DEPS_KEY: deps},
+        max_jobs=max_jobs,
+        job_timeout=job_timeout,
+        ctx={DEPS_KEY: process.deps, PROCESS_KEY: process},
+        on_startup=_on_startup,
+        on_shutdown=_on_shutdown,
         # JSON, never pickle: whoever can write to Redis must not run code here.
         job_serializer=dumps_job_data,
         job_deserializer=loads_job_data,

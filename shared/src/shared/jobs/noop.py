@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from shared.jobs.base import JobDeps, JobPayload, JobResult
 
-if TYPE_CHECKING:  # the registry imports this module to build its table
-    from shared.jobs.registry import JobDeps, JobResult, NoopPayload
+
+class NoopPayload(JobPayload):
+    """The no-op job takes nothing; it proves the queue and a worker are wired up."""
 
 
 async def run_noop(payload: NoopPayload, deps: JobDeps) -> JobResult:

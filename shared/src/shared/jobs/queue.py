@@ -16,6 +16,7 @@ wrong type), :class:`QueueUnavailableError` (Redis cannot be reached).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections import OrderedDict
@@ -130,7 +131,8 @@ class InProcessJobQueue:
     """
 
     def __init__(self, deps: JobDeps, *, keep_results: int = 100) -> None:
-        self._deps = deps
+        # Follow-up jobs a body enqueues (a scan's per-token jobs) run here too.
+        self._deps = dataclasses.replace(deps, queue=self)
         self._keep_results = keep_results
         self._pending: dict[str, asyncio.Task[JobResult]] = {}
         self._finished: OrderedDict[str, asyncio.Task[JobResult]] = OrderedDict()

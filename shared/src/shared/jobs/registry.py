@@ -10,14 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
-from shared.clock import Clock
-from shared.jobs.noop import run_noop
+from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
+from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
+from shared.jobs.housekeeping import HousekeepingPayload, run_housekeeping
+from shared.jobs.noop import NoopPayload, run_noop
+from shared.jobs.profile_sync import (
+    ProfileSyncPayload,
+    ProfileSyncScanPayload,
+    scan_profiles,
+    sync_profile,
+)
+from shared.jobs.upstream_refresh import (
+    UpstreamRefreshPayload,
+    UpstreamScanPayload,
+    refresh_upstream_token,
+    scan_upstream_tokens,
+)
 
 __all__ = [
     "JOBS",
@@ -30,32 +41,6 @@ __all__ = [
     "UnknownJobError",
     "job_spec",
 ]
-
-JobResult = dict[str, Any]
-"""What a job body returns: a JSON-able summary (stored by arq as the job's result)."""
-
-
-class JobName(StrEnum):
-    """The registered jobs; the value is the arq function name."""
-
-    NOOP = "noop"
-
-
-class JobPayload(BaseModel):
-    """Base of every payload: immutable, no unknown fields, JSON round-trippable."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class NoopPayload(JobPayload):
-    """The no-op job takes nothing; it proves the queue and a worker are wired up."""
-
-
-@dataclass(frozen=True)
-class JobDeps:
-    """What a job body may use, built once per process (no I/O at construction)."""
-
-    clock: Clock
 
 
 class UnknownJobError(LookupError):
@@ -90,7 +75,18 @@ class JobSpec(Generic[P]):
 
 
 JOBS: Mapping[JobName, JobSpec[Any]] = MappingProxyType(
-    {spec.name: spec for spec in (JobSpec(JobName.NOOP, NoopPayload, run_noop),)}
+    {
+        spec.name: spec
+        for spec in (
+            JobSpec(JobName.NOOP, NoopPayload, run_noop),
+            JobSpec(JobName.SCAN_UPSTREAM_TOKENS, UpstreamScanPayload, scan_upstream_tokens),
+            JobSpec(JobName.REFRESH_UPSTREAM_TOKEN, UpstreamRefreshPayload, refresh_upstream_token),
+            JobSpec(JobName.RELAY_AUDIT_EVENTS, AuditRelayPayload, relay_audit_events),
+            JobSpec(JobName.SCAN_PROFILES, ProfileSyncScanPayload, scan_profiles),
+            JobSpec(JobName.SYNC_PROFILE, ProfileSyncPayload, sync_profile),
+            JobSpec(JobName.HOUSEKEEPING, HousekeepingPayload, run_housekeeping),
+        )
+    }
 )
 
 

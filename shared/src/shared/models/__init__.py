@@ -1,6 +1,7 @@
 """SQLAlchemy models, one table per module; importing this package registers them all."""
 
 from shared.models.audit_action import AuditAction
+from shared.models.audit_relay_cursor import AuditRelayCursor
 from shared.models.auth_session import AuthSession
 from shared.models.authorization_code import AuthorizationCode
 from shared.models.avatar import Avatar
@@ -13,6 +14,7 @@ from shared.models.user import User
 
 __all__ = [
     "AuditAction",
+    "AuditRelayCursor",
     "AuthSession",
     "AuthorizationCode",
     "Avatar",

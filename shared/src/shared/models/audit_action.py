@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Uuid
+from sqlalchemy import BigInteger, FetchedValue, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
@@ -15,6 +15,8 @@ from shared.db.types import JSONType, UTCDateTime
 
 class AuditAction(Base):
     __tablename__ = "audit_actions"
+    # The audit relay reads rows in (transaction, row) order: shared.jobs.audit_relay.
+    __table_args__ = (Index("ix_audit_actions_txid_id", "txid", "id"),)
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
@@ -29,3 +31,7 @@ class AuditAction(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    # PostgreSQL: the writing transaction's id (``pg_current_xact_id()``, a server default, so
+    # every insert — the refresh hot path's CTE included — gets it). NULL on SQLite, where
+    # writers are serialised and the row id alone is commit order.
+    txid: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())

@@ -41,3 +41,7 @@ class OAuth2Profile(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When a sync saw a verified address become unverified (cleared when it is verified again).
+    email_unverified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The upstream picture URL the stored avatar was fetched from (avatar_url is ours).
+    picture_source: Mapped[str | None] = mapped_column(String(2048))

@@ -42,5 +42,7 @@ class OAuth2Token(Base):
     failure_count: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(200))
     last_refreshed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # After a transient failure: not before this time (backoff with jitter, Retry-After).
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

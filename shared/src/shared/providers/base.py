@@ -92,6 +92,11 @@ class Provider(Protocol):
         """True when a login that yields no refresh token, while the broker holds no usable one
         for the link, is repeated with ``prompt=consent`` (Google)."""
 
+    @property
+    def syncs_through_refresh(self) -> bool:
+        """True when fresh profile claims come only with a refresh (Microsoft: the ID token of
+        a refresh response is the profile); the profile sync then refreshes first."""
+
     async def probe(self) -> None:
         """One cheap request showing the upstream answers; raises ``ProviderError`` if not."""
 
@@ -102,6 +107,10 @@ class Provider(Protocol):
         self, start: LoginStart, callback_params: Mapping[str, str]
     ) -> UpstreamLogin:
         """Validate the callback, exchange the code and return the verified identity."""
+
+    async def fetch_profile(self, tokens: UpstreamTokens, *, subject: str) -> UpstreamProfile:
+        """The identity as the upstream describes it now, read with the user's tokens (profile
+        sync); ``ProviderInvalidResponse`` when it is not ``subject``."""
 
     async def refresh(self, refresh_token: str) -> UpstreamTokens:
         """Use an upstream refresh token; ``ProviderRejected`` means the link is dead."""

@@ -90,6 +90,13 @@ class DevProvider:
         )
         return UpstreamLogin(profile=profile, tokens=None)
 
+    @property
+    def syncs_through_refresh(self) -> bool:
+        return False
+
+    async def fetch_profile(self, tokens: UpstreamTokens, *, subject: str) -> UpstreamProfile:
+        raise ProviderInvalidResponse("the dev provider keeps no upstream profile")
+
     async def refresh(self, refresh_token: str) -> UpstreamTokens:
         raise ProviderInvalidResponse("the dev provider issues no refresh tokens")
 

@@ -103,6 +103,16 @@ class GitHubProvider:
         profile = await self._profile(tokens.access_token)
         return UpstreamLogin(profile=profile, tokens=tokens)
 
+    @property
+    def syncs_through_refresh(self) -> bool:
+        return False
+
+    async def fetch_profile(self, tokens: UpstreamTokens, *, subject: str) -> UpstreamProfile:
+        profile = await self._profile(tokens.access_token)
+        if profile.subject != subject:
+            raise ProviderInvalidResponse("the GitHub account is not the linked one")
+        return profile
+
     async def _api(self, path: str, access_token: str) -> Any:
         return await get_json(
             self._http,

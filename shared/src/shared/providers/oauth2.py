@@ -68,6 +68,18 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+def _unavailable_before_parsing(response: httpx2.Response) -> httpx2.Response:
+    """A 5xx or 429 token response is "try later", with its ``Retry-After`` (SECURITY.md 31) —
+    authlib would turn an error body into an ``OAuthError`` and drop the header."""
+    status = response.status_code
+    if status >= 500 or status == 429:
+        raise ProviderUnavailable(
+            f"token endpoint answered HTTP {status}",
+            parse_retry_after(response.headers.get("retry-after")),
+        )
+    return response
+
+
 @contextlib.asynccontextmanager
 async def translated_errors(operation: str) -> AsyncIterator[None]:
     """Turn transport, HTTP and OAuth errors of one upstream call into provider errors."""
@@ -140,6 +152,8 @@ class OAuth2Flow:
             **extra,
         )
         client.register_client_auth_method(("client_secret_basic", _client_secret_basic))
+        for hook in ("access_token_response", "refresh_token_response"):
+            client.register_compliance_hook(hook, _unavailable_before_parsing)
         return client
 
     def authorization_url(

@@ -240,9 +240,21 @@ class OIDCProvider:
         claims = await self.validate_id_token(
             tokens.id_token, nonce=start.nonce, access_token=tokens.access_token
         )
+        profile = await self._profile(claims, tokens, metadata, subject=str(claims["sub"]))
+        return UpstreamLogin(profile=profile, tokens=tokens)
+
+    async def _profile(
+        self,
+        claims: Mapping[str, Any],
+        tokens: UpstreamTokens,
+        metadata: Mapping[str, Any],
+        *,
+        subject: str,
+    ) -> UpstreamProfile:
+        """The profile from verified ID-token claims (may be empty) merged with UserInfo."""
         merged = dict(claims)
         if self._quirks.use_userinfo and metadata.get("userinfo_endpoint"):
-            userinfo = await self.userinfo(tokens.access_token, expected_subject=claims["sub"])
+            userinfo = await self.userinfo(tokens.access_token, expected_subject=subject)
             merged = {**userinfo, **{k: v for k, v in claims.items() if k not in userinfo}}
             # Identity claims always come from the verified ID token.
             for name in ("iss", "sub", "aud", "nonce", "tid", "oid"):
@@ -252,11 +264,29 @@ class OIDCProvider:
             # if UserInfo says so, never by the ID token's flag for another address.
             if "email" in userinfo and userinfo["email"] != claims.get("email"):
                 merged["email_verified"] = userinfo.get("email_verified") is True
+        if "sub" not in merged:
+            raise ProviderInvalidResponse("the upstream offers no profile without a new ID token")
         to_profile = self._quirks.to_profile or standard_profile
         profile = to_profile(merged, self._issuer)
         if self._quirks.enrich is not None:
             profile = await self._quirks.enrich(profile, tokens)
-        return UpstreamLogin(profile=profile, tokens=tokens)
+        return profile
+
+    @property
+    def syncs_through_refresh(self) -> bool:
+        return not self._quirks.use_userinfo
+
+    async def fetch_profile(self, tokens: UpstreamTokens, *, subject: str) -> UpstreamProfile:
+        """UserInfo with the access token, over the claims of a fresh ID token if there is one
+        (pass one only straight from a refresh: a stored one may have expired)."""
+        metadata = await self.metadata()
+        claims: dict[str, Any] = {}
+        if tokens.id_token:
+            claims = await self.validate_id_token(tokens.id_token, nonce=None)
+        profile = await self._profile(claims, tokens, metadata, subject=subject)
+        if profile.subject != subject:
+            raise ProviderInvalidResponse("the upstream profile belongs to another subject")
+        return profile
 
     def _allowed_algorithms(self, metadata: Mapping[str, Any]) -> list[str]:
         advertised = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]

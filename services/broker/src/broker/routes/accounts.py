@@ -17,11 +17,11 @@ from typing import Any
 import structlog
 from shared.audit import record_audit_core
 from shared.auth_sessions import USERS
-from shared.crypto.sealed_columns import UPSTREAM_TOKEN_COLUMNS
 from shared.db.base import table
 from shared.models import OAuth2Profile, OAuth2Token
 from shared.providers.errors import ProviderError
 from shared.runtime import Runtime
+from shared.upstream_tokens import unseal_upstream_token
 from shared.user_claims import refresh_user_claims
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -150,6 +150,7 @@ async def _profile_document(
                 "preferred_username": row.preferred_username,
                 "picture": row.avatar_url,
                 "link_state": row.link_state,
+                "email_unverified_at": _iso(row.email_unverified_at),
                 "linked_at": _iso(row.created_at),
                 "last_login_at": _iso(row.last_login_at),
                 "last_synced_at": _iso(row.last_synced_at),
@@ -282,13 +283,8 @@ async def _upstream_tokens_to_revoke(
     if row is None:
         return None, None
 
-    def unseal(column: str, sealed: bytes | None) -> str | None:
-        if not sealed:
-            return None
-        aad = UPSTREAM_TOKEN_COLUMNS[column].aad(row.id)
-        return runtime.settings.keyring.decrypt(sealed, aad).decode()
-
+    keyring = runtime.settings.keyring
     return (
-        unseal("access_token", row.access_token_enc),
-        unseal("refresh_token", row.refresh_token_enc),
+        unseal_upstream_token(keyring, row.id, "access_token", row.access_token_enc),
+        unseal_upstream_token(keyring, row.id, "refresh_token", row.refresh_token_enc),
     )

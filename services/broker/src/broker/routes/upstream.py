@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from shared.crypto.opaque import new_opaque_token, token_hash
+from shared.jobs import JobName, QueueUnavailableError
+from shared.jobs.profile_sync import ProfileSyncPayload, on_demand_job_id
+from shared.profile_columns import UnusableIdentity
 from shared.providers.base import Provider, UpstreamLogin
 from shared.providers.dev import DevProvider
 from shared.providers.errors import (
@@ -35,7 +39,6 @@ from broker.errors import (
 from broker.identity import (
     Context,
     LinkRefused,
-    UnusableIdentity,
     UpstreamIdentity,
     UserDisabled,
     holds_usable_refresh_token,
@@ -214,7 +217,7 @@ async def _finish(
                     signed_in = await link_identity(
                         connection, identity, context, user_id=owner.user_id
                     )
-                return await issue_code(
+                code = await issue_code(
                     connection,
                     ttl=runtime.settings.code_ttl,
                     now=context.now,
@@ -232,11 +235,27 @@ async def _finish(
                     ip=meta.ip,
                     browser_hash=token_hash(browser),
                 )
+            if identity.login.profile.picture and identity.login.profile.avatar is None:
+                await _fetch_avatar_soon(runtime, signed_in.profile_id)
+            return code
         except IntegrityError:
             # Two first logins of one identity raced to create it; the retry finds it.
             if attempt == 1:
                 raise
     raise AssertionError("unreachable")
+
+
+async def _fetch_avatar_soon(runtime: Runtime, profile_id: uuid.UUID) -> None:
+    """After the sign-in committed: a profile sync fetches the picture the provider serves, so
+    the broker serves it itself (the sync keeps a stored one whose URL did not change)."""
+    try:
+        await runtime.jobs.enqueue(
+            JobName.SYNC_PROFILE,
+            ProfileSyncPayload(profile_id=profile_id),
+            job_id=on_demand_job_id(profile_id, runtime.clock.now()),
+        )
+    except QueueUnavailableError as exc:
+        log.warning("avatar.enqueue_failed", error=str(exc))  # the periodic sync will do it
 
 
 _REFUSAL_TEXT = {

@@ -1,0 +1,70 @@
+"""What every job shares: the payload base class, the result type, and the dependencies a body
+may use. Job modules import these from here; ``registry`` puts the bodies in one table.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.clock import Clock
+from shared.jobs.provider_slots import ProviderSlots
+from shared.providers.base import Provider
+from shared.revocations import NoRevocationStream, RevocationPublisher
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.jobs.queue import JobQueue
+
+__all__ = ["JobDeps", "JobName", "JobPayload", "JobResult"]
+
+
+class JobName(StrEnum):
+    """The registered jobs; the value is the arq function name."""
+
+    NOOP = "noop"
+    SCAN_UPSTREAM_TOKENS = "scan_upstream_tokens"
+    REFRESH_UPSTREAM_TOKEN = "refresh_upstream_token"
+    RELAY_AUDIT_EVENTS = "relay_audit_events"
+    SCAN_PROFILES = "scan_profiles"
+    SYNC_PROFILE = "sync_profile"
+    HOUSEKEEPING = "housekeeping"
+
+
+JobResult = dict[str, Any]
+"""What a job body returns: a JSON-able summary (stored by arq as the job's result)."""
+
+
+class JobPayload(BaseModel):
+    """Base of every payload: immutable, no unknown fields, JSON round-trippable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class JobDeps:
+    """What a job body may use, built once per process (no I/O at construction).
+
+    ``queue`` is where a job puts follow-up jobs (a scan enqueues one job per token); ``redis``
+    is the client the audit relay publishes with (None in the embedded default); ``slots``
+    limits concurrent upstream calls per provider; ``rng`` draws the retry jitter.
+    """
+
+    settings: Settings
+    engine: AsyncEngine
+    http: httpx2.AsyncClient
+    clock: Clock
+    providers: Mapping[str, Provider] = field(default_factory=dict)
+    queue: JobQueue | None = None
+    redis: Redis | None = None
+    revocations: RevocationPublisher = field(default_factory=NoRevocationStream)
+    slots: ProviderSlots = field(default_factory=ProviderSlots)
+    rng: random.Random = field(default_factory=random.SystemRandom)

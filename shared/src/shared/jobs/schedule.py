@@ -1,0 +1,107 @@
+"""The periodic jobs and the timer that enqueues them, the same in the broker and the worker.
+
+Each periodic job is enqueued once per interval with the job id ``periodic:{name}:{tick}``,
+``tick`` being the number of whole intervals since the epoch. Every worker process runs this
+timer, and the queue refuses a job id it already holds, so a tick's job runs once however many
+workers there are — and nothing is skipped when one of them stops. Without Redis (the embedded
+default) the broker runs the same timer over its in-process queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from shared.clock import Clock
+from shared.jobs.audit_relay import AuditRelayPayload
+from shared.jobs.base import JobName, JobPayload
+from shared.jobs.housekeeping import HousekeepingPayload
+from shared.jobs.profile_sync import ProfileSyncScanPayload
+from shared.jobs.queue import JobQueue, QueueUnavailableError
+from shared.jobs.upstream_refresh import UpstreamScanPayload
+from shared.settings import Settings
+
+log = structlog.get_logger("shared.jobs.schedule")
+
+MAX_SLEEP = 1.0
+# How often links are checked against their provider's profile_sync_interval.
+PROFILE_SCAN_INTERVAL = 300.0
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: JobName
+    interval: float  # seconds
+    payload: JobPayload
+
+
+def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
+    """What runs on a timer; the audit relay only where there is a Redis to publish to."""
+    jobs = [
+        PeriodicJob(
+            JobName.SCAN_UPSTREAM_TOKENS,
+            settings.upstream_refresh_scan_interval,
+            UpstreamScanPayload(),
+        ),
+    ]
+    jobs.append(PeriodicJob(JobName.SCAN_PROFILES, PROFILE_SCAN_INTERVAL, ProfileSyncScanPayload()))
+    jobs.append(
+        PeriodicJob(JobName.HOUSEKEEPING, settings.housekeeping_interval, HousekeepingPayload())
+    )
+    if settings.redis_url is not None:
+        jobs.append(PeriodicJob(JobName.RELAY_AUDIT_EVENTS, 1.0, AuditRelayPayload()))
+    return jobs
+
+
+class PeriodicScheduler:
+    """Enqueues each periodic job once per interval; ``start`` runs it as a background task."""
+
+    def __init__(self, queue: JobQueue, jobs: Sequence[PeriodicJob], clock: Clock) -> None:
+        self._queue = queue
+        self._jobs = list(jobs)
+        self._clock = clock
+        self._last_tick: dict[JobName, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> list[str]:
+        """Enqueue the jobs whose interval has turned since the last call; their job ids."""
+        now = self._clock.now().timestamp()
+        enqueued = []
+        for job in self._jobs:
+            tick = int(now // job.interval)
+            if self._last_tick.get(job.name) == tick:
+                continue
+            job_id = f"periodic:{job.name.value}:{tick}"
+            try:
+                queued = await self._queue.enqueue(job.name, job.payload, job_id=job_id)
+            except QueueUnavailableError as exc:
+                log.warning("schedule.enqueue_failed", job=job.name.value, error=str(exc))
+                continue  # try again on the next pass
+            self._last_tick[job.name] = tick
+            if queued is not None:
+                enqueued.append(queued)
+        return enqueued
+
+    async def _run(self) -> None:
+        sleep = min([MAX_SLEEP, *(job.interval for job in self._jobs)])
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a timer that dies silently would stop every periodic job
+                log.exception("schedule.tick_failed")
+            await asyncio.sleep(sleep)
+
+    def start(self) -> None:
+        if self._task is None and self._jobs:
+            self._task = asyncio.create_task(self._run(), name="periodic-jobs")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

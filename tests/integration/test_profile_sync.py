@@ -1,0 +1,224 @@
+"""Profile sync: a change made at the upstream shows in ``GET /auth/oauth2/profile`` after a sync,
+with its audit event; avatars are fetched, stored by content hash and served by the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx2
+import pytest
+from shared.audit import AUDIT_TABLE
+from shared.crypto.keyring import Keyring
+from shared.jobs import InProcessJobQueue, JobName
+from shared.jobs.profile_sync import ProfileSyncScanPayload
+from shared.runtime import Runtime
+from sqlalchemy import select, update
+
+from tests.conftest import broker_settings
+from tests.support.flows import login
+from tests.support.job_deps import job_deps
+from tests.support.links import PROFILES
+from tests.support.processes import free_port
+from tests.support.provider_broker import running_broker
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+async def sign_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, **claims: Any) -> Any:
+    subject = f"sync-{uuid.uuid4().hex[:10]}"
+    user = {
+        "sub": subject,
+        "email": f"{subject}@corp.example",
+        "email_verified": True,
+        "name": "Before Sync",
+        **claims,
+    }
+    await idp.post("/_control/user", json=user)
+    tokens = await login(broker)
+    return subject, {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def corp_profile(broker: httpx2.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    document: dict[str, Any] = (await broker.get("/auth/oauth2/profile", headers=headers)).json()
+    return document
+
+
+def changed_to(
+    broker: httpx2.AsyncClient, headers: dict[str, str], name: str, value: Any
+) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        (link,) = [p for p in (await corp_profile(broker, headers))["profiles"]]
+        return bool(link[name] == value)
+
+    return check
+
+
+async def audit_rows(runtime: Runtime, user_id: str, action: str) -> list[Any]:
+    async with runtime.engine.connect() as connection:
+        return list(
+            (
+                await connection.execute(
+                    select(AUDIT_TABLE).where(
+                        AUDIT_TABLE.c.subject == user_id, AUDIT_TABLE.c.action == action
+                    )
+                )
+            ).all()
+        )
+
+
+async def test_an_upstream_change_shows_in_the_profile_after_an_on_demand_sync(
+    runtime: Runtime, broker: httpx2.AsyncClient, idp: httpx2.AsyncClient
+) -> None:
+    subject, headers = await sign_in(broker, idp)
+    user_id = (await corp_profile(broker, headers))["user"]["id"]
+    new_email = f"renamed-{subject}@corp.example"
+    await idp.post(
+        f"/_control/users/{subject}",
+        json={"email": new_email, "email_verified": False, "name": "After Sync"},
+    )
+
+    response = await broker.post("/auth/oauth2/profile/sync", headers=headers)
+
+    assert response.status_code == 202, response.text
+    (entry,) = response.json()["links"]
+    assert entry["provider"] == "corp" and entry["status"] == "queued"
+    await eventually(changed_to(broker, headers, "email", new_email), within=10)
+    document = await corp_profile(broker, headers)
+    (link,) = document["profiles"]
+    assert link["name"] == "After Sync" and link["email_verified"] is False
+    assert link["email_unverified_at"] is not None  # a verified address lost its verification
+    assert document["user"]["email"] == new_email
+    assert document["user"]["email_verified"] is False
+    assert document["user"]["display_name"] == "After Sync"
+    (event,) = await audit_rows(runtime, user_id, "profile.synced")
+    assert event.actor == f"user:{user_id}"
+    assert event.data["changed"] == ["email", "email_verified", "name"]
+    assert event.data["email_verification_lost"] is True
+    assert new_email not in str(event.data), "the audit names fields, not their values"
+
+
+async def test_sync_needs_a_bearer_token_and_skips_links_without_upstream_tokens(
+    broker: httpx2.AsyncClient,
+) -> None:
+    assert (await broker.post("/auth/oauth2/profile/sync")).status_code == 401
+    tokens = await login(broker, provider="dev")
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    response = await broker.post("/auth/oauth2/profile/sync", headers=headers)
+
+    assert response.status_code == 202
+    assert response.json()["links"] == [
+        {"provider": "dev", "status": "skipped", "reason": "no_upstream_profile"}
+    ]
+    missing = await broker.post("/auth/oauth2/profile/sync?provider=corp", headers=headers)
+    assert missing.status_code == 404
+
+
+async def test_the_periodic_scan_syncs_links_not_synced_within_the_interval(
+    runtime: Runtime, broker: httpx2.AsyncClient, idp: httpx2.AsyncClient
+) -> None:
+    subject, headers = await sign_in(broker, idp)
+    document = await corp_profile(broker, headers)
+    stale = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            update(PROFILES)
+            .where(PROFILES.c.user_id == uuid.UUID(document["user"]["id"]))
+            .values(last_synced_at=stale)
+        )
+    await idp.post(f"/_control/users/{subject}", json={"name": "Renamed Upstream"})
+
+    async with job_deps(runtime.settings) as deps:
+        queue = InProcessJobQueue(deps)
+        try:
+            scan_id = await queue.enqueue(JobName.SCAN_PROFILES, ProfileSyncScanPayload())
+            assert scan_id is not None
+            scan = await asyncio.wait_for(queue.result(scan_id), 10)
+            assert scan["enqueued"] >= 1
+            await eventually(changed_to(broker, headers, "name", "Renamed Upstream"), within=10)
+        finally:
+            await queue.aclose()
+    (link,) = (await corp_profile(broker, headers))["profiles"]
+    assert dt.datetime.fromisoformat(link["last_synced_at"]) > stale
+
+
+@pytest.fixture
+async def picture_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """A plain HTTP server on 127.0.0.1 serving a PNG at /alice.png; the paths it was asked."""
+    asked: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        asked.append(request.split(b" ")[1].decode())
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            + f"Content-Length: {len(PNG)}\r\nConnection: close\r\n\r\n".encode()
+            + PNG
+        )
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}", asked
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_provider_picture_is_fetched_stored_by_hash_and_served_by_the_broker(
+    database_url: str,
+    upstream_idp: str,
+    keyring: Keyring,
+    idp: httpx2.AsyncClient,
+    picture_server: tuple[str, list[str]],
+) -> None:
+    base, asked = picture_server
+    # Loopback fetches are allowed only by this explicit setting (tests, local stand-ins).
+    settings = broker_settings(
+        database_url, upstream_idp, keyring, allow_private_network_fetch=True
+    )
+    async with running_broker(settings) as (_runtime, broker):
+        _subject, headers = await sign_in(broker, idp, picture=f"{base}/alice.png")
+        digest = hashlib.sha256(PNG).hexdigest()
+        ours = f"{settings.issuer}/avatars/{digest}"
+        # The sign-in queued a sync that fetches the picture.
+        await eventually(changed_to(broker, headers, "picture", ours), within=10)
+        assert (await corp_profile(broker, headers))["user"]["picture"] == ours
+        served = await broker.get(f"/avatars/{digest}")
+    assert served.status_code == 200 and served.content == PNG
+    assert served.headers["content-type"] == "image/png"  # from the bytes, not the header sent
+    assert "immutable" in served.headers["cache-control"]
+    assert asked == ["/alice.png"]
+
+
+async def test_without_the_setting_a_loopback_picture_is_not_fetched(
+    runtime: Runtime,
+    broker: httpx2.AsyncClient,
+    idp: httpx2.AsyncClient,
+    picture_server: tuple[str, list[str]],
+) -> None:
+    base, asked = picture_server
+    _subject, headers = await sign_in(broker, idp, picture=f"{base}/alice.png")
+    await broker.post("/auth/oauth2/profile/sync", headers=headers)
+
+    async def synced() -> bool:
+        (link,) = (await corp_profile(broker, headers))["profiles"]
+        return link["last_synced_at"] != link["linked_at"]
+
+    await eventually(synced, within=10)
+    (link,) = (await corp_profile(broker, headers))["profiles"]
+    assert link["picture"] == f"{base}/alice.png", "the provider's URL stands in"
+    assert asked == [], "SECURITY.md 30: no request reached the loopback address"
