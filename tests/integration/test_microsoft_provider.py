@@ -17,6 +17,7 @@ from shared.runtime import Runtime
 from sqlalchemy import func, select
 
 from tests.support.flows import authorize, login
+from tests.support.waiting import eventually
 from tests.support.provider_broker import (
     TENANT_A,
     TENANT_B,
@@ -162,3 +163,37 @@ async def test_noauth_an_unproven_email_equal_to_an_existing_users_gets_no_acces
         ).one()
     assert refused.data["reason"] == "email_unverified" and refused.subject == victim_sub
     assert refused.data["provider"] == "microsoft"
+
+
+async def test_a_profile_sync_refreshes_first_and_reads_the_photo_with_the_new_token(
+    provider_broker, ms
+):
+    """Entra describes the user only in ID tokens: a sync refreshes, then fetches the Graph
+    photo with the user's fresh access token."""
+    runtime, client = provider_broker
+    account = _work_account()
+    await ms.post("/_control/user", json=account)
+    tokens = await login(client, provider="microsoft")
+    subject = f"{TENANT_A}:{account['oid']}"
+    before = await _profile(runtime, subject)
+    requests_before = len((await ms.get("/_control/requests")).json())
+
+    response = await client.post(
+        "/auth/oauth2/profile/sync",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    )
+    assert response.status_code == 202
+    assert [entry["status"] for entry in response.json()["links"]] == ["queued"]
+
+    async def synced() -> bool:
+        row = await _profile(runtime, subject)
+        return row.last_synced_at != before.last_synced_at
+
+    await eventually(synced, within=10)
+    row = await _profile(runtime, subject)
+    assert row.avatar_url == before.avatar_url, "the same photo keeps its URL"
+    after = (await ms.get("/_control/requests")).json()[requests_before:]
+    paths = [entry["path"] for entry in after]
+    token_calls = [i for i, path in enumerate(paths) if path.endswith("/token")]
+    photo_calls = [i for i, path in enumerate(paths) if "photo" in path]
+    assert token_calls and photo_calls and token_calls[0] < photo_calls[0], paths

@@ -24,7 +24,7 @@ from shared.db.database import create_engine
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support.links import Link, create_link, link_row, mint_grants
+from tests.support.links import Link, create_link, link_row, mint_grants, stored_tokens
 from tests.support.processes import free_port
 from tests.support.waiting import eventually
 
@@ -58,9 +58,9 @@ async def queue_name(redis_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def worker_env(
+async def worker_env(
     tmp_path: Path, database_url: str, redis_url: str, upstream_idp: str, keyring: Keyring
-) -> dict[str, str]:
+) -> AsyncIterator[dict[str, str]]:
     config = tmp_path / "broker.yaml"
     config.write_text(
         "providers:\n"
@@ -86,8 +86,15 @@ def worker_env(
         BROKER_DB_POOL_SIZE="4",
         BROKER_UPSTREAM_REFRESH_SCAN_INTERVAL="0.5",
         BROKER_LOG_FORMAT="json",
+        # The workers' audit relay publishes this run's audit rows: to a stream of this test's.
+        BROKER_AUDIT_STREAM=f"broker:test-audit:{uuid.uuid4().hex}",
     )
-    return env
+    yield env
+    redis: Redis = Redis.from_url(redis_url)
+    try:
+        await redis.delete(env["BROKER_AUDIT_STREAM"])
+    finally:
+        await redis.aclose()
 
 
 @asynccontextmanager
@@ -168,9 +175,10 @@ async def test_two_workers_refresh_200_expiring_tokens_exactly_once(
     await idp.post("/_control/refresh_faults", json={"mode": "slow", "seconds": 0.02, "count": -1})
 
     async with AsyncExitStack() as stack:
+        debug_env = {**worker_env, "BROKER_LOG_LEVEL": "DEBUG"}
         for n in (1, 2):
             await stack.enter_async_context(
-                worker(worker_env, queue_name, tmp_path / f"worker{n}.log", "--http-port", "-1")
+                worker(debug_env, queue_name, tmp_path / f"worker{n}.log", "--http-port", "-1")
             )
         await eventually(all_refreshed(engine, links), within=90)
         await asyncio.sleep(1.0)  # any duplicate refresh would land now
@@ -194,6 +202,11 @@ async def test_two_workers_refresh_200_expiring_tokens_exactly_once(
     assert audits == len(links)
     logs = [(tmp_path / f"worker{n}.log").read_text() for n in (1, 2)]
     assert all("refresh_upstream_token" in text for text in logs), "both workers took jobs"
+    # SECURITY.md 29: no upstream token, old or new, appears in the workers' logs.
+    secrets = {link.refresh_token for link in links} | {link.access_token for link in links}
+    for link in links[:20]:
+        secrets.update(t for t in stored_tokens(await link_row(engine, link), keyring) if t)
+    assert not [secret for secret in secrets for text in logs if secret in text]
 
 
 async def test_a_worker_killed_mid_refresh_leaves_the_link_untouched_and_the_next_one_does_it(
