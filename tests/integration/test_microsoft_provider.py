@@ -17,12 +17,12 @@ from shared.runtime import Runtime
 from sqlalchemy import func, select
 
 from tests.support.flows import authorize, login
-from tests.support.waiting import eventually
 from tests.support.provider_broker import (
     TENANT_A,
     TENANT_B,
     unique_email,
 )
+from tests.support.waiting import eventually
 
 PROFILES = OAuth2Profile.__table__
 USERS = User.__table__
