@@ -25,6 +25,7 @@ def upgrade() -> None:
             sa.Column("email_unverified_at", sa.DateTime(timezone=True), nullable=True)
         )
         batch.add_column(sa.Column("picture_source", sa.String(length=2048), nullable=True))
+        batch.add_column(sa.Column("sync_attempted_at", sa.DateTime(timezone=True), nullable=True))
     # The writing transaction's id on every audit row (PostgreSQL), so the relay can publish in
     # transaction order without skipping rows of transactions still in flight.
     txid_default = sa.text("(pg_current_xact_id()::text)::bigint") if postgres else None
@@ -50,6 +51,7 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_actions") as batch:
         batch.drop_column("txid")
     with op.batch_alter_table("oauth2_profiles") as batch:
+        batch.drop_column("sync_attempted_at")
         batch.drop_column("picture_source")
         batch.drop_column("email_unverified_at")
     with op.batch_alter_table("oauth2_tokens") as batch:

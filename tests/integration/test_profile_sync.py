@@ -14,16 +14,17 @@ from typing import Any
 import httpx2
 import pytest
 from shared.audit import AUDIT_TABLE
+from shared.auth_sessions import LINKS
 from shared.crypto.keyring import Keyring
 from shared.jobs import InProcessJobQueue, JobName
-from shared.jobs.profile_sync import ProfileSyncScanPayload
+from shared.jobs.profile_sync import ProfileSyncPayload, ProfileSyncScanPayload, sync_profile
 from shared.runtime import Runtime
 from sqlalchemy import select, update
 
 from tests.conftest import broker_settings
 from tests.support.flows import login
 from tests.support.job_deps import job_deps
-from tests.support.links import PROFILES
+from tests.support.links import PROFILES, create_link, mint_grants
 from tests.support.processes import free_port
 from tests.support.provider_broker import running_broker
 from tests.support.waiting import eventually
@@ -222,3 +223,30 @@ async def test_without_the_setting_a_loopback_picture_is_not_fetched(
     (link,) = (await corp_profile(broker, headers))["profiles"]
     assert link["picture"] == f"{base}/alice.png", "the provider's URL stands in"
     assert asked == [], "SECURITY.md 30: no request reached the loopback address"
+
+
+async def test_a_sync_that_must_refresh_honours_the_links_backoff(
+    runtime: Runtime, idp: httpx2.AsyncClient
+) -> None:
+    subject = f"backoff-{uuid.uuid4().hex[:10]}"
+    (grant,) = await mint_grants(idp, {"sub": subject})
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)  # too close to expiry to use
+    link = await create_link(
+        runtime.engine, runtime.settings.keyring, grant, subject=subject, expires_at=soon
+    )
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            update(LINKS)
+            .where(LINKS.c.id == link.token_id)
+            .values(
+                state="refresh_failing",
+                failure_count=1,
+                next_attempt_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30),
+            )
+        )
+
+    async with job_deps(runtime.settings) as deps:
+        result = await sync_profile(ProfileSyncPayload(profile_id=link.profile_id), deps)
+
+    assert result["status"] == "retry" and result["reason"] == "backing_off"
+    assert (await idp.get("/_control/refresh_log")).json()["refreshes"] == []

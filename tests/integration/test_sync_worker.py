@@ -22,6 +22,7 @@ from shared.jobs import (
     JobPayload,
     NoopPayload,
 )
+from shared.jobs.upstream_refresh import UpstreamRefreshPayload
 
 from tests.support.job_deps import job_deps
 
@@ -208,3 +209,27 @@ async def test_queues_refuse_a_payload_of_another_type(arq_queue: ArqJobQueue) -
         for queue in (arq_queue, in_process):
             with pytest.raises(TypeError, match="NoopPayload"):
                 await queue.enqueue(JobName.NOOP, JobPayload())
+
+
+async def test_a_finished_refresh_job_frees_its_stable_id_for_the_next_scan(
+    database_url: str,
+    redis_url: str,
+    queue_name: str,
+    arq_queue: ArqJobQueue,
+    worker_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """arq keeps results for an hour by default and refuses a kept id: a refresh job's id would
+    then block that link's next refresh. Refresh jobs keep no result."""
+    job_id = f"upstream-refresh:{uuid.uuid4()}:0:0"
+    payload = UpstreamRefreshPayload(token_id=uuid.uuid4())  # no such link: a quick skip
+    assert await arq_queue.enqueue(JobName.REFRESH_UPSTREAM_TOKEN, payload, job_id=job_id)
+    env = {**worker_env, "BROKER_REDIS_URL": redis_url, "BROKER_DATABASE_URL": database_url}
+
+    code, log = await run_worker_to_exit(
+        ["--queue", queue_name, "--burst"], env, tmp_path / "worker.log"
+    )
+
+    assert code == 0, log
+    again = await arq_queue.enqueue(JobName.REFRESH_UPSTREAM_TOKEN, payload, job_id=job_id)
+    assert again == job_id

@@ -97,7 +97,8 @@ async def create_link(
                 expires_at=expires_at,
             ),
             keyring=keyring,
-            now=now,
+            # Stored an hour ago: a token near its expiry has lived most of its life.
+            now=now - dt.timedelta(hours=1),
         )
     return Link(
         user_id, profile_id, token_id, subject, grant["refresh_token"], grant["access_token"]

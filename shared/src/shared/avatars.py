@@ -46,13 +46,17 @@ def avatar_image(data: bytes) -> AvatarImage | None:
     return AvatarImage(content=data, content_type=content_type) if content_type else None
 
 
+class AvatarUnavailable(Exception):
+    """The picture could not be read just now (5xx, 429, a timeout, a network error)."""
+
+
 async def fetch_bearer_image(
     http: httpx2.AsyncClient, url: str, access_token: str
 ) -> AvatarImage | None:
     """GET an image with the user's token (a configured upstream URL, not one from a profile).
 
-    Any failure — no photo (404), an error, a timeout, too large, not an image — is None: a
-    missing avatar never fails a sign-in.
+    None when there is no usable picture (404 or another refusal, too large, not an image);
+    ``AvatarUnavailable`` when the upstream failed to answer. Neither ever fails a sign-in.
     """
     try:
         async with (
@@ -64,6 +68,8 @@ async def fetch_bearer_image(
                 timeout=AVATAR_TIMEOUT,
             ) as response,
         ):
+            if response.status_code >= 500 or response.status_code == 429:
+                raise AvatarUnavailable(f"HTTP {response.status_code}")
             if response.status_code != 200:
                 return None
             body = bytearray()
@@ -71,8 +77,8 @@ async def fetch_bearer_image(
                 body += chunk
                 if len(body) > MAX_AVATAR_BYTES:
                     return None
-    except (httpx2.HTTPError, TimeoutError):
-        return None
+    except (httpx2.HTTPError, TimeoutError) as exc:
+        raise AvatarUnavailable(type(exc).__name__) from None
     return avatar_image(bytes(body))
 
 

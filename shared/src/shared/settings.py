@@ -285,7 +285,8 @@ class Settings(_Strict):
     # Upstream tokens expiring within this many seconds are refreshed; the scan runs this often.
     upstream_refresh_margin: Annotated[int, Field(ge=10)] = 300
     upstream_refresh_scan_interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    # Transient upstream failures retry after base * 2**n seconds (full jitter), at most max.
+    # Transient upstream failures retry after base * 2**(n-1) seconds (equal jitter: half of it
+    # fixed, half random), at most max.
     upstream_retry_base: Annotated[float, Field(gt=0)] = 30.0
     upstream_retry_max: Annotated[float, Field(gt=0)] = 3600.0
     # Expired codes, login states and refresh tokens are purged this often; revoked or expired
@@ -383,6 +384,12 @@ class Settings(_Strict):
         if self.signing_key_lead >= self.signing_key_rotation_interval:
             raise ValueError(
                 "BROKER_SIGNING_KEY_LEAD must be shorter than BROKER_SIGNING_KEY_ROTATION_INTERVAL"
+            )
+        if self.allow_private_network_fetch and not is_loopback_url(self.issuer):
+            # SECURITY.md 30: it lifts the address checks of avatar fetches (tests only).
+            raise ValueError(
+                "BROKER_ALLOW_PRIVATE_NETWORK_FETCH is for tests and local stand-ins: it is "
+                "refused when the issuer is not a loopback URL"
             )
         if self.keyring_is_generated and not is_loopback_url(self.issuer):
             raise ValueError(

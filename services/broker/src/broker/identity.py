@@ -66,6 +66,8 @@ class SignedIn:
     user_id: uuid.UUID
     profile_id: uuid.UUID
     created: bool
+    # The provider's picture is not stored by the broker yet: sync the profile after commit.
+    avatar_pending: bool = False
 
 
 class LinkRefused(Exception):
@@ -162,7 +164,7 @@ async def _profile_values(
         avatar = avatar_url(
             context.issuer, await store_avatar(connection, profile.avatar, context.now)
         )
-    return {
+    values: dict[str, object] = {
         "picture_source": None if profile.avatar is not None else profile.picture,
         "issuer": profile.issuer,
         "email": profile.email,
@@ -173,7 +175,12 @@ async def _profile_values(
         "preferred_username": profile.preferred_username,
         "avatar_url": avatar,
         "profile_data": dict(profile.claims),
+        "last_synced_at": context.now,  # a sign-in reads the upstream profile afresh
     }
+    if profile.avatar_unavailable:
+        # The picture could not be read just now: keep the stored one.
+        del values["avatar_url"], values["picture_source"]
+    return values
 
 
 async def _existing_link(
@@ -261,10 +268,20 @@ async def _update_profile(
                 else_=values["avatar_url"],
             ),
         }
+    # A verified address that comes back unverified is recorded, as a sync does.
+    verified = bool(values.get("email_verified"))
+    unverified_at = case(
+        (PROFILES.c.email_verified.is_(True), now), else_=PROFILES.c.email_unverified_at
+    )
     await connection.execute(
         update(PROFILES)
         .where(PROFILES.c.id == profile_id)
-        .values(**values, updated_at=now, last_login_at=now)
+        .values(
+            **values,
+            email_unverified_at=None if verified else unverified_at,
+            updated_at=now,
+            last_login_at=now,
+        )
     )
 
 
@@ -297,7 +314,6 @@ async def _insert_profile(
             created_at=context.now,
             updated_at=context.now,
             last_login_at=context.now,
-            last_synced_at=context.now,
             **values,
         )
     )
@@ -381,7 +397,7 @@ async def sign_in(
                 user_id=user_id,
                 data={"provider": identity.provider_id, "profile_id": str(profile_id)},
             )
-    await _after_login(connection, context, identity, user_id, profile_id)
+    avatar_pending = await _after_login(connection, context, identity, user_id, profile_id)
     await _audit(
         connection,
         context,
@@ -390,7 +406,7 @@ async def sign_in(
         user_id=user_id,
         data={"provider": identity.provider_id},
     )
-    return SignedIn(user_id=user_id, profile_id=profile_id, created=created)
+    return SignedIn(user_id, profile_id, created=created, avatar_pending=avatar_pending)
 
 
 async def link_identity(
@@ -436,8 +452,8 @@ async def link_identity(
                 "upstream_subject": profile.subject,
             },
         )
-    await _after_login(connection, context, identity, user_id, profile_id)
-    return SignedIn(user_id=user_id, profile_id=profile_id, created=False)
+    avatar_pending = await _after_login(connection, context, identity, user_id, profile_id)
+    return SignedIn(user_id, profile_id, created=False, avatar_pending=avatar_pending)
 
 
 async def _after_login(
@@ -446,7 +462,9 @@ async def _after_login(
     identity: UpstreamIdentity,
     user_id: uuid.UUID,
     profile_id: uuid.UUID,
-) -> None:
+) -> bool:
+    """Tokens, last login, the user's claims; whether the link's picture still waits to be
+    fetched and stored (a profile sync does it after the commit)."""
     if identity.login.tokens is not None:
         await store_upstream_tokens(
             connection,
@@ -461,6 +479,15 @@ async def _after_login(
         update(USERS).where(USERS.c.id == user_id).values(last_login_at=context.now)
     )
     await refresh_user_claims(connection, user_id, context.now)
+    picture = (
+        await connection.execute(
+            select(PROFILES.c.picture_source, PROFILES.c.avatar_url).where(
+                PROFILES.c.id == profile_id
+            )
+        )
+    ).one()
+    ours = f"{context.issuer}/avatars/"
+    return bool(picture.picture_source) and not (picture.avatar_url or "").startswith(ours)
 
 
 async def holds_usable_refresh_token(

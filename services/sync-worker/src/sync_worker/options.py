@@ -141,7 +141,7 @@ def arq_function(spec: JobSpec[Any]) -> Function:
             record_result(process.metrics, spec.name.value, result, _since(started))
         return result
 
-    return func(run, name=spec.name.value)
+    return func(run, name=spec.name.value, keep_result=spec.keep_result)
 
 
 def _since(started: float) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from pydantic import Field
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -65,9 +65,14 @@ class ProfileSyncScanPayload(JobPayload):
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
-def sync_job_id(profile_id: uuid.UUID, last_synced_at: dt.datetime | None) -> str:
-    stamp = int(last_synced_at.timestamp()) if last_synced_at else 0
+def sync_job_id(profile_id: uuid.UUID, attempted_at: dt.datetime | None) -> str:
+    stamp = int(attempted_at.timestamp()) if attempted_at else 0
     return f"profile-sync:{profile_id}:{stamp}"
+
+
+def avatar_job_id(profile_id: uuid.UUID, now: dt.datetime) -> str:
+    """The sync a sign-in queues for a picture not stored yet (one a minute per link)."""
+    return f"profile-sync:{profile_id}:avatar:{int(now.timestamp()) // 60}"
 
 
 def on_demand_job_id(profile_id: uuid.UUID, now: dt.datetime) -> str:
@@ -86,21 +91,27 @@ async def scan_profiles(payload: ProfileSyncScanPayload, deps: JobDeps) -> JobRe
         interval = getattr(config, "profile_sync_interval", 0)
         if provider.type == "dev" or not interval:
             continue
+        # The last attempt, successful or not: a link that fails is retried an interval later
+        # and never holds back the others.
+        attempted = func.coalesce(PROFILES.c.sync_attempted_at, PROFILES.c.last_synced_at)
         async with deps.engine.connect() as connection:
             rows = (
                 await connection.execute(
-                    select(PROFILES.c.id, PROFILES.c.last_synced_at)
+                    select(PROFILES.c.id, attempted.label("attempted"))
                     .join(LINKS, LINKS.c.profile_id == PROFILES.c.id)
                     .where(
                         PROFILES.c.provider == provider_id,
                         LINKS.c.state.in_(REFRESHABLE_STATES),
                         LINKS.c.access_token_enc.is_not(None),
+                        # A link that can be read: a live access token, or a refresh token.
                         or_(
-                            PROFILES.c.last_synced_at.is_(None),
-                            PROFILES.c.last_synced_at <= now - dt.timedelta(seconds=interval),
+                            LINKS.c.refresh_token_enc.is_not(None),
+                            LINKS.c.expires_at.is_(None),
+                            LINKS.c.expires_at > now + EXPIRY_SLACK,
                         ),
+                        or_(attempted.is_(None), attempted <= now - dt.timedelta(seconds=interval)),
                     )
-                    .order_by(PROFILES.c.last_synced_at.nulls_first())
+                    .order_by(attempted.nulls_first())
                     .limit(payload.limit)
                 )
             ).all()
@@ -109,7 +120,7 @@ async def scan_profiles(payload: ProfileSyncScanPayload, deps: JobDeps) -> JobRe
             queued = await deps.queue.enqueue(
                 JobName.SYNC_PROFILE,
                 ProfileSyncPayload(profile_id=row.id),
-                job_id=sync_job_id(row.id, row.last_synced_at),
+                job_id=sync_job_id(row.id, row.attempted),
             )
             enqueued += queued is not None
     return {"outcome": "ok", "due": due, "enqueued": enqueued}
@@ -140,6 +151,9 @@ async def _usable_tokens(
         ).first()
         if provider is None or provider.type == "dev":
             return profile, _result("skipped", profile.provider, reason="not_syncable")
+        await connection.execute(
+            update(PROFILES).where(PROFILES.c.id == profile_id).values(sync_attempted_at=now)
+        )
         if link is None or link.state not in REFRESHABLE_STATES:
             return profile, _result("skipped", profile.provider, reason="no_usable_link")
         expiring = link.expires_at is not None and link.expires_at <= now + EXPIRY_SLACK
@@ -147,6 +161,10 @@ async def _usable_tokens(
         if provider.syncs_through_refresh or expiring or link.access_token_enc is None:
             if link.refresh_token_enc is None:
                 return profile, _result("skipped", profile.provider, reason="token_expired")
+            if link.next_attempt_at is not None and link.next_attempt_at > now:
+                # SECURITY.md 31: an upstream that asked us to back off is not asked again
+                # sooner because a user pressed "sync".
+                return profile, _result("retry", profile.provider, reason="backing_off")
             outcome = await refresh_locked_link(connection, link, provider, deps)
             revocations = outcome.revocations
             if outcome.status != "refreshed" or outcome.tokens is None:
@@ -194,6 +212,7 @@ async def _write(
     upstream: UpstreamProfile,
     image: AvatarImage | None,
     source: str | None,
+    read_at: dt.datetime,
 ) -> list[str] | None:
     """Store the synced profile; the changed fields, or None when the link is gone."""
     now = deps.clock.now()
@@ -204,11 +223,16 @@ async def _write(
     ).first()
     if current is None:
         return None
+    if current.updated_at != read_at:
+        # A sign-in stored fresher facts while this sync was reading: they win.
+        return []
     if image is not None:
         avatar: str | None = avatar_url(
             deps.settings.issuer, await store_avatar(connection, image, now)
         )
-    elif source is not None and current.picture_source == source and current.avatar_url:
+    elif upstream.avatar_unavailable or (
+        source is not None and current.picture_source == source and current.avatar_url
+    ):
         avatar = current.avatar_url  # the same picture could not be fetched again: keep it
     else:
         # No picture; or one that could not be fetched (refused address, not an image, down):
@@ -279,7 +303,9 @@ async def sync_profile(payload: ProfileSyncPayload, deps: JobDeps) -> JobResult:
         return _result("failed", profile.provider, reason=str(exc))
     image, source = await _avatar(deps, upstream, profile)
     async with deps.engine.connect() as connection, connection.begin():
-        changed = await _write(connection, deps, payload, upstream, image, source)
+        changed = await _write(
+            connection, deps, payload, upstream, image, source, profile.updated_at
+        )
     if changed is None:
         return _result("skipped", profile.provider, reason="gone")
     if changed:

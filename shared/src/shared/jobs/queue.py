@@ -130,9 +130,12 @@ class InProcessJobQueue:
     available to :meth:`result`.
     """
 
-    def __init__(self, deps: JobDeps, *, keep_results: int = 100) -> None:
+    def __init__(self, deps: JobDeps, *, keep_results: int = 100, max_jobs: int = 4) -> None:
         # Follow-up jobs a body enqueues (a scan's per-token jobs) run here too.
         self._deps = dataclasses.replace(deps, queue=self)
+        # At most this many run at once (a scan may queue a thousand): the broker's own
+        # requests keep their share of the database pool and, on SQLite, of its write lock.
+        self._running = asyncio.Semaphore(max_jobs)
         self._keep_results = keep_results
         self._pending: dict[str, asyncio.Task[JobResult]] = {}
         self._finished: OrderedDict[str, asyncio.Task[JobResult]] = OrderedDict()
@@ -154,7 +157,8 @@ class InProcessJobQueue:
 
     async def _run(self, spec: JobSpec[Any], payload: JobPayload, job_id: str) -> JobResult:
         try:
-            return await spec.run(payload, self._deps)
+            async with self._running:
+                return await spec.run(payload, self._deps)
         except Exception:
             log.exception("job.failed", job=spec.name.value, job_id=job_id)
             raise

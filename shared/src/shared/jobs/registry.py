@@ -57,6 +57,9 @@ class JobSpec(Generic[P]):
     name: JobName
     payload_type: type[P]
     body: Callable[[P, JobDeps], Awaitable[JobResult]]
+    # Seconds arq keeps the result (None: the worker's default, an hour). 0 for jobs with a
+    # stable id: a kept result would refuse the next enqueue of that id for as long.
+    keep_result: float | None = None
 
     def parse(self, payload: Mapping[str, Any] | JobPayload) -> P:
         """Validate a payload (a model, or its JSON form off the wire) as this job's type."""
@@ -80,10 +83,15 @@ JOBS: Mapping[JobName, JobSpec[Any]] = MappingProxyType(
         for spec in (
             JobSpec(JobName.NOOP, NoopPayload, run_noop),
             JobSpec(JobName.SCAN_UPSTREAM_TOKENS, UpstreamScanPayload, scan_upstream_tokens),
-            JobSpec(JobName.REFRESH_UPSTREAM_TOKEN, UpstreamRefreshPayload, refresh_upstream_token),
+            JobSpec(
+                JobName.REFRESH_UPSTREAM_TOKEN,
+                UpstreamRefreshPayload,
+                refresh_upstream_token,
+                keep_result=0,
+            ),
             JobSpec(JobName.RELAY_AUDIT_EVENTS, AuditRelayPayload, relay_audit_events),
             JobSpec(JobName.SCAN_PROFILES, ProfileSyncScanPayload, scan_profiles),
-            JobSpec(JobName.SYNC_PROFILE, ProfileSyncPayload, sync_profile),
+            JobSpec(JobName.SYNC_PROFILE, ProfileSyncPayload, sync_profile, keep_result=0),
             JobSpec(JobName.HOUSEKEEPING, HousekeepingPayload, run_housekeeping),
         )
     }

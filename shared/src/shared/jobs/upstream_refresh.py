@@ -78,9 +78,9 @@ async def scan_upstream_tokens(payload: UpstreamScanPayload, deps: JobDeps) -> J
     now = deps.clock.now()
     horizon = now + dt.timedelta(seconds=deps.settings.upstream_refresh_margin)
     async with deps.engine.connect() as connection:
-        rows = (
+        candidates = (
             await connection.execute(
-                select(LINKS.c.id, LINKS.c.expires_at, LINKS.c.failure_count)
+                select(LINKS)
                 .where(
                     LINKS.c.provider.in_(refreshable_providers(deps)),
                     LINKS.c.refresh_token_enc.is_not(None),
@@ -93,6 +93,7 @@ async def scan_upstream_tokens(payload: UpstreamScanPayload, deps: JobDeps) -> J
                 .limit(payload.limit)
             )
         ).all()
+    rows = [row for row in candidates if is_due(row, deps.settings, now)]
     enqueued = 0
     for row in rows:
         job_id = refresh_job_id(row.id, row.expires_at, row.failure_count)
@@ -150,14 +151,23 @@ async def lock_link(
 
 
 def is_due(row: Row[Any], settings: Settings, now: dt.datetime) -> bool:
-    horizon = now + dt.timedelta(seconds=settings.upstream_refresh_margin)
-    return (
-        row.state in REFRESHABLE_STATES
-        and row.refresh_token_enc is not None
-        and row.expires_at is not None
-        and row.expires_at <= horizon
-        and (row.next_attempt_at is None or row.next_attempt_at <= now)
-    )
+    """Whether a link should be refreshed now (the scan's SQL filter narrows, this decides).
+
+    Within the margin of its expiry — and, for an ``ok`` link, no sooner than half its
+    lifetime: an access token that lives no longer than the margin (Keycloak's 5 minutes
+    against the default margin of 5 minutes) would otherwise be refreshed at every scan.
+    """
+    if (
+        row.state not in REFRESHABLE_STATES
+        or row.refresh_token_enc is None
+        or row.expires_at is None
+        or (row.next_attempt_at is not None and row.next_attempt_at > now)
+    ):
+        return False
+    remaining = row.expires_at - now
+    if remaining > dt.timedelta(seconds=settings.upstream_refresh_margin):
+        return False
+    return bool(row.state != "ok" or remaining <= now - row.updated_at)
 
 
 async def refresh_locked_link(

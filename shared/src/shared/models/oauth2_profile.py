@@ -41,6 +41,9 @@ class OAuth2Profile(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When a sync last started, whatever came of it: the scan orders by it, so links that
+    # cannot sync (an upstream down, a dead token) do not hold back the others.
+    sync_attempted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # When a sync saw a verified address become unverified (cleared when it is verified again).
     email_unverified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # The upstream picture URL the stored avatar was fetched from (avatar_url is ours).

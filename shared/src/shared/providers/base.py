@@ -53,6 +53,9 @@ class UpstreamProfile:
     preferred_username: str | None = None
     picture: str | None = None
     avatar: AvatarImage | None = None
+    # The provider's picture could not be read just now (an error, not "no picture"): keep the
+    # stored one.
+    avatar_unavailable: bool = False
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 

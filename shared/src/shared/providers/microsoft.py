@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx2
 
-from shared.avatars import fetch_bearer_image
+from shared.avatars import AvatarUnavailable, fetch_bearer_image
 from shared.clock import Clock
 from shared.providers.base import UpstreamProfile, UpstreamTokens
 from shared.providers.errors import ProviderDenied, ProviderInvalidResponse
@@ -114,7 +114,10 @@ def build_microsoft_provider(
     photo_url = f"{config.graph_url}/v1.0/me/photo/$value"
 
     async def with_photo(profile: UpstreamProfile, tokens: UpstreamTokens) -> UpstreamProfile:
-        avatar = await fetch_bearer_image(http, photo_url, tokens.access_token)
+        try:
+            avatar = await fetch_bearer_image(http, photo_url, tokens.access_token)
+        except AvatarUnavailable:
+            return dataclasses.replace(profile, avatar_unavailable=True)
         return dataclasses.replace(profile, avatar=avatar) if avatar else profile
 
     assert config.client_secret is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import email.utils
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,12 @@ from shared.providers.errors import (
 )
 
 # Errors a token endpoint uses to say "this grant is dead" (RFC 6749 §5.2; GitHub's own name).
-_REJECTED = {"invalid_grant", "invalid_token", "unauthorized_client", "bad_refresh_token"}
+_REJECTED = frozenset(
+    {"invalid_grant", "invalid_token", "unauthorized_client", "bad_refresh_token"}
+)
+# For a refresh only these do (SECURITY.md 31): `unauthorized_client` says the *client* may not
+# use the grant — a configuration change at the upstream, which must not revoke every link.
+_REFRESH_REJECTED = frozenset({"invalid_grant", "bad_refresh_token"})
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,20 @@ def _client_secret_basic(
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """RFC 9110 §10.2.3: seconds, or an HTTP date; None when absent or unreadable."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _unavailable_before_parsing(response: httpx2.Response) -> httpx2.Response:
@@ -81,13 +95,15 @@ def _unavailable_before_parsing(response: httpx2.Response) -> httpx2.Response:
 
 
 @contextlib.asynccontextmanager
-async def translated_errors(operation: str) -> AsyncIterator[None]:
+async def translated_errors(
+    operation: str, rejected: frozenset[str] = _REJECTED
+) -> AsyncIterator[None]:
     """Turn transport, HTTP and OAuth errors of one upstream call into provider errors."""
     try:
         yield
     except OAuthError as exc:
         error = str(exc.error or "invalid_response")
-        if error in _REJECTED:
+        if error in rejected:
             raise ProviderRejected(error, exc.description) from None
         if error in ("temporarily_unavailable", "server_error", "slow_down"):
             raise ProviderUnavailable(f"{operation}: upstream answered {error}") from None
@@ -194,7 +210,10 @@ class OAuth2Flow:
         return _require_access_token(dict(token))
 
     async def refresh(self, endpoints: OAuth2Endpoints, refresh_token: str) -> dict[str, Any]:
-        async with translated_errors("token refresh"), self._client() as client:
+        async with (
+            translated_errors("token refresh", _REFRESH_REJECTED),
+            self._client() as client,
+        ):
             token = await client.refresh_token(
                 endpoints.token_endpoint, refresh_token=refresh_token
             )

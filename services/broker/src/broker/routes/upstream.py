@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode
 import structlog
 from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.jobs import JobName, QueueUnavailableError
-from shared.jobs.profile_sync import ProfileSyncPayload, on_demand_job_id
+from shared.jobs.profile_sync import ProfileSyncPayload, avatar_job_id
 from shared.profile_columns import UnusableIdentity
 from shared.providers.base import Provider, UpstreamLogin
 from shared.providers.dev import DevProvider
@@ -235,7 +235,7 @@ async def _finish(
                     ip=meta.ip,
                     browser_hash=token_hash(browser),
                 )
-            if identity.login.profile.picture and identity.login.profile.avatar is None:
+            if signed_in.avatar_pending:
                 await _fetch_avatar_soon(runtime, signed_in.profile_id)
             return code
         except IntegrityError:
@@ -252,7 +252,7 @@ async def _fetch_avatar_soon(runtime: Runtime, profile_id: uuid.UUID) -> None:
         await runtime.jobs.enqueue(
             JobName.SYNC_PROFILE,
             ProfileSyncPayload(profile_id=profile_id),
-            job_id=on_demand_job_id(profile_id, runtime.clock.now()),
+            job_id=avatar_job_id(profile_id, runtime.clock.now()),
         )
     except QueueUnavailableError as exc:
         log.warning("avatar.enqueue_failed", error=str(exc))  # the periodic sync will do it
