@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -25,11 +23,10 @@ from shared.jobs import (
 from shared.jobs.upstream_refresh import UpstreamRefreshPayload
 
 from tests.support.job_deps import job_deps
+from tests.support.workers import running_worker
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKER = [sys.executable, "-m", "sync_worker.main"]
 STARTUP_AND_JOB_SECONDS = 10.0
 
 
@@ -64,29 +61,6 @@ async def arq_queue(redis_url: str, queue_name: str) -> AsyncIterator[ArqJobQueu
         await redis.delete(*keys)
     finally:
         await redis.aclose()
-
-
-@asynccontextmanager
-async def running_worker(
-    args: list[str], env: dict[str, str], log_path: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Start ``sync-worker`` with ``args``; always stop it (SIGTERM, then SIGKILL) afterwards."""
-    with log_path.open("wb") as log:
-        if "--http-port" not in args:
-            args = [*args, "--http-port", "-1"]
-        process = await asyncio.create_subprocess_exec(
-            *WORKER, *args, env=env, cwd=str(ROOT), stdout=log, stderr=asyncio.subprocess.STDOUT
-        )
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 5)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
 
 
 def read_log(path: Path) -> str:

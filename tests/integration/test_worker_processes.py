@@ -8,10 +8,9 @@ import asyncio
 import datetime as dt
 import os
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 
 import httpx2
@@ -27,11 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.links import Link, create_link, link_row, mint_grants, stored_tokens
 from tests.support.processes import free_port
 from tests.support.waiting import eventually
+from tests.support.workers import running_worker
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-WORKER = [sys.executable, "-m", "sync_worker.main"]
 
 
 @pytest.fixture
@@ -97,31 +94,10 @@ async def worker_env(
         await redis.aclose()
 
 
-@asynccontextmanager
-async def worker(
+def worker(
     env: dict[str, str], queue: str, log_path: Path, *args: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            *WORKER,
-            "--queue",
-            queue,
-            *args,
-            env=env,
-            cwd=str(ROOT),
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 10)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    return running_worker(["--queue", queue, *args], env, log_path)
 
 
 async def refreshed_count(engine: AsyncEngine, links: list[Link]) -> int:
