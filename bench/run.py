@@ -6,8 +6,10 @@ drive five targets with ``wrk -t1`` (a warm-up each, then rounds that run every 
 turn; the table shows medians over the rounds, and each ratio is the median of its per-round
 ratios, a target against the baseline run just before it);
 print a table, the ratios against their targets, the broker's RSS and the COMMITs per refresh
-rotation measured from ``pg_stat_database``. It prints numbers and exits 0 whatever they are; the
-database and every subprocess are removed on the way out, also on Ctrl-C or an error.
+rotation measured from ``pg_stat_database``. Then ``bench.worker`` measures the sync worker
+(upstream refreshes/s with one and two processes, audit relay events/s; smaller with
+``--quick``). It prints numbers and exits 0 whatever they are; the databases and every
+subprocess are removed on the way out, also on Ctrl-C or an error.
 
 Usage: ``python -m bench.run [--quick] [--duration S] [--connections N] [--tokens N]``.
 """
@@ -23,8 +25,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,11 +33,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import psycopg
 import yaml
@@ -47,17 +45,23 @@ from shared.db.migrate import upgrade_to_head
 from sqlalchemy.engine import make_url
 
 from bench.baseline_app import ISSUER_ENV, JWKS_FILE_ENV, SIGNING_JWK_ENV
+from bench.database import DEFAULT_SERVER_URL, SERVER_URL_ENV, bench_database, libpq_url
+from bench.processes import (
+    VENV_BIN,
+    BenchError,
+    Server,
+    free_port,
+    http_get,
+    report_server_log,
+    server,
+    server_env,
+    unwind_on_signals,
+)
 from bench.seed import CLIENT_ID, seed_refresh_tokens, write_tokens
 from bench.verifier import VerifierRates, measure_verifier
+from bench.worker import WorkerBenchOptions, bench_redis_url, run_worker_bench
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 REFRESH_SCRIPT = Path(__file__).resolve().parent / "refresh.lua"
-DEFAULT_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-SERVER_URL_ENV = "BROKER_BENCH_DATABASE_URL"
-READY_TIMEOUT = 60.0
-STOP_GRACE = 25.0  # the broker's uvicorn waits up to 20 s for in-flight requests
-LOG_TAIL_CHARS = 3000
 
 # Targets (ratio >= unless noted).
 JWKS_RATIO_TARGET = 0.9
@@ -75,11 +79,6 @@ _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _LUA_LINE = re.compile(r"^bench-lua (\w+)=(.*)$", re.MULTILINE)
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-_ERROR_LOG_LINE = re.compile(r'"level":\s*"(error|critical)"|Traceback \(most recent call last\)')
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not be set up (a server did not start, wrk failed...)."""
 
 
 # --------------------------------------------------------------------------- wrk
@@ -154,128 +153,7 @@ def run_wrk(
     return parse_wrk_output(completed.stdout)
 
 
-# --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """Status and body of a GET (any status; no exception for 4xx/5xx)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-@dataclass
-class Server:
-    """A subprocess started by :func:`server`, with its combined output in ``log_path``."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def rss_mb(self) -> float | None:
-        """Resident set size from /proc/<pid>/status, in MB (MiB)."""
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="ascii")
-        except OSError:
-            return None
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        return int(match.group(1)) / 1024 if match else None
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after the grace period; always reaped."""
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-@contextlib.contextmanager
-def server(
-    name: str, command: list[str], *, env: dict[str, str], ready_url: str, log_path: Path
-) -> Iterator[Server]:
-    """Run ``command`` until the block ends, once ``ready_url`` answers 200."""
-    with log_path.open("wb") as log:
-        # A session of its own: Ctrl-C reaches only this script, which then stops it in order.
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    running = Server(name, process, log_path)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise BenchError(
-                    f"{name} exited with {process.returncode} before it was ready:\n"
-                    f"{running.log()[-LOG_TAIL_CHARS:]}"
-                )
-            try:
-                if http_get(ready_url, timeout=1.0)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    f"{name} was not ready within {READY_TIMEOUT:.0f} s:\n"
-                    f"{running.log()[-LOG_TAIL_CHARS:]}"
-                )
-            time.sleep(0.1)
-        yield running
-    finally:
-        running.stop()
-
-
-def server_env(extra: dict[str, str]) -> dict[str, str]:
-    """This process's environment without any BROKER_* variable, plus ``extra``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("BROKER_")}
-    env.update(extra)
-    return env
-
-
 # --------------------------------------------------------------------------- database
-
-
-def _libpq_url(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextlib.contextmanager
-def bench_database(server_url: str) -> Iterator[str]:
-    """A fresh ``bench_<random>`` database on the server; dropped when the block ends."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = _libpq_url(server_url)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield (
-            make_url(server_url)
-            .set(database=name, drivername="postgresql+psycopg")
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def xact_commits(server_url: str, database: str, *, settle: float = 1.0) -> int:
@@ -285,7 +163,7 @@ def xact_commits(server_url: str, database: str, *, settle: float = 1.0) -> int:
     is read until two readings ``settle`` seconds apart agree. Read from the server's admin
     database so these reads do not count themselves.
     """
-    with psycopg.connect(_libpq_url(server_url), autocommit=True) as connection:
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as connection:
 
         def read() -> int:
             connection.execute("SELECT pg_stat_clear_snapshot()")
@@ -306,7 +184,7 @@ def xact_commits(server_url: str, database: str, *, settle: float = 1.0) -> int:
 
 def rotated_tokens(database_url: str) -> int:
     """Refresh tokens the broker marked used: the rotations it actually committed."""
-    with psycopg.connect(_libpq_url(database_url), autocommit=True) as connection:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
         row = connection.execute(
             "SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL"
         ).fetchone()
@@ -323,6 +201,7 @@ class Options:
     repeats: int
     connections: int
     tokens: int
+    worker: WorkerBenchOptions
 
 
 @dataclass
@@ -575,18 +454,6 @@ def print_report(
         print(f"  first refresh error: {supply.first_error}")
 
 
-def report_server_log(server_: Server, since: int) -> None:
-    """Print error lines the server logged after ``since`` characters of its log."""
-    log = server_.log()[since:]
-    errors = [line for line in log.splitlines() if _ERROR_LOG_LINE.search(line)]
-    if errors:
-        print(f"\n{server_.name} logged {len(errors)} error line(s); the first ones:")
-        for line in errors[:5]:
-            print(f"  {line[:400]}")
-    else:
-        print(f"\n{server_.name} logged no errors during the load.")
-
-
 # --------------------------------------------------------------------------- extras
 
 INTROSPECTOR, INTROSPECTOR_SECRET = "bench-introspector", "bench-introspector-secret"
@@ -674,11 +541,8 @@ def parse_args(argv: list[str] | None) -> Options:
         repeats=max(1, args.repeats),
         connections=max(1, args.connections),
         tokens=args.tokens or (40_000 if args.quick else 150_000),
+        worker=WorkerBenchOptions.quick() if args.quick else WorkerBenchOptions(),
     )
-
-
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -688,10 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench: wrk is not installed; install it first (apt-get install wrk)", file=sys.stderr
         )
         return 1
-    # Ctrl-C and SIGTERM both unwind through the cleanup (even if SIGINT was inherited as
-    # ignored, as in a background job).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    unwind_on_signals()
     server_url = os.environ.get(SERVER_URL_ENV, DEFAULT_SERVER_URL)
     try:
         return _bench(server_url, options)
@@ -758,6 +619,7 @@ def _bench(server_url: str, options: Options) -> int:
         )
         print_extras(extras)
         report_server_log(broker, broker_log_start)
+    run_worker_bench(server_url, bench_redis_url(os.environ), options.worker)
     return 0
 
 

@@ -31,7 +31,7 @@ async def arq_queue(redis_url: str) -> AsyncIterator[ArqJobQueue]:
     await queue.aclose()
     redis: Redis = Redis.from_url(redis_url)
     try:
-        keys = [name, *[key async for key in redis.scan_iter(match="arq:job:periodic:*")]]
+        keys = [name, *[key async for key in redis.scan_iter(match=f"arq:*:periodic:{name}:*")]]
         await redis.delete(*keys)
     finally:
         await redis.aclose()
@@ -56,7 +56,9 @@ async def test_two_workers_timers_queue_each_tick_once(
     settings = broker_settings("sqlite+aiosqlite://", upstream_idp, keyring, redis_url=redis_url)
     jobs = periodic_jobs(settings)
     clock = FrozenClock(dt.datetime(2031, 5, 1, 12, 0, 0, 100_000, tzinfo=dt.UTC))
-    first, second = (PeriodicScheduler(arq_queue, jobs, clock) for _ in range(2))
+    first, second = (
+        PeriodicScheduler(arq_queue, jobs, clock, namespace=arq_queue.queue_name) for _ in range(2)
+    )
 
     queued = [*await first.tick(), *await second.tick()]
     again = [*await first.tick(), *await second.tick()]
@@ -66,7 +68,8 @@ async def test_two_workers_timers_queue_each_tick_once(
     assert len(queued) == len(jobs) and len(set(queued)) == len(queued)
     assert again == []
     # One second later only the relay (every second) is due again, and queued once.
-    assert next_second == [f"periodic:relay_audit_events:{int(clock.now().timestamp())}"]
+    tick = int(clock.now().timestamp())
+    assert next_second == [f"periodic:{arq_queue.queue_name}:relay_audit_events:{tick}"]
 
 
 async def test_the_embedded_broker_refreshes_due_upstream_tokens_by_itself(

@@ -44,10 +44,9 @@ async def queue_name(redis_url: str) -> AsyncIterator[str]:
     yield name
     redis: Redis = Redis.from_url(redis_url)
     try:
+        # This queue's own keys only (its periodic ticks carry its name; refresh jobs keep
+        # no result): other runs may share this Redis.
         keys = [name, *[key async for key in redis.scan_iter(match=f"arq:*{name}*")]]
-        keys += [key async for key in redis.scan_iter(match="arq:job:upstream-refresh:*")]
-        keys += [key async for key in redis.scan_iter(match="arq:result:upstream-refresh:*")]
-        keys += [key async for key in redis.scan_iter(match="arq:*:periodic:*")]
         if keys:
             await redis.delete(*keys)
     finally:

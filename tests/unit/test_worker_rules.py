@@ -17,12 +17,12 @@ from shared.settings import ConfigError, make_settings
 
 NOW = dt.datetime(2031, 1, 1, 12, 0, tzinfo=dt.UTC)
 SETTINGS = make_settings(keyring=Keyring.generate(), upstream_refresh_margin=300)
+SEALED = {"has_refresh_token": True}
 
 
 def link(*, stored_ago: float, expires_in: float, state: str = "ok") -> SimpleNamespace:
     return SimpleNamespace(
         state=state,
-        refresh_token_enc=b"sealed",
         expires_at=NOW + dt.timedelta(seconds=expires_in),
         updated_at=NOW - dt.timedelta(seconds=stored_ago),
         next_attempt_at=None,
@@ -42,16 +42,21 @@ def link(*, stored_ago: float, expires_in: float, state: str = "ok") -> SimpleNa
 def test_a_link_is_due_within_the_margin_and_after_half_its_lifetime(
     stored_ago: float, expires_in: float, due: bool
 ) -> None:
-    assert is_due(link(stored_ago=stored_ago, expires_in=expires_in), SETTINGS, NOW) is due
+    assert (
+        is_due(link(stored_ago=stored_ago, expires_in=expires_in), SETTINGS, NOW, **SEALED) is due
+    )
 
 
 def test_a_failing_link_is_due_when_its_backoff_ends_not_before() -> None:
     failing = link(stored_ago=5, expires_in=200, state="refresh_failing")
-    assert is_due(failing, SETTINGS, NOW)
+    assert is_due(failing, SETTINGS, NOW, **SEALED)
     failing.next_attempt_at = NOW + dt.timedelta(seconds=30)
-    assert not is_due(failing, SETTINGS, NOW)
+    assert not is_due(failing, SETTINGS, NOW, **SEALED)
+    assert not is_due(link(stored_ago=3300, expires_in=10), SETTINGS, NOW, has_refresh_token=False)
     for state in ("revoked", "needs_reauth"):
-        assert not is_due(link(stored_ago=3300, expires_in=10, state=state), SETTINGS, NOW)
+        assert not is_due(
+            link(stored_ago=3300, expires_in=10, state=state), SETTINGS, NOW, **SEALED
+        )
 
 
 async def test_only_invalid_grant_means_a_refresh_token_is_dead() -> None:

@@ -104,7 +104,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     jobs = build_job_queue(settings, job_deps)
     scheduler = None
     if isinstance(jobs, InProcessJobQueue) and settings.periodic_jobs:
-        scheduler = PeriodicScheduler(jobs, periodic_jobs(settings), clock)
+        scheduler = PeriodicScheduler(jobs, periodic_jobs(settings), clock, namespace="local")
     return Runtime(
         settings=settings,
         engine=engine,

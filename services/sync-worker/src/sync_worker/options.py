@@ -210,7 +210,9 @@ def build_worker_process(
         slots=ProviderSlots.from_settings(settings),
     )
     scheduler = (
-        PeriodicScheduler(queue, periodic_jobs(settings), clock) if settings.periodic_jobs else None
+        PeriodicScheduler(queue, periodic_jobs(settings), clock, namespace=queue_name)
+        if settings.periodic_jobs
+        else None
     )
     return WorkerProcess(
         deps=deps,

@@ -89,7 +89,9 @@ JOBS: Mapping[JobName, JobSpec[Any]] = MappingProxyType(
                 refresh_upstream_token,
                 keep_result=0,
             ),
-            JobSpec(JobName.RELAY_AUDIT_EVENTS, AuditRelayPayload, relay_audit_events),
+            JobSpec(
+                JobName.RELAY_AUDIT_EVENTS, AuditRelayPayload, relay_audit_events, keep_result=60
+            ),
             JobSpec(JobName.SCAN_PROFILES, ProfileSyncScanPayload, scan_profiles),
             JobSpec(JobName.SYNC_PROFILE, ProfileSyncPayload, sync_profile, keep_result=0),
             JobSpec(JobName.HOUSEKEEPING, HousekeepingPayload, run_housekeeping),

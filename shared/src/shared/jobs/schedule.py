@@ -1,6 +1,7 @@
 """The periodic jobs and the timer that enqueues them, the same in the broker and the worker.
 
-Each periodic job is enqueued once per interval with the job id ``periodic:{name}:{tick}``,
+Each periodic job is enqueued once per interval with the job id
+``periodic:{queue}:{name}:{tick}``,
 ``tick`` being the number of whole intervals since the epoch. Every worker process runs this
 timer, and the queue refuses a job id it already holds, so a tick's job runs once however many
 workers there are — and nothing is skipped when one of them stops. Without Redis (the embedded
@@ -60,8 +61,13 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
 class PeriodicScheduler:
     """Enqueues each periodic job once per interval; ``start`` runs it as a background task."""
 
-    def __init__(self, queue: JobQueue, jobs: Sequence[PeriodicJob], clock: Clock) -> None:
+    def __init__(
+        self, queue: JobQueue, jobs: Sequence[PeriodicJob], clock: Clock, *, namespace: str
+    ) -> None:
         self._queue = queue
+        # arq's job ids are global to a Redis database: the queue's name keeps two queues'
+        # ticks apart.
+        self._namespace = namespace
         self._jobs = list(jobs)
         self._clock = clock
         self._last_tick: dict[JobName, int] = {}
@@ -75,7 +81,7 @@ class PeriodicScheduler:
             tick = int(now // job.interval)
             if self._last_tick.get(job.name) == tick:
                 continue
-            job_id = f"periodic:{job.name.value}:{tick}"
+            job_id = f"periodic:{self._namespace}:{job.name.value}:{tick}"
             try:
                 queued = await self._queue.enqueue(job.name, job.payload, job_id=job_id)
             except QueueUnavailableError as exc:

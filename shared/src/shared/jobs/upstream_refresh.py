@@ -80,7 +80,15 @@ async def scan_upstream_tokens(payload: UpstreamScanPayload, deps: JobDeps) -> J
     async with deps.engine.connect() as connection:
         candidates = (
             await connection.execute(
-                select(LINKS)
+                # Only what the decision needs: never the sealed tokens of a thousand links.
+                select(
+                    LINKS.c.id,
+                    LINKS.c.state,
+                    LINKS.c.expires_at,
+                    LINKS.c.updated_at,
+                    LINKS.c.next_attempt_at,
+                    LINKS.c.failure_count,
+                )
                 .where(
                     LINKS.c.provider.in_(refreshable_providers(deps)),
                     LINKS.c.refresh_token_enc.is_not(None),
@@ -93,7 +101,7 @@ async def scan_upstream_tokens(payload: UpstreamScanPayload, deps: JobDeps) -> J
                 .limit(payload.limit)
             )
         ).all()
-    rows = [row for row in candidates if is_due(row, deps.settings, now)]
+    rows = [row for row in candidates if is_due(row, deps.settings, now, has_refresh_token=True)]
     enqueued = 0
     for row in rows:
         job_id = refresh_job_id(row.id, row.expires_at, row.failure_count)
@@ -150,7 +158,7 @@ async def lock_link(
     return (await connection.execute(statement)).first()
 
 
-def is_due(row: Row[Any], settings: Settings, now: dt.datetime) -> bool:
+def is_due(row: Any, settings: Settings, now: dt.datetime, *, has_refresh_token: bool) -> bool:
     """Whether a link should be refreshed now (the scan's SQL filter narrows, this decides).
 
     Within the margin of its expiry — and, for an ``ok`` link, no sooner than half its
@@ -159,7 +167,7 @@ def is_due(row: Row[Any], settings: Settings, now: dt.datetime) -> bool:
     """
     if (
         row.state not in REFRESHABLE_STATES
-        or row.refresh_token_enc is None
+        or not has_refresh_token
         or row.expires_at is None
         or (row.next_attempt_at is not None and row.next_attempt_at > now)
     ):
@@ -339,7 +347,8 @@ async def refresh_upstream_token(payload: UpstreamRefreshPayload, deps: JobDeps)
         provider = deps.providers.get(row.provider)
         if provider is None:
             return RefreshOutcome("skipped", row.provider, "provider_not_configured").result()
-        if not is_due(row, deps.settings, deps.clock.now()):
+        sealed = row.refresh_token_enc is not None
+        if not is_due(row, deps.settings, deps.clock.now(), has_refresh_token=sealed):
             return RefreshOutcome("skipped", row.provider, "not_due").result()
         outcome = await refresh_locked_link(connection, row, provider, deps)
     await deps.revocations.publish(outcome.revocations)
