@@ -250,3 +250,35 @@ async def test_a_sync_that_must_refresh_honours_the_links_backoff(
 
     assert result["status"] == "retry" and result["reason"] == "backing_off"
     assert (await idp.get("/_control/refresh_log")).json()["refreshes"] == []
+
+
+async def test_an_admin_can_sync_another_users_profile_and_others_cannot(
+    database_url: str, upstream_idp: str, keyring: Keyring, idp: httpx2.AsyncClient
+) -> None:
+    admin_subject = f"admin-{uuid.uuid4().hex[:10]}"
+    settings = broker_settings(
+        database_url, upstream_idp, keyring, admins=[f"corp:{admin_subject}"]
+    )
+    async with running_broker(settings) as (runtime, broker):
+        subject, user_headers = await sign_in(broker, idp)
+        user_id = (await corp_profile(broker, user_headers))["user"]["id"]
+        _admin, admin_headers = await sign_in(broker, idp, sub=admin_subject)
+        admin_id = (await corp_profile(broker, admin_headers))["user"]["id"]
+        path = f"/admin/oauth2/users/{user_id}/sync"
+
+        assert (await broker.post(path)).status_code == 401
+        refused = await broker.post(path, headers=user_headers)
+        assert refused.status_code == 403 and refused.json()["error"] == "access_denied"
+        await idp.post(f"/_control/users/{subject}", json={"name": "Synced By Admin"})
+        response = await broker.post(path, headers=admin_headers)
+
+        assert response.status_code == 202, response.text
+        await eventually(changed_to(broker, user_headers, "name", "Synced By Admin"), within=10)
+        (event,) = await audit_rows(runtime, user_id, "profile.synced")
+        assert event.actor == f"user:{admin_id}"
+        unknown = await broker.post(
+            f"/admin/oauth2/users/{uuid.uuid4()}/sync", headers=admin_headers
+        )
+        assert unknown.status_code == 404
+        garbage = await broker.post("/admin/oauth2/users/not-a-uuid/sync", headers=admin_headers)
+        assert garbage.status_code == 404

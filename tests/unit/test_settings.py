@@ -307,3 +307,13 @@ def test_default_access_token_audience_is_the_issuer_not_a_client() -> None:
 
     assert settings.audience == settings.issuer
     assert settings.audience not in {client.id for client in settings.clients}
+
+
+@pytest.mark.parametrize("entry", ["alice@example.com", "user:alice", "corp:", ":x", "Corp:x"])
+def test_admins_are_named_by_user_id_or_provider_and_subject_only(entry: str) -> None:
+    with pytest.raises(ConfigError, match="admins"):
+        make_settings(keyring=Keyring.generate(), admins=[entry])
+    make_settings(
+        keyring=Keyring.generate(),
+        admins=["corp:alice", "user:6f1c0b9e-0c1d-4c59-9d0a-2b1f7e3c8a11"],
+    )

@@ -8,6 +8,8 @@ with a message that names the offending setting, so startup fails before the fir
 from __future__ import annotations
 
 import ipaddress
+import re
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -336,6 +338,21 @@ class Settings(_Strict):
             raise ValueError("issuer must not end with '/'")
         if urlsplit(value).query or urlsplit(value).fragment:
             raise ValueError("issuer must not contain a query or fragment")
+        return value
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # SECURITY.md 26: a broker user id or a (provider, subject) — never an email.
+        for entry in value:
+            kind, _, rest = entry.partition(":")
+            if not rest or not re.fullmatch(_ID[1:-1], kind):
+                raise ValueError(f"{entry!r}: expected user:<user id> or <provider id>:<subject>")
+            if kind == "user":
+                try:
+                    uuid.UUID(rest)
+                except ValueError:
+                    raise ValueError(f"{entry!r}: user: takes a broker user id (a UUID)") from None
         return value
 
     @field_validator("keyring", mode="before")

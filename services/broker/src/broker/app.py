@@ -101,6 +101,7 @@ def routes(settings: Settings, keys: KeyStore) -> list[Route]:
         Route("/auth/oauth2/providers", accounts.providers, methods=["GET"]),
         Route("/auth/oauth2/profile", accounts.profile, methods=["GET", "PUT"]),
         Route("/auth/oauth2/profile/sync", profile_sync.sync, methods=["POST"]),
+        Route("/admin/oauth2/users/{user_id}/sync", profile_sync.admin_sync, methods=["POST"]),
         Route("/auth/oauth2/links/{provider}", accounts.remove_link, methods=["DELETE"]),
         Route("/auth/oauth2/{provider}/link", accounts.link, methods=["GET"]),
         Route("/avatars/{digest}", avatars.avatar, methods=["GET"]),

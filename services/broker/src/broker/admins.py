@@ -1,0 +1,32 @@
+"""Who is an admin: a broker user id or a linked ``provider:subject`` named in the ``admins:``
+configuration — never an email, which any provider can claim (SECURITY.md 26)."""
+
+from __future__ import annotations
+
+from shared.db.base import table
+from shared.models import OAuth2Profile
+from shared.settings import Settings
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.callers import Caller
+from broker.errors import AccessDenied
+
+PROFILES = table(OAuth2Profile)
+
+
+async def is_admin(connection: AsyncConnection, settings: Settings, caller: Caller) -> bool:
+    if not settings.admins:
+        return False
+    if f"user:{caller.user_id}" in settings.admins:
+        return True
+    links = await connection.execute(
+        select(PROFILES.c.provider, PROFILES.c.subject).where(PROFILES.c.user_id == caller.user_id)
+    )
+    return any(f"{row.provider}:{row.subject}" in settings.admins for row in links)
+
+
+async def require_admin(connection: AsyncConnection, settings: Settings, caller: Caller) -> None:
+    """403 ``access_denied`` for a signed-in user who is not an admin."""
+    if not await is_admin(connection, settings, caller):
+        raise AccessDenied("this needs an admin")
