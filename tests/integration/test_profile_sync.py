@@ -282,3 +282,10 @@ async def test_an_admin_can_sync_another_users_profile_and_others_cannot(
         assert unknown.status_code == 404
         garbage = await broker.post("/admin/oauth2/users/not-a-uuid/sync", headers=admin_headers)
         assert garbage.status_code == 404
+        # An admin grant through a link whose upstream grant was revoked no longer counts.
+        async with runtime.engine.begin() as connection:
+            await connection.execute(
+                update(LINKS).where(LINKS.c.user_id == uuid.UUID(admin_id)).values(state="revoked")
+            )
+        revoked = await broker.post(path, headers=admin_headers)
+        assert revoked.status_code == 403

@@ -313,7 +313,12 @@ def test_default_access_token_audience_is_the_issuer_not_a_client() -> None:
 def test_admins_are_named_by_user_id_or_provider_and_subject_only(entry: str) -> None:
     with pytest.raises(ConfigError, match="admins"):
         make_settings(keyring=Keyring.generate(), admins=[entry])
-    make_settings(
-        keyring=Keyring.generate(),
-        admins=["corp:alice", "user:6f1c0b9e-0c1d-4c59-9d0a-2b1f7e3c8a11"],
-    )
+    corp = {"id": "corp", "type": "oidc", "issuer": "https://sso.example.com", "client_id": "b"}
+    admins = ["corp:alice", "user:6F1C0B9E-0C1D-4C59-9D0A-2B1F7E3C8A11"]
+    settings = make_settings(keyring=Keyring.generate(), providers=[corp], admins=admins)
+    # Compared as the broker writes user ids: lower case, with hyphens.
+    assert settings.admins == ("corp:alice", "user:6f1c0b9e-0c1d-4c59-9d0a-2b1f7e3c8a11")
+    providers = [corp, {"id": "dev", "type": "dev"}]
+    for refused in ("github:1", "dev:alice@example.com"):  # unconfigured; dev: any typed address
+        with pytest.raises(ConfigError, match="admins"):
+            make_settings(keyring=Keyring.generate(), providers=providers, admins=[refused])

@@ -344,16 +344,18 @@ class Settings(_Strict):
     @classmethod
     def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         # SECURITY.md 26: a broker user id or a (provider, subject) — never an email.
+        normalized = []
         for entry in value:
             kind, _, rest = entry.partition(":")
             if not rest or not re.fullmatch(_ID[1:-1], kind):
                 raise ValueError(f"{entry!r}: expected user:<user id> or <provider id>:<subject>")
             if kind == "user":
                 try:
-                    uuid.UUID(rest)
+                    entry = f"user:{uuid.UUID(rest)}"  # the form it is compared in
                 except ValueError:
                     raise ValueError(f"{entry!r}: user: takes a broker user id (a UUID)") from None
-        return value
+            normalized.append(entry)
+        return tuple(normalized)
 
     @field_validator("keyring", mode="before")
     @classmethod
@@ -390,6 +392,16 @@ class Settings(_Strict):
                 )
         if not self.providers:
             raise ValueError("providers: at least one provider is required")
+        by_id = {provider.id: provider for provider in self.providers}
+        if "user" in by_id:
+            raise ValueError("providers: the id 'user' is reserved (admins: user:<user id>)")
+        for entry in self.admins:
+            kind = entry.partition(":")[0]
+            if kind != "user" and kind not in by_id:
+                raise ValueError(f"admins: {entry!r} names no configured provider")
+            if kind != "user" and by_id[kind].type == "dev":
+                # The dev provider's subject is whatever address someone types.
+                raise ValueError(f"admins: {entry!r}: the dev provider cannot grant admin")
         client_ids = [client.id for client in self.clients]
         if len(set(client_ids)) != len(client_ids):
             raise ValueError("clients: client ids must be unique")

@@ -3,10 +3,11 @@ configuration — never an email, which any provider can claim (SECURITY.md 26).
 
 from __future__ import annotations
 
+from shared.auth_sessions import LINKS
 from shared.db.base import table
 from shared.models import OAuth2Profile
 from shared.settings import Settings
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.callers import Caller
@@ -20,10 +21,21 @@ async def is_admin(connection: AsyncConnection, settings: Settings, caller: Call
         return False
     if f"user:{caller.user_id}" in settings.admins:
         return True
+    # Only a link that still counts: its provider configured, its upstream grant not revoked
+    # nor waiting for a new sign-in (an offboarded upstream account stops being admin).
     links = await connection.execute(
-        select(PROFILES.c.provider, PROFILES.c.subject).where(PROFILES.c.user_id == caller.user_id)
+        select(PROFILES.c.provider, PROFILES.c.subject)
+        .outerjoin(LINKS, LINKS.c.profile_id == PROFILES.c.id)
+        .where(
+            PROFILES.c.user_id == caller.user_id,
+            or_(LINKS.c.state.is_(None), LINKS.c.state.not_in(("revoked", "needs_reauth"))),
+        )
     )
-    return any(f"{row.provider}:{row.subject}" in settings.admins for row in links)
+    configured = {provider.id for provider in settings.providers if not provider.disabled}
+    return any(
+        row.provider in configured and f"{row.provider}:{row.subject}" in settings.admins
+        for row in links
+    )
 
 
 async def require_admin(connection: AsyncConnection, settings: Settings, caller: Caller) -> None:

@@ -144,6 +144,10 @@ async def _usable_tokens(
         if profile is None:
             return None, _result("skipped", reason="gone")
         provider = deps.providers.get(profile.provider)
+        # The profile row first, then the link's: the order a sign-in writes them in.
+        await connection.execute(
+            update(PROFILES).where(PROFILES.c.id == profile_id).values(sync_attempted_at=now)
+        )
         link = (
             await connection.execute(
                 select(LINKS).where(LINKS.c.profile_id == profile_id).with_for_update()
@@ -151,9 +155,6 @@ async def _usable_tokens(
         ).first()
         if provider is None or provider.type == "dev":
             return profile, _result("skipped", profile.provider, reason="not_syncable")
-        await connection.execute(
-            update(PROFILES).where(PROFILES.c.id == profile_id).values(sync_attempted_at=now)
-        )
         if link is None or link.state not in REFRESHABLE_STATES:
             return profile, _result("skipped", profile.provider, reason="no_usable_link")
         expiring = link.expires_at is not None and link.expires_at <= now + EXPIRY_SLACK

@@ -131,12 +131,22 @@ async def translated_errors(
 
 
 class _KeptOpen(httpx2.AsyncBaseTransport):
-    """A shared transport that a client's ``aclose`` leaves open for the next client."""
+    """The transports of one long-lived client, lent to short-lived ones; their ``aclose``
+    leaves them open for the next.
 
-    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+    Given no transport, the long-lived client is built with ``trust_env`` so ``HTTPS_PROXY`` /
+    ``NO_PROXY`` apply as they would to any client; requests go straight to the transport its
+    mounts choose (``_transport_for_url``), never through its cookie jar.
+    """
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport | None) -> None:
         self._transport = transport
+        self._pool = None if transport is not None else httpx2.AsyncClient(trust_env=True)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self._pool is not None:
+            return await self._pool._transport_for_url(request.url).handle_async_request(request)
+        assert self._transport is not None
         return await self._transport.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -161,7 +171,7 @@ class OAuth2Flow:
         self._timeout = timeout
         # One transport for every operation's client: its TLS context (tens of milliseconds of
         # CPU to build) and kept-alive connections are shared; the clients are not.
-        self._transport = _KeptOpen(transport or httpx2.AsyncHTTPTransport())
+        self._transport = _KeptOpen(transport)
 
     @property
     def client_id(self) -> str:
