@@ -48,5 +48,7 @@ async def job_deps(
     finally:
         if redis is not None:
             await redis.aclose()
+        for provider in providers.values():
+            await provider.aclose()
         await http.aclose()
         await engine.dispose()

@@ -68,6 +68,8 @@ class Runtime:
         await self.revocations.aclose()
         if self.hot_path is not None:
             await self.hot_path.close()
+        for provider in self.providers.values():
+            await provider.aclose()
         await self.http.aclose()
         await self.engine.dispose()
 

@@ -110,6 +110,8 @@ class WorkerProcess:
         await self.queue.aclose()
         await self.deps.revocations.aclose()
         await self.redis.aclose()
+        for provider in self.deps.providers.values():
+            await provider.aclose()
         await self.deps.http.aclose()
         await self.deps.engine.dispose()
 

@@ -120,3 +120,6 @@ class Provider(Protocol):
 
     async def revoke(self, *, access_token: str | None, refresh_token: str | None) -> None:
         """Revoke the broker's grant at the upstream where the provider supports it."""
+
+    async def aclose(self) -> None:
+        """Close the connections the provider keeps (at shutdown)."""

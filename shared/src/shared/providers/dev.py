@@ -102,3 +102,6 @@ class DevProvider:
 
     async def revoke(self, *, access_token: str | None, refresh_token: str | None) -> None:
         return None
+
+    async def aclose(self) -> None:
+        return None

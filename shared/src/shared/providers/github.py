@@ -212,6 +212,9 @@ class GitHubProvider:
         raw = await self._flow.refresh(self._endpoints, refresh_token)
         return self._flow.tokens_from(raw, previous_refresh=refresh_token)
 
+    async def aclose(self) -> None:
+        await self._flow.aclose()
+
     async def revoke(self, *, access_token: str | None, refresh_token: str | None) -> None:
         """``DELETE /applications/{client_id}/grant`` with the access token, authenticated as
         the app: it ends the authorization and every token of it (GitHub takes no refresh

@@ -150,7 +150,11 @@ class _KeptOpen(httpx2.AsyncBaseTransport):
         return await self._transport.handle_async_request(request)
 
     async def aclose(self) -> None:
-        return None
+        return None  # a borrowing client closes nothing; the flow closes the pool
+
+    async def close_pool(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
 
 
 class OAuth2Flow:
@@ -172,6 +176,10 @@ class OAuth2Flow:
         # One transport for every operation's client: its TLS context (tens of milliseconds of
         # CPU to build) and kept-alive connections are shared; the clients are not.
         self._transport = _KeptOpen(transport)
+
+    async def aclose(self) -> None:
+        """Close the kept-alive upstream connections (at shutdown)."""
+        await self._transport.close_pool()
 
     @property
     def client_id(self) -> str:

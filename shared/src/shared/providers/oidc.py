@@ -362,6 +362,9 @@ class OIDCProvider:
             await self.validate_id_token(tokens.id_token, nonce=None)
         return tokens
 
+    async def aclose(self) -> None:
+        await self._flow.aclose()
+
     async def revoke(self, *, access_token: str | None, refresh_token: str | None) -> None:
         # RFC 7009 §2.1: revoking the refresh token revokes the grant (and its access tokens).
         token = refresh_token or access_token
