@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from shared.audit import record_audit_core
 from shared.clock import SystemClock
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
@@ -67,9 +68,7 @@ class RedisServer:
                     try:
                         if await client.ping():
                             return
-                    except OSError:
-                        pass
-                    except Exception:
+                    except (OSError, RedisError):  # not listening yet, or still loading
                         pass
                     await asyncio.sleep(0.05)
         finally:

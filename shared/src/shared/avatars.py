@@ -50,6 +50,23 @@ class AvatarUnavailable(Exception):
     """The picture could not be read just now (5xx, 429, a timeout, a network error)."""
 
 
+async def read_capped(response: httpx2.Response, max_bytes: int) -> bytes | None:
+    """The raw body, or None as soon as it (or its declared length) passes ``max_bytes``.
+
+    Raw bytes: a compressed body is not inflated (no decompression bomb) and fails the
+    magic-bytes check instead; callers ask for ``Accept-Encoding: identity``.
+    """
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return bytes(body)
+
+
 async def fetch_bearer_image(
     http: httpx2.AsyncClient, url: str, access_token: str
 ) -> AvatarImage | None:
@@ -64,7 +81,11 @@ async def fetch_bearer_image(
             http.stream(
                 "GET",
                 url,
-                headers={"Authorization": f"Bearer {access_token}", "Accept": "image/*"},
+                headers={
+                    "Authorization": f"Bearer {access_token}",
+                    "Accept": "image/*",
+                    "Accept-Encoding": "identity",
+                },
                 timeout=AVATAR_TIMEOUT,
             ) as response,
         ):
@@ -72,14 +93,10 @@ async def fetch_bearer_image(
                 raise AvatarUnavailable(f"HTTP {response.status_code}")
             if response.status_code != 200:
                 return None
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_AVATAR_BYTES:
-                    return None
+            body = await read_capped(response, MAX_AVATAR_BYTES)
     except (httpx2.HTTPError, TimeoutError) as exc:
         raise AvatarUnavailable(type(exc).__name__) from None
-    return avatar_image(bytes(body))
+    return avatar_image(body) if body is not None else None
 
 
 def avatar_digest(image: AvatarImage) -> str:

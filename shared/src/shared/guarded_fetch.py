@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx2
 
-from shared.avatars import AVATAR_TIMEOUT, MAX_AVATAR_BYTES, sniff_image_type
+from shared.avatars import AVATAR_TIMEOUT, MAX_AVATAR_BYTES, read_capped, sniff_image_type
 from shared.providers.base import AvatarImage
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -201,15 +201,9 @@ def _forget_cookies(http: httpx2.AsyncClient, host: str) -> None:
 async def _read_image(response: httpx2.Response, url: httpx2.URL, max_bytes: int) -> AvatarImage:
     if response.status_code != 200:
         raise FetchRefused(f"status {response.status_code}", url)
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    content = await read_capped(response, max_bytes)
+    if content is None:
         raise FetchRefused("too large", url)
-    body = bytearray()
-    async for chunk in response.aiter_raw():
-        body += chunk
-        if len(body) > max_bytes:
-            raise FetchRefused("too large", url)
-    content = bytes(body)
     content_type = sniff_image_type(content)
     if content_type is None:
         raise FetchRefused("not an image", url)

@@ -126,13 +126,26 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
+class CheckFailed(Exception):
+    """A readiness check or the queue-depth read failed; raised ``from`` the driver's error."""
+
+
+# What a check may raise: its own translation, a network error, or the time limit.
+CHECK_ERRORS = (CheckFailed, OSError, TimeoutError)
+
+
+def _failure(exc: BaseException) -> str:
+    # Only the type: a driver's message may carry a URL with its password.
+    cause = exc.__cause__ if isinstance(exc, CheckFailed) else None
+    return type(cause or exc).__name__
+
+
 async def _run_check(check: Callable[[], Awaitable[None]], limit_seconds: float) -> str:
     try:
         async with asyncio.timeout(limit_seconds):
             await check()
-    except Exception as exc:
-        # Only the type: a driver's message may carry a URL with its password.
-        return f"failed: {type(exc).__name__}"
+    except CHECK_ERRORS as exc:
+        return f"failed: {_failure(exc)}"
     return "ok"
 
 
@@ -171,8 +184,8 @@ def build_monitoring_app(
         try:
             async with asyncio.timeout(check_timeout):
                 depth = await queue_depth()
-        except Exception as exc:
-            log.warning("worker.queue_depth_failed", error=type(exc).__name__)
+        except CHECK_ERRORS as exc:
+            log.warning("worker.queue_depth_failed", error=_failure(exc))
             metrics.queue_depth_unavailable()
         else:
             metrics.set_queue_depth(depth)
@@ -228,8 +241,8 @@ class MonitoringServer:
             # Failed or cancelled mid-startup: close whatever was bound, leave nothing running.
             self._server.should_exit = True
             task, self._task = self._task, None
-            with contextlib.suppress(Exception):
-                await task
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await task  # its failure is the one being raised
             raise
         log.info("worker.monitoring_started", host=self._server.config.host, port=self.port)
 

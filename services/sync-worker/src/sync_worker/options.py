@@ -18,6 +18,7 @@ from arq.jobs import Deserializer, Serializer
 from arq.typing import StartupShutdown
 from arq.worker import Function, func
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from shared.clock import Clock, SystemClock
 from shared.config_file import ConfigError
 from shared.db.database import create_engine
@@ -38,8 +39,14 @@ from shared.revocations import RedisRevocations
 from shared.runtime import build_http_client
 from shared.settings import Settings
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
-from sync_worker.monitoring import MonitoringServer, WorkerMetrics, build_monitoring_app
+from sync_worker.monitoring import (
+    CheckFailed,
+    MonitoringServer,
+    WorkerMetrics,
+    build_monitoring_app,
+)
 
 __all__ = [
     "DEPS_KEY",
@@ -116,14 +123,23 @@ class WorkerProcess:
         await self.deps.engine.dispose()
 
     async def _check_database(self) -> None:
-        async with self.deps.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        try:
+            async with self.deps.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise CheckFailed("database") from exc
 
     async def _check_redis(self) -> None:
-        await self.redis.ping()
+        try:
+            await self.redis.ping()
+        except RedisError as exc:
+            raise CheckFailed("redis") from exc
 
     async def _queue_depth(self) -> int:
-        return int(await self.redis.zcard(self.queue.queue_name))
+        try:
+            return int(await self.redis.zcard(self.queue.queue_name))
+        except RedisError as exc:
+            raise CheckFailed("queue depth") from exc
 
 
 def arq_function(spec: JobSpec[Any]) -> Function:
@@ -133,12 +149,13 @@ def arq_function(spec: JobSpec[Any]) -> Function:
         deps: JobDeps = ctx[DEPS_KEY]
         process: WorkerProcess | None = ctx.get(PROCESS_KEY)
         started = time.perf_counter()
+        finished = False
         try:
             result = await spec.run(payload, deps)
-        except Exception:
-            if process is not None:
+            finished = True
+        finally:
+            if process is not None and not finished:  # arq logs and stores the error itself
                 process.metrics.job_finished(spec.name.value, "failed", _since(started))
-            raise
         if process is not None:
             record_result(process.metrics, spec.name.value, result, _since(started))
         return result

@@ -11,7 +11,6 @@ default) the broker runs the same timer over its in-process queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,19 +94,22 @@ class PeriodicScheduler:
     async def _run(self) -> None:
         sleep = min([MAX_SLEEP, *(job.interval for job in self._jobs)])
         while True:
-            try:
-                await self.tick()
-            except Exception:  # a timer that dies silently would stop every periodic job
-                log.exception("schedule.tick_failed")
+            await self.tick()  # an unavailable queue is retried inside; anything else is a bug
             await asyncio.sleep(sleep)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # A timer that dies silently would stop every periodic job: say so loudly.
+            error = task.exception()
+            log.error("schedule.crashed", error=type(error).__name__, detail=str(error)[:200])
 
     def start(self) -> None:
         if self._task is None and self._jobs:
             self._task = asyncio.create_task(self._run(), name="periodic-jobs")
+            self._task.add_done_callback(self._stopped)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # a crash was reported when it happened
             self._task = None

@@ -110,7 +110,7 @@ async def scan_upstream_tokens(payload: UpstreamScanPayload, deps: JobDeps) -> J
         )
         enqueued += queued is not None
     if rows:
-        log.info("upstream_token.scan", due=len(rows), enqueued=enqueued)
+        log.info("upstream_link.scan", due=len(rows), enqueued=enqueued)
     return {"outcome": "ok", "due": len(rows), "enqueued": enqueued}
 
 
@@ -257,7 +257,7 @@ async def _rejected(
         },
         now=now,
     )
-    log.warning("upstream_token.revoked", provider=row.provider, sessions_revoked=len(revocations))
+    log.warning("upstream_link.revoked", provider=row.provider, sessions_revoked=len(revocations))
     return RefreshOutcome("revoked", row.provider, error, revocations=revocations)
 
 
@@ -274,7 +274,7 @@ async def _needs_reauth(
         data={"provider": row.provider, "link": str(row.profile_id), "reason": reason},
         now=now,
     )
-    log.info("upstream_token.reauth_required", provider=row.provider, reason=reason)
+    log.info("upstream_link.reauth_required", provider=row.provider, reason=reason)
     return RefreshOutcome("reauth_required", row.provider, reason)
 
 
@@ -309,7 +309,7 @@ async def _failed(
             now=now,
         )
     log.warning(
-        "upstream_token.refresh_failed",
+        "upstream_link.refresh_failed",
         provider=row.provider,
         failures=failures,
         retry_in=round(delay, 1),

@@ -54,8 +54,6 @@ class ProviderHealth:
             result = ProbeResult(False, self._clock.now(), "timed out")
         except ProviderError as exc:
             result = ProbeResult(False, self._clock.now(), str(exc))
-        except Exception as exc:  # a probe must never take the provider list down
-            result = ProbeResult(False, self._clock.now(), type(exc).__name__)
         else:
             result = ProbeResult(True, self._clock.now())
         if not result.reachable:
