@@ -8,6 +8,7 @@ broker's JWKS.
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -157,3 +158,20 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
         ):
             assert secret not in log
         assert "broker.started" in log
+        # One JSON access line per request: the route template, never the URL with its query.
+        access_lines = [
+            entry
+            for entry in (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+            if entry.get("event") == "http.request"
+        ]
+        routes = [entry["route"] for entry in access_lines]
+        assert "/auth/oauth2/{provider}/callback" in routes
+        assert routes.count("/token") == 3  # code, refresh, replay
+        assert all(entry["request_id"] for entry in access_lines)
+        token_lines = [entry for entry in access_lines if entry["route"] == "/token"]
+        assert {entry["client_id"] for entry in token_lines} == {"portal"}
+        assert [entry.get("user_id") for entry in token_lines] == [
+            access.claims["sub"],
+            access.claims["sub"],
+            None,  # the replay: refused, no user named
+        ]

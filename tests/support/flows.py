@@ -15,8 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 
-BROKER = "http://127.0.0.1:8000"
-
 
 def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
@@ -75,6 +73,7 @@ async def authorize(
     if challenge:
         params.update(code_challenge=challenge, code_challenge_method="S256")
     params.update(extra or {})
+    own = str(broker.base_url).rstrip("/")  # the broker's issuer, in-process or a real process
     hops: list[httpx2.Response] = []
     response = await broker.get(start_path, params=params, headers=headers)
     hops.append(response)
@@ -83,7 +82,7 @@ async def authorize(
             if response.status_code not in (302, 303):
                 break
             location = response.headers["location"]
-            if location.startswith(BROKER + "/auth/oauth2/") or location.startswith("/auth/"):
+            if location.startswith(own + "/auth/oauth2/") or location.startswith("/auth/"):
                 if "/dev-login" in location:
                     form = query_of(location)
                     response = await broker.post(
@@ -96,7 +95,7 @@ async def authorize(
                     )
                 else:
                     response = await broker.get(relative(location))
-            elif location.startswith(BROKER):
+            elif location.startswith(own):
                 response = await broker.get(relative(location))
             elif location.startswith(redirect_uri.split("?")[0]) or not location.startswith(
                 "http://127.0.0.1:"

@@ -43,6 +43,7 @@ class SessionGrant:
     session_id: uuid.UUID
     user_id: uuid.UUID
     client_id: str
+    provider: str  # the session's sign-in provider
     scope: str
     auth_time: dt.datetime
     refresh_token: str
@@ -98,6 +99,7 @@ async def create_session(
         session_id=session_id,
         user_id=user_id,
         client_id=client_id,
+        provider=provider,
         scope=scope,
         auth_time=auth_time,
         refresh_token=refresh_token,

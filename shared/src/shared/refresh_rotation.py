@@ -108,7 +108,7 @@ _ROTATE_POSTGRES = """
           AND u.status = 'active'
           AND NOT EXISTS (SELECT 1 FROM oauth2_tokens AS t WHERE t.profile_id = s.profile_id
                           AND t.state IN ('revoked', 'needs_reauth'))
-        RETURNING s.id AS session_id, s.user_id, s.scope, s.auth_time
+        RETURNING s.id AS session_id, s.user_id, s.provider, s.scope, s.auth_time
     ), successor AS (
         INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
         SELECT $4, used.session_id, $1, $5 FROM used
@@ -119,16 +119,16 @@ _ROTATE_POSTGRES = """
                $3, $6, jsonb_build_object('sid', used.session_id::text), $1
         FROM used
     )
-    SELECT used.session_id, used.user_id, used.scope, used.auth_time, u.email, u.email_verified,
-           u.display_name, u.picture, u.preferred_username, u.groups
+    SELECT used.session_id, used.user_id, used.provider, used.scope, used.auth_time, u.email,
+           u.email_verified, u.display_name, u.picture, u.preferred_username, u.groups
     FROM used JOIN users AS u ON u.id = used.user_id
 """
 
 # After a connection failure: did this call's rotation commit? Its successor row exists only if
 # a rotation of this token did; it still counts only for a live session and user.
 _ROTATED_TO_POSTGRES = """
-    SELECT s.id, s.user_id, s.scope, s.auth_time, u.email, u.email_verified, u.display_name,
-           u.picture, u.preferred_username, u.groups
+    SELECT s.id, s.user_id, s.provider, s.scope, s.auth_time, u.email, u.email_verified,
+           u.display_name, u.picture, u.preferred_username, u.groups
     FROM refresh_tokens AS rt JOIN auth_sessions AS s ON s.id = rt.session_id
     JOIN users AS u ON u.id = s.user_id
     WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND u.status = 'active'
@@ -138,16 +138,17 @@ _ROTATED_TO_POSTGRES = """
 def _granted(
     row: Sequence[Any], client_id: str, successor: str, expires_at: dt.datetime
 ) -> SessionGrant:
-    """A grant from a row of (session_id, user_id, scope, auth_time, *USER_CLAIM_COLUMNS)."""
+    """A grant from a row of (session_id, user_id, provider, scope, auth_time, *claims)."""
     return SessionGrant(
         session_id=row[0],
         user_id=row[1],
         client_id=client_id,
-        scope=row[2],
-        auth_time=row[3],
+        provider=row[2],
+        scope=row[3],
+        auth_time=row[4],
         refresh_token=successor,
         refresh_expires_at=expires_at,
-        user=dict(zip(USER_CLAIM_COLUMNS, row[4:], strict=True)),
+        user=dict(zip(USER_CLAIM_COLUMNS, row[5:], strict=True)),
     )
 
 
@@ -266,6 +267,7 @@ def _session_and_claims() -> Any:
     return select(
         SESSIONS.c.id,
         SESSIONS.c.user_id,
+        SESSIONS.c.provider,
         SESSIONS.c.scope,
         SESSIONS.c.auth_time,
         *(USERS.c[name] for name in USER_CLAIM_COLUMNS),
@@ -344,7 +346,7 @@ async def _live_successor(
     if row is None:
         return None
     successor = policy.successor(presented, candidates[row.token_hash])
-    claims = tuple(row)[: 4 + len(USER_CLAIM_COLUMNS)]
+    claims = tuple(row)[: 5 + len(USER_CLAIM_COLUMNS)]
     return _granted(claims, client_id, successor, row.expires_at)
 
 

@@ -8,17 +8,22 @@ from collections.abc import AsyncIterator
 import psycopg
 import sqlalchemy.exc
 import structlog
+from shared.db.migrate import SchemaRevisions
+from shared.logging import build_access_logger
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.signing_keys import KeyStore
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from broker.cors import browser_cors
 from broker.errors import OAuthError, TemporarilyUnavailable
+from broker.metrics import BrokerMetrics, metrics_endpoint
+from broker.request_observer import ObservedRoute as Route
+from broker.request_observer import RequestObserver
 from broker.routes import (
     accounts,
     authorize,
@@ -111,6 +116,7 @@ def routes(settings: Settings, keys: KeyStore) -> list[Route]:
         Route("/auth/oauth2/{provider}/dev-login", upstream.dev_login_submit, methods=["POST"]),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
 
 
@@ -131,8 +137,11 @@ def create_app(runtime: Runtime) -> Starlette:
         finally:
             await runtime.stop()
 
+    metrics = BrokerMetrics(runtime)
+    access_log = build_access_logger(runtime.settings.log_level, runtime.settings.log_format)
     app = Starlette(
         routes=routes(runtime.settings, runtime.keys),
+        middleware=[Middleware(RequestObserver, metrics=metrics, access_log=access_log)],
         lifespan=lifespan,
         exception_handlers={
             OAuthError: _oauth_error,
@@ -144,4 +153,6 @@ def create_app(runtime: Runtime) -> Starlette:
         },
     )
     app.state.runtime = runtime
+    app.state.metrics = metrics
+    app.state.schema_revisions = SchemaRevisions.load()
     return app

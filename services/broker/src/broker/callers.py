@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import structlog
 from shared.auth_sessions import SESSIONS, USER_CLAIM_COLUMNS, USERS
 from shared.runtime import Runtime
 from sqlalchemy import select
@@ -65,7 +66,10 @@ class Caller:
 
 
 async def authenticated_caller(request: Request, *, allow_form: bool = False) -> Caller:
-    """Signature, typ, iss and exp checked, then session and user alive, in one query."""
+    """Signature, typ, iss and exp checked, then session and user alive, in one query.
+
+    The caller's user and client ids join the request's log context.
+    """
     runtime = runtime_of(request)
     token = await bearer_token(request, allow_form=allow_form)
     try:
@@ -78,6 +82,9 @@ async def authenticated_caller(request: Request, *, allow_form: bool = False) ->
     user = await live_session_user(runtime, session_id)
     if user is None:
         raise InvalidToken("the access token's session has ended")
+    structlog.contextvars.bind_contextvars(
+        user_id=str(user["id"]), client_id=str(claims.get("client_id"))
+    )
     return Caller(claims=claims, user=user)
 
 

@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import unquote_plus
 
+import structlog
 from shared.settings import ClientConfig, Settings
 
 from broker.errors import InvalidClient, InvalidRequest
@@ -30,7 +31,10 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
 def authenticate_client(
     settings: Settings, authorization: str | None, params: Mapping[str, str]
 ) -> ClientConfig:
-    """The authenticated client, or ``InvalidClient`` (401) / ``InvalidRequest``."""
+    """The authenticated client, or ``InvalidClient`` (401) / ``InvalidRequest``.
+
+    The client's id joins the request's log context (the access line names it).
+    """
     basic = _basic_credentials(authorization) if authorization else None
     posted_secret = params.get("client_secret")
     if basic is not None and posted_secret is not None:
@@ -49,9 +53,9 @@ def authenticate_client(
     if client.secret is None:
         if secret:
             raise InvalidClient("this is a public client; it has no secret")
-        return client
-    if secret is None or not hmac.compare_digest(
+    elif secret is None or not hmac.compare_digest(
         secret.encode(), client.secret.get_secret_value().encode()
     ):
         raise InvalidClient("unknown client or bad credentials")
+    structlog.contextvars.bind_contextvars(client_id=client.id)
     return client

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,23 @@ USERS = table(User)
 class RequestMeta:
     ip: str | None
     user_agent: str | None
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    """A grant's RFC 6749 §5.1 response, and whose session it is (for logs and metrics)."""
+
+    body: dict[str, Any]
+    user_id: uuid.UUID
+    provider: str
+
+
+class RefreshTokenReused(InvalidGrant):
+    """A rotated refresh token came back: its family is revoked (RFC 9700 §4.14.2)."""
+
+
+def _issued(body: dict[str, Any], grant: SessionGrant) -> IssuedTokens:
+    return IssuedTokens(body=body, user_id=grant.user_id, provider=grant.provider)
 
 
 def token_response(
@@ -88,7 +106,7 @@ def token_response(
 
 async def code_grant(
     runtime: Runtime, client: ClientConfig, params: Mapping[str, str], meta: RequestMeta
-) -> dict[str, Any]:
+) -> IssuedTokens:
     code = params.get("code")
     if not code:
         raise InvalidRequest("code is required")
@@ -148,7 +166,7 @@ async def code_grant(
             await runtime.revocations.publish([failure.revocation])
         raise failure
     assert grant is not None
-    return token_response(runtime, client, grant, nonce=nonce, now=now)
+    return _issued(token_response(runtime, client, grant, nonce=nonce, now=now), grant)
 
 
 _ROTATION_MESSAGES = {
@@ -165,7 +183,7 @@ _ROTATION_MESSAGES = {
 
 async def refresh_grant(
     runtime: Runtime, client: ClientConfig, params: Mapping[str, str], meta: RequestMeta
-) -> dict[str, Any]:
+) -> IssuedTokens:
     """The ``refresh_token`` grant; ``POST /auth/oauth2/refresh`` calls it too."""
     presented = params.get("refresh_token")
     if not presented:
@@ -188,7 +206,7 @@ async def refresh_grant(
         grant = await _rotate_in_transaction(
             runtime, presented, client.id, requested_scope, now, meta
         )
-    return token_response(runtime, client, grant, nonce=None, now=now)
+    return _issued(token_response(runtime, client, grant, nonce=None, now=now), grant)
 
 
 async def _resolve_failed_rotation(
@@ -209,7 +227,10 @@ async def _invalid_grant(runtime: Runtime, failure: RotationError) -> InvalidGra
     """The client's answer to a failed rotation, once a replay's revocation is published."""
     if failure.revocation is not None:
         await runtime.revocations.publish([failure.revocation])
-    return InvalidGrant(_ROTATION_MESSAGES[failure.failure])
+    message = _ROTATION_MESSAGES[failure.failure]
+    if failure.failure is RotationFailure.REUSED:
+        return RefreshTokenReused(message)
+    return InvalidGrant(message)
 
 
 async def _rotate_in_transaction(
@@ -247,4 +268,5 @@ async def _rotate_in_transaction(
     return grant
 
 
-GRANTS = {"authorization_code": code_grant, "refresh_token": refresh_grant}
+Grant = Callable[[Runtime, ClientConfig, Mapping[str, str], RequestMeta], Awaitable[IssuedTokens]]
+GRANTS: dict[str, Grant] = {"authorization_code": code_grant, "refresh_token": refresh_grant}

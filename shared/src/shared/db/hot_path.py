@@ -66,6 +66,14 @@ class HotPathPool:
     def size(self) -> int:
         return self._size
 
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    @property
+    def max_size(self) -> int:
+        return self._max_size
+
     async def open(self) -> None:
         """Open the first connection, so a wrong URL or a down database fails startup."""
         self._release(await self._checkout())

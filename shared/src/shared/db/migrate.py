@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -39,6 +40,32 @@ def upgrade_to_head(database_url: str) -> None:
 
 async def upgrade_to_head_async(database_url: str) -> None:
     await asyncio.to_thread(upgrade_to_head, database_url)
+
+
+@dataclass(frozen=True)
+class SchemaRevisions:
+    """The revisions this release knows, for comparing a database's ``alembic_version``."""
+
+    head: str | None
+    known: frozenset[str]
+
+    @classmethod
+    def load(cls) -> SchemaRevisions:
+        scripts = ScriptDirectory.from_config(alembic_config("unused"))
+        known = frozenset(revision.revision for revision in scripts.walk_revisions())
+        return cls(head=scripts.get_current_head(), known=known)
+
+    def state(self, current: str | None) -> str:
+        """``current``; ``behind`` (migrations of this release not applied yet); or ``ahead``.
+
+        Ahead means a newer release's migrations ran (they run before its rollout): this
+        release still works on that schema, because migrations only add.
+        """
+        if current == self.head:
+            return "current"
+        if current is None or current in self.known:
+            return "behind"
+        return "ahead"
 
 
 def head_revision() -> str | None:

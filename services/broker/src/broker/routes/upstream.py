@@ -57,6 +57,7 @@ from broker.logins import (
     restart_with_consent,
     set_login_cookie,
 )
+from broker.metrics import metrics_of
 from broker.pages import account_exists_page, dev_login_page, error_page
 from broker.responses import authorization_response, client_error_location, error_response
 from broker.routes.context import request_meta, runtime_of
@@ -87,23 +88,24 @@ async def callback(request: Request) -> Response:
             "This sign-in attempt has expired or was started in another browser. "
             "Return to the application and sign in again.",
         )
+    structlog.contextvars.bind_contextvars(client_id=pending.request.client_id)
     try:
         login = await provider.complete_login(pending.start, params)
     except ProviderError as exc:
         log.warning("login.upstream_failed", provider=provider_id, reason=str(exc))
-        return _back_to_client(runtime.settings.issuer, pending, _client_error(exc))
+        return _back_to_client(request, pending, _client_error(exc))
     meta = request_meta(request)
     try:
         auth_time = authentication_time(pending, login.profile.claims, runtime.clock.now())
     except ReauthenticationMissing as exc:
         log.info("login.reauthentication_missing", provider=provider_id, reason=str(exc))
-        return _back_to_client(runtime.settings.issuer, pending, LoginRequired(str(exc)))
+        return _back_to_client(request, pending, LoginRequired(str(exc)))
     if await _needs_consent(runtime, provider, pending, login):
         try:
             again = await restart_with_consent(runtime, provider, pending, login_cookie)
         except ProviderError as exc:
             log.warning("login.upstream_failed", provider=provider_id, reason=str(exc))
-            return _back_to_client(runtime.settings.issuer, pending, _client_error(exc))
+            return _back_to_client(request, pending, _client_error(exc))
         log.info("login.consent_requested", provider=provider_id, reason="offline_grant_missing")
         response: Response = RedirectResponse(again.upstream_url, status_code=302)
         set_login_cookie(response, runtime, login_cookie)
@@ -128,22 +130,19 @@ async def callback(request: Request) -> Response:
                 ip=meta.ip,
                 now=runtime.clock.now(),
             )
-        return _back_to_client(
-            runtime.settings.issuer, pending, AccessDenied("this account is disabled")
-        )
+        return _back_to_client(request, pending, AccessDenied("this account is disabled"))
     except UnusableIdentity as exc:
         log.warning("login.identity_unusable", provider=provider_id, reason=str(exc))
-        return _back_to_client(
-            runtime.settings.issuer, pending, ServerError("the upstream identity is unusable")
-        )
+        return _back_to_client(request, pending, ServerError("the upstream identity is unusable"))
     except LinkRefused as exc:
         return await _refused(request, pending, identity, exc)
     except LinkSessionEnded:
         return _back_to_client(
-            runtime.settings.issuer,
+            request,
             pending,
             AccessDenied("the session that started linking has ended; sign in again"),
         )
+    metrics_of(request).login_finished(provider_id, pending.request.client_id, "success")
     log.info(
         "login.succeeded",
         provider=provider_id,
@@ -290,7 +289,10 @@ async def _refused(
             "provider_already_linked": "another account of this provider is already linked; "
             "unlink it first",
         }.get(refused.reason, "the account cannot be linked")
-        return _back_to_client(runtime.settings.issuer, pending, AccessDenied(description))
+        return _back_to_client(request, pending, AccessDenied(description))
+    metrics_of(request).login_finished(
+        identity.provider_id, pending.request.client_id, "account_exists"
+    )
     provider_name = runtime.providers[identity.provider_id].display_name
     explanation = _REFUSAL_TEXT.get(refused.reason, "").format(provider=provider_name)
     back = client_error_location(
@@ -312,9 +314,12 @@ def _client_error(exc: ProviderError) -> OAuthError:
     return ServerError("the identity provider's response failed validation")
 
 
-def _back_to_client(issuer: str, pending: PendingLogin, error: OAuthError) -> Response:
+def _back_to_client(request: Request, pending: PendingLogin, error: OAuthError) -> Response:
+    """The sign-in failed after the upstream answered: tell the client, and count it."""
+    client_id = pending.request.client_id
+    metrics_of(request).login_finished(request.path_params["provider"], client_id, error.error)
     return error_response(
-        issuer,
+        runtime_of(request).settings.issuer,
         pending.request.redirect_uri,
         error,
         pending.request.state,

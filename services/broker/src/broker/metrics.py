@@ -1,0 +1,147 @@
+"""The broker's Prometheus metrics (``GET /metrics``), in a registry of their own.
+
+Requests by route template and status with latency histograms, sign-ins by provider and client,
+token grants by grant type, client and provider, refresh-token reuse detections, and the
+database pools read at scrape time. Label values are bounded: route templates (never raw
+paths), configured client and provider ids, RFC error codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from shared.runtime import Runtime
+from starlette.requests import Request
+from starlette.responses import Response
+
+# From a JWKS hit (well under a millisecond) to an upstream login near its 30 s timeout.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _PoolCollector(Collector):
+    """Connections of SQLAlchemy's pool and of the refresh hot path, read when scraped."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_use = GaugeMetricFamily(
+            "broker_db_pool_connections",
+            "Open database connections by pool (orm, hot_path) and state (in_use, idle).",
+            labels=["pool", "state"],
+        )
+        limit = GaugeMetricFamily(
+            "broker_db_pool_max_connections",
+            "The most connections a pool opens (SQLAlchemy's pool: size plus overflow).",
+            labels=["pool"],
+        )
+        pool = self._runtime.engine.sync_engine.pool
+        checked_out = getattr(pool, "checkedout", None)
+        if checked_out is not None:  # a QueuePool (PostgreSQL); SQLite's pool keeps no counts
+            in_use.add_metric(["orm", "in_use"], checked_out())
+            in_use.add_metric(["orm", "idle"], pool.checkedin())  # type: ignore[attr-defined]
+            limit.add_metric(
+                ["orm"],
+                pool.size() + pool._max_overflow,  # type: ignore[attr-defined]
+            )
+        hot_path = self._runtime.hot_path
+        if hot_path is not None:
+            in_use.add_metric(["hot_path", "in_use"], hot_path.size - hot_path.idle)
+            in_use.add_metric(["hot_path", "idle"], hot_path.idle)
+            limit.add_metric(["hot_path"], hot_path.max_size)
+        yield in_use
+        yield limit
+
+
+class BrokerMetrics:
+    """Counters and histograms of one broker process."""
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "broker_http_requests_total",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "broker_http_request_duration_seconds",
+            "Time from request to the end of the response, by method and route template.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._logins = Counter(
+            "broker_logins_total",
+            "Upstream sign-ins that came back to the broker, by provider, client and outcome "
+            "(success, or the OAuth error code the client received).",
+            ["provider", "client", "outcome"],
+            registry=self.registry,
+        )
+        self._grants = Counter(
+            "broker_token_grants_total",
+            "Token endpoint grants by grant type, client, provider of the session and outcome "
+            "(success, or the OAuth error code).",
+            ["grant_type", "client", "provider", "outcome"],
+            registry=self.registry,
+        )
+        self._reuse = Counter(
+            "broker_refresh_token_reuse_detected_total",
+            "Rotated refresh tokens presented again: each revoked its session.",
+            ["client"],
+            registry=self.registry,
+        )
+        if runtime is not None:
+            self.registry.register(_PoolCollector(runtime))
+        # labels() takes a lock and builds a key per call; the request path calls these often.
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._latency_children: dict[tuple[str, str], Histogram] = {}
+
+    def request_finished(
+        self, method: str, route: str, status: int, seconds: float | None
+    ) -> None:
+        """Count a request; ``seconds`` None: count only (the static documents, see below)."""
+        key = (method, route, status)
+        requests = self._request_children.get(key)
+        if requests is None:
+            requests = self._requests.labels(method=method, route=route, status=str(status))
+            self._request_children[key] = requests
+        requests.inc()
+        if seconds is None:
+            return
+        latency = self._latency_children.get((method, route))
+        if latency is None:
+            latency = self._latency.labels(method=method, route=route)
+            self._latency_children[(method, route)] = latency
+        latency.observe(seconds)
+
+    def login_finished(self, provider: str, client: str, outcome: str) -> None:
+        self._logins.labels(provider=provider, client=client, outcome=outcome).inc()
+
+    def token_granted(self, grant_type: str, client: str, provider: str) -> None:
+        self._grants.labels(
+            grant_type=grant_type, client=client, provider=provider, outcome="success"
+        ).inc()
+
+    def token_refused(self, grant_type: str, client: str, error: str) -> None:
+        """A grant that failed after client authentication (its session's provider unknown)."""
+        self._grants.labels(grant_type=grant_type, client=client, provider="", outcome=error).inc()
+
+    def refresh_reuse_detected(self, client: str) -> None:
+        self._reuse.labels(client=client).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_of(request: Request) -> BrokerMetrics:
+    metrics: BrokerMetrics = request.app.state.metrics
+    return metrics
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(metrics_of(request).render(), media_type=CONTENT_TYPE_LATEST)
