@@ -247,7 +247,7 @@ async def test_worker_serves_health_readiness_and_metrics(
         await eventually(alive, within=30)
         ready = await http.get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+        assert ready.json()["checks"] == {"database": "ok", "schema": "ok", "redis": "ok"}
         await eventually(all_refreshed(engine, links), within=30)
         metrics = (await http.get("/metrics")).text
     assert 'sync_worker_jobs_total{job="refresh_upstream_token",outcome="ok"}' in metrics

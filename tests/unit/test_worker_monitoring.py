@@ -10,7 +10,12 @@ import httpx2
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sync_worker.monitoring import MonitoringServer, WorkerMetrics, build_monitoring_app
+from sync_worker.monitoring import (
+    CheckFailed,
+    MonitoringServer,
+    WorkerMetrics,
+    build_monitoring_app,
+)
 
 SECRET_URL = "redis://worker:hunter2@redis.internal:6379/0"
 
@@ -82,6 +87,18 @@ async def test_readyz_reports_every_passing_check():
         response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "checks": {"redis": "ok", "database": "ok"}}
+
+
+async def test_a_check_of_our_own_says_what_is_wrong():
+    async def behind() -> None:
+        raise CheckFailed("schema: the database is not migrated to this release")
+
+    async with _client(checks={"schema": behind}) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {
+        "schema": "failed: schema: the database is not migrated to this release"
+    }
 
 
 async def test_readyz_names_the_failing_check_without_leaking_its_message():

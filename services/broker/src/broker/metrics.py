@@ -101,9 +101,7 @@ class BrokerMetrics:
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
 
-    def request_finished(
-        self, method: str, route: str, status: int, seconds: float | None
-    ) -> None:
+    def request_finished(self, method: str, route: str, status: int, seconds: float | None) -> None:
         """Count a request; ``seconds`` None: count only (the static documents, see below)."""
         key = (method, route, status)
         requests = self._request_children.get(key)

@@ -135,8 +135,11 @@ CHECK_ERRORS = (CheckFailed, OSError, TimeoutError)
 
 
 def _failure(exc: BaseException) -> str:
-    # Only the type: a driver's message may carry a URL with its password.
+    # Only the type: a driver's message may carry a URL with its password. A CheckFailed of
+    # our own (no driver error behind it) says what is wrong in its message.
     cause = exc.__cause__ if isinstance(exc, CheckFailed) else None
+    if isinstance(exc, CheckFailed) and cause is None:
+        return str(exc)
     return type(cause or exc).__name__
 
 

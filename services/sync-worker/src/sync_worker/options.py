@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from shared.clock import Clock, SystemClock
 from shared.config_file import ConfigError
 from shared.db.database import create_engine
+from shared.db.migrate import SchemaRevisions, current_revision
 from shared.jobs import (
     DEFAULT_QUEUE_NAME,
     JOBS,
@@ -92,13 +93,19 @@ class WorkerProcess:
     http_port: int | None  # None: no health/metrics server
     monitoring: MonitoringServer | None = None
     running: bool = False
+    schema_revisions: SchemaRevisions | None = None  # loaded when the server starts
 
     async def start(self) -> None:
         self.running = True
         if self.http_port is not None:
+            self.schema_revisions = SchemaRevisions.load()
             app = build_monitoring_app(
                 self.metrics,
-                checks={"database": self._check_database, "redis": self._check_redis},
+                checks={
+                    "database": self._check_database,
+                    "schema": self._check_schema,
+                    "redis": self._check_redis,
+                },
                 queue_depth=self._queue_depth,
                 alive=lambda: self.running,
             )
@@ -128,6 +135,16 @@ class WorkerProcess:
                 await connection.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             raise CheckFailed("database") from exc
+
+    async def _check_schema(self) -> None:
+        """This release's migrations have run (a newer release's may have too: still fine)."""
+        assert self.schema_revisions is not None
+        try:
+            state = self.schema_revisions.state(await current_revision(self.deps.engine))
+        except SQLAlchemyError as exc:
+            raise CheckFailed("schema") from exc
+        if state == "behind":
+            raise CheckFailed("schema: the database is not migrated to this release")
 
     async def _check_redis(self) -> None:
         try:
