@@ -7,12 +7,13 @@ RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run migrate test test-unit test-integration test-e2e lint bench worker clean
+.PHONY: help env run migrate test test-unit test-integration test-e2e lint check-deploy bench worker clean
 
 help:
 	@echo "make run      start the broker on http://127.0.0.1:8000 (SQLite, dev provider)"
 	@echo "make test     lint, then the whole test suite (PostgreSQL + Redis needed, see README)"
 	@echo "make lint     ruff, mypy and the import contract"
+	@echo "make check-deploy  validate Dockerfiles, compose.yaml and Kubernetes manifests (offline)"
 	@echo "make migrate  apply database migrations"
 	@echo "make bench    benchmark JWKS, discovery and the refresh grant against baselines"
 	@echo "make worker   start a sync-worker (needs BROKER_REDIS_URL)"
@@ -38,12 +39,17 @@ worker: env
 	$(RUN) sync-worker
 
 lint: env
-	$(RUN) ruff check shared services migrations tests bench
-	$(RUN) ruff format --check shared services migrations tests bench
-	$(RUN) mypy shared/src services/broker/src services/sync-worker/src bench
+	$(RUN) ruff check shared services migrations tests bench deploy
+	$(RUN) ruff format --check shared services migrations tests bench deploy
+	$(RUN) mypy shared/src services/broker/src services/sync-worker/src bench deploy
 	$(RUN) lint-imports
 
-test: env lint
+# Schemas, lint and the broker's own config loader over deploy/, compose.yaml and the
+# Dockerfiles: no cluster or Docker engine needed.
+check-deploy: env
+	$(RUN) python deploy/check.py
+
+test: env lint check-deploy
 	$(RUN) pytest -q
 
 test-unit: env
