@@ -13,15 +13,15 @@ from typing import Any
 
 import httpx2
 import pytest
-from shared.audit import AUDIT_TABLE
 from shared.auth_sessions import LINKS
 from shared.crypto.keyring import Keyring
 from shared.jobs import InProcessJobQueue, JobName
 from shared.jobs.profile_sync import ProfileSyncPayload, ProfileSyncScanPayload, sync_profile
 from shared.runtime import Runtime
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from tests.conftest import broker_settings
+from tests.support.accounts import audit_rows, corp_profile, sign_in
 from tests.support.flows import login
 from tests.support.job_deps import job_deps
 from tests.support.links import PROFILES, create_link, mint_grants
@@ -36,25 +36,6 @@ PNG = base64.b64decode(
 )
 
 
-async def sign_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, **claims: Any) -> Any:
-    subject = f"sync-{uuid.uuid4().hex[:10]}"
-    user = {
-        "sub": subject,
-        "email": f"{subject}@corp.example",
-        "email_verified": True,
-        "name": "Before Sync",
-        **claims,
-    }
-    await idp.post("/_control/user", json=user)
-    tokens = await login(broker)
-    return subject, {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
-async def corp_profile(broker: httpx2.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
-    document: dict[str, Any] = (await broker.get("/auth/oauth2/profile", headers=headers)).json()
-    return document
-
-
 def changed_to(
     broker: httpx2.AsyncClient, headers: dict[str, str], name: str, value: Any
 ) -> Callable[[], Awaitable[bool]]:
@@ -63,19 +44,6 @@ def changed_to(
         return bool(link[name] == value)
 
     return check
-
-
-async def audit_rows(runtime: Runtime, user_id: str, action: str) -> list[Any]:
-    async with runtime.engine.connect() as connection:
-        return list(
-            (
-                await connection.execute(
-                    select(AUDIT_TABLE).where(
-                        AUDIT_TABLE.c.subject == user_id, AUDIT_TABLE.c.action == action
-                    )
-                )
-            ).all()
-        )
 
 
 async def test_an_upstream_change_shows_in_the_profile_after_an_on_demand_sync(

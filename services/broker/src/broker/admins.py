@@ -9,9 +9,11 @@ from shared.models import OAuth2Profile
 from shared.settings import Settings
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
 
-from broker.callers import Caller
+from broker.callers import Caller, authenticated_caller
 from broker.errors import AccessDenied
+from broker.routes.context import runtime_of
 
 PROFILES = table(OAuth2Profile)
 
@@ -42,3 +44,12 @@ async def require_admin(connection: AsyncConnection, settings: Settings, caller:
     """403 ``access_denied`` for a signed-in user who is not an admin."""
     if not await is_admin(connection, settings, caller):
         raise AccessDenied("this needs an admin")
+
+
+async def authenticated_admin(request: Request) -> Caller:
+    """The caller of an admin endpoint: 401 without a live token, 403 unless an admin."""
+    runtime = runtime_of(request)
+    caller = await authenticated_caller(request)
+    async with runtime.engine.connect() as connection:
+        await require_admin(connection, runtime.settings, caller)
+    return caller

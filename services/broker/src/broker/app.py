@@ -26,6 +26,7 @@ from broker.request_observer import ObservedRoute as Route
 from broker.request_observer import RequestObserver
 from broker.routes import (
     accounts,
+    admin_users,
     authorize,
     avatars,
     discovery,
@@ -106,7 +107,10 @@ def routes(settings: Settings, keys: KeyStore) -> list[Route]:
         Route("/auth/oauth2/providers", accounts.providers, methods=["GET"]),
         Route("/auth/oauth2/profile", accounts.profile, methods=["GET", "PUT"]),
         Route("/auth/oauth2/profile/sync", profile_sync.sync, methods=["POST"]),
+        Route("/admin/oauth2/users", admin_users.list_users, methods=["GET"]),
         Route("/admin/oauth2/users/{user_id}/sync", profile_sync.admin_sync, methods=["POST"]),
+        Route("/admin/oauth2/users/{user_id}/disable", admin_users.disable_user, methods=["POST"]),
+        Route("/admin/oauth2/users/{user_id}/enable", admin_users.enable_user, methods=["POST"]),
         Route("/auth/oauth2/links/{provider}", accounts.remove_link, methods=["DELETE"]),
         Route("/auth/oauth2/{provider}/link", accounts.link, methods=["GET"]),
         Route("/avatars/{digest}", avatars.avatar, methods=["GET"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Boolean, CheckConstraint, String, Uuid
+from sqlalchemy import Boolean, CheckConstraint, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
@@ -14,7 +14,11 @@ from shared.db.types import JSONType, UTCDateTime
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("status IN ('active', 'disabled')", name="status"),)
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'disabled')", name="status"),
+        # The admin listing: newest first, keyset-paginated on (created_at, id).
+        Index("ix_users_created_at_id", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     # The claims below are derived from the linked profiles (shared.user_claims); the user owns

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.admins import require_admin
+from broker.admins import authenticated_admin
 from broker.callers import authenticated_caller
 from broker.errors import NO_STORE, NotFound, TemporarilyUnavailable
 from broker.routes.context import runtime_of
@@ -54,10 +54,7 @@ async def sync(request: Request) -> Response:
 
 async def admin_sync(request: Request) -> Response:
     """``POST /admin/oauth2/users/{user_id}/sync``: an admin asks for a user's links."""
-    runtime = runtime_of(request)
-    caller = await authenticated_caller(request)
-    async with runtime.engine.connect() as connection:
-        await require_admin(connection, runtime.settings, caller)
+    caller = await authenticated_admin(request)
     try:
         user_id = uuid.UUID(request.path_params["user_id"])
     except ValueError:

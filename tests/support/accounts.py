@@ -1,0 +1,45 @@
+"""Signing in test users through the upstream stand-in, and reading their audit rows."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx2
+from shared.audit import AUDIT_TABLE
+from shared.runtime import Runtime
+from sqlalchemy import select
+
+from tests.support.flows import login
+
+
+async def sign_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, **claims: Any) -> Any:
+    subject = f"sync-{uuid.uuid4().hex[:10]}"
+    user = {
+        "sub": subject,
+        "email": f"{subject}@corp.example",
+        "email_verified": True,
+        "name": "Before Sync",
+        **claims,
+    }
+    await idp.post("/_control/user", json=user)
+    tokens = await login(broker)
+    return subject, {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def corp_profile(broker: httpx2.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    document: dict[str, Any] = (await broker.get("/auth/oauth2/profile", headers=headers)).json()
+    return document
+
+
+async def audit_rows(runtime: Runtime, user_id: str, action: str) -> list[Any]:
+    async with runtime.engine.connect() as connection:
+        return list(
+            (
+                await connection.execute(
+                    select(AUDIT_TABLE).where(
+                        AUDIT_TABLE.c.subject == user_id, AUDIT_TABLE.c.action == action
+                    )
+                )
+            ).all()
+        )
