@@ -22,9 +22,9 @@ def libpq_url(url: str) -> str:
 
 
 @contextlib.contextmanager
-def bench_database(server_url: str) -> Iterator[str]:
-    """A fresh ``bench_<random>`` database on the server; dropped when the block ends."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
+def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A fresh ``<prefix><random>`` database on the server; dropped when the block ends."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     admin = libpq_url(server_url)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
@@ -37,3 +37,8 @@ def bench_database(server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bench_database(server_url: str) -> contextlib.AbstractContextManager[str]:
+    """A fresh ``bench_<random>`` database for one benchmark run."""
+    return throwaway_database(server_url, "bench_")

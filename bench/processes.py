@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -155,3 +155,17 @@ def unwind_on_signals() -> None:
     ignored, as in a background job)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+
+
+def run_guarded(bench: Callable[[], int]) -> int:
+    """Run a benchmark's body as a command: Ctrl-C or SIGTERM unwinds every ``with`` block
+    (servers stopped, databases dropped) and exits 130; a ``BenchError`` is one line, exit 1."""
+    unwind_on_signals()
+    try:
+        return bench()
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; cleaned up", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1

@@ -53,9 +53,9 @@ from bench.processes import (
     free_port,
     http_get,
     report_server_log,
+    run_guarded,
     server,
     server_env,
-    unwind_on_signals,
 )
 from bench.seed import CLIENT_ID, seed_refresh_tokens, write_tokens
 from bench.verifier import VerifierRates, measure_verifier
@@ -552,16 +552,8 @@ def main(argv: list[str] | None = None) -> int:
             "bench: wrk is not installed; install it first (apt-get install wrk)", file=sys.stderr
         )
         return 1
-    unwind_on_signals()
     server_url = os.environ.get(SERVER_URL_ENV, DEFAULT_SERVER_URL)
-    try:
-        return _bench(server_url, options)
-    except KeyboardInterrupt:
-        print("\nbench: interrupted; cleaned up", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
+    return run_guarded(lambda: _bench(server_url, options))
 
 
 def _bench(server_url: str, options: Options) -> int:

@@ -55,9 +55,9 @@ from bench.processes import (
     BenchError,
     Server,
     free_port,
+    run_guarded,
     server,
     server_env,
-    unwind_on_signals,
 )
 from bench.sync_workers import (
     Worker,
@@ -435,17 +435,13 @@ def parse_args(argv: list[str] | None) -> WorkerBenchOptions:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    unwind_on_signals()
     server_url = os.environ.get(SERVER_URL_ENV, DEFAULT_SERVER_URL)
-    try:
+
+    def bench() -> int:
         run_worker_bench(server_url, bench_redis_url(os.environ), options)
-    except KeyboardInterrupt:
-        print("\nbench: interrupted; cleaned up", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_guarded(bench)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
 import textwrap
 import time
 import uuid
@@ -27,7 +26,7 @@ from shared.models import SigningKey, User
 from sqlalchemy import insert, select
 
 from tests.support.databases import fresh_database, postgres_server_url
-from tests.support.processes import free_port, run_process
+from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL, LEAD, MAX_AGE = 12, 4, 2
@@ -85,23 +84,22 @@ async def test_two_replicas_agree_on_the_signing_key_through_a_rotation(tmp_path
         )
         ports = [free_port(), free_port()]
         issuer = f"http://127.0.0.1:{ports[0]}"  # one issuer, two replicas behind it
-        env = {
-            "BROKER_ISSUER": issuer,
-            "BROKER_CONFIG": str(config),
-            "BROKER_DATABASE_URL": database_url,
-            "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
-            "BROKER_VAR_DIR": str(tmp_path / "var"),
-            "BROKER_SIGNING_KEY_ROTATION_INTERVAL": str(INTERVAL),
-            "BROKER_SIGNING_KEY_LEAD": str(LEAD),
-            "BROKER_JWKS_MAX_AGE": str(MAX_AGE),
-            "BROKER_KEY_RELOAD_INTERVAL": "0.5",
-            "BROKER_LOG_LEVEL": "WARNING",
-        }
-        command = [str(Path(sys.executable).parent / "broker"), "serve", "--port"]
+        env = broker_env(
+            issuer=issuer,
+            config=config,
+            database_url=database_url,
+            keyring=keyring,
+            var_dir=tmp_path / "var",
+            BROKER_SIGNING_KEY_ROTATION_INTERVAL=str(INTERVAL),
+            BROKER_SIGNING_KEY_LEAD=str(LEAD),
+            BROKER_JWKS_MAX_AGE=str(MAX_AGE),
+            BROKER_KEY_RELOAD_INTERVAL="0.5",
+            BROKER_LOG_LEVEL="WARNING",
+        )
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         with (
-            run_process([*command, str(ports[0])], ready_url=f"{urls[0]}/readyz", env=env),
-            run_process([*command, str(ports[1])], ready_url=f"{urls[1]}/readyz", env=env),
+            run_process(broker_serve_command(ports[0]), ready_url=f"{urls[0]}/readyz", env=env),
+            run_process(broker_serve_command(ports[1]), ready_url=f"{urls[1]}/readyz", env=env),
         ):
             signed_by: list[set[str]] = [set(), set()]
             checked = 0

@@ -9,7 +9,6 @@ broker's JWKS.
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +19,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.support.processes import free_port, run_process
+from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIRECT_URI = "http://127.0.0.1:3000/callback"
@@ -74,17 +73,17 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
     issuer = f"http://127.0.0.1:{port}"
     config = tmp_path / "broker.yaml"
     _write_config(config, upstream_idp)
-    env = {
-        "BROKER_ISSUER": issuer,
-        "BROKER_CONFIG": str(config),
-        "BROKER_DATABASE_URL": database_url,
-        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
-        "BROKER_VAR_DIR": str(tmp_path / "var"),
-        "CORP_CLIENT_SECRET": "broker-secret",
-        "PORTAL_SECRET": "portal-secret",
-        "BROKER_LOG_LEVEL": "DEBUG",
-    }
-    command = [str(Path(sys.executable).parent / "broker"), "serve", "--port", str(port)]
+    env = broker_env(
+        issuer=issuer,
+        config=config,
+        database_url=database_url,
+        keyring=keyring,
+        var_dir=tmp_path / "var",
+        CORP_CLIENT_SECRET="broker-secret",
+        PORTAL_SECRET="portal-secret",
+        BROKER_LOG_LEVEL="DEBUG",
+    )
+    command = broker_serve_command(port)
     with run_process(command, ready_url=f"{issuer}/readyz", env=env, cwd=str(ROOT)) as broker:
         async with httpx2.AsyncClient() as http:
             metadata = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()

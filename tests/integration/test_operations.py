@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,7 +33,13 @@ from sqlalchemy.engine import make_url
 from tests.conftest import BROKER_ISSUER, broker_settings
 from tests.support.databases import fresh_database, postgres_server_url
 from tests.support.flows import authorize, exchange, refresh
-from tests.support.processes import RunningProcess, free_port, run_process
+from tests.support.processes import (
+    RunningProcess,
+    broker_env,
+    broker_serve_command,
+    free_port,
+    run_process,
+)
 from tests.support.tcp_proxy import CuttingProxy, cutting_proxy
 
 pytestmark = pytest.mark.integration
@@ -68,16 +73,16 @@ async def _broker_process(
     issuer = f"http://127.0.0.1:{port}"
     config = tmp_path / "broker.yaml"
     _write_config(config)
-    env = {
-        "BROKER_ISSUER": issuer,
-        "BROKER_CONFIG": str(config),
-        "BROKER_DATABASE_URL": database_url,
-        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
-        "BROKER_VAR_DIR": str(tmp_path / "var"),
-        "BROKER_DB_POOL_SIZE": "3",
-        "BROKER_LOG_FORMAT": "json",
-    }
-    command = [str(Path(sys.executable).parent / "broker"), "serve", "--port", str(port)]
+    env = broker_env(
+        issuer=issuer,
+        config=config,
+        database_url=database_url,
+        keyring=keyring,
+        var_dir=tmp_path / "var",
+        BROKER_DB_POOL_SIZE="3",
+        BROKER_LOG_FORMAT="json",
+    )
+    command = broker_serve_command(port)
     manager = run_process(command, ready_url=f"{issuer}/healthz", env=env, cwd=str(ROOT))
     process = await asyncio.to_thread(manager.__enter__)
     try:
@@ -335,7 +340,7 @@ def test_a_configuration_error_stops_startup_with_one_line_naming_the_setting(
         "BROKER_VAR_DIR": str(tmp_path),
         variable: value,
     }
-    command = [str(Path(sys.executable).parent / "broker"), "serve", "--port", str(free_port())]
+    command = broker_serve_command(free_port())
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

@@ -11,11 +11,9 @@ import contextlib
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 
-import psycopg
-from sqlalchemy.engine import make_url
+from bench.database import throwaway_database
 
 HOW_TO = (
     "Integration tests need PostgreSQL and Redis. Set BROKER_TEST_DATABASE_URL "
@@ -69,21 +67,6 @@ def redis_server_url() -> Iterator[str]:
         yield f"redis://{host}:{port}/0"
 
 
-def _libpq(url: str) -> str:
-    parsed = make_url(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """Create a uniquely named database on the server, yield its URL, drop it afterwards."""
-    name = f"broker_test_{uuid.uuid4().hex[:12]}"
-    admin = _libpq(server_url)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name, drivername="postgresql+psycopg")
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def fresh_database(server_url: str) -> contextlib.AbstractContextManager[str]:
+    """A uniquely named ``broker_test_<random>`` database; dropped when the block ends."""
+    return throwaway_database(server_url, "broker_test_")

@@ -9,18 +9,42 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx2
+
+if TYPE_CHECKING:
+    from shared.crypto.keyring import Keyring
 
 _LOG_TAIL_CHARS = 3000
 _STOP_GRACE_SECONDS = 5.0
 _POLL_INTERVAL_SECONDS = 0.05
+
+
+def broker_serve_command(port: int) -> list[str]:
+    """``broker serve`` from this interpreter's environment, on ``port``."""
+    return [str(Path(sys.executable).parent / "broker"), "serve", "--port", str(port)]
+
+
+def broker_env(
+    *, issuer: str, config: Path, database_url: str, keyring: Keyring, var_dir: Path, **extra: str
+) -> dict[str, str]:
+    """The variables a ``broker serve`` process of a test needs; ``extra`` adds or overrides."""
+    return {
+        "BROKER_ISSUER": issuer,
+        "BROKER_CONFIG": str(config),
+        "BROKER_DATABASE_URL": database_url,
+        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
+        "BROKER_VAR_DIR": str(var_dir),
+        **extra,
+    }
 
 
 def free_port() -> int:

@@ -6,6 +6,11 @@ import datetime as dt
 from typing import Protocol
 
 
+def rfc3339(value: dt.datetime) -> str:
+    """An aware datetime as RFC 3339 in UTC with a ``Z``: ``2026-12-01T21:03:04.123456Z``."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 class Clock(Protocol):
     """Something that tells the current time as an aware UTC datetime."""
 

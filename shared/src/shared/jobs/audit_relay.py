@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import AUDIT_TABLE
+from shared.clock import rfc3339
 from shared.db.base import table
 from shared.jobs.base import JobDeps, JobPayload, JobResult
 from shared.models import AuditRelayCursor
@@ -134,7 +135,7 @@ def stream_entry(row: Row[Any]) -> dict[str, str]:
         "action": row.action,
         "actor": row.actor,
         "subject": row.subject or "",
-        "occurred_at": occurred_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "occurred_at": rfc3339(occurred_at),
         "data": json.dumps(row.data or {}, separators=(",", ":"), sort_keys=True),
         "position": "{}:{}".format(*row_position(row)),
     }

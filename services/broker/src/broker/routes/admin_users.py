@@ -9,15 +9,18 @@ whose actor is the admin.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
 from shared.audit import record_audit_core
 from shared.auth_sessions import LINKS, SESSIONS, USERS, revoke_user_sessions
+from shared.clock import rfc3339
 from shared.db.base import table
 from shared.models import OAuth2Profile
 from shared.revocations import Revocation
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -109,7 +112,9 @@ async def list_users(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
-async def _links_of(connection: Any, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
+async def _links_of(
+    connection: AsyncConnection, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[Any]]:
     if not user_ids:
         return {}
     rows = await connection.execute(
@@ -139,7 +144,9 @@ async def _links_of(connection: Any, user_ids: list[uuid.UUID]) -> dict[uuid.UUI
     return found
 
 
-async def _live_sessions_of(connection: Any, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+async def _live_sessions_of(
+    connection: AsyncConnection, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, int]:
     if not user_ids:
         return {}
     rows = await connection.execute(
@@ -150,8 +157,8 @@ async def _live_sessions_of(connection: Any, user_ids: list[uuid.UUID]) -> dict[
     return {row[0]: int(row[1]) for row in rows}
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+def _iso(value: dt.datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
 
 
 def _user(row: Any, links: list[Any], live_sessions: int) -> dict[str, Any]:
