@@ -8,9 +8,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+VERSION_TABLE = "alembic_version"  # alembic's default; migrations/env.py keeps it
 
 
 def migrations_dir() -> Path:
@@ -73,8 +75,13 @@ def head_revision() -> str | None:
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
-    """The revision the database is at (None before the first migration)."""
+    """The revision the database is at (None before the first migration).
+
+    Read directly rather than through alembic's ``MigrationContext``, which logs two INFO lines
+    each time: the readiness probes call this every few seconds.
+    """
     async with engine.connect() as connection:
-        return await connection.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
+        if not await connection.run_sync(lambda sync: inspect(sync).has_table(VERSION_TABLE)):
+            return None
+        revision = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        return None if revision is None else str(revision)
