@@ -3,6 +3,7 @@ broker configured with every provider type."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx2
@@ -10,6 +11,8 @@ import pytest
 from shared.crypto.keyring import Keyring
 from shared.runtime import Runtime
 
+from tests.conftest import broker_settings
+from tests.support.accounts import Admin, corp_profile, sign_in
 from tests.support.provider_broker import provider_settings, running_broker
 
 
@@ -58,3 +61,18 @@ async def provider_broker(
     )
     async with running_broker(settings) as running:
         yield running
+
+
+@pytest.fixture
+async def admin(
+    database_url: str, upstream_idp: str, keyring: Keyring, idp: httpx2.AsyncClient
+) -> AsyncIterator[Admin]:
+    """A broker whose admin is ``corp:<admin subject>``, and that admin signed in."""
+    admin_subject = f"admin-{uuid.uuid4().hex[:10]}"
+    settings = broker_settings(
+        database_url, upstream_idp, keyring, admins=[f"corp:{admin_subject}"]
+    )
+    async with running_broker(settings) as (runtime, broker):
+        _subject, headers = await sign_in(broker, idp, sub=admin_subject)
+        admin_id = (await corp_profile(broker, headers))["user"]["id"]
+        yield runtime, broker, headers, admin_id

@@ -2,45 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
 import pytest
-from shared.crypto.keyring import Keyring
-from shared.runtime import Runtime
 
-from tests.conftest import broker_settings
-from tests.support.accounts import audit_rows, corp_profile, sign_in
+from tests.support.accounts import Admin, audit_rows, corp_profile, sign_in
 from tests.support.flows import login, refresh
-from tests.support.provider_broker import running_broker
 
 pytestmark = pytest.mark.integration
-
-Admin = tuple[Runtime, httpx2.AsyncClient, dict[str, str], str]
-
-
-@pytest.fixture
-async def admin(
-    database_url: str, upstream_idp: str, keyring: Keyring, idp: httpx2.AsyncClient
-) -> AsyncIterator[Admin]:
-    """A broker whose admin is ``corp:<admin subject>``, and that admin signed in."""
-    admin_subject = f"admin-{uuid.uuid4().hex[:10]}"
-    settings = broker_settings(
-        database_url, upstream_idp, keyring, admins=[f"corp:{admin_subject}"]
-    )
-    async with running_broker(settings) as (runtime, broker):
-        _subject, headers = await sign_in(broker, idp, sub=admin_subject)
-        admin_id = (await corp_profile(broker, headers))["user"]["id"]
-        yield runtime, broker, headers, admin_id
-
 
 ENDPOINTS = [
     ("GET", "/admin/oauth2/users"),
     ("POST", "/admin/oauth2/users/{user}/disable"),
     ("POST", "/admin/oauth2/users/{user}/enable"),
     ("POST", "/admin/oauth2/users/{user}/sync"),
+    ("GET", "/admin/oauth2/tokens"),
+    ("DELETE", "/admin/oauth2/tokens/{token}"),
+    ("GET", "/admin/oauth2/stats"),
+    ("GET", "/admin/oauth2/audit"),
 ]
 
 
@@ -51,16 +34,23 @@ async def test_each_admin_endpoint_needs_a_token_and_the_admin_role(
     _runtime, broker, _headers, _admin_id = admin
     _subject, user_headers = await sign_in(broker, idp)
     user_id = (await corp_profile(broker, user_headers))["user"]["id"]
-    url = path.format(user=user_id)
+    session_id = _claims(user_headers)["sid"]
+    url = path.format(user=user_id, token=session_id)
     anonymous = await broker.request(method, url)
     assert anonymous.status_code == 401
     assert anonymous.json()["error"] == "invalid_token"
     refused = await broker.request(method, url, headers=user_headers)
     assert refused.status_code == 403
     assert refused.json()["error"] == "access_denied"
-    # The non-admin changed nothing.
+    # The non-admin changed nothing: the user is enabled and their session is live.
     profile = await corp_profile(broker, user_headers)
     assert profile["user"]["id"] == user_id
+    assert (await broker.get("/userinfo", headers=user_headers)).status_code == 200
+
+
+def _claims(headers: dict[str, str]) -> Any:
+    token = headers["Authorization"].removeprefix("Bearer ")
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
 
 
 async def _listing(broker: httpx2.AsyncClient, headers: dict[str, str], **query: Any) -> Any:
@@ -90,6 +80,8 @@ async def test_the_listing_pages_newest_first_without_repeats_and_filters(
             break
         page = await _listing(broker, headers, email=marker, limit="2", cursor=page["next_cursor"])
     assert seen == list(reversed(made))  # newest first, each exactly once
+    one = await _listing(broker, headers, user=made[2])
+    assert [user["id"] for user in one["users"]] == [made[2]]
 
     (first,) = (await _listing(broker, headers, email=f"{marker}-0@"))["users"]
     assert first["email"] == f"{marker}-0@corp.example"
@@ -123,6 +115,7 @@ async def test_the_listing_pages_newest_first_without_repeats_and_filters(
         {"last_login_after": "2026-01-01T00:00:00"},  # no offset
         {"email": ""},
         {"sort": "email"},
+        {"user": "someone@corp.example"},
     ],
 )
 async def test_bad_listing_parameters_get_invalid_request(

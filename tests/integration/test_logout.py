@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -151,6 +152,9 @@ async def test_without_a_hint_the_user_confirms_and_this_browsers_sessions_end(
     )
     assert page.status_code == 200
     assert "<form" in page.text
+    # The form's answer redirects to the client: its origin is an allowed form target.
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(SIGNED_OUT))
+    assert f"form-action 'self' {origin};" in page.headers["content-security-policy"]
     assert await _alive(broker, mine)  # a GET alone ends nothing (no cross-site logout)
     fields = _form_fields(page.text)
     assert fields.keys() == {"csrf", "client_id", "post_logout_redirect_uri", "state"}

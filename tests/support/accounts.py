@@ -12,6 +12,9 @@ from sqlalchemy import select
 
 from tests.support.flows import login
 
+# A broker with a signed-in admin: (runtime, client, the admin's bearer headers, admin user id).
+Admin = tuple[Runtime, httpx2.AsyncClient, dict[str, str], str]
+
 
 async def sign_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, **claims: Any) -> Any:
     subject = f"sync-{uuid.uuid4().hex[:10]}"

@@ -294,6 +294,10 @@ class Settings(_Strict):
     # Expired codes, login states and refresh tokens are purged this often; revoked or expired
     # sessions are kept session_retention seconds for the admin views first.
     housekeeping_interval: Annotated[float, Field(gt=0)] = 600.0
+    # The audit rollup (daily counts and users.last_seen_at for the admin statistics) and the
+    # stats snapshot (live sessions, active users, failing links) run this often; the
+    # statistics lag the audit log and the current state by about as much.
+    audit_rollup_interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # Whether this process runs the periodic-job timer (the broker only without Redis; every
     # sync-worker with it). Off: jobs run only when enqueued on demand.
     periodic_jobs: bool = True
@@ -474,6 +478,7 @@ _ENV_FIELDS = {
     "BROKER_UPSTREAM_RETRY_BASE": "upstream_retry_base",
     "BROKER_UPSTREAM_RETRY_MAX": "upstream_retry_max",
     "BROKER_HOUSEKEEPING_INTERVAL": "housekeeping_interval",
+    "BROKER_AUDIT_ROLLUP_INTERVAL": "audit_rollup_interval",
     "BROKER_SESSION_RETENTION": "session_retention",
     "BROKER_PERIODIC_JOBS": "periodic_jobs",
     "BROKER_CODE_TTL": "code_ttl",

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.audit import record_audit_core
+from shared.auth_sessions import revoke_link_sessions
 from shared.crypto.keyring import Keyring
 from shared.crypto.sealed_columns import UPSTREAM_TOKEN_COLUMNS
 from shared.db.base import table
 from shared.models import OAuth2Token
 from shared.providers.base import UpstreamTokens
+from shared.revocations import Revocation
 
 LINKS = table(OAuth2Token)
 
@@ -97,3 +101,57 @@ async def store_upstream_tokens(
     else:
         await connection.execute(update(LINKS).where(LINKS.c.id == token_id).values(**values))
     return token_id
+
+
+async def revoke_upstream_link(
+    connection: AsyncConnection,
+    token_id: uuid.UUID,
+    *,
+    now: dt.datetime,
+    actor: str,
+    reason: str,
+    audit_data: dict[str, Any] | None = None,
+) -> list[Revocation] | None:
+    """Mark a link's upstream grant revoked, wipe its tokens and revoke the sessions signed in
+    through it, audited (``upstream_token.revoked``) — None if there is no such link.
+
+    A revoked link stays listed (an admin or the user sees why sign-ins through it stopped)
+    until the user signs in through its provider again, which stores a new grant.
+    """
+    row = (
+        await connection.execute(
+            update(LINKS)
+            .where(LINKS.c.id == token_id)
+            .values(
+                state="revoked",
+                last_error=reason[:200],
+                next_attempt_at=None,
+                updated_at=now,
+                # A dead grant's tokens are of no use to anyone: keep no secret we cannot use.
+                access_token_enc=None,
+                refresh_token_enc=None,
+                id_token_enc=None,
+            )
+            .returning(LINKS.c.user_id, LINKS.c.profile_id, LINKS.c.provider)
+        )
+    ).first()
+    if row is None:
+        return None
+    revocations = await revoke_link_sessions(
+        connection, row.profile_id, now=now, reason="upstream_revoked", actor=actor
+    )
+    await record_audit_core(
+        connection,
+        action="upstream_token.revoked",
+        actor=actor,
+        subject=str(row.user_id),
+        data={
+            "provider": row.provider,
+            "link": str(row.profile_id),
+            "reason": reason,
+            "sessions_revoked": len(revocations),
+            **(audit_data or {}),
+        },
+        now=now,
+    )
+    return revocations

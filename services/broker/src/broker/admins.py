@@ -1,13 +1,16 @@
 """Who is an admin: a broker user id or a linked ``provider:subject`` named in the ``admins:``
-configuration — never an email, which any provider can claim (SECURITY.md 26)."""
+configuration, or a user granted with ``broker admins grant`` (``admin_grants``) — never an
+email, which any provider can claim (SECURITY.md 26)."""
 
 from __future__ import annotations
 
+import uuid
+
 from shared.auth_sessions import LINKS
 from shared.db.base import table
-from shared.models import OAuth2Profile
+from shared.models import AdminGrant, OAuth2Profile
 from shared.settings import Settings
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
@@ -16,20 +19,28 @@ from broker.errors import AccessDenied
 from broker.routes.context import runtime_of
 
 PROFILES = table(OAuth2Profile)
+GRANTS = table(AdminGrant)
 
 
-async def is_admin(connection: AsyncConnection, settings: Settings, caller: Caller) -> bool:
-    if not settings.admins:
-        return False
-    if f"user:{caller.user_id}" in settings.admins:
+async def is_admin_user(
+    connection: AsyncConnection, settings: Settings, user_id: uuid.UUID
+) -> bool:
+    """Whether ``user_id`` is an admin: by config ``user:<id>``, by an ``admin_grants`` row, or
+    by a config ``provider:subject`` naming one of its links that still counts."""
+    if f"user:{user_id}" in settings.admins:
         return True
+    # A primary-key lookup; the grant follows the user id, whichever provider they signed in with.
+    if await connection.scalar(select(exists().where(GRANTS.c.user_id == user_id))):
+        return True
+    if not any(not entry.startswith("user:") for entry in settings.admins):
+        return False
     # Only a link that still counts: its provider configured, its upstream grant not revoked
     # nor waiting for a new sign-in (an offboarded upstream account stops being admin).
     links = await connection.execute(
         select(PROFILES.c.provider, PROFILES.c.subject)
         .outerjoin(LINKS, LINKS.c.profile_id == PROFILES.c.id)
         .where(
-            PROFILES.c.user_id == caller.user_id,
+            PROFILES.c.user_id == user_id,
             or_(LINKS.c.state.is_(None), LINKS.c.state.not_in(("revoked", "needs_reauth"))),
         )
     )
@@ -38,6 +49,11 @@ async def is_admin(connection: AsyncConnection, settings: Settings, caller: Call
         row.provider in configured and f"{row.provider}:{row.subject}" in settings.admins
         for row in links
     )
+
+
+async def is_admin(connection: AsyncConnection, settings: Settings, caller: Caller) -> bool:
+    """Whether the caller's user is an admin (``is_admin_user``)."""
+    return await is_admin_user(connection, settings, caller.user_id)
 
 
 async def require_admin(connection: AsyncConnection, settings: Settings, caller: Caller) -> None:

@@ -20,12 +20,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from broker.cors import browser_cors
+from broker.dashboard.routes import dashboard_routes
 from broker.errors import OAuthError, TemporarilyUnavailable
 from broker.metrics import BrokerMetrics, metrics_endpoint
 from broker.request_observer import ObservedRoute as Route
 from broker.request_observer import RequestObserver
 from broker.routes import (
     accounts,
+    admin_audit,
+    admin_stats,
+    admin_tokens,
     admin_users,
     authorize,
     avatars,
@@ -111,6 +115,10 @@ def routes(settings: Settings, keys: KeyStore) -> list[Route]:
         Route("/admin/oauth2/users/{user_id}/sync", profile_sync.admin_sync, methods=["POST"]),
         Route("/admin/oauth2/users/{user_id}/disable", admin_users.disable_user, methods=["POST"]),
         Route("/admin/oauth2/users/{user_id}/enable", admin_users.enable_user, methods=["POST"]),
+        Route("/admin/oauth2/tokens", admin_tokens.list_tokens, methods=["GET"]),
+        Route("/admin/oauth2/tokens/{token_id}", admin_tokens.delete_token, methods=["DELETE"]),
+        Route("/admin/oauth2/stats", admin_stats.get_stats, methods=["GET"]),
+        Route("/admin/oauth2/audit", admin_audit.list_audit, methods=["GET"]),
         Route("/auth/oauth2/links/{provider}", accounts.remove_link, methods=["DELETE"]),
         Route("/auth/oauth2/{provider}/link", accounts.link, methods=["GET"]),
         Route("/avatars/{digest}", avatars.avatar, methods=["GET"]),
@@ -121,6 +129,7 @@ def routes(settings: Settings, keys: KeyStore) -> list[Route]:
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *dashboard_routes(settings),  # /admin: the server-rendered dashboard
     ]
 
 

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from shared.settings import ClientConfig, Settings
 
+from broker.dashboard.client import builtin_client
 from broker.errors import (
     InvalidRequest,
     InvalidScope,
@@ -68,7 +69,8 @@ def validate_client(settings: Settings, params: Mapping[str, str]) -> tuple[Clie
     client_id = params.get("client_id")
     if not client_id:
         raise ClientRejected("Invalid request", "The request has no client_id.")
-    client = settings.client(client_id)
+    # The configured clients, and the dashboard's built-in one (broker.dashboard.client).
+    client = settings.client(client_id) or builtin_client(settings, client_id)
     if client is None:
         raise ClientRejected("Unknown application", "This application is not registered.")
     redirect_uri = params.get("redirect_uri")

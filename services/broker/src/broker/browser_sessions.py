@@ -10,14 +10,12 @@ token derived from it (HMAC under a keyring-derived key), so another site cannot
 
 from __future__ import annotations
 
-import hmac
-
-from shared.crypto.opaque import b64url, new_opaque_token
+from shared.crypto.opaque import new_opaque_token
 from shared.runtime import Runtime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker import cookies
+from broker import cookies, csrf
 
 BROWSER_COOKIE = "broker_browser"
 CSRF_PURPOSE = "logout-csrf"
@@ -50,9 +48,8 @@ def clear_cookie(response: Response, runtime: Runtime) -> None:
 
 
 def csrf_token(runtime: Runtime, browser_value: str) -> str:
-    key = runtime.settings.keyring.derived_keys(CSRF_PURPOSE)[0]
-    return b64url(hmac.digest(key, browser_value.encode(), "sha256")).decode("ascii")
+    return csrf.csrf_token(runtime.settings.keyring, CSRF_PURPOSE, browser_value)
 
 
 def csrf_matches(runtime: Runtime, browser_value: str, presented: str) -> bool:
-    return hmac.compare_digest(csrf_token(runtime, browser_value), presented)
+    return csrf.csrf_matches(runtime.settings.keyring, CSRF_PURPOSE, browser_value, presented)

@@ -1,4 +1,4 @@
-"""``broker``: serve, migrate (and, in later commands, key management)."""
+"""``broker``: serve, migrate, manage keys, and grant bootstrap admins."""
 
 from __future__ import annotations
 
@@ -103,6 +103,22 @@ def main(argv: list[str] | None = None) -> None:
         "rotate-encryption",
         help="re-encrypt stored upstream tokens and private keys under the first keyring key",
     )
+    admins_cmd = commands.add_parser(
+        "admins", help="admins granted in the database (beside admins: in the configuration)"
+    )
+    admin_commands = admins_cmd.add_subparsers(dest="admin_command", required=True)
+    for name, help_text in (
+        ("grant", "make USER an admin"),
+        ("revoke", "remove USER's admin grant (admins: in the configuration stays)"),
+    ):
+        admin_cmd = admin_commands.add_parser(name, help=help_text)
+        admin_cmd.add_argument(
+            "user",
+            metavar="USER",
+            help="a broker user id (user:<id> also works) or provider:subject of a linked "
+            "profile; never an email",
+        )
+    admin_commands.add_parser("list", help="list the admins: granted ones and configured ones")
     args = parser.parse_args(argv)
 
     settings = _settings()
@@ -115,3 +131,9 @@ def main(argv: list[str] | None = None) -> None:
         from broker.key_commands import run_key_command
 
         raise SystemExit(run_key_command(settings, args.key_command, getattr(args, "kid", None)))
+    elif args.command == "admins":
+        from broker.admin_commands import run_admin_command
+
+        raise SystemExit(
+            run_admin_command(settings, args.admin_command, getattr(args, "user", None))
+        )

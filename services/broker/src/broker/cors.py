@@ -10,12 +10,13 @@ do not store; RFC 9111 §3.5). This keeps the refresh grant's hot path one middl
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.settings import Settings
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from broker.pages import redirect_sources
 
 
 class BrowserCORS:
@@ -35,13 +36,8 @@ class BrowserCORS:
 
 def client_origins(settings: Settings) -> list[str]:
     """Web origins of the registered redirect URIs: the browsers allowed to call the APIs."""
-    origins = []
-    for client in settings.clients:
-        for uri in client.redirect_uris:
-            parts = urlsplit(uri)
-            if parts.scheme in ("http", "https"):
-                origins.append(f"{parts.scheme}://{parts.netloc}")
-    return sorted(set(origins))
+    uris = (uri for client in settings.clients for uri in client.redirect_uris)
+    return [source for source in redirect_sources(uris) if source.startswith("http")]
 
 
 def browser_cors(settings: Settings) -> list[Middleware]:

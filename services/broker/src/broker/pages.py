@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from html import escape
+from urllib.parse import urlsplit
 
 from starlette.responses import HTMLResponse
 
@@ -32,14 +33,41 @@ _STYLE = (
 )
 
 
-def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
+def redirect_sources(uris: Iterable[str]) -> list[str]:
+    """CSP sources for where a form's answer may redirect: the origin of each web URI, the
+    scheme of an app's custom-scheme URI (``com.example.app:``)."""
+    sources = set()
+    for uri in uris:
+        parts = urlsplit(uri)
+        if parts.scheme in ("http", "https"):
+            sources.add(f"{parts.scheme}://{parts.netloc}")
+        elif parts.scheme:
+            sources.add(f"{parts.scheme}:")
+    return sorted(sources)
+
+
+def _headers(form_redirects: Iterable[str]) -> dict[str, str]:
+    """Chromium applies ``form-action`` to the redirects that answer a form too, so a form
+    whose answer sends the browser on to a relying party lists that party's origin."""
+    extra = "".join(f" {source}" for source in form_redirects)
+    if not extra:
+        return PAGE_HEADERS
+    policy = PAGE_HEADERS["Content-Security-Policy"].replace(
+        "form-action 'self';", f"form-action 'self'{extra};"
+    )
+    return {**PAGE_HEADERS, "Content-Security-Policy": policy}
+
+
+def _page(
+    title: str, body: str, status_code: int = 200, form_redirects: Iterable[str] = ()
+) -> HTMLResponse:
     document = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
         f"<body>{body}</body></html>"
     )
-    return HTMLResponse(document, status_code=status_code, headers=PAGE_HEADERS)
+    return HTMLResponse(document, status_code=status_code, headers=_headers(form_redirects))
 
 
 def error_page(title: str, description: str, status_code: int = 400) -> HTMLResponse:
@@ -62,7 +90,10 @@ def chooser_page(client_name: str, choices: Iterable[tuple[str, str]]) -> HTMLRe
     )
 
 
-def dev_login_page(action: str, state: str, provider_name: str) -> HTMLResponse:
+def dev_login_page(
+    action: str, state: str, provider_name: str, form_redirects: Iterable[str]
+) -> HTMLResponse:
+    """The dev provider's form; its answer redirects to a client (``form_redirects``)."""
     return _page(
         "Development login",
         f"<h1>{escape(provider_name)}</h1>"
@@ -73,11 +104,12 @@ def dev_login_page(action: str, state: str, provider_name: str) -> HTMLResponse:
         '<label>Email<input name="email" type="email" required autofocus></label>'
         '<label>Name<input name="name" type="text"></label>'
         '<button type="submit">Sign in</button></form>',
+        form_redirects=form_redirects,
     )
 
 
 def logout_confirm_page(
-    action: str, fields: dict[str, str], client_name: str | None
+    action: str, fields: dict[str, str], client_name: str | None, form_redirects: Iterable[str]
 ) -> HTMLResponse:
     """RP-initiated logout without an ``id_token_hint``: the user confirms (SECURITY.md 8)."""
     hidden = "".join(
@@ -91,6 +123,7 @@ def logout_confirm_page(
         "<p>This ends your sign-in in this browser. You will need to sign in again.</p>"
         f'<form method="post" action="{escape(action)}">{hidden}'
         '<button type="submit">Sign out</button></form>',
+        form_redirects=form_redirects,
     )
 
 

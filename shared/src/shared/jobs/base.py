@@ -34,6 +34,8 @@ class JobName(StrEnum):
     SCAN_UPSTREAM_TOKENS = "scan_upstream_tokens"
     REFRESH_UPSTREAM_TOKEN = "refresh_upstream_token"
     RELAY_AUDIT_EVENTS = "relay_audit_events"
+    ROLL_UP_AUDIT_EVENTS = "roll_up_audit_events"
+    SNAPSHOT_STATS = "snapshot_stats"
     SCAN_PROFILES = "scan_profiles"
     SYNC_PROFILE = "sync_profile"
     HOUSEKEEPING = "housekeeping"

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
+from shared.jobs.audit_rollup import AuditRollupPayload, roll_up_audit_events
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
 from shared.jobs.housekeeping import HousekeepingPayload, run_housekeeping
 from shared.jobs.noop import NoopPayload, run_noop
@@ -23,6 +24,7 @@ from shared.jobs.profile_sync import (
     scan_profiles,
     sync_profile,
 )
+from shared.jobs.stats_snapshot import StatsSnapshotPayload, snapshot_stats
 from shared.jobs.upstream_refresh import (
     UpstreamRefreshPayload,
     UpstreamScanPayload,
@@ -92,6 +94,8 @@ JOBS: Mapping[JobName, JobSpec[Any]] = MappingProxyType(
             JobSpec(
                 JobName.RELAY_AUDIT_EVENTS, AuditRelayPayload, relay_audit_events, keep_result=60
             ),
+            JobSpec(JobName.ROLL_UP_AUDIT_EVENTS, AuditRollupPayload, roll_up_audit_events),
+            JobSpec(JobName.SNAPSHOT_STATS, StatsSnapshotPayload, snapshot_stats),
             JobSpec(JobName.SCAN_PROFILES, ProfileSyncScanPayload, scan_profiles),
             JobSpec(JobName.SYNC_PROFILE, ProfileSyncPayload, sync_profile, keep_result=0),
             JobSpec(JobName.HOUSEKEEPING, HousekeepingPayload, run_housekeeping),

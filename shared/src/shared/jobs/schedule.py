@@ -18,10 +18,12 @@ import structlog
 
 from shared.clock import Clock
 from shared.jobs.audit_relay import AuditRelayPayload
+from shared.jobs.audit_rollup import AuditRollupPayload
 from shared.jobs.base import JobName, JobPayload
 from shared.jobs.housekeeping import HousekeepingPayload
 from shared.jobs.profile_sync import ProfileSyncScanPayload
 from shared.jobs.queue import JobQueue, QueueUnavailableError
+from shared.jobs.stats_snapshot import StatsSnapshotPayload
 from shared.jobs.upstream_refresh import UpstreamScanPayload
 from shared.settings import Settings
 
@@ -40,7 +42,8 @@ class PeriodicJob:
 
 
 def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
-    """What runs on a timer; the audit relay only where there is a Redis to publish to."""
+    """What runs on a timer; the audit relay only where there is a Redis to publish to (the
+    rollup needs only the database: it runs everywhere, whatever state Redis is in)."""
     jobs = [
         PeriodicJob(
             JobName.SCAN_UPSTREAM_TOKENS,
@@ -51,6 +54,14 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     jobs.append(PeriodicJob(JobName.SCAN_PROFILES, PROFILE_SCAN_INTERVAL, ProfileSyncScanPayload()))
     jobs.append(
         PeriodicJob(JobName.HOUSEKEEPING, settings.housekeeping_interval, HousekeepingPayload())
+    )
+    jobs.append(
+        PeriodicJob(
+            JobName.ROLL_UP_AUDIT_EVENTS, settings.audit_rollup_interval, AuditRollupPayload()
+        )
+    )
+    jobs.append(
+        PeriodicJob(JobName.SNAPSHOT_STATS, settings.audit_rollup_interval, StatsSnapshotPayload())
     )
     if settings.redis_url is not None:
         jobs.append(PeriodicJob(JobName.RELAY_AUDIT_EVENTS, 1.0, AuditRelayPayload()))

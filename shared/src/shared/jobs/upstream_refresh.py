@@ -33,13 +33,17 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import record_audit_core
-from shared.auth_sessions import LINKS, revoke_link_sessions
+from shared.auth_sessions import LINKS
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
 from shared.providers.base import Provider, UpstreamTokens
 from shared.providers.errors import ProviderError, ProviderRejected, ProviderUnavailable
 from shared.revocations import Revocation
 from shared.settings import Settings
-from shared.upstream_tokens import store_upstream_tokens, unseal_upstream_token
+from shared.upstream_tokens import (
+    revoke_upstream_link,
+    store_upstream_tokens,
+    unseal_upstream_token,
+)
 
 log = structlog.get_logger("shared.jobs.upstream_refresh")
 
@@ -240,23 +244,10 @@ async def _rejected(
     if policy == "require_reauth":
         return await _needs_reauth(connection, row, deps, error)
     now = deps.clock.now()
-    await _set_state(connection, row.id, now, state="revoked", last_error=error, wipe=True)
-    revocations = await revoke_link_sessions(
-        connection, row.profile_id, now=now, reason="upstream_revoked", actor=WORKER_ACTOR
+    revocations = await revoke_upstream_link(
+        connection, row.id, now=now, actor=WORKER_ACTOR, reason=error
     )
-    await record_audit_core(
-        connection,
-        action="upstream_token.revoked",
-        actor=WORKER_ACTOR,
-        subject=str(row.user_id),
-        data={
-            "provider": row.provider,
-            "link": str(row.profile_id),
-            "reason": error,
-            "sessions_revoked": len(revocations),
-        },
-        now=now,
-    )
+    assert revocations is not None  # the link row is locked by this transaction
     log.warning("upstream_link.revoked", provider=row.provider, sessions_revoked=len(revocations))
     return RefreshOutcome("revoked", row.provider, error, revocations=revocations)
 

@@ -1,6 +1,8 @@
 """SQLAlchemy models, one table per module; importing this package registers them all."""
 
+from shared.models.admin_grant import AdminGrant
 from shared.models.audit_action import AuditAction
+from shared.models.audit_daily_count import AuditDailyCount
 from shared.models.audit_relay_cursor import AuditRelayCursor
 from shared.models.auth_session import AuthSession
 from shared.models.authorization_code import AuthorizationCode
@@ -10,10 +12,13 @@ from shared.models.oauth2_profile import OAuth2Profile
 from shared.models.oauth2_token import OAuth2Token
 from shared.models.refresh_token import RefreshToken
 from shared.models.signing_key import SigningKey
+from shared.models.stat_snapshot import StatSnapshot
 from shared.models.user import User
 
 __all__ = [
+    "AdminGrant",
     "AuditAction",
+    "AuditDailyCount",
     "AuditRelayCursor",
     "AuthSession",
     "AuthorizationCode",
@@ -23,5 +28,6 @@ __all__ = [
     "OAuth2Token",
     "RefreshToken",
     "SigningKey",
+    "StatSnapshot",
     "User",
 ]

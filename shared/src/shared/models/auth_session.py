@@ -14,7 +14,11 @@ from shared.db.types import UTCDateTime
 
 class AuthSession(Base):
     __tablename__ = "auth_sessions"
-    __table_args__ = (Index("ix_auth_sessions_user_id_revoked_at", "user_id", "revoked_at"),)
+    __table_args__ = (
+        Index("ix_auth_sessions_user_id_revoked_at", "user_id", "revoked_at"),
+        # The admin token listing, newest first (sessions are written at sign-in, not refresh).
+        Index("ix_auth_sessions_created_at_id", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, LargeBinary, String, Text, Uuid
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, LargeBinary, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
@@ -20,6 +20,8 @@ class OAuth2Token(Base):
         CheckConstraint(
             "state IN ('ok', 'refresh_failing', 'needs_reauth', 'revoked')", name="state"
         ),
+        # The admin token listing, newest first (created_at never changes: updates stay HOT).
+        Index("ix_oauth2_tokens_created_at_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

@@ -37,3 +37,6 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    # The last sign-in or refresh, as the audit rollup saw it (a worker job, not the hot path):
+    # the admin statistics count active users by it.
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from shared.audit import record_audit_core
@@ -19,6 +20,7 @@ from shared.clock import rfc3339
 from shared.db.base import table
 from shared.models import OAuth2Profile
 from shared.revocations import Revocation
+from shared.runtime import Runtime
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
@@ -32,6 +34,7 @@ from broker.routes.context import runtime_of
 PROFILES = table(OAuth2Profile)
 STATUSES = ("active", "disabled")
 _FILTERS = {
+    "user",
     "provider",
     "email",
     "status",
@@ -51,8 +54,12 @@ def _user_id(request: Request) -> uuid.UUID:
 
 async def list_users(request: Request) -> Response:
     await authenticated_admin(request)
-    runtime = runtime_of(request)
-    query = request.query_params
+    body = await users_listing(runtime_of(request), request.query_params)
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def users_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of the listing for these query parameters (the JSON body; the dashboard's too)."""
     unknown = set(query) - _FILTERS
     if unknown:
         raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
@@ -66,6 +73,11 @@ async def list_users(request: Request) -> Response:
         USERS.c.created_at,
         USERS.c.last_login_at,
     )
+    if (user := query.get("user")) is not None:
+        try:
+            statement = statement.where(USERS.c.id == uuid.UUID(user))
+        except ValueError:
+            raise InvalidRequest("user must be a user id (UUID)") from None
     if (provider := query.get("provider")) is not None:
         statement = statement.where(
             exists().where(PROFILES.c.user_id == USERS.c.id, PROFILES.c.provider == provider)
@@ -101,7 +113,7 @@ async def list_users(request: Request) -> Response:
         page = rows[:limit]
         links = await _links_of(connection, [row.id for row in page])
         sessions = await _live_sessions_of(connection, [row.id for row in page])
-    body: dict[str, Any] = {
+    return {
         "users": [_user(row, links.get(row.id, []), sessions.get(row.id, 0)) for row in page],
         "next_cursor": (
             Cursor(at=page[-1].created_at, id=str(page[-1].id)).encode()
@@ -109,7 +121,6 @@ async def list_users(request: Request) -> Response:
             else None
         ),
     }
-    return JSONResponse(body, headers=NO_STORE)
 
 
 async def _links_of(
@@ -185,11 +196,17 @@ async def enable_user(request: Request) -> Response:
 
 async def _set_status(request: Request, status: str) -> Response:
     admin = await authenticated_admin(request)
-    runtime = runtime_of(request)
-    user_id = _user_id(request)
-    if status == "disabled" and user_id == admin.user_id:
+    body = await set_user_status(runtime_of(request), admin.user_id, _user_id(request), status)
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def set_user_status(
+    runtime: Runtime, admin_id: uuid.UUID, user_id: uuid.UUID, status: str
+) -> dict[str, Any]:
+    """Disable (revoking every live session) or enable a user, audited with the admin as actor."""
+    if status == "disabled" and user_id == admin_id:
         raise InvalidRequest("an admin cannot disable their own account")
-    actor = f"user:{admin.user_id}"
+    actor = f"user:{admin_id}"
     now = runtime.clock.now()
     revocations: list[Revocation] = []
     async with runtime.engine.begin() as connection:
@@ -217,10 +234,9 @@ async def _set_status(request: Request, status: str) -> Response:
                 connection, user_id, now=now, reason="user_disabled", actor=actor
             )
     await runtime.revocations.publish(revocations)
-    body = {
+    return {
         "id": str(user_id),
         "status": status,
         "changed": changed,
         "revoked_sessions": [str(revocation.session_id) for revocation in revocations],
     }
-    return JSONResponse(body, headers=NO_STORE)

@@ -29,7 +29,7 @@ from broker import browser_sessions
 from broker.authorization import redirect_with, single_params
 from broker.errors import InvalidRequest
 from broker.forms import form_params
-from broker.pages import error_page, logout_confirm_page, signed_out_page
+from broker.pages import error_page, logout_confirm_page, redirect_sources, signed_out_page
 from broker.routes.context import runtime_of
 from broker.tokens import TokenInvalid, verify_id_token_hint
 
@@ -73,7 +73,8 @@ async def _requested(request: Request, runtime: Runtime, params: Mapping[str, st
     fields |= {"post_logout_redirect_uri": redirect} if redirect is not None else {}
     fields |= {"state": state} if state is not None else {}
     client_name = (client.name or client.id) if client is not None else None
-    return logout_confirm_page(f"{runtime.settings.issuer}/logout", fields, client_name)
+    targets = redirect_sources([redirect] if redirect is not None else [])
+    return logout_confirm_page(f"{runtime.settings.issuer}/logout", fields, client_name, targets)
 
 
 async def _confirmed(request: Request, runtime: Runtime, form: Mapping[str, str]) -> Response:

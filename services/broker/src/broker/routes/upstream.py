@@ -58,7 +58,7 @@ from broker.logins import (
     set_login_cookie,
 )
 from broker.metrics import metrics_of
-from broker.pages import account_exists_page, dev_login_page, error_page
+from broker.pages import account_exists_page, dev_login_page, error_page, redirect_sources
 from broker.responses import authorization_response, client_error_location, error_response
 from broker.routes.context import request_meta, runtime_of
 
@@ -337,7 +337,10 @@ async def dev_login_form(request: Request) -> Response:
     state = request.query_params.get("state")
     if provider is None or not state:
         return error_page("Not found", "There is no development login here.", 404)
-    return dev_login_page(provider.form_url, state, provider.display_name)
+    settings = runtime_of(request).settings
+    # The form's answer redirects to the client that started the sign-in: any registered one.
+    targets = redirect_sources(uri for client in settings.clients for uri in client.redirect_uris)
+    return dev_login_page(provider.form_url, state, provider.display_name, targets)
 
 
 async def dev_login_submit(request: Request) -> Response:

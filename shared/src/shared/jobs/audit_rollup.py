@@ -1,0 +1,222 @@
+"""The audit rollup: count committed ``audit_actions`` rows into ``audit_daily_counts`` and move
+``users.last_seen_at``, each row exactly once, so the admin statistics read a few small rows.
+
+**Which rows.** The same rule as the audit relay (:mod:`shared.jobs.audit_cursor`): committed
+rows only, in commit order, none skipped when a transaction commits late. The rollup's cursor is
+the ``audit_relay_cursors`` row :data:`ROLLUP_CURSOR`; it needs only the database, so it runs
+whatever state Redis (and the relay) are in.
+
+**Exactly once.** A batch is applied in the transaction that locks the cursor row and moves it
+past the batch: a crash before the commit leaves the counts and the cursor as they were, and the
+next run reads the same rows; once committed, the cursor is past them. A second worker's rollup
+finds the cursor locked (``SKIP LOCKED``) and stops.
+
+**What a row adds.** One to ``(day, action, provider)``: ``day`` the UTC date of
+``occurred_at``; ``provider`` the event's ``data["provider"]``, else the provider of the broker
+session ``data["sid"]`` names (one query per batch; a session purged by housekeeping counts as
+none), else ``""``. ``user.signed_in`` and ``refresh_token.rotated`` (whose subject is the
+broker user id) also set that user's ``last_seen_at`` to the row's ``occurred_at`` if later (one
+statement per batch).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import structlog
+from pydantic import Field
+from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.auth_sessions import SESSIONS
+from shared.db.base import table
+from shared.jobs.audit_cursor import (
+    CursorState,
+    committed_rows,
+    cursor_position,
+    lock_cursor,
+    move_cursor,
+    read_cursor,
+    row_position,
+)
+from shared.jobs.base import JobDeps, JobPayload, JobResult
+from shared.models import AuditDailyCount, User
+from shared.models.audit_action import ROTATED
+
+log = structlog.get_logger("shared.jobs.audit_rollup")
+
+COUNTS = table(AuditDailyCount)
+USERS = table(User)
+
+ROLLUP_CURSOR = "rollup:audit_daily_counts"
+"""The rollup's row in ``audit_relay_cursors`` (the relay's rows are keyed by stream name)."""
+SEEN_ACTIONS = frozenset({"user.signed_in", ROTATED})
+ROW_COLUMNS = ("action", "subject", "data", "occurred_at")
+PROVIDER_LENGTH = 64  # audit_daily_counts.provider
+CHUNK = 1000  # rows per VALUES list: well under SQLite's 32,766 bound parameters
+
+Key = tuple[dt.date, str, str]
+
+
+class AuditRollupPayload(JobPayload):
+    """Count in batches of ``batch_size`` until caught up or ``max_seconds`` have passed."""
+
+    batch_size: int = Field(default=5000, ge=1, le=10_000)
+    max_seconds: float = Field(default=20.0, gt=0, le=60)
+
+
+async def roll_up_audit_events(payload: AuditRollupPayload, deps: JobDeps) -> JobResult:
+    """The job: add committed audit rows to the daily counts until caught up."""
+    counted = batches = 0
+    deadline = time.monotonic() + payload.max_seconds
+    while time.monotonic() < deadline:
+        count = await rollup_batch(deps, payload.batch_size)
+        if count is None:
+            return {"outcome": "ok", "counted": counted, "reason": "busy"}
+        counted += count
+        batches += 1
+        if count < payload.batch_size:
+            break
+    if counted:
+        log.info("audit_rollup.counted", counted=counted, batches=batches)
+    return {"outcome": "ok", "counted": counted}
+
+
+async def rollup_batch(deps: JobDeps, limit: int) -> int | None:
+    """Count up to ``limit`` rows in one transaction; how many, or None when another rollup
+    holds the cursor."""
+    now = deps.clock.now()
+    async with deps.engine.connect() as connection, connection.begin():
+        cursor = await lock_cursor(connection, ROLLUP_CURSOR, now)
+        if cursor is None:
+            return None
+        rows = await committed_rows(connection, cursor_position(cursor), limit, ROW_COLUMNS)
+        if rows:
+            await _add_counts(connection, await _daily_counts(connection, rows))
+            await _mark_seen(connection, _last_seen(rows))
+        # Moved even when idle: updated_at says when the rollup last ran to completion.
+        last = row_position(rows[-1]) if rows else cursor_position(cursor)
+        await move_cursor(connection, ROLLUP_CURSOR, last, len(rows), now)
+    return len(rows)
+
+
+async def rollup_progress(connection: AsyncConnection) -> CursorState | None:
+    """How far the rollup has got, as last committed: ``rows`` counted in all, ``updated_at``
+    of its last batch (an idle run moves it too). None before its first run."""
+    return await read_cursor(connection, ROLLUP_CURSOR)
+
+
+def _session_id(data: dict[str, Any]) -> uuid.UUID | None:
+    sid = data.get("sid")
+    if not isinstance(sid, str):
+        return None
+    try:
+        return uuid.UUID(sid)
+    except ValueError:
+        return None
+
+
+async def _daily_counts(connection: AsyncConnection, rows: Sequence[Row[Any]]) -> Counter[Key]:
+    """The batch's rows counted per (UTC day, action, provider)."""
+    sids = {
+        sid
+        for row in rows
+        if not (row.data or {}).get("provider") and (sid := _session_id(row.data or {}))
+    }
+    providers: dict[uuid.UUID, str] = {}
+    if sids:
+        found = await connection.execute(
+            select(SESSIONS.c.id, SESSIONS.c.provider).where(SESSIONS.c.id.in_(sids))
+        )
+        providers = {session_id: provider for session_id, provider in found.all()}
+    counts: Counter[Key] = Counter()
+    for row in rows:
+        data = row.data or {}
+        provider = data.get("provider")
+        if not provider:
+            sid = _session_id(data)
+            provider = providers.get(sid, "") if sid is not None else ""
+        occurred_at: dt.datetime = row.occurred_at
+        day = occurred_at.astimezone(dt.UTC).date()
+        counts[(day, row.action, str(provider)[:PROVIDER_LENGTH])] += 1
+    return counts
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+async def _add_counts(connection: AsyncConnection, counts: Counter[Key]) -> None:
+    """``count = count + n`` for each key, inserting the keys not there yet."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(COUNTS)
+    statement = statement.on_conflict_do_update(
+        index_elements=[COUNTS.c.day, COUNTS.c.action, COUNTS.c.provider],
+        set_={"count": COUNTS.c["count"] + statement.excluded["count"]},
+    )
+    rows = [
+        {"day": day, "action": action, "provider": provider, "count": n}
+        for (day, action, provider), n in sorted(counts.items())
+    ]
+    for chunk in _chunks(rows):
+        await connection.execute(statement.values(list(chunk)))
+
+
+def _last_seen(rows: Sequence[Row[Any]]) -> dict[uuid.UUID, dt.datetime]:
+    """The latest sign-in or refresh of each user in the batch."""
+    seen: dict[uuid.UUID, dt.datetime] = {}
+    for row in rows:
+        if row.action not in SEEN_ACTIONS or not row.subject:
+            continue
+        try:
+            user_id = uuid.UUID(row.subject)
+        except ValueError:
+            continue
+        if user_id not in seen or row.occurred_at > seen[user_id]:
+            seen[user_id] = row.occurred_at
+    return seen
+
+
+# PostgreSQL: the batch's users as two arrays, one statement SQLAlchemy compiles once.
+_MARK_SEEN_POSTGRES = text(
+    """
+    UPDATE users SET last_seen_at = seen.seen_at
+    FROM unnest(CAST(:user_ids AS uuid[]), CAST(:seen_at AS timestamptz[]))
+        AS seen (user_id, seen_at)
+    WHERE users.id = seen.user_id
+      AND (users.last_seen_at IS NULL OR users.last_seen_at < seen.seen_at)
+    """
+)
+# SQLite: one statement, run per user (in-process, no round trips).
+_MARK_SEEN = (
+    update(USERS)
+    .where(
+        USERS.c.id == bindparam("user_id"),
+        or_(USERS.c.last_seen_at.is_(None), USERS.c.last_seen_at < bindparam("seen_at")),
+    )
+    .values(last_seen_at=bindparam("seen_at"))
+)
+
+
+async def _mark_seen(connection: AsyncConnection, seen: dict[uuid.UUID, dt.datetime]) -> None:
+    """``last_seen_at = max(last_seen_at, seen)`` for each user (rows of deleted users match
+    nothing)."""
+    if not seen:
+        return
+    users = sorted(seen)
+    if connection.dialect.name == "postgresql":
+        await connection.execute(
+            _MARK_SEEN_POSTGRES, {"user_ids": users, "seen_at": [seen[user] for user in users]}
+        )
+    else:
+        await connection.execute(
+            _MARK_SEEN, [{"user_id": user, "seen_at": seen[user]} for user in users]
+        )
