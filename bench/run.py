@@ -8,10 +8,13 @@ ratios, a target against the baseline run just before it);
 print a table, the ratios against their targets, the broker's RSS and the COMMITs per refresh
 rotation measured from ``pg_stat_database``. Then ``bench.worker`` measures the sync worker
 (upstream refreshes/s with one and two processes, audit relay events/s; smaller with
-``--quick``). It prints numbers and exits 0 whatever they are; the databases and every
-subprocess are removed on the way out, also on Ctrl-C or an error.
+``--quick``), and ``bench.admin`` the admin API at 100,000 users and 1,000,000 audit rows
+(``--skip-admin`` leaves it out, ``--admin-only`` runs only it). It prints numbers and exits 0
+whatever they are; the databases and every subprocess are removed on the way out, also on Ctrl-C
+or an error.
 
-Usage: ``python -m bench.run [--quick] [--duration S] [--connections N] [--tokens N]``.
+Usage: ``python -m bench.run [--quick] [--duration S] [--connections N] [--tokens N]
+[--skip-admin | --admin-only]``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from shared.crypto.keyring import Keyring
 from shared.db.migrate import upgrade_to_head
 from sqlalchemy.engine import make_url
 
+from bench.admin import AdminBenchOptions, run_admin_bench
 from bench.baseline_app import ISSUER_ENV, JWKS_FILE_ENV, SIGNING_JWK_ENV
 from bench.database import DEFAULT_SERVER_URL, SERVER_URL_ENV, bench_database, libpq_url
 from bench.processes import (
@@ -202,6 +206,8 @@ class Options:
     connections: int
     tokens: int
     worker: WorkerBenchOptions
+    admin: AdminBenchOptions | None = None  # None: --skip-admin
+    admin_only: bool = False
 
 
 @dataclass
@@ -534,6 +540,9 @@ def parse_args(argv: list[str] | None) -> Options:
         "--tokens", type=int, help="refresh tokens to seed (default 150000; 40000 with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-ups")
+    admin = parser.add_mutually_exclusive_group()
+    admin.add_argument("--skip-admin", action="store_true", help="leave out bench.admin")
+    admin.add_argument("--admin-only", action="store_true", help="run only bench.admin")
     args = parser.parse_args(argv)
     return Options(
         duration=args.duration or (3 if args.quick else 10),
@@ -542,17 +551,23 @@ def parse_args(argv: list[str] | None) -> Options:
         connections=max(1, args.connections),
         tokens=args.tokens or (40_000 if args.quick else 150_000),
         worker=WorkerBenchOptions.quick() if args.quick else WorkerBenchOptions(),
+        admin=None
+        if args.skip_admin
+        else (AdminBenchOptions.quick() if args.quick else AdminBenchOptions()),
+        admin_only=args.admin_only,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    server_url = os.environ.get(SERVER_URL_ENV, DEFAULT_SERVER_URL)
+    if options.admin_only:
+        return run_guarded(lambda: run_admin_bench(server_url, options.admin))
     if shutil.which("wrk") is None:
         print(
             "bench: wrk is not installed; install it first (apt-get install wrk)", file=sys.stderr
         )
         return 1
-    server_url = os.environ.get(SERVER_URL_ENV, DEFAULT_SERVER_URL)
     return run_guarded(lambda: _bench(server_url, options))
 
 
@@ -612,6 +627,8 @@ def _bench(server_url: str, options: Options) -> int:
         print_extras(extras)
         report_server_log(broker, broker_log_start)
     run_worker_bench(server_url, bench_redis_url(os.environ), options.worker)
+    if options.admin is not None:
+        run_admin_bench(server_url, options.admin)
     return 0
 
 

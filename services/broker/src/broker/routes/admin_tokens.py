@@ -26,7 +26,7 @@ from shared.auth_sessions import LINKS, REFRESH_TOKENS, SESSIONS, revoke_session
 from shared.clock import rfc3339
 from shared.runtime import Runtime
 from shared.upstream_tokens import revoke_upstream_link
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -182,8 +182,10 @@ def _sessions(
         statement = statement.where(live, _current_refresh_token(after=soon))
     elif state in ("expiring", "expired"):
         # Few sessions, and the oldest: found from their current token by its expiry index
-        # (walking sessions newest first would visit nearly all of them). A live session's
-        # current token is kept until housekeeping deletes the session with it.
+        # (walking sessions newest first would visit nearly all of them). A live session has
+        # exactly one current (unused) token — rotation replaces it in one statement, a replay
+        # gets the same successor (shared.refresh_rotation) — kept until housekeeping deletes
+        # the session with it; so the token's expiry is the session's.
         window = REFRESH_TOKENS.c.expires_at <= (soon if state == "expiring" else now)
         if state == "expiring":
             window = and_(window, REFRESH_TOKENS.c.expires_at > now)
@@ -194,8 +196,7 @@ def _sessions(
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         statement = statement.join_from(SESSIONS, ending, ending.c.session_id == SESSIONS.c.id)
-        still_current = _current_refresh_token(after=soon if state == "expiring" else now)
-        statement = statement.where(live, not_(still_current))
+        statement = statement.where(live)
     return statement
 
 

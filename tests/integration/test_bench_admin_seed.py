@@ -1,0 +1,354 @@
+"""The admin benchmark's seed (``bench.admin``) at a small scale, on a database of its own: the
+counts it promises, the references the schema would check if the seed did not skip foreign-key
+triggers, the facts the admin listings rely on, and a rollup on which the worker's job and the
+benchmark's SQL stand-in agree. Not a timing test."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from shared.clock import SystemClock
+from shared.crypto.opaque import token_hash
+from shared.db.database import create_engine
+from shared.db.migrate import upgrade_to_head
+from shared.jobs.audit_rollup import ROLLUP_CURSOR as JOB_CURSOR
+from shared.jobs.audit_rollup import rollup_batch
+from shared.jobs.base import JobDeps
+from shared.runtime import build_http_client
+from shared.settings import make_settings
+
+from bench.admin import (
+    ADMIN_USER,
+    AUDIT_MIX,
+    CLIENTS,
+    PROVIDERS,
+    ROLLUP_CURSOR,
+    SEEDED_TABLES,
+    SeedReport,
+    SeedScale,
+    roll_up,
+    seed_admin_data,
+    seed_admin_session,
+    seeded_user_id,
+    sql_rollup,
+)
+from bench.database import libpq_url
+from tests.support.databases import ServiceUnavailable, fresh_database, postgres_server_url
+
+pytestmark = pytest.mark.integration
+
+SCALE = SeedScale(users=500, sessions=750, audit_rows=5_000, audit_chunk=1_500)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@pytest.fixture(scope="module")
+def seeded() -> Iterator[tuple[str, SeedReport]]:
+    try:
+        with postgres_server_url() as server, fresh_database(server) as url:
+            upgrade_to_head(url)
+            yield url, seed_admin_data(url, SCALE, now=NOW)
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(libpq_url(url)) as connection:
+        return connection.execute(query, params).fetchall()
+
+
+def _one(url: str, query: str, params: Any = None) -> Any:
+    return _rows(url, query, params)[0][0]
+
+
+def test_counts(seeded):
+    url, report = seeded
+    counts = {name: _one(url, f"SELECT count(*) FROM {name}") for name in SEEDED_TABLES}
+    counts["auth_sessions"] -= _one(url, "SELECT count(*) FROM auth_sessions WHERE provider='dev'")
+    assert report.counts == counts | {"auth_sessions": report.counts["auth_sessions"]}
+    assert counts["users"] == SCALE.users
+    assert counts["auth_sessions"] == SCALE.sessions
+    assert counts["audit_actions"] == SCALE.audit_rows
+    assert 1.2 * SCALE.users <= counts["oauth2_profiles"] <= 1.4 * SCALE.users
+    assert counts["oauth2_tokens"] == counts["oauth2_profiles"]
+    assert SCALE.sessions < counts["refresh_tokens"] <= 3 * SCALE.sessions
+    providers = {row[0] for row in _rows(url, "SELECT DISTINCT provider FROM oauth2_profiles")}
+    assert providers == {name for name, _share in PROVIDERS}
+    assert report.admin_id == seeded_user_id(ADMIN_USER)
+    assert set(report.seconds) >= {"users", "audit_actions"}
+
+
+def test_foreign_keys_hold(seeded):
+    """Every single-column foreign key of the schema, checked by a query (the seed skips the
+    row-by-row triggers)."""
+    url, _report = seeded
+    keys = _rows(
+        url,
+        """
+        SELECT c.conname, child.relname, ca.attname, parent.relname, pa.attname
+        FROM pg_constraint AS c
+        JOIN pg_class AS child ON child.oid = c.conrelid
+        JOIN pg_class AS parent ON parent.oid = c.confrelid
+        JOIN pg_attribute AS ca ON ca.attrelid = c.conrelid AND ca.attnum = c.conkey[1]
+        JOIN pg_attribute AS pa ON pa.attrelid = c.confrelid AND pa.attnum = c.confkey[1]
+        WHERE c.contype = 'f' AND cardinality(c.conkey) = 1
+        """,
+    )
+    assert len(keys) >= 5
+    dangling = {
+        name: _one(
+            url,
+            f"SELECT count(*) FROM {child} AS c WHERE c.{column} IS NOT NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {parent} AS p WHERE p.{key} = c.{column})",
+        )
+        for name, child, column, parent, key in keys
+    }
+    assert set(dangling.values()) == {0}, dangling
+    # refresh_tokens.session_id has no foreign key on purpose (see the model): checked here.
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM refresh_tokens AS r WHERE NOT EXISTS "
+            "(SELECT 1 FROM auth_sessions AS s WHERE s.id = r.session_id)",
+        )
+        == 0
+    )
+
+
+def test_users(seeded):
+    url, _report = seeded
+    emails = [row[0] for row in _rows(url, "SELECT email FROM users")]
+    for email in emails:
+        match = re.fullmatch(r"user(\d+)@example(\d+)\.com", email)
+        assert match and int(match[1]) % 50 == int(match[2]), email
+    disabled = _one(url, "SELECT count(*) FROM users WHERE status = 'disabled'")
+    assert 0 < disabled <= 0.06 * SCALE.users
+    admin = _rows(url, "SELECT status FROM users WHERE id = %s", (seeded_user_id(ADMIN_USER),))
+    assert admin == [("active",)]
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM users WHERE last_login_at < created_at "
+            "OR created_at < %(now)s - interval '401 days' OR created_at > %(now)s "
+            "OR last_login_at < %(now)s - interval '61 days'",
+            {"now": NOW},
+        )
+        == 0
+    )
+
+
+def test_links_and_upstream_tokens(seeded):
+    url, _report = seeded
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM oauth2_tokens AS t "
+            "JOIN oauth2_profiles AS p ON p.id = t.profile_id "
+            "WHERE t.user_id <> p.user_id OR t.provider <> p.provider",
+        )
+        == 0
+    )
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM users AS u WHERE NOT EXISTS "
+            "(SELECT 1 FROM oauth2_profiles AS p WHERE p.user_id = u.id)",
+        )
+        == 0
+    )
+    states = dict(_rows(url, "SELECT state, count(*) FROM oauth2_tokens GROUP BY state"))
+    assert set(states) <= {"ok", "refresh_failing", "needs_reauth", "revoked"}
+    assert states["ok"] > 0.8 * sum(states.values())
+    failing_syncs = _one(
+        url, "SELECT count(*) FROM oauth2_profiles WHERE last_synced_at < sync_attempted_at"
+    )
+    assert 0 < failing_syncs < 0.06 * SCALE.users
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM oauth2_profiles WHERE sync_attempted_at < last_synced_at "
+            "OR last_synced_at < created_at OR sync_attempted_at > %(now)s",
+            {"now": NOW},
+        )
+        == 0
+    )
+    # Ciphertexts are there (the admin API only says whether a refresh token is held).
+    assert _one(url, "SELECT count(*) FROM oauth2_tokens WHERE access_token_enc IS NULL") == 0
+
+
+def test_sessions_and_refresh_tokens(seeded):
+    url, _report = seeded
+    current = _rows(
+        url,
+        "SELECT count(r.*) FILTER (WHERE r.used_at IS NULL) FROM auth_sessions AS s "
+        "JOIN refresh_tokens AS r ON r.session_id = s.id GROUP BY s.id",
+    )
+    assert {row[0] for row in current} == {1}, "each session has exactly one current token"
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM refresh_tokens WHERE used_at < created_at "
+            "OR created_at > %(now)s OR expires_at <> created_at + interval '30 days'",
+            {"now": NOW},
+        )
+        == 0
+    )
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM auth_sessions AS s "
+            "JOIN oauth2_profiles AS p ON p.id = s.profile_id "
+            "WHERE p.user_id <> s.user_id OR p.provider <> s.provider",
+        )
+        == 0
+    )
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id "
+            "WHERE u.status = 'disabled' AND s.revoked_at IS NULL",
+        )
+        == 0
+    )
+    clients = {row[0] for row in _rows(url, "SELECT DISTINCT client_id FROM auth_sessions")}
+    assert clients == {name for name, _share in CLIENTS}
+    revoked = _one(url, "SELECT count(*) FROM auth_sessions WHERE revoked_at IS NOT NULL")
+    assert 0 < revoked < 0.2 * SCALE.sessions
+
+
+def test_audit_rows(seeded):
+    url, _report = seeded
+    ids = _rows(url, "SELECT min(id), max(id), count(DISTINCT id) FROM audit_actions")[0]
+    assert ids == (1, SCALE.audit_rows, SCALE.audit_rows)
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM (SELECT occurred_at < lag(occurred_at) OVER (ORDER BY id) "
+            "AS back FROM audit_actions) AS ordered WHERE back",
+        )
+        == 0
+    )
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM audit_actions WHERE occurred_at > %(now)s "
+            "OR occurred_at < %(now)s - interval '60 days' OR txid IS NULL",
+            {"now": NOW},
+        )
+        == 0
+    )
+    actions = dict(_rows(url, "SELECT action, count(*) FROM audit_actions GROUP BY action"))
+    mix = dict(AUDIT_MIX)
+    assert set(actions) <= set(mix)
+    assert {action for action, share in mix.items() if share >= 0.01} <= set(actions)
+    assert 0.7 < actions["refresh_token.rotated"] / SCALE.audit_rows < 0.8
+    # Rotations name a seeded session, its user and its client, as the hot path writes them.
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM audit_actions AS a LEFT JOIN auth_sessions AS s "
+            "ON s.id = (a.data ->> 'sid')::uuid WHERE a.action = 'refresh_token.rotated' AND "
+            "(s.id IS NULL OR a.subject <> s.user_id::text OR a.actor <> 'client:' || s.client_id "
+            "OR a.client_id <> s.client_id)",
+        )
+        == 0
+    )
+    # Sign-ins: the actor is provider:subject of one of the user's links.
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM audit_actions AS a WHERE a.action = 'user.signed_in' "
+            "AND NOT EXISTS (SELECT 1 FROM oauth2_profiles AS p WHERE p.user_id::text = a.subject "
+            "AND a.actor = p.provider || ':' || p.subject AND a.data ->> 'provider' = p.provider)",
+        )
+        == 0
+    )
+    assert _rows(
+        url, "SELECT DISTINCT actor FROM audit_actions WHERE action = 'user.disabled'"
+    ) in ([], [(f"user:{seeded_user_id(ADMIN_USER)}",)])
+    assert (
+        _one(
+            url,
+            "SELECT count(*) FROM audit_actions AS a WHERE NOT EXISTS "
+            "(SELECT 1 FROM users AS u WHERE u.id::text = a.subject)",
+        )
+        == 0
+    )
+    # The sequence is past the explicit ids: the broker's own rows come after them.
+    assert _one(url, "SELECT nextval(pg_get_serial_sequence('audit_actions', 'id'))") > ids[1]
+
+
+def test_admin_session_has_a_current_refresh_token(seeded):
+    url, report = seeded
+    token = seed_admin_session(url, report.admin_id, now=NOW)
+    rows = _rows(
+        url,
+        "SELECT s.user_id, s.client_id, s.revoked_at, r.used_at FROM refresh_tokens AS r "
+        "JOIN auth_sessions AS s ON s.id = r.session_id WHERE r.token_hash = %s",
+        (token_hash(token),),
+    )
+    assert rows == [(report.admin_id, "web", None, None)]
+
+
+def _rollup_state(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    counts = _rows(
+        url, "SELECT day, action, provider, count FROM audit_daily_counts ORDER BY 1, 2, 3"
+    )
+    seen = _rows(url, "SELECT id, last_seen_at FROM users ORDER BY id")
+    published = _one(
+        url, "SELECT published FROM audit_relay_cursors WHERE stream = %s", (JOB_CURSOR,)
+    )
+    return counts, seen, published
+
+
+def _reset_rollup(url: str) -> None:
+    with psycopg.connect(libpq_url(url)) as connection:
+        connection.execute("DELETE FROM audit_daily_counts")
+        connection.execute("UPDATE users SET last_seen_at = NULL")
+        connection.execute(
+            "UPDATE audit_relay_cursors SET last_txid = 0, last_id = 0, published = 0 "
+            "WHERE stream = %s",
+            (JOB_CURSOR,),
+        )
+
+
+async def _one_job_batch(url: str, limit: int) -> int | None:
+    engine = create_engine(url, pool_size=1)
+    http = build_http_client()
+    try:
+        deps = JobDeps(
+            settings=make_settings(database_url=url), engine=engine, http=http, clock=SystemClock()
+        )
+        return await rollup_batch(deps, limit)
+    finally:
+        await http.aclose()
+        await engine.dispose()
+
+
+def test_the_rollup_job_and_its_sql_stand_in_agree(seeded):
+    url, _report = seeded
+    assert ROLLUP_CURSOR == JOB_CURSOR
+    run = roll_up(url, SCALE.audit_rows, time_limit=60)
+    assert (run.job_rows, run.sql_rows, run.counts_total) == (SCALE.audit_rows, 0, SCALE.audit_rows)
+    by_job = _rollup_state(url)
+    assert by_job[2] == SCALE.audit_rows
+    providers = {row[2] for row in by_job[0]}
+    assert providers <= {name for name, _share in PROVIDERS} | {""}
+    # Rotations take the provider of the session their sid names.
+    assert all(row[2] for row in by_job[0] if row[1] == "refresh_token.rotated")
+
+    # All by SQL, from scratch.
+    assert sql_rollup(url, from_cursor=False) == SCALE.audit_rows
+    assert _rollup_state(url) == by_job
+
+    # Part by the job, the rest by SQL from the job's cursor: what bench.admin does when the
+    # job's time budget runs out.
+    _reset_rollup(url)
+    assert asyncio.run(_one_job_batch(url, 1_200)) == 1_200
+    assert sql_rollup(url) == SCALE.audit_rows - 1_200
+    assert _rollup_state(url) == by_job
