@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, text, tuple_, update
+from sqlalchemy import ColumnElement, insert, select, text, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -77,12 +77,20 @@ def cursor_position(cursor: Row[Any]) -> Position:
 
 
 async def committed_rows(
-    connection: AsyncConnection, after: Position, limit: int, columns: Sequence[str]
+    connection: AsyncConnection,
+    after: Position,
+    limit: int,
+    columns: Sequence[str | ColumnElement[Any]],
 ) -> list[Row[Any]]:
     """Up to ``limit`` committed audit rows after ``after``, in commit order, with ``columns``
-    (``id`` and ``txid`` always included, for :func:`row_position`)."""
-    names = ["id", "txid", *(name for name in columns if name not in ("id", "txid"))]
-    selected = [AUDIT_TABLE.c[name] for name in names]
+    (names of ``audit_actions`` columns, or labelled expressions over them); ``id`` and
+    ``txid`` always come along, for :func:`row_position`."""
+    selected: list[ColumnElement[Any]] = [AUDIT_TABLE.c.id, AUDIT_TABLE.c.txid]
+    for name in columns:
+        if not isinstance(name, str):
+            selected.append(name)
+        elif name not in ("id", "txid"):
+            selected.append(AUDIT_TABLE.c[name])
     if connection.dialect.name == "postgresql":
         # Only transactions older than every running one: their rows are all visible, final.
         finished = text("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")

@@ -1,4 +1,4 @@
-"""``audit_relay_cursors``: how far the audit relay has published, one row per Redis stream."""
+"""``audit_relay_cursors``: how far each audit reader has got, one row per consumer."""
 
 from __future__ import annotations
 
