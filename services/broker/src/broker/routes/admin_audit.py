@@ -5,7 +5,7 @@ Filters: ``actor``, ``action``, ``subject`` (exact), ``after`` / ``before`` (RFC
 the last row's pair, so pages neither repeat nor skip while new events arrive.
 
 ``format=csv`` or ``format=jsonl`` exports every matching event (no ``limit``/``cursor``) as a
-streamed download, read in keyset batches so memory stays flat however large the export.
+streamed download (``broker.audit_export``).
 
 Indexes. ``occurred_at`` serves the order (PostgreSQL sorts ties by id incrementally), the
 cursor and time windows. ``action`` and ``actor`` have partial ``(…, occurred_at, id)`` indexes
@@ -18,30 +18,31 @@ walks ``occurred_at`` backwards, quick because they are the bulk of the table.
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import io
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from shared.audit import AUDIT_TABLE
-from shared.clock import rfc3339
 from shared.models.audit_action import ROTATED
 from shared.runtime import Runtime
-from sqlalchemy import Select, literal, select, tuple_
+from sqlalchemy import Select, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from broker.admins import authenticated_admin
+from broker.audit_export import (
+    COLUMNS,
+    EXPORT_FORMATS,
+    MEDIA_TYPES,
+    NEWEST_FIRST,
+    event_document,
+    export_lines,
+    older_than,
+)
 from broker.errors import NO_STORE, InvalidRequest
 from broker.keyset import Cursor, page_limit, parse_instant
 from broker.routes.context import runtime_of
 
-FORMATS = ("json", "csv", "jsonl")
-EXPORT_BATCH = 2_000
-COLUMNS = ("id", "event_id", "occurred_at", "action", "actor", "subject", "client_id", "ip", "data")
-NEWEST_FIRST = (AUDIT_TABLE.c.occurred_at.desc(), AUDIT_TABLE.c.id.desc())
+FORMATS = ("json", *EXPORT_FORMATS)
 _FILTERS = {"actor", "action", "subject", "after", "before", "cursor", "limit", "format"}
 _TEXT_LIMITS = {"actor": 330, "action": 64, "subject": 160}
 
@@ -61,15 +62,14 @@ async def list_audit(request: Request) -> Response:
 def audit_export(runtime: Runtime, query: Mapping[str, str]) -> StreamingResponse:
     """Every event matching ``query`` as a streamed CSV or JSON-lines download (``format``)."""
     export = query.get("format", "")
-    if export not in ("csv", "jsonl"):
+    if export not in EXPORT_FORMATS:
         raise InvalidRequest("an export is format=csv or format=jsonl")
     if "cursor" in query or "limit" in query:
         raise InvalidRequest("an export has every matching event: no cursor or limit")
-    statement = _filtered(query)  # checked before the response starts
-    media_type = "text/csv; charset=utf-8" if export == "csv" else "application/x-ndjson"
+    statement = filtered_events(query)  # checked before the response starts
     return StreamingResponse(
-        _export(runtime, statement, export),
-        media_type=media_type,
+        export_lines(runtime.engine, statement, export),
+        media_type=MEDIA_TYPES[export],
         headers={**NO_STORE, "Content-Disposition": f'attachment; filename="audit.{export}"'},
     )
 
@@ -77,18 +77,18 @@ def audit_export(runtime: Runtime, query: Mapping[str, str]) -> StreamingRespons
 async def audit_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
     """One page of audit events for these query parameters (the JSON body; the dashboard's too)."""
     limit = page_limit(query.get("limit"))
-    statement = _filtered(query)
+    statement = filtered_events(query)
     if (cursor := query.get("cursor")) is not None:
         last = Cursor.decode(cursor)
         if not last.id.isdigit():
             raise InvalidRequest("cursor is not one this listing returned")
-        statement = _after(statement, last.at, int(last.id))
+        statement = older_than(statement, last.at, int(last.id))
     statement = statement.order_by(*NEWEST_FIRST).limit(limit + 1)
     async with runtime.engine.connect() as connection:
         rows = (await connection.execute(statement)).all()
     page = rows[:limit]
     return {
-        "events": [_event(row) for row in page],
+        "events": [event_document(row) for row in page],
         "next_cursor": (
             Cursor(at=page[-1].occurred_at, id=str(page[-1].id)).encode()
             if len(rows) > limit
@@ -97,14 +97,7 @@ async def audit_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str,
     }
 
 
-def _after(statement: Select[Any], at: dt.datetime, row_id: int) -> Select[Any]:
-    """The rows after ``(at, row_id)`` in the listing's order (older)."""
-    return statement.where(
-        tuple_(AUDIT_TABLE.c.occurred_at, AUDIT_TABLE.c.id) < tuple_(literal(at), literal(row_id))
-    )
-
-
-def _filtered(query: Mapping[str, str]) -> Select[Any]:
+def filtered_events(query: Mapping[str, str]) -> Select[Any]:
     unknown = set(query) - _FILTERS
     if unknown:
         raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
@@ -129,54 +122,3 @@ def _filtered(query: Mapping[str, str]) -> Select[Any]:
     if after is not None and before is not None and before <= after:
         raise InvalidRequest("before must be later than after")
     return statement
-
-
-def _event(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "event_id": str(row.event_id),
-        "occurred_at": rfc3339(row.occurred_at),
-        "action": row.action,
-        "actor": row.actor,
-        "subject": row.subject,
-        "client_id": row.client_id,
-        "ip": row.ip,
-        "data": row.data or {},
-    }
-
-
-async def _export(runtime: Runtime, statement: Select[Any], export: str) -> AsyncIterator[bytes]:
-    if export == "csv":
-        yield _csv_lines([COLUMNS])
-    last: tuple[dt.datetime, int] | None = None
-    while True:
-        batch = statement if last is None else _after(statement, *last)
-        batch = batch.order_by(*NEWEST_FIRST).limit(EXPORT_BATCH)
-        # One short read per batch: no transaction or connection held while the client reads.
-        async with runtime.engine.connect() as connection:
-            rows = (await connection.execute(batch)).all()
-        if not rows:
-            return
-        events = [_event(row) for row in rows]
-        if export == "csv":
-            yield _csv_lines([_csv_row(event) for event in events])
-        else:
-            yield b"".join(orjson.dumps(event) + b"\n" for event in events)
-        last = (rows[-1].occurred_at, rows[-1].id)
-
-
-def _csv_row(event: Mapping[str, Any]) -> tuple[str, ...]:
-    values = (
-        orjson.dumps(event[name]).decode()
-        if name == "data"
-        else ("" if event[name] is None else str(event[name]))
-        for name in COLUMNS
-    )
-    # A value starting with = + - @ is a formula to a spreadsheet: quote it as text (CWE-1236).
-    return tuple("'" + value if value[:1] in ("=", "+", "-", "@") else value for value in values)
-
-
-def _csv_lines(rows: list[tuple[str, ...]]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    return buffer.getvalue().encode()

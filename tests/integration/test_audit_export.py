@@ -1,0 +1,172 @@
+"""Audit exports write the same values on PostgreSQL (lines built by the database) and SQLite
+(lines built in Python): times with ``Z``, CSV quoting and formula escaping, keyset batches."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broker.audit_export import export_lines
+from broker.routes.admin_audit import filtered_events
+from shared.audit import AUDIT_TABLE, audit_values
+from shared.db.database import create_engine
+from shared.db.migrate import upgrade_to_head_async
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+pytestmark = pytest.mark.integration
+
+AT = dt.datetime(2031, 5, 1, 10, 0, tzinfo=dt.UTC)
+# (occurred_at, action, actor, client_id, ip, data): values a spreadsheet or a CSV parser trips on.
+EVENTS: list[tuple[dt.datetime, str, str, str | None, str | None, dict[str, Any]]] = [
+    (AT, "user.signed_in", 'corp:=HYPERLINK("http://x")', None, None, {"provider": "corp"}),
+    (AT, "user.updated", "-2+3", "web", "203.0.113.5", {"fields": ["name"], "note": 'a, "b"\nc'}),
+    (AT + dt.timedelta(microseconds=120), "link.refused", "@SUM(A1)", "a,b", "::1", {}),
+    (AT + dt.timedelta(seconds=1), "session.revoked", "+x", "line\rbreak", None, {"sid": "s"}),
+    (AT + dt.timedelta(seconds=2), "user.created", "dev:plain", "web", "10.0.0.1", {"n": 1}),
+]
+EXPECTED_TIMES = [
+    "2031-05-01T10:00:02Z",
+    "2031-05-01T10:00:01Z",
+    "2031-05-01T10:00:00.000120Z",
+    "2031-05-01T10:00:00Z",
+    "2031-05-01T10:00:00Z",
+]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def engine(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Path
+) -> AsyncIterator[AsyncEngine]:
+    url = database_url
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
+        await upgrade_to_head_async(url)
+    engine = create_engine(url, pool_size=2)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _write_events(engine: AsyncEngine) -> str:
+    subject = f"export-{uuid.uuid4().hex}"
+    async with engine.begin() as connection:
+        for occurred_at, action, actor, client_id, ip, data in EVENTS:
+            values = audit_values(
+                action=action,
+                actor=actor,
+                subject=subject,
+                now=occurred_at,
+                client_id=client_id,
+                ip=ip,
+                data=data,
+            )
+            await connection.execute(insert(AUDIT_TABLE).values(**values))
+    return subject
+
+
+async def _export(engine: AsyncEngine, subject: str, export: str, batch_size: int) -> str:
+    statement = filtered_events({"subject": subject})
+    chunks = [
+        chunk async for chunk in export_lines(engine, statement, export, batch_size=batch_size)
+    ]
+    return b"".join(chunks).decode()
+
+
+async def _stored(engine: AsyncEngine, subject: str) -> list[tuple[int, str]]:
+    """(id, event_id) of the written events, newest first as exported."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(AUDIT_TABLE.c.id, AUDIT_TABLE.c.event_id)
+            .where(AUDIT_TABLE.c.subject == subject)
+            .order_by(AUDIT_TABLE.c.occurred_at.desc(), AUDIT_TABLE.c.id.desc())
+        )
+        return [(row.id, str(row.event_id)) for row in rows]
+
+
+def _expected(subject: str, stored: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    newest_first = sorted(enumerate(EVENTS), key=lambda item: (item[1][0], item[0]), reverse=True)
+    return [
+        {
+            "id": row_id,
+            "event_id": event_id,
+            "occurred_at": occurred,
+            "action": action,
+            "actor": actor,
+            "subject": subject,
+            "client_id": client_id,
+            "ip": ip,
+            "data": data,
+        }
+        for (row_id, event_id), occurred, (_, (_, action, actor, client_id, ip, data)) in zip(
+            stored, EXPECTED_TIMES, newest_first, strict=True
+        )
+    ]
+
+
+@pytest.mark.parametrize("batch_size", [2, 1000])
+async def test_json_lines_carry_every_event_newest_first(
+    engine: AsyncEngine, batch_size: int
+) -> None:
+    subject = await _write_events(engine)
+    text = await _export(engine, subject, "jsonl", batch_size)
+
+    assert text.endswith("\n")
+    lines = text.split("\n")[:-1]
+    assert len(lines) == len(EVENTS)  # a newline inside a value is escaped
+    expected = _expected(subject, await _stored(engine, subject))
+    assert [json.loads(line) for line in lines] == expected
+
+
+@pytest.mark.parametrize("batch_size", [2, 1000])
+async def test_csv_quotes_like_pythons_writer_and_escapes_formulas(
+    engine: AsyncEngine, batch_size: int
+) -> None:
+    subject = await _write_events(engine)
+    text = await _export(engine, subject, "csv", batch_size)
+
+    expected = _expected(subject, await _stored(engine, subject))
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == list(expected[0])
+    assert len(rows) == len(expected) + 1
+    for row, event in zip(rows[1:], expected, strict=True):
+        *fields, data = row
+        assert json.loads(data) == event["data"]
+        plain = ["" if event[name] is None else str(event[name]) for name in list(event)[:-1]]
+        # CWE-1236: a leading = + - @ is made text with a quote; nothing else changes.
+        assert fields == [
+            "'" + value if value[:1] in ("=", "+", "-", "@") else value for value in plain
+        ]
+    assert fields[4] == 'corp:=HYPERLINK("http://x")'  # not at the start: left alone
+    # Byte for byte what the csv module writes (quoting, CRLF), whatever the JSON spacing.
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(rows)
+    assert text == buffer.getvalue()
+
+
+async def test_an_abandoned_download_returns_its_connections(database_url: str) -> None:
+    """On PostgreSQL the next batch is read while the last is sent: closing waits for it."""
+    engine = create_engine(database_url, pool_size=2)
+    try:
+        subject = await _write_events(engine)
+        statement = filtered_events({"subject": subject})
+        lines = export_lines(engine, statement, "jsonl", batch_size=2)
+        first = await anext(lines)
+        async with asyncio.timeout(5):
+            while engine.pool.checkedout() == 0:  # type: ignore[attr-defined]  # noqa: ASYNC110
+                await asyncio.sleep(0)  # until the next batch's read has its connection
+        await lines.aclose()  # the client went away mid-read
+
+        assert first.count(b"\n") == 2
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
