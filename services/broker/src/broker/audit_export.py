@@ -1,18 +1,17 @@
 """Audit exports: every matching event as a streamed CSV or JSON-lines download.
 
-The rows are read in keyset batches, each in its own short read, so no connection or snapshot
-is held while a slow client downloads (the audit relay waits for the oldest open snapshot).
+The events are read newest first in keyset batches, each in its own short read, so no
+connection or snapshot is held while a slow client downloads (the audit relay waits for the
+oldest open snapshot); the next batch is read while the last one is sent.
 
 On PostgreSQL the database writes each line: ``row_to_json`` for JSON lines, the CSV fields
-escaped and quoted in SQL. Decoding typed rows and encoding them again in Python cost about
-95 % of an export's time (a day of 16,667 events: 480-650 ms, of which the query was
-12-17 ms); now the broker only joins text, and reads the next batch while it sends the last
-(a day: p95 about 100-150 ms). SQLite (the embedded default) builds the same
-documents in Python. Both write the same values: RFC 3339 UTC times with a ``Z`` (as
-``shared.clock.rfc3339``), ``{}`` for no data, and in CSV an empty field for NULL and a ``'``
-before a value starting with ``=``, ``+``, ``-`` or ``@`` (a formula to a spreadsheet,
-CWE-1236). One difference: PostgreSQL prints the ``data`` object with a space after each ``:``
-and ``,``.
+escaped and quoted in SQL, both over the batch's rows only. Decoding typed rows and encoding
+them again in Python took about 95 % of an export's time (a day of 16,667 events: 480-650 ms,
+of which the query was 12-17 ms); now the broker only joins text (a day: p95 about 100-150
+ms). SQLite (the embedded default) builds the same documents in Python. Both write the same
+values: RFC 3339 UTC times with a ``Z`` (as ``shared.clock.rfc3339``), in CSV an empty field
+for NULL and a ``'`` before a value a spreadsheet would run as a formula (CWE-1236). One
+difference: PostgreSQL prints the ``data`` object with a space after each ``:`` and ``,``.
 """
 
 from __future__ import annotations
@@ -22,48 +21,29 @@ import contextlib
 import csv
 import datetime as dt
 import io
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from shared.audit import AUDIT_TABLE
-from shared.clock import rfc3339
-from sqlalchemy import Select, Text, case, cast, func, literal, literal_column, true, tuple_
+from sqlalchemy import Select, Text, case, cast, func, literal_column, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-COLUMNS = ("id", "event_id", "occurred_at", "action", "actor", "subject", "client_id", "ip", "data")
-NEWEST_FIRST = (AUDIT_TABLE.c.occurred_at.desc(), AUDIT_TABLE.c.id.desc())
+from broker.audit_events import COLUMNS, NEWEST_FIRST, event_document, older_than
+
 EXPORT_FORMATS = ("csv", "jsonl")
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+CSV_HEADER = ",".join(COLUMNS).encode() + b"\r\n"
 PYTHON_BATCH = 2_000
 DATABASE_BATCH = 5_000  # rows of ~300 bytes: about 1.5 MB of text per read
-_FORMULA_STARTS = ("=", "+", "-", "@")
-_NEEDS_QUOTES = '[",\r\n]'  # what makes Python's csv writer quote a field (QUOTE_MINIMAL)
-_NEEDS_ESCAPING = "^[-=+@]|" + _NEEDS_QUOTES
-CSV_HEADER = ",".join(COLUMNS).encode() + b"\r\n"
+# A cell starting with one of these is a formula to a spreadsheet (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTED_IF = '[",\r\n]'  # what makes Python's csv writer quote a field (QUOTE_MINIMAL)
+# The same two rules as one PostgreSQL regular expression ("-" first: a literal in brackets).
+_ESCAPED_IF = "^[-" + "".join(c for c in FORMULA_STARTS if c != "-") + "]|" + _QUOTED_IF
+_TEXT_COLUMNS = ("action", "actor", "subject", "client_id", "ip")  # the others never need it
 
-
-def older_than(statement: Select[Any], at: dt.datetime, row_id: int) -> Select[Any]:
-    """The rows after ``(at, row_id)`` in the newest-first order (older)."""
-    return statement.where(
-        tuple_(AUDIT_TABLE.c.occurred_at, AUDIT_TABLE.c.id) < tuple_(literal(at), literal(row_id))
-    )
-
-
-def event_document(row: Any) -> dict[str, Any]:
-    """One audit row as the API shows it (the JSON listing and the Python exports)."""
-    return {
-        "id": row.id,
-        "event_id": str(row.event_id),
-        "occurred_at": rfc3339(row.occurred_at),
-        "action": row.action,
-        "actor": row.actor,
-        "subject": row.subject,
-        "client_id": row.client_id,
-        "ip": row.ip,
-        "data": row.data or {},
-    }
+Lines = Callable[[Select[Any]], Select[Any]]
 
 
 async def export_lines(
@@ -73,132 +53,141 @@ async def export_lines(
     if export == "csv":
         yield CSV_HEADER
     if engine.dialect.name == "postgresql":
-        batches = _database_batches(engine, statement, export, batch_size or DATABASE_BATCH)
+        lines = _json_lines if export == "jsonl" else _csv_lines
+        batches = _batches(engine, statement, lines, batch_size or DATABASE_BATCH)
+        encode = _joined
     else:
-        batches = _python_batches(engine, statement, export, batch_size or PYTHON_BATCH)
-    async with contextlib.aclosing(batches):  # a closed download closes its reads at once
-        async for chunk in batches:
-            yield chunk
+        batches = _batches(engine, statement, _as_is, batch_size or PYTHON_BATCH)
+        encode = _python_csv if export == "csv" else _python_json_lines
+    async with contextlib.aclosing(batches):  # its read-ahead is settled when this one closes
+        async for rows in batches:
+            yield encode(rows)
 
 
-async def _database_batches(
-    engine: AsyncEngine, statement: Select[Any], export: str, batch_size: int
-) -> AsyncGenerator[bytes, None]:
-    keys = (AUDIT_TABLE.c.occurred_at, AUDIT_TABLE.c.id)
-    if export == "jsonl":
-        event = _json_fields()
-        line = cast(func.row_to_json(literal_column(event.name)), Text) + "\n"
-        lines = statement.with_only_columns(*keys, line).select_from(
-            AUDIT_TABLE.join(event, true())
-        )
-    else:
-        lines = statement.with_only_columns(*keys, _csv_line())
+async def _batches(
+    engine: AsyncEngine, statement: Select[Any], lines: Lines, batch_size: int
+) -> AsyncGenerator[Sequence[Any], None]:
+    """``lines`` of ``statement``'s events, newest first, ``batch_size`` at a time."""
 
     async def read(last: tuple[dt.datetime, int] | None) -> Sequence[Any]:
-        batch = lines if last is None else older_than(lines, *last)
+        page = statement if last is None else older_than(statement, *last)
         async with engine.connect() as connection:
-            result = await connection.execute(batch.order_by(*NEWEST_FIRST).limit(batch_size))
+            result = await connection.execute(lines(page.order_by(*NEWEST_FIRST).limit(batch_size)))
             return result.all()
 
-    # The next batch is read while this one is sent: PostgreSQL and the broker work at once.
     pending: asyncio.Task[Sequence[Any]] | None = asyncio.create_task(read(None))
     try:
         while pending is not None:
-            rows = await pending
+            # Shielded: when the client goes away, the read in flight is not cancelled midway
+            # (which would discard its connection); it finishes and returns it to the pool.
+            rows = await asyncio.shield(pending)
             pending = None
             if len(rows) == batch_size:
-                pending = asyncio.create_task(read((rows[-1][0], rows[-1][1])))
+                pending = asyncio.create_task(read((rows[-1].occurred_at, rows[-1].id)))
             if rows:
-                yield "".join([row[2] for row in rows]).encode()
+                yield rows
     finally:
         if pending is not None:
-            # The download was abandoned: let the read finish and return its connection to
-            # the pool (cancelling a statement midway would discard the connection).
-            await asyncio.wait([pending])
+            pending.add_done_callback(_discard)
 
 
-def _occurred_at_text() -> ColumnElement[str]:
-    """``occurred_at`` as ``shared.clock.rfc3339`` writes it (no fraction when it is zero)."""
-    utc = func.timezone("UTC", AUDIT_TABLE.c.occurred_at)
-    return (
-        func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS')
-        + func.coalesce(func.nullif(func.to_char(utc, ".US"), ".000000"), "")
-        + "Z"
+def _discard(read: asyncio.Task[Sequence[Any]]) -> None:
+    """The read-ahead of an abandoned download: its rows are not needed, its error is known."""
+    if not read.cancelled():
+        read.exception()
+
+
+def _as_is(page: Select[Any]) -> Select[Any]:
+    return page
+
+
+def _joined(rows: Sequence[Any]) -> bytes:
+    return "".join([row.line for row in rows]).encode()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _json_lines(page: Select[Any]) -> Select[Any]:
+    """The page's events as JSON lines (``row_to_json`` of a LATERAL row named as ``COLUMNS``)."""
+    events = page.subquery("page")
+    event = (
+        select(*(_exported(events.c, name) for name in COLUMNS)).correlate(events).lateral("event")
     )
+    line = cast(func.row_to_json(literal_column(event.name)), Text) + "\n"
+    return _keyed(events, line).select_from(events.join(event, true()))
 
 
-def _json_fields() -> Any:
-    """Each event's exported values, named as ``COLUMNS`` (a LATERAL row for ``row_to_json``)."""
-    table = AUDIT_TABLE.c
-    return (
-        AUDIT_TABLE.select()
-        .with_only_columns(
-            table.id,
-            cast(table.event_id, Text).label("event_id"),
-            _occurred_at_text().label("occurred_at"),
-            table.action,
-            table.actor,
-            table.subject,
-            table.client_id,
-            table.ip,
-            func.coalesce(table.data, cast(literal("{}"), table.data.type)).label("data"),
-        )
-        .correlate(AUDIT_TABLE)
-        .lateral("event")
-    )
-
-
-def _csv_line() -> ColumnElement[str]:
-    """One CSV record in ``COLUMNS`` order, as Python's ``csv`` writer would write it.
+def _csv_lines(page: Select[Any]) -> Select[Any]:
+    """The page's events as CSV records, each as Python's ``csv`` writer would write it.
 
     ``id``, ``event_id`` and ``occurred_at`` never need quoting; ``data`` is a JSON object, so
     it is quoted unless empty (its keys are strings). Each text field is tested with one
     regular expression and escaped only when it matches: escaping every field unconditionally
     made PostgreSQL's share of a day's export 126 ms instead of about 55 ms.
     """
-    table = AUDIT_TABLE.c
-    data = func.coalesce(cast(table.data, Text), "{}")
-    texts = (_csv_text(table[name]) for name in ("action", "actor", "subject", "client_id", "ip"))
-    return (
-        func.concat_ws(
-            ",",
-            cast(table.id, Text),
-            cast(table.event_id, Text),
-            _occurred_at_text(),
-            *texts,
-            case((data == "{}", data), else_=_quoted(data)),
-        )
-        + "\r\n"
+    events = page.subquery("page")
+    columns = events.c
+    fields = [
+        _csv_text(columns[name])
+        if name in _TEXT_COLUMNS
+        else _csv_data(columns.data)
+        if name == "data"
+        else _exported(columns, name)
+        for name in COLUMNS
+    ]
+    return _keyed(events, func.concat_ws(",", *fields) + "\r\n")
+
+
+def _keyed(events: Any, line: ColumnElement[str]) -> Select[Any]:
+    """Each line with its event's keyset position, newest first."""
+    columns = events.c
+    return select(columns.occurred_at, columns.id, line.label("line")).order_by(
+        columns.occurred_at.desc(), columns.id.desc()
     )
+
+
+def _exported(columns: Any, name: str) -> ColumnElement[Any]:
+    """A column as the exports write it: ``event_id`` as text, ``occurred_at`` as RFC 3339."""
+    if name == "event_id":
+        return cast(columns.event_id, Text).label(name)
+    if name == "occurred_at":
+        # As shared.clock.rfc3339: UTC whatever the session's TimeZone, no zero fraction.
+        utc = func.timezone("UTC", columns.occurred_at)
+        seconds = func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS')
+        fraction = func.coalesce(func.nullif(func.to_char(utc, ".US"), ".000000"), "")
+        return (seconds + fraction + "Z").label(name)
+    return columns[name]  # type: ignore[no-any-return]
 
 
 def _csv_text(value: ColumnElement[Any]) -> ColumnElement[str]:
     """A text field, formula-escaped and quoted when needed; NULL as an empty field."""
-    prefixed = case((func.left(value, 1).in_(_FORMULA_STARTS), "'" + value), else_=value)
-    escaped = case((prefixed.regexp_match(_NEEDS_QUOTES), _quoted(prefixed)), else_=prefixed)
-    return func.coalesce(case((value.regexp_match(_NEEDS_ESCAPING), escaped), else_=value), "")
+    prefixed = case((func.left(value, 1).in_(FORMULA_STARTS), "'" + value), else_=value)
+    escaped = case((prefixed.regexp_match(_QUOTED_IF), _quoted(prefixed)), else_=prefixed)
+    return func.coalesce(case((value.regexp_match(_ESCAPED_IF), escaped), else_=value), "")
+
+
+def _csv_data(value: ColumnElement[Any]) -> ColumnElement[str]:
+    text = cast(value, Text)
+    return case((text == "{}", text), else_=_quoted(text))
 
 
 def _quoted(value: ColumnElement[Any]) -> ColumnElement[str]:
+    """A CSV field in double quotes, its own double quotes doubled."""
     return '"' + func.replace(value, '"', '""') + '"'
 
 
-async def _python_batches(
-    engine: AsyncEngine, statement: Select[Any], export: str, batch_size: int
-) -> AsyncGenerator[bytes, None]:
-    last: tuple[dt.datetime, int] | None = None
-    while True:
-        batch = statement if last is None else older_than(statement, *last)
-        async with engine.connect() as connection:
-            rows = (await connection.execute(batch.order_by(*NEWEST_FIRST).limit(batch_size))).all()
-        if not rows:
-            return
-        events = [event_document(row) for row in rows]
-        if export == "csv":
-            yield _csv_lines([_csv_row(event) for event in events])
-        else:
-            yield b"".join(orjson.dumps(event) + b"\n" for event in events)
-        last = (rows[-1].occurred_at, rows[-1].id)
+# --------------------------------------------------------------------------- SQLite
+
+
+def _python_json_lines(rows: Sequence[Any]) -> bytes:
+    return b"".join(orjson.dumps(event_document(row)) + b"\n" for row in rows)
+
+
+def _python_csv(rows: Sequence[Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(_csv_row(event_document(row)) for row in rows)
+    return buffer.getvalue().encode()
 
 
 def _csv_row(event: Mapping[str, Any]) -> tuple[str, ...]:
@@ -208,10 +197,4 @@ def _csv_row(event: Mapping[str, Any]) -> tuple[str, ...]:
         else ("" if event[name] is None else str(event[name]))
         for name in COLUMNS
     )
-    return tuple("'" + value if value.startswith(_FORMULA_STARTS) else value for value in values)
-
-
-def _csv_lines(rows: list[tuple[str, ...]]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    return buffer.getvalue().encode()
+    return tuple("'" + value if value.startswith(FORMULA_STARTS) else value for value in values)

@@ -29,15 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from broker.admins import authenticated_admin
-from broker.audit_export import (
-    COLUMNS,
-    EXPORT_FORMATS,
-    MEDIA_TYPES,
-    NEWEST_FIRST,
-    event_document,
-    export_lines,
-    older_than,
-)
+from broker.audit_events import COLUMNS, NEWEST_FIRST, event_document, older_than
+from broker.audit_export import EXPORT_FORMATS, MEDIA_TYPES, export_lines
 from broker.errors import NO_STORE, InvalidRequest
 from broker.keyset import Cursor, page_limit, parse_instant
 from broker.routes.context import runtime_of
@@ -98,6 +91,7 @@ async def audit_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str,
 
 
 def filtered_events(query: Mapping[str, str]) -> Select[Any]:
+    """The events these query parameters select (``InvalidRequest`` for a bad one), unordered."""
     unknown = set(query) - _FILTERS
     if unknown:
         raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
