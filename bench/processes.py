@@ -25,6 +25,7 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STOP_GRACE = 25.0  # the broker's uvicorn waits up to 20 s for in-flight requests
 LOG_TAIL_CHARS = 3000
 
@@ -49,6 +50,37 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (/proc/<pid>/stat), 0 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # fields from the 3rd (state) on
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Busy and total CPU ticks of the machine, all cores (/proc/stat)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return total - idle, total
+
+
+def process_ids(name: str) -> list[int]:
+    """The processes whose command name is ``name`` (/proc/<pid>/comm), e.g. ``postgres``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text(encoding="ascii").strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone meanwhile
+    return found
 
 
 @dataclass

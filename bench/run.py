@@ -5,8 +5,10 @@ worker) and ``bench.baseline_app`` as subprocesses; seed one refresh token per r
 drive five targets with ``wrk -t1`` (a warm-up each, then rounds that run every target in
 turn; the table shows medians over the rounds, and each ratio is the median of its per-round
 ratios, a target against the baseline run just before it);
-print a table, the ratios against their targets, the broker's RSS and the COMMITs per refresh
-rotation measured from ``pg_stat_database``. Then ``bench.worker`` measures the sync worker
+print a table, the ratios against their targets, the broker's RSS, the COMMITs per refresh
+rotation measured from ``pg_stat_database``, and the CPU time per refresh of the broker and of
+a local PostgreSQL server (``/proc``), which unlike the ratios does not move with the machine's
+load. Then ``bench.worker`` measures the sync worker
 (upstream refreshes/s with one and two processes, audit relay events/s; smaller with
 ``--quick``), and ``bench.admin`` the admin API at 100,000 users and 1,000,000 audit rows
 (``--skip-admin`` leaves it out, ``--admin-only`` runs only it). It prints numbers and exits 0
@@ -36,7 +38,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,8 +56,10 @@ from bench.processes import (
     VENV_BIN,
     BenchError,
     Server,
+    cpu_seconds,
     free_port,
     http_get,
+    process_ids,
     report_server_log,
     run_guarded,
     server,
@@ -287,6 +291,55 @@ class TokenSupply:
         return result
 
 
+@dataclass
+class CpuShare:
+    """CPU time of the broker and of a local PostgreSQL server while the refresh grant ran.
+
+    Read from ``/proc`` around each run: the broker's process, and every process named
+    ``postgres`` (its backends, WAL writer, checkpointer...), found at the start of the run.
+    Where the bench's PostgreSQL is on another machine there are none, and it says so.
+    """
+
+    broker_pid: int
+    broker_seconds: float = 0.0
+    database_seconds: float = 0.0
+    database_seen: bool = False
+    seconds: float = 0.0
+    requests: int = 0
+
+    def measure(self, run: Callable[[], WrkResult | None]) -> WrkResult | None:
+        database = process_ids("postgres")
+        broker_before = cpu_seconds(self.broker_pid)
+        database_before = sum(cpu_seconds(pid) for pid in database)
+        started = time.monotonic()
+        result = run()
+        if result is not None:
+            self.seconds += time.monotonic() - started
+            self.broker_seconds += cpu_seconds(self.broker_pid) - broker_before
+            self.database_seconds += sum(cpu_seconds(pid) for pid in database) - database_before
+            self.database_seen = self.database_seen or bool(database)
+            self.requests += result.requests
+        return result
+
+    def reset(self) -> None:
+        """Forget the warm-up."""
+        self.broker_seconds = self.database_seconds = self.seconds = 0.0
+        self.requests = 0
+
+    def summary(self) -> str:
+        if not self.requests:
+            return "not measured"
+        per_request = 1e6 * self.broker_seconds / self.requests
+        busy = 100 * self.broker_seconds / self.seconds
+        line = f"broker {per_request:.0f} us per request ({busy:.0f} % of a core)"
+        if self.database_seen:
+            per_rotation = 1e6 * self.database_seconds / self.requests
+            line += f", PostgreSQL {per_rotation:.0f} us per rotation"
+        else:
+            line += ", PostgreSQL not on this machine"
+        return line
+
+
 @dataclass(frozen=True)
 class Target:
     """One URL to load; ``script`` sets the method, ``supply`` makes it the refresh grant."""
@@ -296,8 +349,14 @@ class Target:
     url: str
     script: Path | None = None
     supply: TokenSupply | None = None
+    cpu: CpuShare | None = None  # where this target's CPU time is counted
 
     def run(self, duration: int, connections: int) -> WrkResult | None:
+        if self.cpu is not None:
+            return self.cpu.measure(lambda: self._run(duration, connections))
+        return self._run(duration, connections)
+
+    def _run(self, duration: int, connections: int) -> WrkResult | None:
         if self.supply is not None:
             return self.supply.run(self.url, duration, connections)
         return run_wrk(self.url, duration=duration, connections=connections, script=self.script)
@@ -310,6 +369,9 @@ def measure_all(targets: list[Target], options: Options) -> dict[str, Measuremen
         warm = target.run(options.warmup, options.connections)
         if warm is not None:
             _print_result(target.name, warm)
+    for target in targets:
+        if target.cpu is not None:
+            target.cpu.reset()
     measurements = {target.key: Measurement(target.name, []) for target in targets}
     for index in range(options.repeats):
         print(f"round {index + 1} of {options.repeats}, {options.duration} s per target")
@@ -374,6 +436,7 @@ def print_report(
     commits: int,
     rotations: int,
     supply: TokenSupply,
+    cpu: CpuShare,
 ) -> None:
     """The table of medians, then each ratio or figure against its target."""
     print()
@@ -458,6 +521,8 @@ def print_report(
         )
     if supply.first_error:
         print(f"  first refresh error: {supply.first_error}")
+    # What the ratio hides: how much CPU each refresh costs, whatever the machine's speed.
+    print(f"refresh CPU: {cpu.summary()}")
 
 
 # --------------------------------------------------------------------------- extras
@@ -605,12 +670,13 @@ def _bench(server_url: str, options: Options) -> int:
 
         post_script = workdir / "post.lua"
         post_script.write_text('wrk.method = "POST"\n', encoding="ascii")
+        cpu = CpuShare(broker.process.pid)
         targets = [
             Target("static", "baseline static JWKS", f"{baseline}/jwks"),
             Target("jwks", "broker JWKS", f"{issuer}/.well-known/jwks.json"),
             Target("discovery", "broker discovery", f"{issuer}/.well-known/openid-configuration"),
             Target("sign", "baseline ES256 sign", f"{baseline}/sign", script=post_script),
-            Target("refresh", "broker refresh grant", f"{issuer}/token", supply=supply),
+            Target("refresh", "broker refresh grant", f"{issuer}/token", supply=supply, cpu=cpu),
         ]
         # Only the refresh grant touches the database: this counts its commits alone.
         commits_before = xact_commits(server_url, database)
@@ -622,7 +688,12 @@ def _bench(server_url: str, options: Options) -> int:
         rotations = rotated_tokens(database_url)
 
         print_report(
-            measurements, rss_mb=rss_mb, commits=commits, rotations=rotations, supply=supply
+            measurements,
+            rss_mb=rss_mb,
+            commits=commits,
+            rotations=rotations,
+            supply=supply,
+            cpu=cpu,
         )
         print_extras(extras)
         report_server_log(broker, broker_log_start)

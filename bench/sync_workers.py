@@ -5,7 +5,6 @@ afterwards."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from shared.crypto.keyring import Keyring
 
 from bench.processes import VENV_BIN, Server, free_port, http_get, server, server_env
 from bench.upstream_links import PROVIDER
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 _METRIC = re.compile(r"^(sync_worker_upstream_refresh\w*)\{([^}]*)\}\s+(\S+)$", re.MULTILINE)
 _WARNING_LINE = re.compile(r'"level":\s*"(warning|error|critical)"|Traceback \(most recent')
@@ -125,24 +122,6 @@ def start_worker(
         server(name, command, env=env, ready_url=ready_url, log_path=log_path)
     )
     return Worker(started, port)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (/proc/<pid>/stat), 0 once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()  # fields from the 3rd (state) on
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_ticks() -> tuple[int, int]:
-    """Busy and total CPU ticks of the machine, all cores (/proc/stat)."""
-    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
-    return total - idle, total
 
 
 def drop_queue(redis_url: str, queue: str, link_ids: Collection[str]) -> None:

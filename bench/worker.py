@@ -54,17 +54,17 @@ from bench.processes import (
     VENV_BIN,
     BenchError,
     Server,
+    cpu_seconds,
     free_port,
+    machine_ticks,
     run_guarded,
     server,
     server_env,
 )
 from bench.sync_workers import (
     Worker,
-    cpu_seconds,
     delete_keys,
     drop_queue,
-    machine_ticks,
     start_worker,
     worker_env,
 )
