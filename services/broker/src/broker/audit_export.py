@@ -59,7 +59,7 @@ async def export_lines(
     else:
         batches = _batches(engine, statement, _as_is, batch_size or PYTHON_BATCH)
         encode = _python_csv if export == "csv" else _python_json_lines
-    async with contextlib.aclosing(batches):  # its read-ahead is settled when this one closes
+    async with contextlib.aclosing(batches):  # closed with the download, not at collection
         async for rows in batches:
             yield encode(rows)
 
@@ -92,7 +92,8 @@ async def _batches(
 
 
 def _discard(read: asyncio.Task[Sequence[Any]]) -> None:
-    """The read-ahead of an abandoned download: its rows are not needed, its error is known."""
+    """The read-ahead of an abandoned download: its rows are dropped, and an error it raised is
+    marked as seen (asyncio would otherwise log it as never retrieved)."""
     if not read.cancelled():
         read.exception()
 
