@@ -7,8 +7,8 @@ turn; the table shows medians over the rounds, and each ratio is the median of i
 ratios, a target against the baseline run just before it);
 print a table, the ratios against their targets, the broker's RSS, the COMMITs per refresh
 rotation measured from ``pg_stat_database``, and the CPU time per refresh of the broker and of
-a local PostgreSQL server (``/proc``), which unlike the ratios does not move with the machine's
-load. Then ``bench.worker`` measures the sync worker
+a local PostgreSQL server (``/proc``), which says where the time goes (the ratios say how the
+broker compares). Then ``bench.worker`` measures the sync worker
 (upstream refreshes/s with one and two processes, audit relay events/s; smaller with
 ``--quick``), and ``bench.admin`` the admin API at 100,000 users and 1,000,000 audit rows
 (``--skip-admin`` leaves it out, ``--admin-only`` runs only it). It prints numbers and exits 0
