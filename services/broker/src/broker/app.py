@@ -11,16 +11,15 @@ import structlog
 from shared.db.migrate import SchemaRevisions
 from shared.logging import build_access_logger
 from shared.runtime import Runtime
-from shared.settings import Settings
-from shared.signing_keys import KeyStore
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp
 
 from broker.cors import browser_cors
 from broker.dashboard.routes import dashboard_routes
+from broker.direct_routes import DirectRoutes, ExceptionHandler, direct_endpoints
 from broker.errors import OAuthError, TemporarilyUnavailable
 from broker.metrics import BrokerMetrics, metrics_endpoint
 from broker.request_observer import ObservedRoute as Route
@@ -80,25 +79,55 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-def routes(settings: Settings, keys: KeyStore) -> list[Route]:
+EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
+    OAuthError: _oauth_error,
+    HTTPException: _http_error,
+    psycopg.OperationalError: _database_unavailable,
+    sqlalchemy.exc.OperationalError: _database_unavailable,
+    sqlalchemy.exc.TimeoutError: _database_unavailable,
+    Exception: _unexpected,
+}
+
+# What relying parties and resource servers call at high rates: dispatched before Starlette's
+# router (broker.direct_routes). Their other methods (CORS preflights, 405s) go through it.
+DIRECT = (
+    ("GET", "/.well-known/openid-configuration"),
+    ("GET", "/.well-known/jwks.json"),
+    ("POST", "/token"),
+    ("POST", "/auth/oauth2/refresh"),
+)
+
+
+def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
+    settings = runtime.settings
     cors = browser_cors(settings)
     return [
         # Both built once and served as raw ASGI apps (no Request/Response cycle per call):
         # every resource server and relying party polls them.
         Route(
             "/.well-known/openid-configuration",
-            discovery.discovery_response(settings, keys.algorithms),
+            discovery.discovery_response(settings, runtime.keys.algorithms),
             methods=["GET"],
         ),
         Route(
             "/.well-known/jwks.json",
-            discovery.JWKSEndpoint(keys, settings.jwks_max_age),
+            discovery.JWKSEndpoint(runtime.keys, settings.jwks_max_age),
             methods=["GET"],
         ),
         Route("/authorize", authorize.authorize, methods=["GET", "POST"]),
-        Route("/token", token.token, methods=["POST", "OPTIONS"], middleware=cors),
+        Route(
+            "/token",
+            token.TokenEndpoint(runtime, metrics),
+            methods=["POST", "OPTIONS"],
+            middleware=cors,
+        ),
         Route("/userinfo", userinfo.userinfo, methods=["GET", "POST", "OPTIONS"], middleware=cors),
-        Route("/auth/oauth2/refresh", token.refresh, methods=["POST", "OPTIONS"], middleware=cors),
+        Route(
+            "/auth/oauth2/refresh",
+            token.RefreshEndpoint(runtime, metrics),
+            methods=["POST", "OPTIONS"],
+            middleware=cors,
+        ),
         Route("/revoke", revocation.revoke, methods=["POST", "OPTIONS"], middleware=cors),
         Route(
             "/auth/oauth2/revoke",
@@ -133,8 +162,12 @@ def routes(settings: Settings, keys: KeyStore) -> list[Route]:
     ]
 
 
-def create_app(runtime: Runtime) -> Starlette:
-    """The broker application over a built (not yet started) runtime."""
+def create_app(runtime: Runtime) -> ASGIApp:
+    """The broker application over a built (not yet started) runtime.
+
+    Outermost, the request observer sees every request (its id, access line and metrics, a
+    500 included); then the direct routes; then the Starlette app.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -152,20 +185,10 @@ def create_app(runtime: Runtime) -> Starlette:
 
     metrics = BrokerMetrics(runtime)
     access_log = build_access_logger(runtime.settings.log_level, runtime.settings.log_format)
-    app = Starlette(
-        routes=routes(runtime.settings, runtime.keys),
-        middleware=[Middleware(RequestObserver, metrics=metrics, access_log=access_log)],
-        lifespan=lifespan,
-        exception_handlers={
-            OAuthError: _oauth_error,
-            HTTPException: _http_error,
-            psycopg.OperationalError: _database_unavailable,
-            sqlalchemy.exc.OperationalError: _database_unavailable,
-            sqlalchemy.exc.TimeoutError: _database_unavailable,
-            Exception: _unexpected,
-        },
-    )
+    table = routes(runtime, metrics)
+    app = Starlette(routes=table, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.state.schema_revisions = SchemaRevisions.load()
-    return app
+    direct = DirectRoutes(app, direct_endpoints(table, DIRECT), EXCEPTION_HANDLERS)
+    return RequestObserver(direct, metrics=metrics, access_log=access_log)

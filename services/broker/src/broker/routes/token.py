@@ -1,4 +1,9 @@
-"""``POST /token`` (RFC 6749 §3.2) and ``POST /auth/oauth2/refresh`` (JSON; same refresh path)."""
+"""``POST /token`` (RFC 6749 §3.2) and ``POST /auth/oauth2/refresh`` (JSON; same refresh path).
+
+Both are ASGI apps built with the runtime and the metrics they use, so the app can dispatch
+them before Starlette's router (``broker.direct_routes``). Errors are raised, not rendered:
+whichever path called the endpoint renders them with the app's exception handlers.
+"""
 
 from __future__ import annotations
 
@@ -6,56 +11,79 @@ from collections.abc import Mapping
 
 import orjson
 import structlog
+from shared.runtime import Runtime
 from shared.settings import ClientConfig
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from broker.clients import authenticate_client
 from broker.errors import NO_STORE, InvalidRequest, OAuthError, UnsupportedGrantType
 from broker.forms import form_params, json_params
 from broker.grants import GRANTS, Grant, RefreshTokenReused, refresh_grant
-from broker.metrics import metrics_of
-from broker.routes.context import request_meta, runtime_of
+from broker.metrics import BrokerMetrics
+from broker.routes.context import request_meta
 
 
-async def token(request: Request) -> Response:
-    runtime = runtime_of(request)
-    params = await form_params(request)
-    client = authenticate_client(runtime.settings, request.headers.get("authorization"), params)
-    grant_type = params.get("grant_type")
-    if not grant_type:
-        raise InvalidRequest("grant_type is required")
-    handler = GRANTS.get(grant_type)
-    if handler is None:
-        raise UnsupportedGrantType("supported: authorization_code, refresh_token")
-    return await _grant(request, handler, grant_type, client, params)
+class _GrantEndpoint:
+    """Authenticates the client, runs a grant, counts it and answers the token response."""
+
+    def __init__(self, runtime: Runtime, metrics: BrokerMetrics) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.respond(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def client(self, request: Request, params: Mapping[str, str]) -> ClientConfig:
+        authorization = request.headers.get("authorization")
+        return authenticate_client(self.runtime.settings, authorization, params)
+
+    async def grant(
+        self,
+        request: Request,
+        handler: Grant,
+        grant_type: str,
+        client: ClientConfig,
+        params: Mapping[str, str],
+    ) -> Response:
+        """Run a grant for an authenticated client; count it, and name its user in the log."""
+        try:
+            issued = await handler(self.runtime, client, params, request_meta(request))
+        except OAuthError as exc:
+            self.metrics.token_refused(grant_type, client.id, exc.error)
+            if isinstance(exc, RefreshTokenReused):
+                self.metrics.refresh_reuse_detected(client.id)
+            raise
+        self.metrics.token_granted(grant_type, client.id, issued.provider)
+        structlog.contextvars.bind_contextvars(user_id=str(issued.user_id))
+        # orjson: the refresh grant is CPU-bound and this is its third JSON document per request.
+        return Response(orjson.dumps(issued.body), media_type="application/json", headers=NO_STORE)
 
 
-async def refresh(request: Request) -> Response:
-    """The first-party JSON form of the refresh grant."""
-    runtime = runtime_of(request)
-    document = await json_params(request)
-    client = authenticate_client(runtime.settings, request.headers.get("authorization"), document)
-    return await _grant(request, refresh_grant, "refresh_token", client, document)
+class TokenEndpoint(_GrantEndpoint):
+    """``POST /token``: a form body, any supported grant."""
+
+    async def respond(self, request: Request) -> Response:
+        params = await form_params(request)
+        client = self.client(request, params)
+        grant_type = params.get("grant_type")
+        if not grant_type:
+            raise InvalidRequest("grant_type is required")
+        handler = GRANTS.get(grant_type)
+        if handler is None:
+            raise UnsupportedGrantType("supported: authorization_code, refresh_token")
+        return await self.grant(request, handler, grant_type, client, params)
 
 
-async def _grant(
-    request: Request,
-    handler: Grant,
-    grant_type: str,
-    client: ClientConfig,
-    params: Mapping[str, str],
-) -> Response:
-    """Run a grant for an authenticated client; count it, and name its user in the log."""
-    metrics = metrics_of(request)
-    try:
-        issued = await handler(runtime_of(request), client, params, request_meta(request))
-    except OAuthError as exc:
-        metrics.token_refused(grant_type, client.id, exc.error)
-        if isinstance(exc, RefreshTokenReused):
-            metrics.refresh_reuse_detected(client.id)
-        raise
-    metrics.token_granted(grant_type, client.id, issued.provider)
-    structlog.contextvars.bind_contextvars(user_id=str(issued.user_id))
-    # orjson: the refresh grant is CPU-bound and this is its third JSON document per request.
-    return Response(orjson.dumps(issued.body), media_type="application/json", headers=NO_STORE)
+class RefreshEndpoint(_GrantEndpoint):
+    """``POST /auth/oauth2/refresh``: the first-party JSON form of the refresh grant."""
+
+    async def respond(self, request: Request) -> Response:
+        document = await json_params(request)
+        client = self.client(request, document)
+        return await self.grant(request, refresh_grant, "refresh_token", client, document)

@@ -1,0 +1,141 @@
+"""Direct dispatch of the hot paths: what goes where, and how their errors are answered."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx2
+import pytest
+from broker.app import EXCEPTION_HANDLERS
+from broker.direct_routes import DirectRoutes, direct_endpoints
+from broker.errors import InvalidGrant
+from broker.metrics import BrokerMetrics
+from broker.request_observer import RequestObserver
+from shared.logging import build_access_logger
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class Endpoint:
+    """A raw ASGI endpoint that answers its name, or raises what it is given."""
+
+    def __init__(self, name: str, raises: Exception | None = None) -> None:
+        self.name = name
+        self.raises = raises
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.raises is not None:
+            raise self.raises
+        via = "router" if "router" in scope else "direct"
+        await PlainTextResponse(f"{self.name} {via}")(scope, receive, send)
+
+
+class Tagged:
+    """Route middleware that marks the response, to show direct calls keep it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagged(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], (b"x-tagged", b"yes")]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+def _client(app: ASGIApp) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_exact_method_and_path_skip_the_router_and_keep_route_middleware() -> None:
+    routes = [
+        Route(
+            "/token",
+            Endpoint("token"),
+            methods=["POST", "OPTIONS"],
+            middleware=[Middleware(Tagged)],
+        ),
+        Route("/other", Endpoint("other"), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    direct = DirectRoutes(app, direct_endpoints(routes, [("POST", "/token")]), EXCEPTION_HANDLERS)
+    async with _client(direct) as client:
+        posted = await client.post("/token")
+        assert (posted.text, posted.headers["x-tagged"]) == ("token direct", "yes")
+        # Another method, a near path, another route: Starlette's router, as before.
+        assert (await client.options("/token")).text == "token router"
+        assert (await client.post("/token/", follow_redirects=False)).status_code == 307
+        assert (await client.post("/other")).text == "other router"
+        assert (await client.get("/token")).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("direct", "problem"),
+    [
+        ([("POST", "/function")], "cannot be dispatched directly"),
+        ([("GET", "/items/{item_id}")], "cannot be dispatched directly"),
+        ([("GET", "/missing")], "no route"),
+        ([("GET", "/asgi")], "no route"),  # the route takes POST only
+    ],
+)
+def test_only_static_routes_with_asgi_endpoints_can_be_direct(
+    direct: list[tuple[str, str]], problem: str
+) -> None:
+    async def function(request: Request) -> Response:
+        return PlainTextResponse("")
+
+    routes = [
+        Route("/function", function, methods=["POST"]),
+        Route("/items/{item_id}", Endpoint("item"), methods=["GET"]),
+        Route("/asgi", Endpoint("asgi"), methods=["POST"]),
+    ]
+    with pytest.raises(ValueError, match=problem):
+        direct_endpoints(routes, direct)
+
+
+async def test_errors_are_answered_by_the_apps_handlers_with_the_request_id() -> None:
+    routes = [
+        Route(
+            "/grant",
+            Endpoint("grant", InvalidGrant("the refresh token is invalid")),
+            methods=["POST"],
+        ),
+        Route("/broken", Endpoint("broken", RuntimeError("bug")), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    direct = [("POST", "/grant"), ("POST", "/broken")]
+    metrics = BrokerMetrics()
+    stream = io.StringIO()
+    observed = RequestObserver(
+        DirectRoutes(app, direct_endpoints(routes, direct), EXCEPTION_HANDLERS),
+        metrics=metrics,
+        access_log=build_access_logger(stream=stream),
+    )
+    async with _client(observed) as client:
+        refused = await client.post("/grant", headers={"X-Request-ID": "req-1"})
+        assert refused.status_code == 400
+        assert refused.json() == {
+            "error": "invalid_grant",
+            "error_description": "the refresh token is invalid",
+        }
+        assert refused.headers["cache-control"] == "no-store"
+        assert refused.headers["x-request-id"] == "req-1"
+        failed = await client.post("/broken", headers={"X-Request-ID": "req-2"})
+        assert failed.status_code == 500
+        assert failed.json()["error"] == "server_error" and "bug" not in failed.text
+        assert failed.headers["x-request-id"] == "req-2"
+    exposition = metrics.render().decode()
+    assert 'method="POST",route="/grant",status="400"} 1.0' in exposition
+    assert 'method="POST",route="/broken",status="500"} 1.0' in exposition
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["route"], line["status"]) for line in lines] == [
+        ("/grant", 400),
+        ("/broken", 500),
+    ]
