@@ -9,6 +9,7 @@ paths), configured client and provider ids, RFC error codes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -20,6 +21,27 @@ from starlette.responses import Response
 
 # From a JWKS hit (well under a millisecond) to an upstream login near its 30 s timeout.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class _Children(Generic[M]):
+    """A labelled metric's children by label values (in the metric's label order), cached.
+
+    ``labels()`` takes a lock and builds its key on every call; the request path calls these on
+    every request. Label values are bounded (see above), so the cache is too.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class _PoolCollector(Collector):
@@ -97,40 +119,30 @@ class BrokerMetrics:
         )
         if runtime is not None:
             self.registry.register(_PoolCollector(runtime))
-        # labels() takes a lock and builds a key per call; the request path calls these often.
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._latency_children: dict[tuple[str, str], Histogram] = {}
+        self._requests_by = _Children(self._requests)
+        self._latency_by = _Children(self._latency)
+        self._logins_by = _Children(self._logins)
+        self._grants_by = _Children(self._grants)
+        self._reuse_by = _Children(self._reuse)
 
     def request_finished(self, method: str, route: str, status: int, seconds: float | None) -> None:
         """Count a request; ``seconds`` None: count only (the static documents, see below)."""
-        key = (method, route, status)
-        requests = self._request_children.get(key)
-        if requests is None:
-            requests = self._requests.labels(method=method, route=route, status=str(status))
-            self._request_children[key] = requests
-        requests.inc()
-        if seconds is None:
-            return
-        latency = self._latency_children.get((method, route))
-        if latency is None:
-            latency = self._latency.labels(method=method, route=route)
-            self._latency_children[(method, route)] = latency
-        latency.observe(seconds)
+        self._requests_by(method, route, str(status)).inc()
+        if seconds is not None:
+            self._latency_by(method, route).observe(seconds)
 
     def login_finished(self, provider: str, client: str, outcome: str) -> None:
-        self._logins.labels(provider=provider, client=client, outcome=outcome).inc()
+        self._logins_by(provider, client, outcome).inc()
 
     def token_granted(self, grant_type: str, client: str, provider: str) -> None:
-        self._grants.labels(
-            grant_type=grant_type, client=client, provider=provider, outcome="success"
-        ).inc()
+        self._grants_by(grant_type, client, provider, "success").inc()
 
     def token_refused(self, grant_type: str, client: str, error: str) -> None:
         """A grant that failed after client authentication (its session's provider unknown)."""
-        self._grants.labels(grant_type=grant_type, client=client, provider="", outcome=error).inc()
+        self._grants_by(grant_type, client, "", error).inc()
 
     def refresh_reuse_detected(self, client: str) -> None:
-        self._reuse.labels(client=client).inc()
+        self._reuse_by(client).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
