@@ -313,14 +313,8 @@ async def test_browser_clients_get_cors_for_registered_origins_only(broker, idp)
     )
     assert userinfo.headers["access-control-allow-origin"] == "http://127.0.0.1:3000"
     # The grant itself (dispatched before the router) answers a browser with CORS headers too.
-    refreshed = await broker.post(
-        "/token",
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": tokens["refresh_token"],
-            "client_id": "web",
-        },
-        headers={"Origin": "http://127.0.0.1:3000"},
+    refreshed = await refresh(
+        broker, tokens["refresh_token"], headers={"Origin": "http://127.0.0.1:3000"}
     )
     assert refreshed.status_code == 200
     assert refreshed.headers["access-control-allow-origin"] == "http://127.0.0.1:3000"

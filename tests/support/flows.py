@@ -151,7 +151,10 @@ async def login(broker: httpx2.AsyncClient, **kwargs: Any) -> dict[str, Any]:
 
 
 async def refresh(
-    broker: httpx2.AsyncClient, refresh_token: str, client_id: str = "web"
+    broker: httpx2.AsyncClient,
+    refresh_token: str,
+    client_id: str = "web",
+    headers: dict[str, str] | None = None,
 ) -> httpx2.Response:
     return await broker.post(
         "/token",
@@ -160,4 +163,5 @@ async def refresh(
             "refresh_token": refresh_token,
             "client_id": client_id,
         },
+        headers=headers,
     )
