@@ -527,7 +527,7 @@ def print_report(
 
 # --------------------------------------------------------------------------- extras
 
-INTROSPECTOR, INTROSPECTOR_SECRET = "bench-introspector", "bench-introspector-secret"
+INTROSPECTOR, INTROSPECTOR_SECRET = "bench-introspector", "bench-introspector-secret-0123456789"
 
 
 def first_access_token(issuer: str, refresh_token: str) -> str:

@@ -149,15 +149,15 @@ def broker_settings(
             },
             {
                 "id": "backend",
-                "secret": "backend-secret",
+                "secret": "backend-secret-at-least-32-characters",
                 "redirect_uris": ["http://127.0.0.1:4000/cb"],
                 "audience": ["https://api.internal"],
             },
             {
-                "id": "rs-client",
-                "secret": "rs-secret",
+                "id": "es-client",
+                "secret": "es-secret-at-least-32-characters-long",
                 "redirect_uris": ["http://127.0.0.1:5000/cb"],
-                "id_token_signed_response_alg": "RS256",
+                "id_token_signed_response_alg": "ES256",
             },
         ],
     }

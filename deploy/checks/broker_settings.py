@@ -22,7 +22,8 @@ def stand_in(name: str) -> str:
         return "postgresql+psycopg://check:check@postgres.invalid:5432/check"
     if name == "BROKER_REDIS_URL":
         return "redis://redis.invalid:6379/0"
-    return "check-deploy-stand-in"
+    # Long enough for a client secret (the broker refuses one under 32 characters).
+    return "check-deploy-stand-in-of-at-least-32-characters"
 
 
 def settings_problem(config_text: str, environ: Mapping[str, str]) -> str | None:

@@ -80,7 +80,7 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
         keyring=keyring,
         var_dir=tmp_path / "var",
         CORP_CLIENT_SECRET="broker-secret",
-        PORTAL_SECRET="portal-secret",
+        PORTAL_SECRET="portal-secret-at-least-32-characters",
         BROKER_LOG_LEVEL="DEBUG",
     )
     command = broker_serve_command(port)
@@ -90,7 +90,7 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
         assert metadata["issuer"] == issuer
         client = AsyncOAuth2Client(
             client_id="portal",
-            client_secret="portal-secret",
+            client_secret="portal-secret-at-least-32-characters",
             token_endpoint_auth_method="client_secret_basic",
             redirect_uri=REDIRECT_URI,
             scope="openid email profile",
@@ -119,7 +119,8 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
             exp={"essential": True},
             client_id={"essential": True, "value": "portal"},
         ).validate(access.claims)
-        id_token = jwt.decode(token["id_token"], jwks, algorithms=["ES256"])
+        id_token = jwt.decode(token["id_token"], jwks, algorithms=["RS256"])
+        assert id_token.header["alg"] == "RS256"  # what RPs at default settings accept
         assert id_token.claims["nonce"] == nonce
         assert id_token.claims["aud"] == "portal"
 
@@ -137,7 +138,7 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
             replay = await http.post(
                 metadata["token_endpoint"],
                 data={"grant_type": "refresh_token", "refresh_token": old_refresh},
-                auth=("portal", "portal-secret"),
+                auth=("portal", "portal-secret-at-least-32-characters"),
             )
         assert replay.status_code == 400
         assert replay.json()["error"] == "invalid_grant"
@@ -151,7 +152,7 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
             refreshed["refresh_token"],
             token["id_token"],
             verifier,
-            "portal-secret",
+            "portal-secret-at-least-32-characters",
             "broker-secret",
             *front_channel_secrets,
         ):

@@ -16,6 +16,7 @@ async def test_discovery_advertises_the_contract(broker):
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert document["authorization_response_iss_parameter_supported"] is True
     assert document["response_types_supported"] == ["code"]
+    assert document["id_token_signing_alg_values_supported"][0] == "RS256"  # the default
     assert "ES256" in document["id_token_signing_alg_values_supported"]
     assert set(document["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",

@@ -85,7 +85,7 @@ async def test_code_verifier_without_challenge_is_a_downgrade_and_refused(broker
             "redirect_uri": "http://127.0.0.1:4000/cb",
             "code_verifier": "a" * 50,
         },
-        auth=("backend", "backend-secret"),
+        auth=("backend", "backend-secret-at-least-32-characters"),
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant"
@@ -128,7 +128,7 @@ async def test_code_is_bound_to_its_redirect_uri_and_client(broker, idp):
             "redirect_uri": WEB,
             "code_verifier": result.verifier,
         },
-        auth=("backend", "backend-secret"),
+        auth=("backend", "backend-secret-at-least-32-characters"),
     )
     assert other_client.json()["error"] == "invalid_grant"
 

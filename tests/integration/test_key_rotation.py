@@ -196,7 +196,7 @@ async def test_tokens_of_a_revoked_key_are_refused_by_a_running_broker(
             introspection = await broker.post(
                 "/introspect",
                 data={"token": tokens["access_token"]},
-                auth=("backend", "backend-secret"),
+                auth=("backend", "backend-secret-at-least-32-characters"),
             )
             assert introspection.json() == {"active": False}
             fresh = await refresh(broker, tokens["refresh_token"])  # the session itself lives on

@@ -35,7 +35,9 @@ async def test_code_flow_returns_a_verifiable_token_pair(broker, idp):
     assert claims["exp"] - claims["iat"] == 900
     for name in ("sub", "jti", "scope", "sid"):
         assert claims[name]
-    id_token = jwt.decode(tokens["id_token"], keys, algorithms=["ES256"])
+    # RS256 unless the client registered another (OIDC Core's default; DESIGN §5).
+    id_token = jwt.decode(tokens["id_token"], keys, algorithms=["RS256"])
+    assert id_token.header["alg"] == "RS256"
     assert id_token.claims["aud"] == "web"
     assert id_token.claims["nonce"] == result.nonce
     assert id_token.claims["sub"] == claims["sub"]

@@ -19,7 +19,7 @@ from tests.support.flows import authorize, exchange, login, refresh
 
 pytestmark = pytest.mark.integration
 
-BACKEND = ("backend", "backend-secret")
+BACKEND = ("backend", "backend-secret-at-least-32-characters")
 BACKEND_REDIRECT = "http://127.0.0.1:4000/cb"
 
 

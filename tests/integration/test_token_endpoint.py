@@ -75,7 +75,7 @@ async def test_confidential_client_uses_client_secret_post_too(broker, idp):
             "code": result.params["code"],
             "redirect_uri": "http://127.0.0.1:4000/cb",
             "client_id": "backend",
-            "client_secret": "backend-secret",
+            "client_secret": "backend-secret-at-least-32-characters",
         },
     )
     assert response.status_code == 200, response.text
@@ -86,9 +86,9 @@ async def test_confidential_client_uses_client_secret_post_too(broker, idp):
     assert claims["aud"] == "https://api.internal"  # the client's configured audience
 
 
-async def test_client_configured_for_rs256_gets_rs256_id_tokens(broker, idp):
+async def test_a_client_that_registered_es256_gets_es256_id_tokens(broker, idp):
     result = await authorize(
-        broker, client_id="rs-client", redirect_uri="http://127.0.0.1:5000/cb", pkce=False
+        broker, client_id="es-client", redirect_uri="http://127.0.0.1:5000/cb", pkce=False
     )
     response = await broker.post(
         "/token",
@@ -97,11 +97,11 @@ async def test_client_configured_for_rs256_gets_rs256_id_tokens(broker, idp):
             "code": result.params["code"],
             "redirect_uri": "http://127.0.0.1:5000/cb",
         },
-        auth=("rs-client", "rs-secret"),
+        auth=("es-client", "es-secret-at-least-32-characters-long"),
     )
     tokens = response.json()
     keys = KeySet.import_key_set((await broker.get("/.well-known/jwks.json")).json())
-    assert jwt.decode(tokens["id_token"], keys, algorithms=["RS256"]).header["alg"] == "RS256"
+    assert jwt.decode(tokens["id_token"], keys, algorithms=["ES256"]).header["alg"] == "ES256"
     assert jwt.decode(tokens["access_token"], keys, algorithms=["ES256"]).header["alg"] == "ES256"
 
 
@@ -125,7 +125,7 @@ async def test_refresh_token_is_bound_to_its_client(broker, idp):
     response = await broker.post(
         "/token",
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-        auth=("backend", "backend-secret"),
+        auth=("backend", "backend-secret-at-least-32-characters"),
     )
     assert response.json()["error"] == "invalid_grant"
     # The rightful client can still use it: the foreign attempt did not burn it.

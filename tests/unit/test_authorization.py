@@ -38,7 +38,7 @@ def settings() -> Settings:
             {"id": "spa", "redirect_uris": [REDIRECT, LOCALHOST_REDIRECT]},
             {
                 "id": "web",
-                "secret": "web-secret",
+                "secret": "web-secret-at-least-32-characters-long",
                 "redirect_uris": ["https://app.example.com/cb?tenant=acme"],
                 "scopes": ["openid", "email"],
             },

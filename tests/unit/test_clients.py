@@ -11,14 +11,18 @@ from broker.errors import InvalidClient, InvalidRequest
 from shared.settings import Settings, make_settings
 
 # A secret with characters that RFC 6749 §2.3.1 form-urlencoding changes.
-ODD_SECRET = "p@ss:w+rd/é %"
+ODD_SECRET = "p@ss:w+rd/é % and at least 32 characters"
 
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
     return make_settings(
         clients=[
-            {"id": "web", "secret": "web-secret", "redirect_uris": ["https://a.example/cb"]},
+            {
+                "id": "web",
+                "secret": "web-secret-at-least-32-characters-long",
+                "redirect_uris": ["https://a.example/cb"],
+            },
             {"id": "odd.client~1", "secret": ODD_SECRET, "redirect_uris": ["https://a.example/cb"]},
             {"id": "spa", "redirect_uris": ["http://127.0.0.1:3000/callback"]},
         ]
@@ -32,7 +36,9 @@ def basic(client_id: str, secret: str) -> str:
 
 
 def test_basic_authentication_with_the_right_secret_is_accepted(settings: Settings) -> None:
-    client = authenticate_client(settings, basic("web", "web-secret"), {})
+    client = authenticate_client(
+        settings, basic("web", "web-secret-at-least-32-characters-long"), {}
+    )
 
     assert client.id == "web"
 
@@ -47,24 +53,28 @@ def test_basic_credentials_are_form_urldecoded(settings: Settings) -> None:
 
 
 def test_basic_scheme_name_is_case_insensitive(settings: Settings) -> None:
-    header = basic("web", "web-secret").replace("Basic", "bAsIc")
+    header = basic("web", "web-secret-at-least-32-characters-long").replace("Basic", "bAsIc")
 
     assert authenticate_client(settings, header, {}).id == "web"
 
 
 def test_basic_with_a_matching_client_id_parameter_is_accepted(settings: Settings) -> None:
-    client = authenticate_client(settings, basic("web", "web-secret"), {"client_id": "web"})
+    client = authenticate_client(
+        settings, basic("web", "web-secret-at-least-32-characters-long"), {"client_id": "web"}
+    )
 
     assert client.id == "web"
 
 
 def test_basic_with_a_different_client_id_parameter_is_refused(settings: Settings) -> None:
     with pytest.raises(InvalidRequest):
-        authenticate_client(settings, basic("web", "web-secret"), {"client_id": "spa"})
+        authenticate_client(
+            settings, basic("web", "web-secret-at-least-32-characters-long"), {"client_id": "spa"}
+        )
 
 
 def test_client_secret_post_is_accepted(settings: Settings) -> None:
-    params = {"client_id": "web", "client_secret": "web-secret"}
+    params = {"client_id": "web", "client_secret": "web-secret-at-least-32-characters-long"}
 
     assert authenticate_client(settings, None, params).id == "web"
 
@@ -114,10 +124,12 @@ def test_failed_client_authentication_is_401_invalid_client_with_basic_challenge
 
 
 def test_two_authentication_methods_at_once_are_refused(settings: Settings) -> None:
-    params = {"client_id": "web", "client_secret": "web-secret"}
+    params = {"client_id": "web", "client_secret": "web-secret-at-least-32-characters-long"}
 
     with pytest.raises(InvalidRequest, match="one client authentication method"):
-        authenticate_client(settings, basic("web", "web-secret"), params)
+        authenticate_client(
+            settings, basic("web", "web-secret-at-least-32-characters-long"), params
+        )
 
 
 @pytest.mark.parametrize("how", ["post", "basic"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from broker import cli as broker_cli
 from shared.crypto.keyring import Keyring
 from shared.settings import (
     DEV_KEYRING_FILE,
@@ -285,7 +286,9 @@ def test_unreadable_config_file_is_a_config_error(env: dict[str, str], tmp_path:
 
 def test_client_without_secret_is_public_and_with_one_is_confidential() -> None:
     public = ClientConfig(id="spa", redirect_uris=("https://app.example/cb",))
-    confidential = ClientConfig(id="web", secret="s", redirect_uris=("https://app.example/cb",))
+    confidential = ClientConfig(
+        id="web", secret="x" * 32, redirect_uris=("https://app.example/cb",)
+    )
 
     assert public.is_public is True
     assert confidential.is_public is False
@@ -322,3 +325,66 @@ def test_admins_are_named_by_user_id_or_provider_and_subject_only(entry: str) ->
     for refused in ("github:1", "dev:alice@example.com"):  # unconfigured; dev: any typed address
         with pytest.raises(ConfigError, match="admins"):
             make_settings(keyring=Keyring.generate(), providers=providers, admins=[refused])
+
+
+@pytest.mark.parametrize("secret", ["", "x", "x" * 31])
+def test_a_short_or_empty_client_secret_is_refused_naming_the_client(secret: str) -> None:
+    with pytest.raises(ConfigError, match=r"clients\[1\].*client 'backend': secret"):
+        make_settings(
+            clients=[
+                {"id": "spa", "redirect_uris": ["https://app.example/cb"]},
+                {"id": "backend", "secret": secret, "redirect_uris": ["https://app.example/cb"]},
+            ]
+        )
+    assert (
+        make_settings(
+            clients=[
+                {"id": "backend", "secret": "x" * 32, "redirect_uris": ["https://a.example/cb"]}
+            ]
+        )
+        .clients[0]
+        .secret
+        is not None
+    )
+
+
+def test_a_client_secret_variable_that_expands_to_nothing_stops_the_broker_with_exit_code_2(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env["WEB_CLIENT_SECRET"] = ""
+    env["BROKER_CONFIG"] = write_config(
+        tmp_path,
+        "clients:\n"
+        "  - id: web\n"
+        "    secret: ${WEB_CLIENT_SECRET}\n"
+        "    redirect_uris: [http://127.0.0.1:3000/callback]\n",
+    )
+    with pytest.raises(SystemExit) as stopped:
+        broker_cli.main(["migrate"], environ=env)
+
+    assert stopped.value.code == 2
+    assert "client 'web': secret is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "broker.example.com"])
+def test_serve_refuses_the_dev_provider_on_a_non_loopback_listen_address(
+    env: dict[str, str], host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default configuration: a loopback issuer and the dev provider.
+    with pytest.raises(SystemExit) as stopped:
+        broker_cli.main(["serve", "--host", host], environ=env)
+
+    assert stopped.value.code == 2
+    assert "dev provider 'dev'" in capsys.readouterr().err
+
+
+def test_insecure_dev_or_a_loopback_listen_address_lets_the_dev_provider_serve(
+    env: dict[str, str],
+) -> None:
+    settings = load_settings(env)
+    for host in ("127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"):
+        broker_cli.refuse_dev_provider_on_public_bind(settings, host)  # no SystemExit
+    insecure = load_settings({**env, "BROKER_INSECURE_DEV": "1"})
+    broker_cli.refuse_dev_provider_on_public_bind(insecure, "0.0.0.0")
+    disabled = make_settings(providers=[{"id": "dev", "type": "dev", "disabled": True}])
+    broker_cli.refuse_dev_provider_on_public_bind(disabled, "0.0.0.0")

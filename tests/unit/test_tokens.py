@@ -29,26 +29,26 @@ NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 WEB = {
     "id": "web",
-    "secret": "web-secret",
+    "secret": "web-secret-at-least-32-characters-long",
     "redirect_uris": ["http://127.0.0.1:3000/callback"],
 }
 API_BOUND = {
     "id": "api-bound",
-    "secret": "s",
+    "secret": "a-test-secret-of-at-least-32-characters",
     "redirect_uris": ["http://127.0.0.1:3001/callback"],
     "audience": ["https://api.example.com"],
 }
 MULTI_AUD = {
     "id": "multi",
-    "secret": "s",
+    "secret": "a-test-secret-of-at-least-32-characters",
     "redirect_uris": ["http://127.0.0.1:3002/callback"],
     "audience": ["https://a.example.com", "https://b.example.com"],
 }
-RS256_CLIENT = {
-    "id": "legacy",
-    "secret": "s",
+ES256_CLIENT = {
+    "id": "compact",
+    "secret": "a-test-secret-of-at-least-32-characters",
     "redirect_uris": ["http://127.0.0.1:3003/callback"],
-    "id_token_signed_response_alg": "RS256",
+    "id_token_signed_response_alg": "ES256",
 }
 
 
@@ -93,7 +93,7 @@ def other_keys(keyring: Keyring) -> KeySnapshot:
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    return make_settings(issuer=ISSUER, clients=[WEB, API_BOUND, MULTI_AUD, RS256_CLIENT])
+    return make_settings(issuer=ISSUER, clients=[WEB, API_BOUND, MULTI_AUD, ES256_CLIENT])
 
 
 @pytest.fixture
@@ -232,8 +232,8 @@ def test_id_token_is_for_the_client_with_nonce_auth_time_and_sid(
     token = id_token(keys, settings, clock.now(), nonce="n-0S6_WzA2Mj")
 
     header, claims = segments(token)
-    jwt.decode(token, keys.verification, algorithms=["ES256"])  # signature is ours
-    assert header["alg"] == "ES256"
+    jwt.decode(token, keys.verification, algorithms=["RS256"])  # signature is ours
+    assert header["alg"] == "RS256"  # the default for a client that registered none
     assert claims["iss"] == ISSUER
     assert claims["aud"] == "web"
     assert claims["sub"] == "user-123"
@@ -261,17 +261,31 @@ def test_id_token_has_no_nonce_when_none_was_sent(
     assert "nonce" not in claims
 
 
-def test_id_token_is_signed_rs256_when_the_client_asks_for_it(
+def test_id_token_is_signed_es256_when_the_client_registered_it(
     keys: KeySnapshot, settings: Settings, clock: FrozenClock
 ) -> None:
-    at = access_token(keys, settings, clock.now(), client_id="legacy")
+    at = access_token(keys, settings, clock.now(), client_id="compact")
 
-    token = id_token(keys, settings, clock.now(), client_id="legacy", at=at)
+    token = id_token(keys, settings, clock.now(), client_id="compact", at=at)
 
+    header, claims = segments(token)
+    assert header["alg"] == "ES256"
+    assert header["kid"] == keys.signer("ES256").kid
+    assert jwt.decode(token, keys.verification, algorithms=["ES256"]).claims["aud"] == "compact"
+    assert claims["at_hash"] == b64url(hashlib.sha256(at.encode()).digest()[:16])
+
+
+def test_id_token_is_rs256_and_access_token_es256_by_default(
+    keys: KeySnapshot, settings: Settings, clock: FrozenClock
+) -> None:
+    at = access_token(keys, settings, clock.now(), client_id="web")
+
+    token = id_token(keys, settings, clock.now(), client_id="web", at=at)
+
+    assert segments(at)[0]["alg"] == "ES256"
     header, claims = segments(token)
     assert header["alg"] == "RS256"
     assert header["kid"] == keys.signer("RS256").kid
-    assert jwt.decode(token, keys.verification, algorithms=["RS256"]).claims["aud"] == "legacy"
     assert claims["at_hash"] == b64url(hashlib.sha256(at.encode()).digest()[:16])
 
 
@@ -342,10 +356,14 @@ def test_access_token_with_a_published_kid_but_foreign_signature_is_rejected(
 def test_id_token_is_not_accepted_as_an_access_token(
     keys: KeySnapshot, settings: Settings, clock: FrozenClock
 ) -> None:
-    token = id_token(keys, settings, clock.now())
+    # Same algorithm as access tokens: only typ tells them apart (RFC 9068 §4).
+    same_alg = id_token(keys, settings, clock.now(), client_id="compact")
+    default = id_token(keys, settings, clock.now())  # RS256: refused by the pinned alg
 
     with pytest.raises(TokenInvalid, match="not an access token"):
-        verify_access_token(token, keys, settings, clock.now())
+        verify_access_token(same_alg, keys, settings, clock.now())
+    with pytest.raises(TokenInvalid):
+        verify_access_token(default, keys, settings, clock.now())
 
 
 def test_access_token_from_a_foreign_issuer_is_rejected(

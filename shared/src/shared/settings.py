@@ -38,6 +38,7 @@ __all__ = [
     "OIDCProviderConfig",
     "ProviderConfig",
     "Settings",
+    "is_loopback_host",
     "is_loopback_url",
     "load_settings",
     "make_settings",
@@ -46,17 +47,24 @@ __all__ = [
 _ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 PROVIDER_TYPES = ("oidc", "google", "github", "microsoft", "dev")
 SigningAlg = Literal["ES256", "RS256"]
+# A confidential client's secret is a shared key, not a password: 32 characters at the least.
+MIN_CLIENT_SECRET_LENGTH = 32
 
 
-def is_loopback_url(url: str) -> bool:
-    """True when the URL's host is 127.0.0.0/8, ::1 or ``localhost``."""
-    host = urlsplit(url).hostname or ""
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 (bracketed or not) and ``localhost``."""
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is 127.0.0.0/8, ::1 or ``localhost``."""
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def _check_url(value: str, field: str) -> str:
@@ -240,11 +248,32 @@ class ClientConfig(_Strict):
     post_logout_redirect_uris: tuple[str, ...] = ()
     audience: tuple[str, ...] | None = None
     scopes: tuple[str, ...] = ("openid", "email", "profile", "groups", "offline_access")
-    id_token_signed_response_alg: SigningAlg = "ES256"
+    # OIDC Core §2 (client metadata) and DESIGN: RS256 unless the client registered another;
+    # relying parties at their default settings accept nothing else for ID tokens.
+    id_token_signed_response_alg: SigningAlg = "RS256"
 
     @property
     def is_public(self) -> bool:
         return self.secret is None
+
+    @model_validator(mode="after")
+    def _strong_secret(self) -> ClientConfig:
+        # docs/security.md "Client secrets": a confidential client's secret is at least
+        # MIN_CLIENT_SECRET_LENGTH characters; an empty one (a ${VAR} that expanded to nothing)
+        # would otherwise make a confidential client that anyone can authenticate as.
+        if self.secret is not None:
+            length = len(self.secret.get_secret_value())
+            if length == 0:
+                raise ValueError(
+                    f"client {self.id!r}: secret is empty (an unset or empty ${{VAR}}?); "
+                    "omit secret for a public client"
+                )
+            if length < MIN_CLIENT_SECRET_LENGTH:
+                raise ValueError(
+                    f"client {self.id!r}: secret has {length} characters; "
+                    f"at least {MIN_CLIENT_SECRET_LENGTH} are required"
+                )
+        return self
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod

@@ -6,19 +6,20 @@ import argparse
 import gc
 import os
 import sys
+from collections.abc import Mapping
 
 import structlog
 from shared.config_file import ConfigError
 from shared.db.migrate import upgrade_to_head
 from shared.logging import configure_logging
-from shared.settings import Settings, load_settings
+from shared.settings import Settings, is_loopback_host, load_settings
 
 log = structlog.get_logger("broker.cli")
 
 
-def _settings() -> Settings:
+def _settings(environ: Mapping[str, str]) -> Settings:
     try:
-        return load_settings(os.environ)
+        return load_settings(environ)
     except ConfigError as exc:
         print(f"broker: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -38,6 +39,22 @@ def _warn_about_development_settings(settings: Settings) -> None:
                 provider=provider.id,
                 detail="anyone can sign in as any email through this provider",
             )
+
+
+def refuse_dev_provider_on_public_bind(settings: Settings, host: str) -> None:
+    """docs/security.md "The dev provider": it signs anyone in as any address, so it listens on
+    loopback only, whatever the issuer says, unless BROKER_INSECURE_DEV=1."""
+    if settings.insecure_dev or is_loopback_host(host):
+        return
+    dev = [p.id for p in settings.providers if p.type == "dev" and not p.disabled]
+    if dev:
+        print(
+            f"broker: configuration error: the dev provider {dev[0]!r} signs anyone in as any "
+            f"email address; it is refused on the non-loopback listen address {host!r} "
+            "(listen on 127.0.0.1, disable the provider, or set BROKER_INSECURE_DEV=1)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
 
 def migrate(settings: Settings) -> None:
@@ -81,12 +98,13 @@ def serve(settings: Settings, host: str, port: int, migrate_first: bool) -> None
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
+    environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="broker", description="OIDC identity broker")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the HTTP server")
-    serve_cmd.add_argument("--host", default=os.environ.get("BROKER_HOST", "127.0.0.1"))
-    serve_cmd.add_argument("--port", type=int, default=int(os.environ.get("BROKER_PORT", "8000")))
+    serve_cmd.add_argument("--host", default=environ.get("BROKER_HOST", "127.0.0.1"))
+    serve_cmd.add_argument("--port", type=int, default=int(environ.get("BROKER_PORT", "8000")))
     serve_cmd.add_argument("--migrate", action="store_true", help="apply migrations first")
     commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
     keys_cmd = commands.add_parser("keys", help="signing keys and the encryption keyring")
@@ -121,11 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     admin_commands.add_parser("list", help="list the admins: granted ones and configured ones")
     args = parser.parse_args(argv)
 
-    settings = _settings()
+    settings = _settings(environ)
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "migrate":
         migrate(settings)
     elif args.command == "serve":
+        refuse_dev_provider_on_public_bind(settings, args.host)
         serve(settings, args.host, args.port, args.migrate)
     elif args.command == "keys":
         from broker.key_commands import run_key_command

@@ -28,7 +28,8 @@ def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[
         "response_modes_supported": ["query", "form_post"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": list(signing_algs),
+        # RS256 first: the default for a client that registered no preference (OIDC Core §2).
+        "id_token_signing_alg_values_supported": sorted(signing_algs, key=lambda a: a != "RS256"),
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
