@@ -71,7 +71,9 @@ DISABLED_SHARE = 0.02
 FAILING_SYNC_SHARE = 0.02  # links whose last profile sync attempt failed
 LOGGED_OUT_SHARE = 0.08  # sessions revoked by a logout (those of disabled users are too)
 ADMIN_USER = 1  # seeded user 1 is the broker's admin
-ADMIN_CLIENT = "web"
+# The admin's session is of the console client, the one configured for the admin scope.
+ADMIN_CLIENT = "console"
+ADMIN_SCOPE = "openid email profile admin"
 SCOPE = "openid email profile"
 REFRESH_TTL = dt.timedelta(days=30)
 WORKER_ACTOR = "system:worker"
@@ -508,7 +510,7 @@ def _scalar(connection: psycopg.Connection[Any], query: str, params: Any = None)
 def seed_admin_session(
     database_url: str, admin_id: uuid.UUID, *, now: dt.datetime | None = None
 ) -> str:
-    """A live session of the admin (client ``web``, provider ``dev``); its refresh token."""
+    """A live session of the admin (client ``console``, provider ``dev``); its refresh token."""
     now = now or dt.datetime.now(dt.UTC)
     token: str = new_opaque_token()
     session_id = uuid.uuid4()
@@ -516,7 +518,7 @@ def seed_admin_session(
         connection.execute(
             "INSERT INTO auth_sessions (id, user_id, client_id, provider, profile_id, scope, "
             "auth_time, created_at) VALUES (%s, %s, %s, 'dev', NULL, %s, %s, %s)",
-            (session_id, admin_id, ADMIN_CLIENT, SCOPE, now, now),
+            (session_id, admin_id, ADMIN_CLIENT, ADMIN_SCOPE, now, now),
         )
         connection.execute(
             "INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at) "
@@ -736,8 +738,15 @@ def start_admin_broker(
             {
                 "providers": [{"id": "dev", "type": "dev"}],
                 "clients": [
-                    {"id": client, "redirect_uris": [f"http://127.0.0.1:3000/{client}/cb"]}
-                    for client, _share in CLIENTS
+                    *(
+                        {"id": client, "redirect_uris": [f"http://127.0.0.1:3000/{client}/cb"]}
+                        for client, _share in CLIENTS
+                    ),
+                    {
+                        "id": ADMIN_CLIENT,
+                        "redirect_uris": [f"http://127.0.0.1:3000/{ADMIN_CLIENT}/cb"],
+                        "scopes": ADMIN_SCOPE.split(),
+                    },
                 ],
                 "admins": [f"user:{admin_id}"],
             }

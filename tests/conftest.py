@@ -118,7 +118,7 @@ def keyring() -> Keyring:
 def broker_settings(
     database_url: str, upstream: str, keyring: Keyring, **overrides: object
 ) -> Settings:
-    """Two providers (the upstream OIDC double and dev) and three clients."""
+    """Two providers (the upstream OIDC double and dev) and four clients."""
     values: dict[str, object] = {
         "issuer": BROKER_ISSUER,
         "keyring": keyring,
@@ -146,6 +146,12 @@ def broker_settings(
                 "id": "web",
                 "redirect_uris": [WEB_REDIRECT, "http://127.0.0.1:3000/other"],
                 "post_logout_redirect_uris": ["http://127.0.0.1:3000/signed-out"],
+            },
+            {
+                # The admin console: the one test client allowed to ask for the admin scope.
+                "id": "console",
+                "redirect_uris": ["http://127.0.0.1:3000/console"],
+                "scopes": ["openid", "email", "profile", "offline_access", "admin"],
             },
             {
                 "id": "backend",

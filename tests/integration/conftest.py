@@ -73,6 +73,6 @@ async def admin(
         database_url, upstream_idp, keyring, admins=[f"corp:{admin_subject}"]
     )
     async with running_broker(settings) as (runtime, broker):
-        _subject, headers = await sign_in(broker, idp, sub=admin_subject)
+        _subject, headers = await sign_in(broker, idp, sub=admin_subject, admin_scope=True)
         admin_id = (await corp_profile(broker, headers))["user"]["id"]
         yield runtime, broker, headers, admin_id

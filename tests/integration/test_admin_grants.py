@@ -23,7 +23,7 @@ from shared.runtime import Runtime
 from sqlalchemy import func, select
 
 from tests.conftest import BROKER_ISSUER, ROOT, broker_settings
-from tests.support.accounts import audit_rows, corp_profile, sign_in
+from tests.support.accounts import CONSOLE, audit_rows, corp_profile, sign_in
 from tests.support.flows import login
 from tests.support.provider_broker import running_broker
 
@@ -105,6 +105,13 @@ async def _admin_listing_status(setup: Setup, headers: dict[str, str]) -> int:
     return (await setup.broker.get("/admin/oauth2/users", headers=headers)).status_code
 
 
+async def _admin_headers(setup: Setup) -> dict[str, str]:
+    """The upstream's current user signs in again through the console, asking for admin."""
+    tokens = await login(setup.broker, **CONSOLE)
+    assert "admin" in tokens["scope"].split(), tokens["scope"]
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
 async def _written_counts(runtime: Runtime) -> tuple[int, int]:
     """Rows in ``admin_grants``, and ``admin.*`` audit rows."""
     async with runtime.engine.connect() as connection:
@@ -120,13 +127,18 @@ async def _written_counts(runtime: Runtime) -> tuple[int, int]:
 async def test_a_grant_by_user_id_makes_an_admin_and_a_revoke_takes_it_away(
     setup: Setup, idp: httpx2.AsyncClient
 ) -> None:
-    _subject, headers = await sign_in(setup.broker, idp)
-    user_id = (await corp_profile(setup.broker, headers))["user"]["id"]
-    assert await _admin_listing_status(setup, headers) == 403
+    # Asked for the admin scope before being an admin: the token does not carry it.
+    _subject, before_grant = await sign_in(setup.broker, idp, admin_scope=True)
+    user_id = (await corp_profile(setup.broker, before_grant))["user"]["id"]
+    assert await _admin_listing_status(setup, before_grant) == 403
 
     granted = await setup.cli("grant", user_id)
     assert granted.returncode == 0, granted.stderr
     assert f"granted admin to user {user_id}" in granted.stdout
+    assert "a new sign-in through a client allowed the admin scope" in granted.stdout
+    # The scope is granted at issue time: the old token stays without it; a new sign-in has it.
+    assert await _admin_listing_status(setup, before_grant) == 403
+    headers = await _admin_headers(setup)
     assert await _admin_listing_status(setup, headers) == 200
 
     again = await setup.cli("grant", f"user:{user_id}")
@@ -162,6 +174,7 @@ async def test_a_grant_by_provider_and_subject_resolves_the_linked_user(
     granted = await setup.cli("grant", f"corp:{subject}")
     assert granted.returncode == 0, granted.stderr
     assert f"granted admin to user {user_id}" in granted.stdout
+    headers = await _admin_headers(setup)
     assert await _admin_listing_status(setup, headers) == 200
     (audit,) = await audit_rows(setup.runtime, user_id, "admin.granted")
     assert audit.data == {"named_as": f"corp:{subject}"}
@@ -208,7 +221,9 @@ async def test_the_dev_provider_cannot_name_an_admin(setup: Setup) -> None:
 async def test_a_revoke_says_when_the_configuration_still_makes_an_admin(
     setup: Setup, idp: httpx2.AsyncClient
 ) -> None:
-    _subject, headers = await sign_in(setup.broker, idp, sub=setup.config_admin_subject)
+    _subject, headers = await sign_in(
+        setup.broker, idp, sub=setup.config_admin_subject, admin_scope=True
+    )
     assert await _admin_listing_status(setup, headers) == 200
     result = await setup.cli("revoke", f"corp:{setup.config_admin_subject}")
     assert result.returncode == 0, result.stderr

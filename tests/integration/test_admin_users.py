@@ -41,7 +41,7 @@ async def test_each_admin_endpoint_needs_a_token_and_the_admin_role(
     assert anonymous.json()["error"] == "invalid_token"
     refused = await broker.request(method, url, headers=user_headers)
     assert refused.status_code == 403
-    assert refused.json()["error"] == "access_denied"
+    assert refused.json()["error"] == "insufficient_scope"
     # The non-admin changed nothing: the user is enabled and their session is live.
     profile = await corp_profile(broker, user_headers)
     assert profile["user"]["id"] == user_id

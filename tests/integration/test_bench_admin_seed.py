@@ -288,11 +288,13 @@ def test_admin_session_has_a_current_refresh_token(seeded):
     token = seed_admin_session(url, report.admin_id, now=NOW)
     rows = _rows(
         url,
-        "SELECT s.user_id, s.client_id, s.revoked_at, r.used_at FROM refresh_tokens AS r "
+        "SELECT s.user_id, s.client_id, s.scope, s.revoked_at, r.used_at "
+        "FROM refresh_tokens AS r "
         "JOIN auth_sessions AS s ON s.id = r.session_id WHERE r.token_hash = %s",
         (token_hash(token),),
     )
-    assert rows == [(report.admin_id, "web", None, None)]
+    # The admin API needs the admin scope (docs/security.md "Admin power needs the admin scope").
+    assert rows == [(report.admin_id, "console", "openid email profile admin", None, None)]
 
 
 def _rollup_state(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:

@@ -230,13 +230,13 @@ async def test_an_admin_can_sync_another_users_profile_and_others_cannot(
     async with running_broker(settings) as (runtime, broker):
         subject, user_headers = await sign_in(broker, idp)
         user_id = (await corp_profile(broker, user_headers))["user"]["id"]
-        _admin, admin_headers = await sign_in(broker, idp, sub=admin_subject)
+        _admin, admin_headers = await sign_in(broker, idp, sub=admin_subject, admin_scope=True)
         admin_id = (await corp_profile(broker, admin_headers))["user"]["id"]
         path = f"/admin/oauth2/users/{user_id}/sync"
 
         assert (await broker.post(path)).status_code == 401
         refused = await broker.post(path, headers=user_headers)
-        assert refused.status_code == 403 and refused.json()["error"] == "access_denied"
+        assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
         await idp.post(f"/_control/users/{subject}", json={"name": "Synced By Admin"})
         response = await broker.post(path, headers=admin_headers)
 

@@ -16,7 +16,19 @@ from tests.support.flows import login
 Admin = tuple[Runtime, httpx2.AsyncClient, dict[str, str], str]
 
 
-async def sign_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, **claims: Any) -> Any:
+# The tests' client allowed to ask for the admin scope (tests/conftest.py).
+CONSOLE = {
+    "client_id": "console",
+    "redirect_uri": "http://127.0.0.1:3000/console",
+    "scope": "openid email profile offline_access admin",
+}
+
+
+async def sign_in(
+    broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, *, admin_scope: bool = False, **claims: Any
+) -> Any:
+    """A new upstream user signs in through `web`, or with ``admin_scope`` through `console`
+    asking for the admin scope; returns the subject and Bearer headers."""
     subject = f"sync-{uuid.uuid4().hex[:10]}"
     user = {
         "sub": subject,
@@ -26,7 +38,7 @@ async def sign_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, **claims:
         **claims,
     }
     await idp.post("/_control/user", json=user)
-    tokens = await login(broker)
+    tokens = await login(broker, **(CONSOLE if admin_scope else {}))
     return subject, {"Authorization": f"Bearer {tokens['access_token']}"}
 
 

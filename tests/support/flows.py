@@ -140,10 +140,15 @@ async def exchange(
 
 
 async def login(broker: httpx2.AsyncClient, **kwargs: Any) -> dict[str, Any]:
-    """The whole code flow for the public `web` client; returns the token response."""
+    """The whole code flow for a public client (`web` unless told); returns the token response."""
     result = await authorize(broker, **kwargs)
     assert "code" in result.params, (result.location, [h.text[:300] for h in result.hops])
-    response = await exchange(broker, result)
+    response = await exchange(
+        broker,
+        result,
+        client_id=kwargs.get("client_id", "web"),
+        redirect_uri=kwargs.get("redirect_uri", "http://127.0.0.1:3000/callback"),
+    )
     assert response.status_code == 200, response.text
     payload: dict[str, Any] = response.json()
     payload["_nonce"] = result.nonce

@@ -30,7 +30,7 @@ from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.admins import GRANTS, PROFILES, is_admin_user
+from broker.roles import GRANTS, PROFILES, is_admin_user
 
 _PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _USAGE = "give a broker user id (a UUID, or user:<id>) or <provider>:<subject> of a linked profile"
@@ -144,7 +144,12 @@ async def grant(engine: AsyncEngine, settings: Settings, text: str, now: dt.date
             data={"named_as": text.strip()},
             now=now,
         )
-    return f"granted admin to {who}"
+    return (
+        f"granted admin to {who}\n"
+        "admin power comes with a new sign-in through a client allowed the admin scope (the "
+        f"dashboard at {settings.issuer}/admin, or a client with `admin` in its scopes); "
+        "tokens issued before carry no admin scope"
+    )
 
 
 async def revoke(engine: AsyncEngine, settings: Settings, text: str, now: dt.datetime) -> str:

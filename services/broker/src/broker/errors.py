@@ -94,6 +94,24 @@ class AccessDenied(OAuthError):
     status_code = 403
 
 
+class InsufficientScope(OAuthError):
+    """RFC 6750 §3.1: the token is valid but lacks a scope; the header names the scope."""
+
+    error = "insufficient_scope"
+    status_code = 403
+
+    def __init__(self, description: str | None = None, *, scope: str) -> None:
+        super().__init__(description)
+        self.scope = scope
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        headers["WWW-Authenticate"] = (
+            f'Bearer realm="oidc-broker", error="insufficient_scope", scope="{self.scope}"'
+        )
+        return headers
+
+
 class LoginRequired(OAuthError):
     error = "login_required"
 

@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from broker.codes import CodeUnusable, attach_session, redeem_code
 from broker.errors import InvalidGrant, InvalidRequest, InvalidScope
+from broker.roles import admin_scope_for
 from broker.tokens import UserClaims, mint_access_token, mint_id_token
 
 USERS = table(User)
@@ -134,13 +135,18 @@ async def code_grant(
             if user is None or user.status != "active":
                 failure = InvalidGrant("the user is disabled")
             else:
+                # docs/security.md "Admin power needs the admin scope": granted only to a user
+                # who is an admin when the tokens are issued.
+                scope = await admin_scope_for(
+                    connection, runtime.settings, redeemed.user_id, redeemed.scope
+                )
                 grant = await create_session(
                     connection,
                     user_id=redeemed.user_id,
                     client_id=client.id,
                     provider=redeemed.provider,
                     profile_id=redeemed.profile_id,
-                    scope=redeemed.scope,
+                    scope=scope,
                     auth_time=redeemed.auth_time,
                     now=now,
                     refresh_ttl=runtime.settings.refresh_token_ttl,

@@ -19,7 +19,7 @@ from shared.config_file import ConfigError
 from shared.settings import ClientConfig, Settings
 
 DASHBOARD_CLIENT_ID = "broker-admin"
-SCOPE = "openid email profile"
+SCOPE = "openid email profile admin"
 
 
 def callback_url(settings: Settings) -> str:

@@ -1,7 +1,7 @@
 """Who may see a dashboard page or post a dashboard form, checked on every request.
 
 A page needs the dashboard cookie (``session``) naming a live broker session whose user is
-active (``broker.callers.live_session_user``) and an admin (``broker.admins.is_admin_user``):
+active (``broker.callers.live_session_user``) and an admin (``broker.roles.is_admin_user``):
 without a live session the browser is sent to ``/admin/login``; a signed-in non-admin gets a 403
 page and nothing else. The role is read again on each request, so removing an admin, disabling
 the user or revoking the session takes effect at once.
@@ -26,13 +26,13 @@ from shared.runtime import Runtime
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from broker.admins import is_admin_user
 from broker.callers import live_session_user
 from broker.csrf import csrf_matches, csrf_token
 from broker.dashboard.rendering import Pages
 from broker.dashboard.session import session_reference
 from broker.errors import InvalidRequest
 from broker.forms import form_params
+from broker.roles import is_admin_user
 from broker.routes.context import runtime_of
 
 log = structlog.get_logger("broker.dashboard")
