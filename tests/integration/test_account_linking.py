@@ -1,6 +1,7 @@
 """Account linking: the explicit link flow, automatic linking by verified email, unlinking, the
-profile and provider APIs (SECURITY.md 7, 25). Upstreams: the OIDC double (`corp`) and the
-GitHub stand-in (`github` with link_by_email, `github-acme` without)."""
+profile and provider APIs (docs/security.md "Link state bound to the user", "Auto-linking is off
+by default"). Who may start a link: tests/integration/test_link_security.py. Upstreams: the OIDC
+double (`corp`) and the GitHub stand-in (`github` with link_by_email, `github-acme` without)."""
 
 from __future__ import annotations
 
@@ -73,8 +74,12 @@ async def whoami(client: httpx2.AsyncClient, tokens: dict[str, Any]) -> str:
 
 
 async def link(client: httpx2.AsyncClient, tokens: dict[str, Any], provider: str) -> Any:
+    """The link flow from the browser that signed in (its cookie), naming the session."""
     return await authorize(
-        client, provider=None, start_path=f"/auth/oauth2/{provider}/link", headers=bearer(tokens)
+        client,
+        provider=None,
+        start_path=f"/auth/oauth2/{provider}/link",
+        extra={"id_token_hint": tokens["id_token"]},
     )
 
 
@@ -161,8 +166,7 @@ async def test_a_link_callback_opened_in_another_browser_links_nothing(provider_
         params={"response_type": "code", "client_id": "web", "state": "x",
                 "redirect_uri": "http://127.0.0.1:3000/callback", "scope": "openid email",
                 "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-                "code_challenge_method": "S256"},
-        headers=bearer(alice),
+                "code_challenge_method": "S256", "id_token_hint": alice["id_token"]},
     )  # fmt: skip
     assert start.status_code == 302
     async with httpx2.AsyncClient() as upstream_browser:
@@ -184,36 +188,6 @@ async def test_a_link_callback_opened_in_another_browser_links_nothing(provider_
     assert stored is None
     assert all(action != "link.created" or data.get("provider") != "github"
                for action, data in await audit_actions(runtime, alice_id))  # fmt: skip
-
-
-async def test_the_link_flow_needs_a_signed_in_caller(provider_broker, idp):
-    _runtime, client = provider_broker
-    anonymous = await client.get("/auth/oauth2/github/link", params={"client_id": "web"})
-    assert anonymous.status_code == 401 and "Sign in" in anonymous.text
-    forged = await client.get(
-        "/auth/oauth2/github/link", headers={"Authorization": "Bearer not-a-token"}
-    )
-    assert forged.status_code == 401
-
-
-async def test_the_link_flow_by_id_token_hint_only_from_the_browser_that_signed_in(
-    provider_broker, idp, gh
-):
-    runtime, client = provider_broker
-    await corp_user(idp)
-    tokens = await login(client, provider="corp")
-    await github_user(gh)
-    params = {"id_token_hint": tokens["id_token"]}
-    async with other_browser(runtime) as elsewhere:
-        refused = await elsewhere.get("/auth/oauth2/github/link", params=params)
-    assert refused.status_code == 401
-    result = await authorize(
-        client, provider=None, start_path="/auth/oauth2/github/link", extra=params
-    )
-    assert "code" in result.params, result.location
-    assert await whoami(client, (await exchange(client, result)).json()) == await whoami(
-        client, tokens
-    )
 
 
 async def test_an_identity_of_another_user_is_not_linked(provider_broker, idp, gh):

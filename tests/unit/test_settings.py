@@ -388,3 +388,12 @@ def test_insecure_dev_or_a_loopback_listen_address_lets_the_dev_provider_serve(
     broker_cli.refuse_dev_provider_on_public_bind(insecure, "0.0.0.0")
     disabled = make_settings(providers=[{"id": "dev", "type": "dev", "disabled": True}])
     broker_cli.refuse_dev_provider_on_public_bind(disabled, "0.0.0.0")
+
+
+def test_link_max_auth_age_defaults_to_five_minutes_and_is_set_by_its_variable(
+    env: dict[str, str],
+) -> None:
+    assert load_settings(env).link_max_auth_age == 300
+    assert load_settings({**env, "BROKER_LINK_MAX_AUTH_AGE": "0"}).link_max_auth_age == 0
+    with pytest.raises(ConfigError, match="BROKER_LINK_MAX_AUTH_AGE"):
+        load_settings({**env, "BROKER_LINK_MAX_AUTH_AGE": "-1"})

@@ -351,6 +351,10 @@ class Settings(_Strict):
     # back (clients that refresh concurrently, retries); later it is a replay and revokes the
     # family. 0 (the default): every second presentation is a replay (RFC 9700 §4.14.2).
     refresh_reuse_interval: Annotated[int, Field(ge=0, le=60)] = 0
+    # A link flow starts only from a browser whose broker session signed in at most this many
+    # seconds ago; otherwise the browser signs in again first (docs/security.md "Linking needs
+    # a fresh browser sign-in").
+    link_max_auth_age: Annotated[int, Field(ge=0, le=86400)] = 300
     code_ttl: Annotated[int, Field(gt=0, le=600)] = 60
     login_ttl: Annotated[int, Field(gt=0, le=3600)] = 600
     jwks_max_age: Annotated[int, Field(ge=0)] = 600
@@ -514,6 +518,7 @@ _ENV_FIELDS = {
     "BROKER_SESSION_RETENTION": "session_retention",
     "BROKER_PERIODIC_JOBS": "periodic_jobs",
     "BROKER_CODE_TTL": "code_ttl",
+    "BROKER_LINK_MAX_AUTH_AGE": "link_max_auth_age",
     "BROKER_JWKS_MAX_AGE": "jwks_max_age",
     "BROKER_SIGNING_KEY_ROTATION_INTERVAL": "signing_key_rotation_interval",
     "BROKER_SIGNING_KEY_LEAD": "signing_key_lead",

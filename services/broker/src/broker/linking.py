@@ -1,14 +1,16 @@
 """Who may start a link flow, and unlinking.
 
-A link flow attaches another upstream identity to the signed-in user. It starts from either
+A link adds a way into an account, so starting one is as strong as signing in
+(docs/security.md "Linking needs a fresh browser sign-in"): it starts only from the browser that
+holds the user's broker session (the browser-session cookie stored, hashed, on each session it
+signed in), and only when that session authenticated within ``link_max_auth_age``. Otherwise
+the browser signs in again first and the link continues from there. A Bearer token never
+starts a link: whoever holds a leaked access token must not attach their own identity to its
+user. An ``id_token_hint`` names which of this browser's sessions (and so which user) links;
+without one, the browser's most recent sign-in does.
 
-* a live broker access token (``Authorization: Bearer``), or
-* an ``id_token_hint`` naming a live session *that this browser signed in* (its browser-session
-  cookie), for plain browser navigations that cannot carry a header.
-
-Its upstream state is then bound to that user and session and to this browser's login cookie
-(SECURITY.md 7), so a callback URL started by one user and opened in another's browser links
-nothing.
+The upstream state is then bound to that user and to this browser's login cookie, so a callback
+URL started by one user and opened in another's browser links nothing.
 
 Unlinking deletes the profile and its upstream tokens, ends the sessions signed in through it,
 and never removes the user's last way to sign in: a link counts as one only while its provider
@@ -34,8 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
 from broker import browser_sessions
-from broker.callers import authenticated_caller
-from broker.errors import OAuthError
 from broker.logins import LinkOwner
 from broker.tokens import TokenInvalid, verify_id_token_hint
 
@@ -44,58 +44,65 @@ CODES = table(AuthorizationCode)
 
 
 class LinkNotAllowed(Exception):
-    """Nobody is signed in (as far as this request shows): no link flow may start."""
+    """The request names a session it cannot speak for (an ID token not of this broker)."""
 
 
-async def link_owner(request: Request, runtime: Runtime) -> LinkOwner:
-    if request.headers.get("authorization"):
-        try:
-            caller = await authenticated_caller(request)
-        except OAuthError:
-            raise LinkNotAllowed("the access token is invalid or its session has ended") from None
-        return LinkOwner(user_id=caller.user_id, session_id=caller.session_id)
+@dataclass(frozen=True)
+class SignInFirst:
+    """No fresh sign-in in this browser: sign in, then link. ``user_id`` and ``provider`` are
+    whom this browser's (stale) session, or the ``id_token_hint``, says to expect, if anyone."""
+
+    user_id: uuid.UUID | None
+    provider: str | None
+
+
+async def link_start(request: Request, runtime: Runtime) -> LinkOwner | SignInFirst:
+    """Who links: this browser's freshly signed-in user, or ``SignInFirst``."""
+    hinted_session: uuid.UUID | None = None
+    hinted_user: uuid.UUID | None = None
     hint = request.query_params.get("id_token_hint")
+    if hint:
+        try:
+            claims = verify_id_token_hint(hint, runtime.keys.snapshot, runtime.settings)
+            hinted_session = uuid.UUID(str(claims["sid"]))
+            hinted_user = uuid.UUID(str(claims["sub"]))
+        except (TokenInvalid, ValueError):
+            raise LinkNotAllowed("the id_token_hint is not an ID token of this service") from None
     browser = browser_sessions.current(request, runtime)
-    if not hint or browser is None:
-        raise LinkNotAllowed("sign in first")
-    try:
-        claims = verify_id_token_hint(hint, runtime.keys.snapshot, runtime.settings)
-        session_id = uuid.UUID(str(claims["sid"]))
-    except (TokenInvalid, ValueError):
-        raise LinkNotAllowed("the id_token_hint is not an ID token of this service") from None
+    if browser is None:
+        return SignInFirst(user_id=hinted_user, provider=None)
+    query = (
+        select(SESSIONS.c.id, SESSIONS.c.user_id, SESSIONS.c.provider, SESSIONS.c.auth_time)
+        .join(USERS, USERS.c.id == SESSIONS.c.user_id)
+        .where(
+            SESSIONS.c.browser_hash == token_hash(browser),
+            SESSIONS.c.revoked_at.is_(None),
+            USERS.c.status == "active",
+        )
+        .order_by(SESSIONS.c.auth_time.desc(), SESSIONS.c.created_at.desc())
+        .limit(1)
+    )
+    if hinted_session is not None:
+        query = query.where(SESSIONS.c.id == hinted_session, SESSIONS.c.user_id == hinted_user)
     async with runtime.engine.connect() as connection:
-        row = (
-            await connection.execute(
-                select(SESSIONS.c.user_id)
-                .join(USERS, USERS.c.id == SESSIONS.c.user_id)
-                .where(
-                    SESSIONS.c.id == session_id,
-                    SESSIONS.c.revoked_at.is_(None),
-                    SESSIONS.c.browser_hash == token_hash(browser),
-                    USERS.c.status == "active",
-                )
-            )
-        ).first()
-    if row is None or str(row.user_id) != str(claims["sub"]):
-        raise LinkNotAllowed("that session has ended or was signed in from another browser")
-    return LinkOwner(user_id=row.user_id, session_id=session_id)
+        row = (await connection.execute(query)).first()
+    if row is None:
+        return SignInFirst(user_id=hinted_user, provider=None)
+    oldest = runtime.clock.now() - dt.timedelta(seconds=runtime.settings.link_max_auth_age)
+    if row.auth_time < oldest:
+        return SignInFirst(user_id=row.user_id, provider=row.provider)
+    return LinkOwner(user_id=row.user_id, session_id=row.id)
 
 
 async def link_flow_session_alive(connection: AsyncConnection, owner: LinkOwner) -> bool:
-    """At the callback: the session that started the link is still live, its user active."""
-    row = (
-        await connection.execute(
-            select(SESSIONS.c.id)
-            .join(USERS, USERS.c.id == SESSIONS.c.user_id)
-            .where(
-                SESSIONS.c.id == owner.session_id,
-                SESSIONS.c.user_id == owner.user_id,
-                SESSIONS.c.revoked_at.is_(None),
-                USERS.c.status == "active",
-            )
+    """At the callback: the user is still active and the session that started the link (when
+    one did) is still live."""
+    query = select(USERS.c.id).where(USERS.c.id == owner.user_id, USERS.c.status == "active")
+    if owner.session_id is not None:
+        query = query.join(SESSIONS, SESSIONS.c.user_id == USERS.c.id).where(
+            SESSIONS.c.id == owner.session_id, SESSIONS.c.revoked_at.is_(None)
         )
-    ).first()
-    return row is not None
+    return (await connection.execute(query)).first() is not None
 
 
 class UnlinkRefused(Exception):

@@ -65,10 +65,21 @@ def new_browser_token(existing: str | None) -> str:
 
 @dataclass(frozen=True)
 class LinkOwner:
-    """The signed-in user (and session) a link flow attaches the new identity to."""
+    """The user a link flow attaches the new identity to, and the browser's broker session
+    that started it (None when the link follows a fresh sign-in: ``SignInBeforeLink``)."""
 
     user_id: uuid.UUID
-    session_id: uuid.UUID
+    session_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class SignInBeforeLink:
+    """A sign-in that a link flow asked for first (docs/security.md "Linking needs a fresh
+    browser sign-in"): when it succeeds, ``link_provider`` is linked to the user who signed in,
+    who must be ``user_id`` when the broker knew whom to expect."""
+
+    link_provider: str
+    user_id: uuid.UUID | None
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class PendingLogin:
     provider: str
     request: ClientRequest
     link_owner: LinkOwner | None
+    sign_in_before_link: SignInBeforeLink | None
     started_at: dt.datetime
     start: LoginStart
 
@@ -120,8 +132,10 @@ async def start_login(
     request: ClientRequest,
     browser_token: str,
     link_owner: LinkOwner | None = None,
+    before_link: SignInBeforeLink | None = None,
 ) -> StartedLogin:
-    """Record the login server-side and build the upstream authorization URL."""
+    """Record the login server-side and build the upstream authorization URL: a sign-in, a
+    link (``link_owner``), or a sign-in that a link continues from (``before_link``)."""
     now = runtime.clock.now()
     state = new_opaque_token()
     start = LoginStart(
@@ -141,9 +155,16 @@ async def start_login(
                 state_hash=token_hash(state),
                 browser_hash=token_hash(browser_token),
                 provider=provider.id,
-                purpose="link" if link_owner else "login",
-                user_id=link_owner.user_id if link_owner else None,
+                purpose="link" if link_owner else "reauth" if before_link else "login",
+                user_id=(
+                    link_owner.user_id
+                    if link_owner
+                    else before_link.user_id
+                    if before_link
+                    else None
+                ),
                 session_id=link_owner.session_id if link_owner else None,
+                link_provider=before_link.link_provider if before_link else None,
                 client_id=request.client_id,
                 redirect_uri=request.redirect_uri,
                 scope=request.scope,
@@ -172,7 +193,9 @@ async def restart_with_consent(
     refresh token only there)."""
     prompt = " ".join(dict.fromkeys([*(pending.request.prompt or "").split(), "consent"]))
     request = dataclasses.replace(pending.request, prompt=prompt)
-    return await start_login(runtime, provider, request, browser_token, pending.link_owner)
+    return await start_login(
+        runtime, provider, request, browser_token, pending.link_owner, pending.sign_in_before_link
+    )
 
 
 async def consume_login(
@@ -203,8 +226,11 @@ async def consume_login(
         row.code_verifier_enc, LOGIN_CODE_VERIFIER.aad(row.id)
     ).decode()
     link_owner = None
-    if row.purpose == "link" and row.user_id is not None and row.session_id is not None:
+    if row.purpose == "link" and row.user_id is not None:
         link_owner = LinkOwner(user_id=row.user_id, session_id=row.session_id)
+    before_link = None
+    if row.purpose == "reauth" and row.link_provider is not None:
+        before_link = SignInBeforeLink(link_provider=row.link_provider, user_id=row.user_id)
     return PendingLogin(
         login_id=row.id,
         provider=row.provider,
@@ -221,6 +247,7 @@ async def consume_login(
             max_age=row.max_age,
         ),
         link_owner=link_owner,
+        sign_in_before_link=before_link,
         started_at=row.created_at,
         start=LoginStart(
             redirect_uri=callback_url(runtime, provider_id),

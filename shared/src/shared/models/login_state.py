@@ -21,9 +21,13 @@ class LoginState(Base):
     browser_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     provider: Mapped[str] = mapped_column(String(64))
     purpose: Mapped[str] = mapped_column(String(16), default="login")
-    # purpose "link": the signed-in user and the session that started it (SECURITY.md 7).
+    # purpose "link": the user and the browser session that started it (None after a fresh
+    # sign-in); purpose "reauth": the user the fresh sign-in must be, when known, and the
+    # provider to link once it succeeds (docs/security.md "Linking needs a fresh browser
+    # sign-in").
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    link_provider: Mapped[str | None] = mapped_column(String(64))
     # The relying party's authorization request, replayed when the upstream answers.
     client_id: Mapped[str] = mapped_column(String(128))
     redirect_uri: Mapped[str] = mapped_column(Text)

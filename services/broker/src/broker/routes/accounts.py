@@ -5,7 +5,8 @@
 * ``GET /auth/oauth2/profile`` / ``PUT`` — the user and each linked profile; the PUT edits only
   what the broker owns (display name, which link's email and avatar are primary) and refuses,
   by name, any field a provider asserts.
-* ``GET /auth/oauth2/{provider}/link`` — the link flow (``broker.linking`` says who may).
+* ``GET /auth/oauth2/{provider}/link`` — the link flow (``broker.linking`` says who may; a
+  Bearer token may not).
 * ``DELETE /auth/oauth2/links/{provider}`` — unlink; never the last way to sign in.
 """
 
@@ -31,9 +32,9 @@ from starlette.responses import JSONResponse, Response
 from broker.callers import Caller, authenticated_caller
 from broker.errors import NO_STORE, Conflict, InvalidRequest, NotFound
 from broker.forms import is_utf8, json_object
-from broker.linking import LinkNotAllowed, UnlinkRefused, link_owner, unlink
+from broker.linking import LinkNotAllowed, UnlinkRefused, link_start, unlink
 from broker.pages import error_page
-from broker.routes.authorize import authorize_with_provider
+from broker.routes.authorize import authorize_link
 from broker.routes.context import runtime_of
 
 log = structlog.get_logger("broker.accounts")
@@ -219,13 +220,20 @@ async def _edit_profile(request: Request, runtime: Runtime, caller: Caller) -> N
 async def link(request: Request) -> Response:
     runtime = runtime_of(request)
     provider_id = request.path_params["provider"]
-    try:
-        owner = await link_owner(request, runtime)
-    except LinkNotAllowed as exc:
-        return error_page("Sign in first", f"To link an account, {exc}.", 401)
+    if request.headers.get("authorization"):
+        # docs/security.md "Linking needs a fresh browser sign-in": a Bearer token (a leaked
+        # one, say) never starts a link; only the signed-in browser does.
+        raise InvalidRequest(
+            "a link starts from the browser signed in to the broker (a plain navigation with "
+            "its session cookie), never from an access token"
+        )
     if provider_id not in runtime.providers:
         return error_page("Unknown provider", "There is no such identity provider here.", 404)
-    return await authorize_with_provider(request, provider_id, link_owner=owner)
+    try:
+        start = await link_start(request, runtime)
+    except LinkNotAllowed as exc:
+        return error_page("Cannot link", f"{exc}.", 400)
+    return await authorize_link(request, provider_id, start)
 
 
 async def remove_link(request: Request) -> Response:

@@ -19,9 +19,11 @@ from broker.authorization import (
     validate_client,
 )
 from broker.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
+from broker.linking import SignInFirst
 from broker.logins import (
     ClientRequest,
     LinkOwner,
+    SignInBeforeLink,
     cookie_name,
     new_browser_token,
     set_login_cookie,
@@ -42,15 +44,28 @@ async def provider_login(request: Request) -> Response:
     return await _authorize(request, fixed_provider=request.path_params["provider"])
 
 
-async def authorize_with_provider(
-    request: Request, provider_id: str, *, link_owner: LinkOwner
+async def authorize_link(
+    request: Request, link_provider: str, start: LinkOwner | SignInFirst
 ) -> Response:
-    """The link flow: the same request and redirect dance, bound to the signed-in user."""
-    return await _authorize(request, fixed_provider=provider_id, link_owner=link_owner)
+    """The link flow: the same request and redirect dance, bound to the freshly signed-in user;
+    or, without a fresh sign-in in this browser, a sign-in first (through the provider the
+    stale session used, the request's ``provider``, or the chooser) that then links."""
+    if isinstance(start, LinkOwner):
+        return await _authorize(request, fixed_provider=link_provider, link_owner=start)
+    runtime = runtime_of(request)
+    usable = start.provider in runtime.providers and start.provider != link_provider
+    return await _authorize(
+        request,
+        fixed_provider=start.provider if usable else None,
+        before_link=SignInBeforeLink(link_provider=link_provider, user_id=start.user_id),
+    )
 
 
 async def _authorize(
-    request: Request, fixed_provider: str | None, link_owner: LinkOwner | None = None
+    request: Request,
+    fixed_provider: str | None,
+    link_owner: LinkOwner | None = None,
+    before_link: SignInBeforeLink | None = None,
 ) -> Response:
     runtime = runtime_of(request)
     settings = runtime.settings
@@ -72,18 +87,31 @@ async def _authorize(
     try:
         auth_request = validate_authorization_request(settings, client, redirect_uri, params)
         provider_id = fixed_provider or auth_request.provider
+        choices = {
+            provider_id: provider
+            for provider_id, provider in runtime.providers.items()
+            if before_link is None or provider_id != before_link.link_provider
+        }
         if provider_id is None:
-            if len(runtime.providers) == 1:
-                provider_id = next(iter(runtime.providers))
+            if len(choices) == 1:
+                provider_id = next(iter(choices))
             else:
-                return _chooser(request, runtime.providers, client.name or client.id, pairs)
-        provider = runtime.providers.get(provider_id)
+                path = request.url.path if before_link else None
+                return _chooser(request, choices, client.name or client.id, pairs, path)
+        if before_link is not None and provider_id == before_link.link_provider:
+            raise InvalidRequest(f"sign in with another provider before linking {provider_id!r}")
+        provider = choices.get(provider_id)
         if provider is None:
             raise InvalidRequest(f"unknown provider {provider_id!r}")
         browser_token = new_browser_token(request.cookies.get(cookie_name(runtime)))
         try:
             started = await start_login(
-                runtime, provider, ClientRequest.of(auth_request), browser_token, link_owner
+                runtime,
+                provider,
+                ClientRequest.of(auth_request),
+                browser_token,
+                link_owner,
+                before_link,
             )
         except ProviderError as exc:
             log.warning("upstream.authorize_failed", provider=provider_id, reason=str(exc))
@@ -102,13 +130,19 @@ def _chooser(
     providers: Mapping[str, Provider],
     client_name: str,
     pairs: list[tuple[str, str]],
+    same_path: str | None = None,
 ) -> Response:
+    """The provider chooser: each choice the provider's login URL, or with ``same_path`` this
+    path again with ``provider=<id>`` (a sign-in before a link)."""
     runtime = runtime_of(request)
-    query = urlencode([(k, v) for k, v in pairs if k != "provider"])
+    kept = [(k, v) for k, v in pairs if k != "provider"]
+    issuer = runtime.settings.issuer
     choices = [
         (
             provider.display_name,
-            f"{runtime.settings.issuer}/auth/oauth2/{provider_id}/login?{query}",
+            f"{issuer}{same_path}?{urlencode([*kept, ('provider', provider_id)])}"
+            if same_path
+            else f"{issuer}/auth/oauth2/{provider_id}/login?{urlencode(kept)}",
         )
         for provider_id, provider in providers.items()
     ]

@@ -49,6 +49,7 @@ from broker.identity import (
 )
 from broker.linking import link_flow_session_alive
 from broker.logins import (
+    LinkOwner,
     PendingLogin,
     ReauthenticationMissing,
     authentication_time,
@@ -56,6 +57,7 @@ from broker.logins import (
     cookie_name,
     restart_with_consent,
     set_login_cookie,
+    start_login,
 )
 from broker.metrics import metrics_of
 from broker.pages import account_exists_page, dev_login_page, error_page, redirect_sources
@@ -118,6 +120,8 @@ async def callback(request: Request) -> Response:
     )
     browser = browser_sessions.value_for_sign_in(request, runtime)
     try:
+        if pending.sign_in_before_link is not None:
+            return await _link_after_sign_in(request, pending, identity, login_cookie)
         code = await _finish(request, pending, identity, auth_time, browser)
     except UserDisabled as exc:
         async with runtime.engine.begin() as connection:
@@ -141,6 +145,13 @@ async def callback(request: Request) -> Response:
             request,
             pending,
             AccessDenied("the session that started linking has ended; sign in again"),
+        )
+    except SignedInAsSomeoneElse:
+        log.info("link.sign_in_mismatch", provider=provider_id)
+        return _back_to_client(
+            request,
+            pending,
+            AccessDenied("that sign-in is another account than the one being linked to"),
         )
     metrics_of(request).login_finished(provider_id, pending.request.client_id, "success")
     log.info(
@@ -185,6 +196,55 @@ async def _needs_consent(
 
 class LinkSessionEnded(Exception):
     """The session that started a link flow was revoked (or its user disabled) meanwhile."""
+
+
+class SignedInAsSomeoneElse(Exception):
+    """The sign-in before a link resolved to another user than the one expected."""
+
+
+async def _link_after_sign_in(
+    request: Request, pending: PendingLogin, identity: UpstreamIdentity, login_cookie: str
+) -> Response:
+    """The fresh sign-in a link flow asked for succeeded: sign the user in (as any sign-in,
+    audited) and, if it is the user expected, go on to the provider being linked, bound to
+    that user and to this browser (docs/security.md "Linking needs a fresh browser sign-in").
+    """
+    runtime = runtime_of(request)
+    before_link = pending.sign_in_before_link
+    assert before_link is not None
+    link_provider = runtime.providers.get(before_link.link_provider)
+    if link_provider is None:
+        return _back_to_client(request, pending, InvalidRequest("that provider is gone"))
+    context = Context(
+        keyring=runtime.settings.keyring,
+        issuer=runtime.settings.issuer,
+        now=runtime.clock.now(),
+        client_id=pending.request.client_id,
+        ip=request_meta(request).ip,
+    )
+    for attempt in range(2):
+        try:
+            async with runtime.engine.begin() as connection:
+                signed_in = await sign_in(connection, identity, context)
+                if before_link.user_id is not None and signed_in.user_id != before_link.user_id:
+                    raise SignedInAsSomeoneElse()  # rolls the sign-in back: nothing is written
+            break
+        except IntegrityError:
+            # Two first logins of one identity raced to create it; the retry finds it.
+            if attempt == 1:
+                raise
+    owner = LinkOwner(user_id=signed_in.user_id, session_id=None)
+    try:
+        started = await start_login(
+            runtime, link_provider, pending.request, login_cookie, link_owner=owner
+        )
+    except ProviderError as exc:
+        log.warning("login.upstream_failed", provider=link_provider.id, reason=str(exc))
+        return _back_to_client(request, pending, _client_error(exc))
+    log.info("link.signed_in_again", provider=identity.provider_id, link_provider=link_provider.id)
+    response = RedirectResponse(started.upstream_url, status_code=302)
+    set_login_cookie(response, runtime, login_cookie)
+    return response
 
 
 async def _finish(
