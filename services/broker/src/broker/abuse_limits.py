@@ -25,14 +25,18 @@ oracle for the secret. Only failures count: the right secret costs one read of t
 A request with two authentication methods (``invalid_request``) is malformed, not a guess, and
 is not counted. The request whose failure reaches a limit writes one ``client.auth_throttled``
 audit row: a counter reaches its limit once per window, so however many requests are refused
-afterwards, the audit table gets one row per key and window.
+afterwards, the audit table gets one row per key and window. (The counters are read before
+the secret is compared and added to after, so concurrent guesses may pass a limit by as many
+as are in flight at once; the audit still happens once.) What an address shares, it shares
+whole: behind one NAT, a client instance with a stale secret throttles a correct one there.
 
 **Login starts** (``GET/POST /authorize``, ``GET /auth/oauth2/{provider}/login``, the link start
 ``GET /auth/oauth2/{provider}/link``) are counted per address only when they are about to write a
 ``login_states`` row, i.e. validated and with a provider chosen: that is what fills the table,
-and a request that fails validation gets a page that stores nothing, as does the provider
-chooser. Past ``login_start_limit``: a 429 page with ``Retry-After``. The dashboard's sign-in
-start stores nothing itself; it sends the browser to ``/authorize``, where it is counted.
+and a request that fails validation gets an error page or redirect that stores nothing, as
+does the provider chooser. Past ``login_start_limit``: a 429 page with ``Retry-After``. The
+dashboard's sign-in start stores nothing itself; it sends the browser to ``/authorize``, where
+it is counted.
 
 The address is ``request.client.host`` (uvicorn applies ``X-Forwarded-For`` from trusted proxies);
 an IPv6 address counts as its /64, which one host or customer usually holds whole. A request
