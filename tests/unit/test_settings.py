@@ -93,6 +93,43 @@ def test_out_of_range_environment_value_names_the_variable(env: dict[str, str], 
         load_settings(env)
 
 
+def test_abuse_limits_come_from_the_environment_and_zero_turns_one_off(
+    env: dict[str, str], keys: str
+) -> None:
+    env.update(
+        BROKER_ENCRYPTION_KEYS=keys,
+        BROKER_ABUSE_WINDOW="60",
+        BROKER_CLIENT_AUTH_FAILURE_LIMIT="5",
+        BROKER_CLIENT_AUTH_ADDRESS_FAILURE_LIMIT="0",
+        BROKER_CLIENT_AUTH_CLIENT_FAILURE_LIMIT="50",
+        BROKER_LOGIN_START_LIMIT="0",
+        BROKER_ABUSE_KEY_PREFIX="tenant-a:limits",
+    )
+
+    settings = load_settings(env)
+
+    assert settings.abuse_window == 60
+    assert settings.client_auth_failure_limit == 5
+    assert settings.client_auth_address_failure_limit == 0
+    assert settings.client_auth_client_failure_limit == 50
+    assert settings.login_start_limit == 0
+    assert settings.abuse_key_prefix == "tenant-a:limits"
+    env["BROKER_LOGIN_START_LIMIT"] = "-1"
+    with pytest.raises(ConfigError, match="BROKER_LOGIN_START_LIMIT"):
+        load_settings(env)
+
+
+def test_default_abuse_limits_are_far_above_legitimate_use() -> None:
+    # The acceptance tests sign in about a dozen times a minute from one address; a relying
+    # party with the right secret never fails at all.
+    settings = make_settings()
+    logins_per_window = 12 * settings.abuse_window / 60
+    assert settings.login_start_limit >= 10 * logins_per_window
+    assert settings.client_auth_failure_limit >= 10
+    assert settings.client_auth_address_failure_limit >= settings.client_auth_failure_limit
+    assert settings.client_auth_client_failure_limit >= settings.client_auth_address_failure_limit
+
+
 def test_malformed_encryption_keys_name_the_variable(env: dict[str, str]) -> None:
     env["BROKER_ENCRYPTION_KEYS"] = "k1:dG9vLXNob3J0"
 

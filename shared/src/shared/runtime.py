@@ -25,6 +25,11 @@ from shared.refresh_rotation import RotationPolicy
 from shared.revocations import RevocationPublisher, build_revocation_publisher
 from shared.settings import Settings
 from shared.signing_keys import KeyStore
+from shared.window_counters import (
+    LocalWindowCounters,
+    RedisWindowCounters,
+    build_window_counters,
+)
 
 USER_AGENT = "oidc-broker/0.1"
 
@@ -42,6 +47,8 @@ class Runtime:
     jobs: ArqJobQueue | InProcessJobQueue
     rotation: RotationPolicy
     revocations: RevocationPublisher
+    # The abuse limits' counters: Redis when configured, else this process's (fail open).
+    abuse_counters: RedisWindowCounters | LocalWindowCounters
     # PostgreSQL only: raw psycopg connections for one-statement hot paths (refresh rotation).
     hot_path: HotPathPool | None = None
     # The embedded default (no Redis): the periodic jobs run in this process.
@@ -66,6 +73,7 @@ class Runtime:
             await self.scheduler.stop()
         await self.jobs.aclose()
         await self.revocations.aclose()
+        await self.abuse_counters.aclose()
         if self.hot_path is not None:
             await self.hot_path.close()
         for provider in self.providers.values():
@@ -130,6 +138,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             reuse_interval=settings.refresh_reuse_interval,
         ),
         revocations=revocations,
+        abuse_counters=build_window_counters(settings.redis_url, clock),
         jobs=jobs,
         scheduler=scheduler,
     )

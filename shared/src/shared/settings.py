@@ -363,6 +363,19 @@ class Settings(_Strict):
     signing_key_lead: Annotated[int, Field(ge=1)] = 86400
     key_reload_interval: Annotated[float, Field(gt=0, le=300)] = 5.0
     db_pool_size: Annotated[int, Field(ge=1, le=500)] = 20
+    # Abuse limits (docs/security.md "Abuse limits"), counted in fixed windows of
+    # abuse_window seconds, in Redis when redis_url is set, else in this process; 0 turns a
+    # limit off. Failed client authentications per client and address, per address (any
+    # client), and per client (any address: past it, an address that failed for the client
+    # waits for the next window, while an address with no failure still authenticates); and
+    # login starts (each writes a login_states row) per address. Far above legitimate use.
+    abuse_window: Annotated[int, Field(ge=1, le=86400)] = 300
+    client_auth_failure_limit: Annotated[int, Field(ge=0)] = 20
+    client_auth_address_failure_limit: Annotated[int, Field(ge=0)] = 100
+    client_auth_client_failure_limit: Annotated[int, Field(ge=0)] = 200
+    login_start_limit: Annotated[int, Field(ge=0)] = 1000
+    # The counters' Redis key prefix (replicas of one deployment share it).
+    abuse_key_prefix: Annotated[str, Field(min_length=1, max_length=100)] = "broker:limits"
     allow_private_network_fetch: bool = False
     insecure_dev: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -524,6 +537,12 @@ _ENV_FIELDS = {
     "BROKER_SIGNING_KEY_LEAD": "signing_key_lead",
     "BROKER_KEY_RELOAD_INTERVAL": "key_reload_interval",
     "BROKER_DB_POOL_SIZE": "db_pool_size",
+    "BROKER_ABUSE_WINDOW": "abuse_window",
+    "BROKER_CLIENT_AUTH_FAILURE_LIMIT": "client_auth_failure_limit",
+    "BROKER_CLIENT_AUTH_ADDRESS_FAILURE_LIMIT": "client_auth_address_failure_limit",
+    "BROKER_CLIENT_AUTH_CLIENT_FAILURE_LIMIT": "client_auth_client_failure_limit",
+    "BROKER_LOGIN_START_LIMIT": "login_start_limit",
+    "BROKER_ABUSE_KEY_PREFIX": "abuse_key_prefix",
     "BROKER_ALLOW_PRIVATE_NETWORK_FETCH": "allow_private_network_fetch",
     "BROKER_INSECURE_DEV": "insecure_dev",
     "BROKER_LOG_LEVEL": "log_level",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
 import structlog
@@ -28,28 +29,38 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
-def authenticate_client(
-    settings: Settings, authorization: str | None, params: Mapping[str, str]
-) -> ClientConfig:
-    """The authenticated client, or ``InvalidClient`` (401) / ``InvalidRequest``.
+@dataclass(frozen=True)
+class Credentials:
+    """What the request presents: a client id and (confidential clients) a secret."""
 
-    The client's id joins the request's log context (the access line names it).
-    """
+    client_id: str
+    secret: str | None
+
+
+def presented_credentials(authorization: str | None, params: Mapping[str, str]) -> Credentials:
+    """The credentials as presented, checked for shape only (``InvalidClient`` for malformed
+    HTTP Basic, ``InvalidRequest`` for two methods or two different client ids)."""
     basic = _basic_credentials(authorization) if authorization else None
     posted_secret = params.get("client_secret")
     if basic is not None and posted_secret is not None:
         raise InvalidRequest("use one client authentication method, not two")
-    secret: str | None
     if basic is not None:
         client_id, secret = basic
         if params.get("client_id") not in (None, client_id):
             raise InvalidRequest("client_id does not match the authenticated client")
-    else:
-        client_id = params.get("client_id") or ""
-        secret = posted_secret
-    client = settings.client(client_id) if client_id else None
+        return Credentials(client_id, secret)
+    return Credentials(params.get("client_id") or "", posted_secret)
+
+
+def verify_client(settings: Settings, credentials: Credentials) -> ClientConfig:
+    """The registered client these credentials prove, or ``InvalidClient`` (401).
+
+    The client's id joins the request's log context (the access line names it).
+    """
+    client = settings.client(credentials.client_id) if credentials.client_id else None
     if client is None:
         raise InvalidClient("unknown client or bad credentials")
+    secret = credentials.secret
     if client.secret is None:
         if secret:
             raise InvalidClient("this is a public client; it has no secret")
@@ -59,3 +70,13 @@ def authenticate_client(
         raise InvalidClient("unknown client or bad credentials")
     structlog.contextvars.bind_contextvars(client_id=client.id)
     return client
+
+
+def authenticate_client(
+    settings: Settings, authorization: str | None, params: Mapping[str, str]
+) -> ClientConfig:
+    """The authenticated client, or ``InvalidClient`` (401) / ``InvalidRequest``.
+
+    Endpoints call it through ``broker.abuse_limits.authenticate``, which counts failures.
+    """
+    return verify_client(settings, presented_credentials(authorization, params))

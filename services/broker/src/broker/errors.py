@@ -14,6 +14,7 @@ OAuthError                      {"error": code, "error_description": ...}
 ├── RequestUriNotSupported      400
 ├── ServerError                 500  (only for failures that are ours, never bad input)
 ├── TemporarilyUnavailable      503
+├── TooManyRequests             429  RFC 6585 §4 (+ Retry-After): an abuse limit was reached
 ├── InvalidToken                401  RFC 6750 §3.1 (+ WWW-Authenticate: Bearer)
 ├── InsufficientScope           403  RFC 6750 §3.1
 └── NotFound                    404  (first-party API)
@@ -132,6 +133,30 @@ class ServerError(OAuthError):
 class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
     status_code = 503
+
+
+class TooManyRequests(OAuthError):
+    """An abuse limit (docs/security.md "Abuse limits"): 429 and when to come back.
+
+    The code is RFC 6749's registered ``temporarily_unavailable`` ("retry later"), which OAuth
+    client libraries already treat as transient, as they should here: ``invalid_request``
+    would tell a relying party its request is malformed and not worth retrying, and
+    ``slow_down`` belongs to device-flow polling (RFC 8628 §3.5). The 429 status and
+    ``Retry-After`` (RFC 6585 §4, RFC 9110 §10.2.3) say the rest; no new code for relying
+    parties to learn.
+    """
+
+    error = "temporarily_unavailable"
+    status_code = 429
+
+    def __init__(self, description: str | None = None, *, retry_after: int) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        headers["Retry-After"] = str(self.retry_after)
+        return headers
 
 
 class NotFound(OAuthError):

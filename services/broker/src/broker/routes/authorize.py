@@ -11,6 +11,7 @@ from shared.providers.errors import ProviderError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from broker.abuse_limits import login_start_refused
 from broker.authorization import (
     ClientRejected,
     response_mode,
@@ -103,6 +104,9 @@ async def _authorize(
         provider = choices.get(provider_id)
         if provider is None:
             raise InvalidRequest(f"unknown provider {provider_id!r}")
+        retry_after = await login_start_refused(runtime, request)
+        if retry_after is not None:
+            return _too_many_login_starts(retry_after)
         browser_token = new_browser_token(request.cookies.get(cookie_name(runtime)))
         try:
             started = await start_login(
@@ -123,6 +127,17 @@ async def _authorize(
     response = RedirectResponse(started.upstream_url, status_code=302)
     set_login_cookie(response, runtime, started.browser_token)
     return response
+
+
+def _too_many_login_starts(retry_after: int) -> Response:
+    """docs/security.md "Abuse limits": this address started too many logins this window."""
+    page = error_page(
+        "Too many sign-in attempts",
+        "Too many sign-ins were started from your network. Wait a few minutes and try again.",
+        429,
+    )
+    page.headers["Retry-After"] = str(retry_after)  # RFC 6585 §4
+    return page
 
 
 def _chooser(

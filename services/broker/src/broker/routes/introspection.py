@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.clients import authenticate_client
+from broker import abuse_limits
 from broker.errors import NO_STORE, InvalidClient, InvalidRequest
 from broker.forms import form_params
 from broker.presented_tokens import AccessToken, PresentedToken, identify
@@ -26,7 +26,7 @@ ACCESS_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_
 async def introspect(request: Request) -> Response:
     runtime = runtime_of(request)
     params = await form_params(request)
-    client = authenticate_client(runtime.settings, request.headers.get("authorization"), params)
+    client = await abuse_limits.authenticate(runtime, request, params)
     if client.is_public:
         raise InvalidClient("introspection needs client authentication")
     token = params.get("token")

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from broker import abuse_limits
 from broker.callers import Caller, authenticated_caller
-from broker.clients import authenticate_client
 from broker.errors import NO_STORE, InvalidRequest
 from broker.forms import form_params, json_params
 from broker.presented_tokens import identify
@@ -29,7 +29,7 @@ async def revoke(request: Request) -> Response:
     """RFC 7009: client authentication first; 200 whether or not the token meant anything."""
     runtime = runtime_of(request)
     params = await form_params(request)
-    client = authenticate_client(runtime.settings, request.headers.get("authorization"), params)
+    client = await abuse_limits.authenticate(runtime, request, params)
     token = params.get("token")
     if not token:
         raise InvalidRequest("token is required")

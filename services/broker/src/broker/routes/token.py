@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from broker.clients import authenticate_client
+from broker import abuse_limits
 from broker.errors import NO_STORE, InvalidRequest, OAuthError, UnsupportedGrantType
 from broker.forms import form_params, json_params
 from broker.grants import GRANTS, Grant, RefreshTokenReused, refresh_grant
@@ -39,9 +39,8 @@ class _GrantEndpoint:
     async def respond(self, request: Request) -> Response:
         raise NotImplementedError
 
-    def client(self, request: Request, params: Mapping[str, str]) -> ClientConfig:
-        authorization = request.headers.get("authorization")
-        return authenticate_client(self.runtime.settings, authorization, params)
+    async def client(self, request: Request, params: Mapping[str, str]) -> ClientConfig:
+        return await abuse_limits.authenticate(self.runtime, request, params)
 
     async def grant(
         self,
@@ -70,7 +69,7 @@ class TokenEndpoint(_GrantEndpoint):
 
     async def respond(self, request: Request) -> Response:
         params = await form_params(request)
-        client = self.client(request, params)
+        client = await self.client(request, params)
         grant_type = params.get("grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is required")
@@ -85,5 +84,5 @@ class RefreshEndpoint(_GrantEndpoint):
 
     async def respond(self, request: Request) -> Response:
         document = await json_params(request)
-        client = self.client(request, document)
+        client = await self.client(request, document)
         return await self.grant(request, refresh_grant, "refresh_token", client, document)
