@@ -130,6 +130,13 @@ def _throttled_by(counters: Sequence[_Counter], counts: Sequence[int]) -> str | 
     return None
 
 
+def _public_and_secretless(settings: Settings, credentials: Credentials | None) -> bool:
+    if credentials is None or credentials.secret is not None:
+        return False
+    client = settings.client(credentials.client_id)
+    return client is not None and client.is_public
+
+
 def _limits_client_auth(settings: Settings) -> bool:
     return bool(
         settings.client_auth_failure_limit
@@ -152,7 +159,11 @@ async def authenticate(
         credentials = presented_credentials(authorization, params)
     except InvalidClient as exc:  # malformed HTTP Basic: counted like a wrong secret
         failure = exc
-    if address is None or not _limits_client_auth(settings):
+    if address is None or not _limits_client_auth(settings) or _public_and_secretless(
+        settings, credentials
+    ):
+        # A public client presenting no secret has nothing to guess: no counter is read (its
+        # refreshes stay off the counter store).
         if failure is not None:
             raise failure
         assert credentials is not None
