@@ -391,3 +391,28 @@ async def test_nul_characters_never_reach_the_database(provider_broker, idp):
         "/auth/oauth2/profile", json={"display_name": "a\u0000b"}, headers=bearer(tokens)
     )
     assert refused.status_code == 400
+
+
+async def test_two_providers_groups_of_the_same_name_stay_two_labelled_groups(
+    provider_broker, idp, gh
+):
+    """docs/security.md "Groups": `acme` at Corp SSO is not `acme` at GitHub."""
+    _runtime, client = provider_broker
+    await idp.post(
+        "/_control/user",
+        json={"sub": uuid.uuid4().hex, "email": unique_email("groups"), "email_verified": True,
+              "name": "Grouped", "groups": ["acme", "engineering"]},
+    )  # fmt: skip
+    tokens = await login(client, provider="corp", scope="openid profile groups")
+    claims = (await client.get("/userinfo", headers=bearer(tokens))).json()
+    assert claims["groups"] == ["corp:acme", "corp:engineering"]
+
+    await github_user(gh, orgs=["acme"])
+    linked = await exchange(client, await link(client, tokens, "github-acme"))
+    assert linked.status_code == 200, linked.text
+    expected = ["corp:acme", "corp:engineering", "github-acme:acme"]
+    assert (await client.get("/userinfo", headers=bearer(tokens))).json()["groups"] == expected
+    refreshed = await refresh(client, tokens["refresh_token"])
+    assert (await client.get("/userinfo", headers=bearer(refreshed.json()))).json()[
+        "groups"
+    ] == expected
