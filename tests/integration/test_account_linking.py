@@ -244,6 +244,15 @@ async def test_a_verified_email_auto_links_where_the_provider_allows_it(provider
     assert await whoami(client, github_tokens) == user_id
     actions = await audit_actions(runtime, user_id)
     assert ("link.created", "verified_email") in [(a, d.get("method")) for a, d in actions]
+    async with runtime.engine.connect() as connection:
+        stored = (
+            await connection.execute(
+                select(PROFILES.c.provider, PROFILES.c.email_authoritative).where(
+                    PROFILES.c.user_id == uuid.UUID(user_id)
+                )
+            )
+        ).all()
+    assert sorted(stored) == [("corp", True), ("github", True)]  # both sides authoritative
 
 
 async def test_without_link_by_email_a_matching_email_gets_the_account_exists_page(

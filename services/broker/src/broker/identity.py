@@ -169,6 +169,8 @@ async def _profile_values(
         "issuer": profile.issuer,
         "email": profile.email,
         "email_verified": profile.email_verified,
+        # docs/security.md "Auto-linking": whether this link may match a later sign-in's email.
+        "email_authoritative": profile.email_authoritative,
         "name": profile.name,
         "given_name": profile.given_name,
         "family_name": profile.family_name,
