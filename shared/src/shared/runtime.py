@@ -128,6 +128,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             settings.keyring,
             refresh_ttl=settings.refresh_token_ttl,
             reuse_interval=settings.refresh_reuse_interval,
+            reuse_response=settings.reuse_response,
         ),
         revocations=revocations,
         jobs=jobs,
