@@ -13,7 +13,7 @@ import httpx2
 from broker.app import create_app
 from shared.models import AuditAction, OAuth2Profile
 from shared.runtime import Runtime
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
 from tests.support.flows import authorize, exchange, login, query_of, refresh, relative
 from tests.support.provider_broker import (
@@ -218,6 +218,116 @@ async def test_a_verified_email_auto_links_where_the_provider_allows_it(provider
     assert await whoami(client, github_tokens) == user_id
     actions = await audit_actions(runtime, user_id)
     assert ("link.created", "verified_email") in [(a, d.get("method")) for a, d in actions]
+    async with runtime.engine.connect() as connection:
+        stored = (
+            await connection.execute(
+                select(PROFILES.c.provider, PROFILES.c.email_authoritative).where(
+                    PROFILES.c.user_id == uuid.UUID(user_id)
+                )
+            )
+        ).all()
+    assert sorted(stored) == [("corp", True), ("github", True)]  # both sides authoritative
+
+
+async def test_a_stored_link_whose_provider_cannot_vouch_for_the_email_pulls_in_no_sign_in(
+    provider_broker, google, gh
+):
+    """docs/security.md "Auto-linking": someone makes a Google account on the victim's address
+    (Google verifies it but is not its authority: no Gmail, no Workspace) before the victim
+    arrives; the victim's GitHub sign-in, authoritative and verified, gets a user of its own."""
+    runtime, client = provider_broker
+    email = unique_email("prehijack")
+    await google.post(
+        "/_control/user",
+        json={"sub": uuid.uuid4().hex[:21], "email": email, "email_verified": True,
+              "name": "Squatter"},
+    )  # fmt: skip
+    squatter = await login(client, provider="google")
+    squatter_id = await whoami(client, squatter)
+    await github_user(gh, email=email)
+    victim = await login(client, provider="github")  # link_by_email: true
+    assert await whoami(client, victim) != squatter_id
+    async with runtime.engine.connect() as connection:
+        stored = await connection.scalar(
+            select(PROFILES.c.email_authoritative).where(
+                PROFILES.c.user_id == uuid.UUID(squatter_id)
+            )
+        )
+    assert stored is False
+    assert all(action != "link.created" or data.get("provider") != "github"
+               for action, data in await audit_actions(runtime, squatter_id))  # fmt: skip
+
+
+def _cookie_shapes(response: httpx2.Response) -> list[str]:
+    """Each Set-Cookie without its value (and date): name and attributes."""
+    shapes = []
+    for header in response.headers.get_list("set-cookie"):
+        name, *attributes = [part.strip() for part in header.split(";")]
+        kept = sorted(a.lower() for a in attributes if not a.lower().startswith("expires="))
+        shapes.append(";".join([name.split("=")[0], *kept]))
+    return sorted(shapes)
+
+
+def _answer_shape(result: Any) -> list[tuple[int, list[str], list[str], str]]:
+    """What a caller sees of a sign-in: each hop's status, cookies, redirect parameters, body."""
+    return [
+        (
+            hop.status_code,
+            _cookie_shapes(hop),
+            sorted(query_of(hop.headers.get("location", ""))),
+            hop.text.replace(result.state, "STATE"),
+        )
+        for hop in result.hops
+        if str(hop.url).startswith(BROKER_ISSUER)  # the broker's answers, not the upstream's
+    ]
+
+
+async def test_an_unverified_email_of_an_existing_account_answers_as_an_unknown_one(
+    provider_broker, idp, gh
+):
+    """docs/security.md "Auto-linking": no lookup, no "account exists" page, no refusal."""
+    runtime, client = provider_broker
+    taken = unique_email("taken")
+    await github_user(gh, email=taken)
+    owner_id = await whoami(client, await login(client, provider="github"))
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.lower())
+
+    answers = []
+    for email in (taken.upper(), unique_email("free")):
+        subject = uuid.uuid4().hex
+        await idp.post(
+            "/_control/user",
+            json={"sub": subject, "email": email, "email_verified": False, "name": "Probe"},
+        )
+        async with other_browser(runtime) as browser:
+            event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
+            try:
+                result = await authorize(browser, provider="corp")
+            finally:
+                event.remove(runtime.engine.sync_engine, "before_cursor_execute", record)
+            answers.append(_answer_shape(result))
+            assert "code" in result.params, result.location
+            tokens = (await exchange(browser, result)).json()
+            assert await whoami(browser, tokens) != owner_id  # a user of its own
+        async with runtime.engine.connect() as connection:
+            refusals = await connection.scalar(
+                select(func.count())
+                .select_from(AUDIT)
+                .where(AUDIT.c.action == "link.refused", AUDIT.c.actor == f"corp:{subject}")
+            )
+        assert refusals == 0
+    assert answers[0] == answers[1]
+    assert not [s for s in statements if "lower(oauth2_profiles.email)" in s]
+    async with runtime.engine.connect() as connection:
+        owner_links = await connection.scalar(
+            select(func.count())
+            .select_from(PROFILES)
+            .where(PROFILES.c.user_id == uuid.UUID(owner_id))
+        )
+    assert owner_links == 1
 
 
 async def test_without_link_by_email_a_matching_email_gets_the_account_exists_page(
@@ -365,3 +475,28 @@ async def test_nul_characters_never_reach_the_database(provider_broker, idp):
         "/auth/oauth2/profile", json={"display_name": "a\u0000b"}, headers=bearer(tokens)
     )
     assert refused.status_code == 400
+
+
+async def test_two_providers_groups_of_the_same_name_stay_two_labelled_groups(
+    provider_broker, idp, gh
+):
+    """docs/security.md "Groups": `acme` at Corp SSO is not `acme` at GitHub."""
+    _runtime, client = provider_broker
+    await idp.post(
+        "/_control/user",
+        json={"sub": uuid.uuid4().hex, "email": unique_email("groups"), "email_verified": True,
+              "name": "Grouped", "groups": ["acme", "engineering"]},
+    )  # fmt: skip
+    tokens = await login(client, provider="corp", scope="openid profile groups")
+    claims = (await client.get("/userinfo", headers=bearer(tokens))).json()
+    assert claims["groups"] == ["corp:acme", "corp:engineering"]
+
+    await github_user(gh, orgs=["acme"])
+    linked = await exchange(client, await link(client, tokens, "github-acme"))
+    assert linked.status_code == 200, linked.text
+    expected = ["corp:acme", "corp:engineering", "github-acme:acme"]
+    assert (await client.get("/userinfo", headers=bearer(tokens))).json()["groups"] == expected
+    refreshed = await refresh(client, tokens["refresh_token"])
+    assert (await client.get("/userinfo", headers=bearer(refreshed.json()))).json()[
+        "groups"
+    ] == expected

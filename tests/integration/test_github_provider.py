@@ -119,43 +119,84 @@ async def test_a_verified_address_that_is_not_primary_is_not_used(provider_broke
     assert row.email is None and row.email_verified is False
 
 
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+async def _userinfo(client: httpx2.AsyncClient, tokens: dict[str, Any]) -> dict[str, Any]:
+    response = await client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert response.status_code == 200, response.text
+    claims: dict[str, Any] = response.json()
+    return claims
+
+
 async def test_organizations_and_teams_gate_sign_in_and_become_groups(provider_broker, gh):
     runtime, client = provider_broker
-    member = _account(
-        orgs=["acme", "other"], teams=[{"org": "acme", "slug": "platform", "name": "Platform"}]
-    )
+    member = _account(orgs=["acme"])
     await gh.post("/_control/user", json=member)
     tokens = await login(client, provider="github-acme", scope="openid profile groups")
     row = await _link_row(runtime, "github-acme", str(member["id"]))
-    assert row.profile_data["groups"] == ["acme", "acme/platform", "other"]
-    # ... released as the `groups` claim with the `groups` scope, at /userinfo and in ID tokens
-    claims = (
-        await client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
-    ).json()
-    assert claims["groups"] == ["acme", "acme/platform", "other"]
-    id_token = tokens["id_token"].split(".")[1]
-    id_claims = json.loads(base64.urlsafe_b64decode(id_token + "=" * (-len(id_token) % 4)))
-    assert id_claims["groups"] == claims["groups"]
+    assert row.profile_data["groups"] == ["acme"]
+    # ... released labelled with the provider id, with the `groups` scope, at /userinfo and in
+    # ID tokens (the first and the refreshed ones)
+    claims = await _userinfo(client, tokens)
+    assert claims["groups"] == ["github-acme:acme"]
+    assert _claims(tokens["id_token"])["groups"] == claims["groups"]
     refreshed = (await refresh(client, tokens["refresh_token"])).json()
-    refreshed_id = refreshed["id_token"].split(".")[1]
-    assert (
-        json.loads(base64.urlsafe_b64decode(refreshed_id + "=" * (-len(refreshed_id) % 4)))[
-            "groups"
-        ]
-        == claims["groups"]
-    )
+    assert _claims(refreshed["id_token"])["groups"] == claims["groups"]
     authorize_requests = (await gh.get("/_control/authorize_requests")).json()
     assert "read:org" in authorize_requests[-1]["scope"].split()
 
     via_team = _account(orgs=["partners"], teams=[{"org": "partners", "slug": "reviewers"}])
     await gh.post("/_control/user", json=via_team)
-    await login(client, provider="github-acme")
+    team_tokens = await login(client, provider="github-acme", scope="openid profile groups")
+    assert (await _userinfo(client, team_tokens))["groups"] == ["github-acme:partners/reviewers"]
 
     outsider = _account(orgs=["elsewhere"])
     await gh.post("/_control/user", json=outsider)
     result = await authorize(client, provider="github-acme")
     assert result.params["error"] == "access_denied"
     assert await _link_row(runtime, "github-acme", str(outsider["id"])) is None
+
+
+async def test_organizations_and_teams_outside_the_allow_lists_are_not_released(
+    provider_broker, gh
+):
+    """docs/security.md "Groups": anyone can create an organization named `admins`."""
+    runtime, client = provider_broker
+    member = _account(
+        orgs=["Acme", "admins", "partners"],
+        teams=[
+            {"org": "acme", "slug": "platform"},  # in an allowed organization, not allowed itself
+            {"org": "admins", "slug": "reviewers"},
+            {"org": "Partners", "slug": "Reviewers"},  # GitHub compares without case
+        ],
+    )
+    await gh.post("/_control/user", json=member)
+    tokens = await login(client, provider="github-acme", scope="openid profile groups")
+    expected = ["github-acme:acme", "github-acme:partners/reviewers"]  # spelled as configured
+    assert (await _userinfo(client, tokens))["groups"] == expected
+    row = await _link_row(runtime, "github-acme", str(member["id"]))
+    assert row.profile_data["groups"] == ["acme", "partners/reviewers"]
+
+
+async def test_a_github_provider_without_allow_lists_releases_no_groups(provider_broker, gh):
+    runtime, client = provider_broker
+    member = _account(orgs=["acme"], teams=[{"org": "acme", "slug": "platform"}])
+    await gh.post("/_control/user", json=member)
+    tokens = await login(client, provider="github", scope="openid profile groups")
+    assert "groups" not in await _userinfo(client, tokens)
+    assert "groups" not in _claims(tokens["id_token"])
+    row = await _link_row(runtime, "github", str(member["id"]))
+    assert row.profile_data["groups"] == []
+    requests = [entry["path"] for entry in (await gh.get("/_control/requests")).json()]
+    assert not any(path.endswith(("/user/orgs", "/user/teams")) for path in requests)
 
 
 async def test_github_errors_sent_with_status_200_fail_the_sign_in_cleanly(provider_broker, gh):

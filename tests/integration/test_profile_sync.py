@@ -72,7 +72,8 @@ async def test_an_upstream_change_shows_in_the_profile_after_an_on_demand_sync(
     assert document["user"]["display_name"] == "After Sync"
     (event,) = await audit_rows(runtime, user_id, "profile.synced")
     assert event.actor == f"user:{user_id}"
-    assert event.data["changed"] == ["email", "email_verified", "name"]
+    # an address that lost its verification no longer counts for linking by email either
+    assert event.data["changed"] == ["email", "email_authoritative", "email_verified", "name"]
     assert event.data["email_verification_lost"] is True
     assert new_email not in str(event.data), "the audit names fields, not their values"
 

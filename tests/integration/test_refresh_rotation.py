@@ -10,16 +10,19 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import pytest
 from broker.app import create_app
+from redis.asyncio import Redis
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
 from shared.db.base import table
 from shared.models import AuditAction, AuthSession, OAuth2Token, RefreshToken, User
 from shared.runtime import Runtime, build_runtime
+from shared.upstream_tokens import unseal_upstream_token
 from sqlalchemy import func, select, update
 
 from tests.conftest import BROKER_ISSUER, broker_settings
@@ -104,8 +107,13 @@ async def test_a_replayed_token_revokes_the_family_and_kills_its_successor(broke
     assert info.status_code == 401
 
 
-async def test_twenty_concurrent_refreshes_in_strict_mode_leave_no_live_family(broker_with, idp):
-    async with broker_with() as (broker, runtime):  # the default: refresh_reuse_interval = 0
+@pytest.mark.parametrize("reuse_response", ["family", "user_and_upstream"])
+async def test_twenty_concurrent_refreshes_in_strict_mode_leave_no_live_family(
+    broker_with, idp, reuse_response
+):
+    # The default: refresh_reuse_interval = 0. Whatever the replays revoke, they take their
+    # locks in one order: no deadlock, no 500.
+    async with broker_with(reuse_response=reuse_response) as (broker, runtime):
         tokens = await login(broker)
         responses = await asyncio.gather(
             *(refresh(broker, tokens["refresh_token"]) for _ in range(20))
@@ -232,3 +240,163 @@ async def test_a_disabled_user_or_a_revoked_session_cannot_refresh(broker, runti
         "error": "invalid_grant",
         "error_description": "the refresh token has been revoked",
     }
+
+
+# --------------------------------------------------------------------------- reuse response
+
+
+@dataclass
+class Reuse:
+    """A user with two sessions (two devices), another user's session, and what the first
+    session's replay revoked, as the broker, the stream and the upstream saw it."""
+
+    broker: httpx2.AsyncClient
+    runtime: Runtime
+    user: dict[str, Any]  # the upstream user behind `first` and `second`
+    first: dict[str, Any]
+    second: dict[str, Any]
+    bystander: dict[str, Any]
+    link: Any  # the user's upstream link (oauth2_tokens) before the replay
+    upstream_refresh_token: str
+    audit: dict[str, Any]  # refresh_token.reuse_detected
+    published: list[str]  # session ids on the revocation stream
+    upstream_revocations: list[dict[str, Any]]
+
+    async def refreshes(self, tokens: dict[str, Any]) -> bool:
+        return (await refresh(self.broker, tokens["refresh_token"])).status_code == 200
+
+    async def link_state(self) -> Any:
+        async with self.runtime.engine.connect() as connection:
+            return (await connection.execute(select(LINKS).where(LINKS.c.id == self.link.id))).one()
+
+
+LINKS = table(OAuth2Token)
+AUDIT = table(AuditAction)
+
+
+async def _corp_user(idp: httpx2.AsyncClient) -> dict[str, Any]:
+    subject = uuid.uuid4().hex
+    user = {"sub": subject, "email": f"{subject}@corp.example", "email_verified": True}
+    await idp.post("/_control/user", json=user)
+    return user
+
+
+@pytest.fixture
+def replay_with(broker_with, idp, redis_url):
+    """``async with replay_with(policy, narrowing) as reuse``: sign in, replay the first
+    session's rotated refresh token (on the hot path, or the transaction path when the replay
+    narrows the scope), and collect what it revoked."""
+
+    @asynccontextmanager
+    async def run(policy: str, narrowing: bool = False) -> AsyncIterator[Reuse]:
+        stream = f"test:revocations:{uuid.uuid4().hex}"
+        overrides = {"reuse_response": policy, "redis_url": redis_url, "revocation_stream": stream}
+        redis: Redis = Redis.from_url(redis_url)
+        try:
+            async with broker_with(**overrides) as (broker, runtime):
+                user = await _corp_user(idp)
+                first, second = await login(broker), await login(broker)  # two devices
+                await _corp_user(idp)
+                bystander = await login(broker)
+                async with runtime.engine.connect() as connection:
+                    link = (
+                        await connection.execute(
+                            select(LINKS)
+                            .join(SESSIONS, SESSIONS.c.profile_id == LINKS.c.profile_id)
+                            .where(SESSIONS.c.id == _sid(first["access_token"]))
+                        )
+                    ).one()
+                upstream_refresh = unseal_upstream_token(
+                    runtime.settings.keyring, link.id, "refresh_token", link.refresh_token_enc
+                )
+                assert upstream_refresh
+                assert (await refresh(broker, first["refresh_token"])).status_code == 200
+                data = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+                data |= {"client_id": "web"} | ({"scope": "openid"} if narrowing else {})
+                replay = await broker.post("/token", data=data)
+                assert replay.status_code == 400
+                assert replay.json()["error"] == "invalid_grant"
+                async with runtime.engine.connect() as connection:
+                    (audit,) = (
+                        await connection.execute(
+                            select(AUDIT.c.data).where(
+                                AUDIT.c.action == "refresh_token.reuse_detected",
+                                AUDIT.c.data["sid"].as_string() == str(_sid(first["access_token"])),
+                            )
+                        )
+                    ).scalars()
+                published = [fields[b"sid"].decode() for _, fields in await redis.xrange(stream)]
+                revocations = (await idp.get("/_control/revocations")).json()["revocations"]
+                yield Reuse(
+                    broker, runtime, user, first, second, bystander, link, upstream_refresh,
+                    audit, published, revocations,
+                )  # fmt: skip
+        finally:
+            await redis.delete(stream)
+            await redis.aclose()
+
+    return run
+
+
+def _sids(*tokens: dict[str, Any]) -> list[str]:
+    return sorted(str(_sid(t["access_token"])) for t in tokens)
+
+
+async def test_reuse_response_family_revokes_only_the_replayed_session(replay_with):
+    async with replay_with("family") as reuse:
+        assert reuse.audit["policy"] == "family"
+        assert reuse.audit["revoked_sessions"] == _sids(reuse.first)
+        assert reuse.audit["revoked_links"] == []
+        assert reuse.published == _sids(reuse.first)
+        assert await reuse.refreshes(reuse.second)  # the user's other device goes on
+        assert await reuse.refreshes(reuse.bystander)
+        assert (await reuse.link_state()).state == "ok"
+        assert reuse.upstream_revocations == []
+
+
+async def test_reuse_response_user_revokes_every_session_of_the_user(replay_with):
+    async with replay_with("user") as reuse:
+        assert reuse.audit["policy"] == "user"
+        assert sorted(reuse.audit["revoked_sessions"]) == _sids(reuse.first, reuse.second)
+        assert reuse.audit["revoked_links"] == []
+        assert sorted(reuse.published) == _sids(reuse.first, reuse.second)
+        assert not await reuse.refreshes(reuse.second)
+        info = await reuse.broker.get(
+            "/userinfo", headers={"Authorization": f"Bearer {reuse.second['access_token']}"}
+        )
+        assert info.status_code == 401
+        assert await reuse.refreshes(reuse.bystander)  # another user is untouched
+        assert (await reuse.link_state()).state == "ok"  # the upstream grant stays
+        assert reuse.upstream_revocations == []
+
+
+@pytest.mark.parametrize("narrowing", [False, True])  # the hot path and the transaction path
+async def test_reuse_response_user_and_upstream_also_revokes_the_upstream_grant(
+    replay_with, idp, narrowing
+):
+    async with replay_with("user_and_upstream", narrowing) as reuse:
+        assert reuse.audit["policy"] == "user_and_upstream"
+        assert sorted(reuse.audit["revoked_sessions"]) == _sids(reuse.first, reuse.second)
+        assert reuse.audit["revoked_links"] == [{"id": str(reuse.link.id), "provider": "corp"}]
+        assert sorted(reuse.published) == _sids(reuse.first, reuse.second)
+        assert not await reuse.refreshes(reuse.second)
+        assert await reuse.refreshes(reuse.bystander)
+        link = await reuse.link_state()
+        assert link.state == "revoked" and link.refresh_token_enc is None
+        # Revoked at the upstream after the commit (RFC 7009), and only this user's grant.
+        assert [(r["token"], r["revoked"]) for r in reuse.upstream_revocations] == [
+            (reuse.upstream_refresh_token, "refresh_token")
+        ]
+        async with reuse.runtime.engine.connect() as connection:
+            upstream_audit = await connection.scalar(
+                select(AUDIT.c.data).where(
+                    AUDIT.c.action == "upstream_token.revoked",
+                    AUDIT.c.subject == str(link.user_id),
+                )
+            )
+        assert upstream_audit["reason"] == "refresh_token_reuse"
+        # Signing in through the provider again stores a new grant.
+        await idp.post("/_control/user", json=reuse.user)
+        fresh = await login(reuse.broker)
+        assert (await reuse.link_state()).state == "ok"
+        assert await reuse.refreshes(fresh)

@@ -575,3 +575,35 @@ def test_profile_changes_reach_userinfo_and_new_id_tokens(http: httpx2.Client) -
     http.post("/_control/reset").raise_for_status()
     (after_reset,) = _grants(http, user=dave)
     assert _userinfo(http, after_reset["access_token"]).json() == dave
+
+
+def test_revocations_are_recorded_and_the_revoked_tokens_stop_working(
+    http: httpx2.Client,
+) -> None:
+    (grant,) = _grants(http)
+    (other,) = _grants(http, client_id="another-client")
+
+    def revoke(token: str, hint: str | None = None) -> None:
+        data = {"token": token} | ({"token_type_hint": hint} if hint else {})
+        assert http.post("/revoke", data=data, auth=(CLIENT_ID, CLIENT_SECRET)).status_code == 200
+
+    revoke(grant["refresh_token"], "refresh_token")
+    revoke(grant["access_token"])
+    revoke(other["refresh_token"])  # another client's: nothing is revoked
+    revoke("never-issued")
+    assert http.post("/revoke", data={"token": "x"}, auth=(CLIENT_ID, "wrong")).status_code == 401
+
+    assert http.get("/_control/revocations").json()["revocations"] == [
+        {"token": grant["refresh_token"], "token_type_hint": "refresh_token",
+         "client_id": CLIENT_ID, "revoked": "refresh_token"},
+        {"token": grant["access_token"], "token_type_hint": None, "client_id": CLIENT_ID,
+         "revoked": "access_token"},
+        {"token": other["refresh_token"], "token_type_hint": None, "client_id": CLIENT_ID,
+         "revoked": None},
+        {"token": "never-issued", "token_type_hint": None, "client_id": CLIENT_ID,
+         "revoked": None},
+    ]  # fmt: skip
+    assert _refresh(http, grant["refresh_token"]).status_code == 400
+    assert _userinfo(http, grant["access_token"]).status_code == 401
+    http.post("/_control/reset").raise_for_status()
+    assert http.get("/_control/revocations").json() == {"revocations": []}

@@ -58,7 +58,14 @@ on a script, log refreshes and change a user's profile upstream:
   never changes; a null value removes the claim). Successive calls accumulate. The answer is
   ``{"sub": sub, "changes": {...}}``, all the changes so far.
 
-``POST /_control/reset`` also clears the fault script, the refresh log and profile changes.
+* ``GET /_control/revocations`` answers ``{"revocations": [{"token", "token_type_hint",
+  "client_id", "revoked"}, ...]}``: every RFC 7009 revocation request since the last reset
+  that authenticated its client, oldest first; ``revoked`` says what the token was
+  (``access_token`` or ``refresh_token``, each dropped at once) or null (unknown, or another
+  client's: nothing revoked).
+
+``POST /_control/reset`` also clears the fault script, the refresh log, the revocations and
+profile changes.
 
 When the issuer URL has a path (``http://127.0.0.1:9100/realms/test``), the OpenID
 endpoints are served under that path; the control API always stays at ``/_control/``.
@@ -284,6 +291,8 @@ class _ProviderState:
     refresh_log: list[_RefreshAttempt] = field(default_factory=list)
     # Claims changed upstream since the grants were issued, by subject (None: claim removed).
     profile_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every authenticated RFC 7009 revocation request, oldest first.
+    revocations: list[dict[str, Any]] = field(default_factory=list)
 
     def reset(self) -> None:
         """Restore the default user and behaviour, drop all grants and recorded requests."""
@@ -303,6 +312,7 @@ class _ProviderState:
         self.refresh_faults.clear()
         self.refresh_log.clear()
         self.profile_changes.clear()
+        self.revocations.clear()
 
     def take_misbehaviour(self, *modes: str) -> str | None:
         """Consume the pending misbehaviour if it is one of ``modes``."""
@@ -868,12 +878,23 @@ def create_app(
         presented = _form_value(form, "token")
         if not presented:
             return _oauth_error("invalid_request", "token is required")
+        revoked: str | None = None
         access = state.access_tokens.get(presented)
         if access is not None and access.client_id == client:
             del state.access_tokens[presented]
+            revoked = "access_token"
         refresh_grant = state.refresh_tokens.get(presented)
         if refresh_grant is not None and refresh_grant.client_id == client:
             del state.refresh_tokens[presented]
+            revoked = "refresh_token"
+        state.revocations.append(
+            {
+                "token": presented,
+                "token_type_hint": _form_value(form, "token_type_hint"),
+                "client_id": client,
+                "revoked": revoked,
+            }
+        )
         return Response(status_code=200, headers=_NO_STORE)
 
     async def control_user(request: Request) -> Response:
@@ -1030,6 +1051,10 @@ def create_app(
         state.profile_changes.setdefault(subject, {}).update(changes)
         return JSONResponse({"sub": subject, "changes": state.profile_changes[subject]})
 
+    async def control_revocations(request: Request) -> Response:
+        """Every authenticated revocation request since the last reset, oldest first."""
+        return JSONResponse({"revocations": state.revocations})
+
     async def control_reset(request: Request) -> Response:
         """Restore defaults and forget all grants and recorded requests."""
         state.reset()
@@ -1056,6 +1081,7 @@ def create_app(
         Route("/_control/refresh_faults", control_refresh_faults, methods=["POST"]),
         Route("/_control/refresh_log", control_refresh_log, methods=["GET"]),
         Route("/_control/users/{sub}", control_user_profile, methods=["POST"]),
+        Route("/_control/revocations", control_revocations, methods=["GET"]),
     ]
     issuer_path = urlsplit(issuer).path.rstrip("/")
     routes = [Mount(issuer_path, routes=provider_routes)] if issuer_path else provider_routes

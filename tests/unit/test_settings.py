@@ -130,6 +130,17 @@ def test_default_abuse_limits_are_far_above_legitimate_use() -> None:
     assert settings.client_auth_client_failure_limit >= settings.client_auth_address_failure_limit
 
 
+def test_reuse_response_comes_from_its_variable_and_defaults_to_the_family(
+    env: dict[str, str], keys: str
+) -> None:
+    env["BROKER_ENCRYPTION_KEYS"] = keys
+    assert load_settings(env).reuse_response == "family"
+    for policy in ("family", "user", "user_and_upstream"):
+        assert load_settings({**env, "BROKER_REUSE_RESPONSE": policy}).reuse_response == policy
+    with pytest.raises(ConfigError, match="BROKER_REUSE_RESPONSE"):
+        load_settings({**env, "BROKER_REUSE_RESPONSE": "everything"})
+
+
 def test_malformed_encryption_keys_name_the_variable(env: dict[str, str]) -> None:
     env["BROKER_ENCRYPTION_KEYS"] = "k1:dG9vLXNob3J0"
 

@@ -236,7 +236,10 @@ async def _revoke_live(
     actor: str,
 ) -> list[Revocation]:
     live = await connection.execute(
-        select(SESSIONS.c.id).where(condition, SESSIONS.c.revoked_at.is_(None))
+        # In id order: concurrent revocations of overlapping sets lock rows in the same order.
+        select(SESSIONS.c.id)
+        .where(condition, SESSIONS.c.revoked_at.is_(None))
+        .order_by(SESSIONS.c.id)
     )
     return await _revoke_each(connection, live.scalars(), now, reason, actor)
 

@@ -7,7 +7,10 @@ retry after a lost response — the broker hands out that same successor again, 
 still the family's live token: one live token per family, never a second family, and still
 nothing stored but SHA-256 hashes. Outside the interval, or once the successor has itself been
 used, a rotated token presented again is a replay: the whole family (the session) is revoked and
-``refresh_token.reuse_detected`` is audited.
+``refresh_token.reuse_detected`` is audited. ``BROKER_REUSE_RESPONSE`` widens what a replay
+revokes: every live session of the user (``user``), and also the user's upstream links
+(``user_and_upstream``: marked revoked here, their grants revoked at the providers by the caller
+after the commit).
 
 A rotation also needs a live session of the same client, an active user, and an upstream link
 that is neither revoked nor waiting for re-authentication (``oauth2_tokens.state``).
@@ -41,11 +44,14 @@ from shared.auth_sessions import (
     SessionGrant,
     lookup_refresh_token,
     revoke_session,
+    revoke_user_sessions,
 )
 from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import b64url, token_hash
 from shared.db.hot_path import HotPathPool, PoolTimeout
 from shared.revocations import Revocation
+from shared.settings import ReuseResponse
+from shared.upstream_tokens import RevokedGrant, revoke_user_links
 
 SUCCESSOR_PURPOSE = "refresh-token-successor"
 # Link states that stop a session's refreshes (the others are "ok" and "refresh_failing").
@@ -67,12 +73,16 @@ class RotationError(Exception):
         self,
         failure: RotationFailure,
         session_id: Any = None,
-        revocation: Revocation | None = None,
+        revocations: Sequence[Revocation] = (),
+        upstream_grants: Sequence[RevokedGrant] = (),
     ) -> None:
         super().__init__(failure.value)
         self.failure = failure
         self.session_id = session_id
-        self.revocation = revocation  # a replay revoked the family: publish after commit
+        # What a replay revoked, for the caller to act on after the commit: publish the
+        # sessions' revocations; revoke the links' grants at their providers.
+        self.revocations = list(revocations)
+        self.upstream_grants = list(upstream_grants)
 
 
 @dataclass(frozen=True)
@@ -82,10 +92,19 @@ class RotationPolicy:
     refresh_ttl: int
     reuse_interval: int  # seconds; 0: any second presentation is a replay
     successor_keys: tuple[bytes, ...] = field(repr=False)  # the keyring's keys, primary first
+    reuse_response: ReuseResponse = "family"  # what a replay revokes
 
     @classmethod
-    def build(cls, keyring: Keyring, *, refresh_ttl: int, reuse_interval: int) -> RotationPolicy:
-        return cls(refresh_ttl, reuse_interval, keyring.derived_keys(SUCCESSOR_PURPOSE))
+    def build(
+        cls,
+        keyring: Keyring,
+        *,
+        refresh_ttl: int,
+        reuse_interval: int,
+        reuse_response: ReuseResponse = "family",
+    ) -> RotationPolicy:
+        keys = keyring.derived_keys(SUCCESSOR_PURPOSE)
+        return cls(refresh_ttl, reuse_interval, keys, reuse_response)
 
     def successor(self, presented: str, key_index: int = 0) -> str:
         digest = hmac.digest(self.successor_keys[key_index], presented.encode(), "sha256")
@@ -310,10 +329,10 @@ async def resolve_failed_rotation(
             grant = await _live_successor(connection, policy, presented, client_id, now)
             if grant is not None:
                 return grant
-        revocation = await _revoke_replayed_family(
-            connection, row.session_id, row.user_id, client_id, now
+        revocations, grants = await _respond_to_replay(
+            connection, policy.reuse_response, row.session_id, row.user_id, client_id, now
         )
-        raise RotationError(RotationFailure.REUSED, row.session_id, revocation)
+        raise RotationError(RotationFailure.REUSED, row.session_id, revocations, grants)
     if row.expires_at <= now:
         raise RotationError(RotationFailure.EXPIRED, row.session_id)
     raise RotationError(RotationFailure.REVOKED, row.session_id)
@@ -350,24 +369,49 @@ async def _live_successor(
     return _granted(claims, client_id, successor, row.expires_at)
 
 
-async def _revoke_replayed_family(
+async def _respond_to_replay(
     connection: AsyncConnection,
+    response: ReuseResponse,
     session_id: Any,
     user_id: Any,
     client_id: str,
     now: dt.datetime,
-) -> Revocation | None:
-    # RFC 9700 §4.14.2: a rotated token presented again revokes the whole family.
-    revocation = await revoke_session(
-        connection, session_id, now=now, reason="refresh_token_reuse", actor=f"client:{client_id}"
-    )
+) -> tuple[list[Revocation], list[RevokedGrant]]:
+    """Revoke what ``response`` says a replay revokes, and audit it with the list."""
+    actor = f"client:{client_id}"
+    reason = "refresh_token_reuse"
+    if response == "family":
+        # RFC 9700 §4.14.2: a rotated token presented again revokes the whole family.
+        family = await revoke_session(connection, session_id, now=now, reason=reason, actor=actor)
+        revocations = [family] if family is not None else []
+    else:
+        # docs/security.md "Refresh-token reuse": a replay means someone else holds the user's
+        # tokens, maybe from more than one device or client: every session of the user goes
+        # (the family among them), in one lock order (session id), so concurrent replays
+        # cannot deadlock.
+        revocations = await revoke_user_sessions(
+            connection, user_id, now=now, reason=reason, actor=actor
+        )
+    grants: list[RevokedGrant] = []
+    if response == "user_and_upstream":
+        # ... and the upstream grants the broker holds for the user: the links are marked
+        # revoked now (the user signs in through each provider again); the caller revokes the
+        # grants at the providers after the commit.
+        grants = await revoke_user_links(connection, user_id, now=now, actor=actor, reason=reason)
     await record_audit_core(
         connection,
         action="refresh_token.reuse_detected",
-        actor=f"client:{client_id}",
+        actor=actor,
         subject=str(user_id),
         client_id=client_id,
-        data={"sid": str(session_id)},
+        data={
+            "sid": str(session_id),
+            "policy": response,
+            "revoked_sessions": [str(revocation.session_id) for revocation in revocations],
+            "revoked_links": [
+                {"id": str(grant.link_id), "provider": grant.provider} for grant in grants
+            ],
+        },
         now=now,
     )
-    return revocation
+    return revocations, grants

@@ -136,6 +136,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             settings.keyring,
             refresh_ttl=settings.refresh_token_ttl,
             reuse_interval=settings.refresh_reuse_interval,
+            reuse_response=settings.reuse_response,
         ),
         revocations=revocations,
         abuse_counters=build_window_counters(settings.redis_url, clock),

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import record_audit_core
 from shared.auth_sessions import revoke_link_sessions
-from shared.crypto.keyring import Keyring
+from shared.crypto.keyring import DecryptionError, Keyring
 from shared.crypto.sealed_columns import UPSTREAM_TOKEN_COLUMNS
 from shared.db.base import table
 from shared.models import OAuth2Token
-from shared.providers.base import UpstreamTokens
+from shared.providers.base import Provider, UpstreamTokens
+from shared.providers.errors import ProviderError
 from shared.revocations import Revocation
 
+log = structlog.get_logger("shared.upstream_tokens")
 LINKS = table(OAuth2Token)
 
 
@@ -155,3 +160,71 @@ async def revoke_upstream_link(
         now=now,
     )
     return revocations
+
+
+@dataclass(frozen=True)
+class RevokedGrant:
+    """A link's tokens, still sealed, taken as the link was marked revoked: they are revoked at
+    the provider once that transaction has committed (never an HTTP call inside it)."""
+
+    link_id: uuid.UUID
+    provider: str
+    access_token_enc: bytes | None = field(repr=False)
+    refresh_token_enc: bytes | None = field(repr=False)
+
+
+async def revoke_user_links(
+    connection: AsyncConnection,
+    user_id: uuid.UUID,
+    *,
+    now: dt.datetime,
+    actor: str,
+    reason: str,
+) -> list[RevokedGrant]:
+    """Mark every upstream link of the user that is not revoked yet revoked (as
+    ``revoke_upstream_link`` does, audited), and return their tokens for
+    ``revoke_grants_at_providers``."""
+    rows = (
+        await connection.execute(
+            select(
+                LINKS.c.id, LINKS.c.provider, LINKS.c.access_token_enc, LINKS.c.refresh_token_enc
+            )
+            .where(LINKS.c.user_id == user_id, LINKS.c.state != "revoked")
+            .order_by(LINKS.c.id)  # one lock order for concurrent callers
+            .with_for_update()
+        )
+    ).all()
+    for row in rows:
+        await revoke_upstream_link(connection, row.id, now=now, actor=actor, reason=reason)
+    return [
+        RevokedGrant(row.id, row.provider, row.access_token_enc, row.refresh_token_enc)
+        for row in rows
+    ]
+
+
+async def revoke_grants_at_providers(
+    grants: Sequence[RevokedGrant], providers: Mapping[str, Provider], keyring: Keyring
+) -> None:
+    """Best effort, after the commit that marked the links revoked: revoke each grant at its
+    provider where the provider supports revocation. A failure is logged, never raised (the
+    links are revoked here either way, and their tokens gone from the database)."""
+    for grant in grants:
+        provider = providers.get(grant.provider)
+        if provider is None:
+            continue
+        try:
+            access = unseal_upstream_token(
+                keyring, grant.link_id, "access_token", grant.access_token_enc
+            )
+            refresh = unseal_upstream_token(
+                keyring, grant.link_id, "refresh_token", grant.refresh_token_enc
+            )
+        except DecryptionError as exc:
+            log.warning("upstream_token.revoke_failed", provider=grant.provider, reason=str(exc))
+            continue
+        if not (access or refresh):
+            continue
+        try:
+            await provider.revoke(access_token=access, refresh_token=refresh)
+        except ProviderError as exc:
+            log.info("upstream_token.revoke_failed", provider=grant.provider, reason=str(exc))

@@ -1,11 +1,11 @@
-"""A user's claims (email, name, picture, username) derived from the linked profiles.
+"""A user's claims (email, name, picture, username, groups) derived from the linked profiles.
 
 The broker owns three things about a user: a custom display name, and which linked provider's
 email and avatar are primary. Everything else is asserted by a provider and copied from the
 profiles here — the one place that decides, run after every sign-in, link, unlink, profile edit
 and profile sync. Defaults, when the user chose nothing (or the chosen link is gone): the email
 of the oldest link with a verified email (else the oldest with any), the avatar of the oldest
-link with one.
+link with one. Groups are every link's upstream groups, each labelled with its provider id.
 """
 
 from __future__ import annotations
@@ -32,6 +32,19 @@ def _chosen(profiles: Sequence[ProfileRow], provider: str | None) -> ProfileRow 
         if profile.provider == provider:
             return profile
     return None
+
+
+def labelled_groups(provider: str, profile_data: Any) -> set[str]:
+    """``<provider id>:<group>`` for each group a link's provider asserted.
+
+    docs/security.md "Groups": a bare group name says nothing about who vouches for it (anyone
+    can create a GitHub organization called ``admins``), so each one carries the id of the
+    provider that asserted it and two providers' groups of the same name stay apart.
+    """
+    groups = profile_data.get("groups") if isinstance(profile_data, dict) else None
+    if not isinstance(groups, list):
+        return set()
+    return {f"{provider}:{group}" for group in groups if isinstance(group, str) and group}
 
 
 def _first(profiles: Sequence[ProfileRow], *checks: str) -> ProfileRow | None:
@@ -84,10 +97,7 @@ async def refresh_user_claims(
         {
             group
             for profile in profiles
-            if isinstance(profile.profile_data, dict)
-            and isinstance(profile.profile_data.get("groups"), list)
-            for group in profile.profile_data["groups"]
-            if isinstance(group, str)
+            for group in labelled_groups(profile.provider, profile.profile_data)
         }
     )
     await connection.execute(

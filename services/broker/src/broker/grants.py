@@ -27,6 +27,7 @@ from shared.refresh_rotation import (
 )
 from shared.runtime import Runtime
 from shared.settings import ClientConfig
+from shared.upstream_tokens import revoke_grants_at_providers
 from sqlalchemy import select
 
 from broker.codes import CodeUnusable, attach_session, redeem_code
@@ -230,9 +231,13 @@ async def _resolve_failed_rotation(
 
 
 async def _invalid_grant(runtime: Runtime, failure: RotationError) -> InvalidGrant:
-    """The client's answer to a failed rotation, once a replay's revocation is published."""
-    if failure.revocation is not None:
-        await runtime.revocations.publish([failure.revocation])
+    """The client's answer to a failed rotation, once what a replay revoked is published (and
+    revoked at the upstreams, with ``BROKER_REUSE_RESPONSE=user_and_upstream``)."""
+    await runtime.revocations.publish(failure.revocations)
+    # After the commit, best effort: never an HTTP call inside the transaction.
+    await revoke_grants_at_providers(
+        failure.upstream_grants, runtime.providers, runtime.settings.keyring
+    )
     message = _ROTATION_MESSAGES[failure.failure]
     if failure.failure is RotationFailure.REUSED:
         return RefreshTokenReused(message)

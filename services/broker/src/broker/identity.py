@@ -2,7 +2,9 @@
 store the upstream tokens encrypted, and audit it, inside the caller's transaction.
 
 Identity is ``(provider id, subject)`` (SECURITY.md 21). Email selects an existing account only
-through ``auto_link_decision`` (SECURITY.md 25); a collision that may not link is refused.
+through ``auto_link_decision`` (docs/security.md "Auto-linking"): an address is compared with
+other users' only when the provider verified it and is its authority, and matches only links
+that are both too; a proven address that may not link is refused.
 """
 
 from __future__ import annotations
@@ -73,9 +75,10 @@ class SignedIn:
 class LinkRefused(Exception):
     """The upstream identity may not be linked (or sign in) as asked; nothing was written.
 
-    ``reason`` is one of ``email_unverified``, ``not_authoritative``, ``auto_link_disabled``,
-    ``ambiguous_email`` (an existing user has the email), ``linked_to_another_user``,
-    ``provider_already_linked`` (link flow), ``user_inactive`` (link flow).
+    ``reason`` is one of ``auto_link_disabled``, ``ambiguous_email`` (existing users have the
+    proven email), ``provider_already_linked``, ``linked_to_another_user`` (link flow),
+    ``user_inactive`` (link flow). An unverified or non-authoritative email is never a reason:
+    it is not compared with anyone's (docs/security.md "Auto-linking").
     """
 
     def __init__(self, reason: str, existing_user: uuid.UUID | None = None) -> None:
@@ -169,6 +172,8 @@ async def _profile_values(
         "issuer": profile.issuer,
         "email": profile.email,
         "email_verified": profile.email_verified,
+        # docs/security.md "Auto-linking": whether this link may match a later sign-in's email.
+        "email_authoritative": profile.email_authoritative,
         "name": profile.name,
         "given_name": profile.given_name,
         "family_name": profile.family_name,
@@ -195,19 +200,29 @@ async def _existing_link(
     ).first()
 
 
-async def users_with_verified_email(
+def email_proven(profile: UpstreamProfile) -> bool:
+    """The provider verified the address and is its authority (Google: Gmail or ``hd``, ...)."""
+    return bool(profile.email and profile.email_verified and profile.email_authoritative)
+
+
+async def users_with_proven_email(
     connection: AsyncConnection, email: str, *, other_than_provider: str
 ) -> list[uuid.UUID]:
-    """Users holding a link to *another* provider that verified this address (any case).
+    """Users holding a link to *another* provider that verified this address (any case) and is
+    its authority, as of that link's last sign-in or sync.
 
-    Another subject of the same provider with the same address is another person (addresses
-    get reassigned), and could not be linked to the same user anyway: it gets its own user.
+    docs/security.md "Auto-linking": a link whose provider merely relays an address (a Google
+    account made on someone else's domain, an unverified Entra ``email``) could have been
+    created by anyone before the owner arrived; it never pulls the owner's sign-in into its
+    account. Another subject of the same provider with the same address is another person
+    (addresses get reassigned), and could not be linked to the same user anyway.
     """
     rows = await connection.execute(
         select(PROFILES.c.user_id)
         .where(
             func.lower(PROFILES.c.email) == email.lower(),
             PROFILES.c.email_verified.is_(True),
+            PROFILES.c.email_authoritative.is_(True),
             PROFILES.c.provider != other_than_provider,
         )
         .distinct()
@@ -219,20 +234,17 @@ async def users_with_verified_email(
 def auto_link_decision(
     identity: UpstreamIdentity, matching_users: list[uuid.UUID]
 ) -> uuid.UUID | None:
-    """The user to link to, None for a new user; ``LinkRefused`` when the email collides.
+    """The user to link to, None for a new user; ``LinkRefused`` when a proven email collides.
 
-    SECURITY.md 25: only with the provider's ``link_by_email``, only when the provider is the
-    authority for the address and verified it, and only when exactly one user verified it too.
-    An unverified email equal to an existing user's never links and never signs in as them.
+    docs/security.md "Auto-linking": both sides must be verified and authoritative (the new
+    login here, the stored links in ``users_with_proven_email``), the provider must allow
+    ``link_by_email``, and exactly one user may hold the address. An unproven address counts
+    as matching nobody: the sign-in gets a new user exactly as for an address nobody uses, so
+    neither the answer nor an "account exists" page tells the caller whose address it is.
     """
-    if not matching_users:
+    if not matching_users or not email_proven(identity.login.profile):
         return None
-    profile = identity.login.profile
     existing = matching_users[0] if len(matching_users) == 1 else None
-    if not profile.email_verified:
-        raise LinkRefused("email_unverified", existing)
-    if not profile.email_authoritative:
-        raise LinkRefused("not_authoritative", existing)
     if not identity.link_by_email:
         raise LinkRefused("auto_link_disabled", existing)
     if existing is None:
@@ -338,11 +350,13 @@ async def sign_in(
         user_id, profile_id, created = existing.user_id, existing.id, False
         await _update_profile(connection, profile_id, values, context.now, context.issuer)
     else:
+        # docs/security.md "Auto-linking": an unproven address is not even looked up (no
+        # answer, and no time taken, that depends on whether someone holds it).
         matching = (
-            await users_with_verified_email(
+            await users_with_proven_email(
                 connection, profile.email, other_than_provider=identity.provider_id
             )
-            if profile.email
+            if profile.email and email_proven(profile)
             else []
         )
         linked_to = auto_link_decision(identity, matching)

@@ -45,6 +45,7 @@ EXPIRY_SLACK = dt.timedelta(seconds=60)
 SYNCED_FIELDS = (
     "email",
     "email_verified",
+    "email_authoritative",
     "name",
     "given_name",
     "family_name",
@@ -243,6 +244,8 @@ async def _write(
     fresh = {
         "email": upstream.email,
         "email_verified": upstream.email_verified,
+        # docs/security.md "Auto-linking": whether this link still counts for linking by email.
+        "email_authoritative": upstream.email_authoritative,
         "name": upstream.name,
         "given_name": upstream.given_name,
         "family_name": upstream.family_name,

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint, Uuid
+from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
@@ -31,6 +31,12 @@ class OAuth2Profile(Base):
     issuer: Mapped[str | None] = mapped_column(String(512))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The provider is the authority for the address (Google only for Gmail or with `hd`, ...),
+    # as of the last sign-in or sync. docs/security.md "Auto-linking": an existing link counts
+    # for linking by email only while it is authoritative and verified.
+    email_authoritative: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     name: Mapped[str | None] = mapped_column(String(200))
     given_name: Mapped[str | None] = mapped_column(String(200))
     family_name: Mapped[str | None] = mapped_column(String(200))

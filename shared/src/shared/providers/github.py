@@ -7,8 +7,9 @@
 * Whether tokens expire is read from each token response (``expires_in``, ``refresh_token``):
   expiring user tokens (8 hours, with a rotating 6-month refresh token) are the default for
   GitHub Apps and new OAuth Apps, older OAuth Apps get tokens that never expire.
-* ``allowed_organizations`` / ``allowed_teams`` restrict who may sign in; the memberships are
-  exposed as ``groups`` (``org`` and ``org/team-slug``).
+* ``allowed_organizations`` / ``allowed_teams`` restrict who may sign in; the allow-listed
+  memberships, and only those, are exposed as ``groups`` (``org`` and ``org/team-slug``, as
+  configured). Without an allow-list there are no groups.
 * Token-endpoint errors come back as HTTP 200 with an ``error`` field; authlib raises them like
   any OAuth error and ``bad_refresh_token`` counts as a dead grant.
 """
@@ -136,9 +137,10 @@ class GitHubProvider:
         email, verified = await self._verified_email(access_token)
         groups = await self._groups(access_token)
         login = text_claim(user.get("login"))
-        claims: dict[str, Any] = dict(user)
-        if groups is not None:
-            claims["groups"] = groups
+        # docs/security.md "Groups": only the allow-listed memberships, never what /user says;
+        # always present (an empty list without an allow-list), so a sync that finds none
+        # drops the ones stored before.
+        claims: dict[str, Any] = {**user, "groups": groups}
         return UpstreamProfile(
             subject=str(account_id),
             issuer=self._config.base_url,
@@ -180,33 +182,39 @@ class GitHubProvider:
                 break
         return items
 
-    async def _groups(self, access_token: str) -> list[str] | None:
-        """Organization and team memberships, checked against the allow-lists when set."""
+    async def _groups(self, access_token: str) -> list[str]:
+        """The allow-listed organizations and teams the user is in (none without an allow-list);
+        ``ProviderDenied`` when there is an allow-list and the user is in none of it.
+
+        docs/security.md "Groups": any other organization or team is named by whoever created
+        it and vouches for nothing, so it is not released; the released names are spelled as
+        configured (GitHub compares logins and slugs without case).
+        """
         config = self._config
         if not (config.allowed_organizations or config.allowed_teams):
-            return None
-        orgs = [
-            str(org["login"])
-            for org in await self._paged("/user/orgs", access_token)
-            if text_claim(org.get("login"))
-        ]
-        teams = []
+            return []
+        orgs: set[str] = set()
+        if config.allowed_organizations:
+            orgs = {
+                str(org["login"]).lower()
+                for org in await self._paged("/user/orgs", access_token)
+                if text_claim(org.get("login"))
+            }
+        teams: set[str] = set()
         if config.allowed_teams:
             for team in await self._paged("/user/teams", access_token):
                 organization = team.get("organization")
                 org_login = organization.get("login") if isinstance(organization, dict) else None
                 if text_claim(org_login) and text_claim(team.get("slug")):
-                    teams.append(f"{org_login}/{team['slug']}")
-        allowed_orgs = {org.lower() for org in config.allowed_organizations}
-        allowed_teams = {team.lower() for team in config.allowed_teams}
-        member = any(org.lower() in allowed_orgs for org in orgs) or any(
-            team.lower() in allowed_teams for team in teams
-        )
-        if not member:
+                    teams.add(f"{org_login}/{team['slug']}".lower())
+        groups = {org for org in config.allowed_organizations if org.lower() in orgs} | {
+            team for team in config.allowed_teams if team.lower() in teams
+        }
+        if not groups:
             raise ProviderDenied(
                 "access_denied", "the GitHub account is not in an allowed organization or team"
             )
-        return sorted({*orgs, *teams})
+        return sorted(groups)
 
     async def refresh(self, refresh_token: str) -> UpstreamTokens:
         raw = await self._flow.refresh(self._endpoints, refresh_token)

@@ -317,9 +317,10 @@ async def _fetch_avatar_soon(runtime: Runtime, profile_id: uuid.UUID) -> None:
         log.warning("avatar.enqueue_failed", error=str(exc))  # the periodic sync will do it
 
 
+# Only a proven email (verified, the provider its authority) ever reaches these: an unproven one
+# is compared with nobody's, so this page never tells a caller whose address it is
+# (docs/security.md "Auto-linking").
 _REFUSAL_TEXT = {
-    "email_unverified": "{provider} has not verified that this email address is yours.",
-    "not_authoritative": "{provider} cannot vouch for this email address.",
     "auto_link_disabled": "Accounts are not joined automatically by email address.",
     "ambiguous_email": "More than one account uses this email address.",
 }
