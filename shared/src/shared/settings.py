@@ -352,17 +352,14 @@ class Settings(_Strict):
     # back (clients that refresh concurrently, retries); later it is a replay and revokes the
     # family. 0 (the default): every second presentation is a replay (RFC 9700 §4.14.2).
     refresh_reuse_interval: Annotated[int, Field(ge=0, le=60)] = 0
-<<<<<<< HEAD
     # A link flow starts only from a browser whose broker session signed in at most this many
     # seconds ago; otherwise the browser signs in again first (docs/security.md "Linking needs
     # a fresh browser sign-in").
     link_max_auth_age: Annotated[int, Field(ge=0, le=86400)] = 300
-=======
     # What such a replay revokes (docs/security.md "Refresh-token reuse"): the family (that
     # session); every live session of the user; or those and the user's upstream grants too
     # (revoked at each provider that supports it, the links marked revoked).
     reuse_response: ReuseResponse = "family"
->>>>>>> sec-claims
     code_ttl: Annotated[int, Field(gt=0, le=600)] = 60
     login_ttl: Annotated[int, Field(gt=0, le=3600)] = 600
     jwks_max_age: Annotated[int, Field(ge=0)] = 600
