@@ -1,4 +1,5 @@
-"""Two broker processes on one database rotate signing keys together (SECURITY.md 16).
+"""Two broker processes on one database rotate signing keys together (docs/security.md "JWKS and key
+rotation").
 
 A fast schedule (a key signs 12 s, its successor is published 4 s before, JWKS max-age 2 s)
 runs through one rotation while both replicas mint tokens. Every token must verify against the

@@ -144,7 +144,8 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
         assert replay.json()["error"] == "invalid_grant"
         await client.aclose()
 
-        # SECURITY.md 29: a full login, refresh and replay at DEBUG never logs a secret.
+        # docs/security.md "No secrets in logs": a full login, refresh and replay at DEBUG never
+        # logs a secret.
         log = broker.read_log()
         for secret in (
             token["access_token"],

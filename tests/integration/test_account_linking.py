@@ -232,7 +232,8 @@ async def test_a_verified_email_auto_links_where_the_provider_allows_it(provider
 async def test_a_stored_link_whose_provider_cannot_vouch_for_the_email_pulls_in_no_sign_in(
     provider_broker, google, gh
 ):
-    """docs/security.md "Auto-linking": someone makes a Google account on the victim's address
+    """docs/security.md "Auto-linking needs both sides authoritative": someone makes a Google
+    account on the victim's address
     (Google verifies it but is not its authority: no Gmail, no Workspace) before the victim
     arrives; the victim's GitHub sign-in, authoritative and verified, gets a user of its own."""
     runtime, client = provider_broker
@@ -285,7 +286,8 @@ def _answer_shape(result: Any) -> list[tuple[int, list[str], list[str], str]]:
 async def test_an_unverified_email_of_an_existing_account_answers_as_an_unknown_one(
     provider_broker, idp, gh
 ):
-    """docs/security.md "Auto-linking": no lookup, no "account exists" page, no refusal."""
+    """docs/security.md "Auto-linking needs both sides authoritative": no lookup, no "account
+    exists" page, no refusal."""
     runtime, client = provider_broker
     taken = unique_email("taken")
     await github_user(gh, email=taken)
@@ -480,7 +482,8 @@ async def test_nul_characters_never_reach_the_database(provider_broker, idp):
 async def test_two_providers_groups_of_the_same_name_stay_two_labelled_groups(
     provider_broker, idp, gh
 ):
-    """docs/security.md "Groups": `acme` at Corp SSO is not `acme` at GitHub."""
+    """docs/security.md "Groups are labelled by provider": `acme` at Corp SSO is not `acme` at
+    GitHub."""
     _runtime, client = provider_broker
     await idp.post(
         "/_control/user",

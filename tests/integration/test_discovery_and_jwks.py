@@ -1,4 +1,5 @@
-"""Discovery and JWKS: what relying parties and resource servers read (SECURITY.md 3, 16)."""
+"""Discovery and JWKS: what relying parties and resource servers read (docs/security.md "Issuer in
+authorization responses", "JWKS and key rotation")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""SECURITY.md 1-6 and 9 at the authorization endpoint and the upstream callback."""
+"""docs/security.md "Exact redirect URIs", "PKCE", "Issuer in authorization responses", "Page
+headers and escaping", "Same-origin return paths", "Upstream state and mix-up defence", "Login
+cookie" at the authorization endpoint and the upstream callback."""
 
 from __future__ import annotations
 

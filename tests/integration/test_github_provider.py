@@ -1,4 +1,5 @@
-"""GitHub sign-in against a local github.com + API stand-in over real HTTP (SECURITY.md 24)."""
+"""GitHub sign-in against a local github.com + API stand-in over real HTTP (docs/security.md "GitHub
+emails and token expiry")."""
 
 from __future__ import annotations
 
@@ -168,7 +169,8 @@ async def test_organizations_and_teams_gate_sign_in_and_become_groups(provider_b
 async def test_organizations_and_teams_outside_the_allow_lists_are_not_released(
     provider_broker, gh
 ):
-    """docs/security.md "Groups": anyone can create an organization named `admins`."""
+    """docs/security.md "Groups are labelled by provider": anyone can create an organization named
+    `admins`."""
     runtime, client = provider_broker
     member = _account(
         orgs=["Acme", "admins", "partners"],

@@ -1,4 +1,5 @@
-"""Google sign-in against the OIDC double in its Google flavour (SECURITY.md 23).
+"""Google sign-in against the OIDC double in its Google flavour (docs/security.md "Google hosted
+domains").
 
 The double issues a refresh token only for `access_type=offline` on the first consent or with
 `prompt=consent`, like Google; `hd` marks Workspace accounts; `iss` may come without a scheme.

@@ -1,4 +1,5 @@
-"""Avatar fetches against real local servers: limits, redirects, refusals, pinning (SECURITY.md 30).
+"""Avatar fetches against real local servers: limits, redirects, refusals, pinning (docs/security.md
+"Guarded avatar fetches").
 
 Two worlds:
 

@@ -1,5 +1,5 @@
 """Signing-key rotation on PostgreSQL: the schedule, publish-before-sign, retirement, revocation,
-racing replicas, and the ``broker keys`` commands (SECURITY.md 16)."""
+racing replicas, and the ``broker keys`` commands (docs/security.md "JWKS and key rotation")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Keyring rotation: every sealed column re-encrypted under the newest key, nothing lost, a
-concurrent writer never overwritten, and the old key removable afterwards (SECURITY.md 28)."""
+concurrent writer never overwritten, and the old key removable afterwards (docs/security.md
+"Encryption at rest")."""
 
 from __future__ import annotations
 

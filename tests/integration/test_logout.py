@@ -1,5 +1,6 @@
 """RP-initiated logout (``GET/POST /logout``): id_token_hint, confirmation with CSRF, exact
-post-logout redirect URIs, and the browser-session cookie (SECURITY.md 8)."""
+post-logout redirect URIs, and the browser-session cookie (docs/security.md "Logout needs
+proof")."""
 
 from __future__ import annotations
 

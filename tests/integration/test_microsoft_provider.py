@@ -1,4 +1,5 @@
-"""Microsoft Entra ID sign-in against a local v2.0 + Graph stand-in (SECURITY.md 21-22, 25).
+"""Microsoft Entra ID sign-in against a local v2.0 + Graph stand-in (docs/security.md "Identity is
+provider and subject", "Microsoft tenants and nOAuth", "Auto-linking is off by default").
 
 The stand-in serves discovery only at `/{tenant}/v2.0/.well-known/openid-configuration` (the
 hyphen) and advertises the `{tenantid}` issuer template at /common like Entra does; the broker
@@ -131,7 +132,7 @@ async def test_noauth_an_unproven_email_equal_to_an_existing_users_gets_no_acces
 ):
     """A tenant admin sets `email` to a victim's address without `xms_edov`: the sign-in gets
     a user of its own, as any unknown address would, and learns nothing about the victim
-    (docs/security.md "Auto-linking")."""
+    (docs/security.md "Auto-linking needs both sides authoritative")."""
     runtime, client = provider_broker
     victim_email = unique_email("victim")
     await idp.post(

@@ -162,7 +162,8 @@ async def _assert_0007_upgrades_and_downgrades(url: str) -> None:
         ("github", False),
     ]
     # Groups are labelled with their provider; GitHub's unfiltered ones are dropped until the
-    # link's next sign-in or sync stores the allow-listed ones (docs/security.md "Groups").
+    # link's next sign-in or sync stores the allow-listed ones (docs/security.md "Groups are
+    # labelled by provider").
     assert groups == ["corp:acme", "corp:engineering"]
     assert profiles[0].profile_data == {"groups": ["acme", "engineering"], "login": "x"}
     assert profiles[1].profile_data == {"login": "x"}

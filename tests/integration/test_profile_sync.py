@@ -191,7 +191,7 @@ async def test_without_the_setting_a_loopback_picture_is_not_fetched(
     await eventually(synced, within=10)
     (link,) = (await corp_profile(broker, headers))["profiles"]
     assert link["picture"] == f"{base}/alice.png", "the provider's URL stands in"
-    assert asked == [], "SECURITY.md 30: no request reached the loopback address"
+    assert asked == [], 'docs/security.md "Guarded avatar fetches": no request reached loopback'
 
 
 async def test_a_sync_that_must_refresh_honours_the_links_backoff(

@@ -1,5 +1,6 @@
 """Refresh-token rotation on PostgreSQL: replays, concurrent refreshes, the reuse interval, and the
-states of session, user and upstream link that end a family (SECURITY.md 12, RFC 9700 §4.14.2)."""
+states of session, user and upstream link that end a family (docs/security.md "Refresh-token
+rotation and reuse", RFC 9700 §4.14.2)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """``POST /revoke`` (RFC 7009), ``DELETE /auth/oauth2/revoke``, ``POST /introspect`` (RFC 7662),
-the revocation stream, and forged tokens at /userinfo and /introspect (SECURITY.md 15, 17, 18)."""
+the revocation stream, and forged tokens at /userinfo and /introspect (docs/security.md "Token
+verification", "Revocation", "Introspection")."""
 
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ async def test_a_missing_or_oversized_token_is_invalid_request(broker, token):
 
 
 def _forgeries(access_token: str, public_jwk: dict[str, Any]) -> dict[str, str]:
-    """SECURITY.md 15: alg none, HS256 keyed with the public key, a kid not in JWKS, typ JWT."""
+    """docs/security.md "Token verification": alg none, HS256 keyed with the public key, a kid not
+    in JWKS, typ JWT."""
     import hmac
 
     from joserfc import jwt

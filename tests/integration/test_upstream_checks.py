@@ -1,4 +1,5 @@
-"""SECURITY.md 19-20: a misbehaving upstream never yields a user, a link or a session."""
+"""docs/security.md "Upstream ID-token validation", "Upstream issuer and UserInfo subject": a
+misbehaving upstream never yields a user, a link or a session."""
 
 from __future__ import annotations
 
@@ -123,7 +124,8 @@ async def test_identity_is_provider_and_subject_and_upstream_tokens_are_encrypte
     assert access and refresh
     assert access.encode() not in first_access and refresh.encode() not in first_refresh
     assert keyring.key_id_of(first_access) == "test1"
-    # SECURITY.md 28: bound to row and column; a copy elsewhere does not decrypt.
+    # docs/security.md "Encryption at rest": bound to row and column; a copy elsewhere does not
+    # decrypt.
     with pytest.raises(DecryptionError):
         keyring.decrypt(first_access, UPSTREAM_ACCESS_TOKEN.aad(second_id))
     with pytest.raises(DecryptionError):

@@ -177,7 +177,8 @@ async def test_two_workers_refresh_200_expiring_tokens_exactly_once(
     assert audits == len(links)
     logs = [(tmp_path / f"worker{n}.log").read_text() for n in (1, 2)]
     assert all("refresh_upstream_token" in text for text in logs), "both workers took jobs"
-    # SECURITY.md 29: no upstream token, old or new, appears in the workers' logs.
+    # docs/security.md "No secrets in logs": no upstream token, old or new, appears in the workers'
+    # logs.
     secrets = {link.refresh_token for link in links} | {link.access_token for link in links}
     for link in links[:20]:
         secrets.update(t for t in stored_tokens(await link_row(engine, link), keyring) if t)

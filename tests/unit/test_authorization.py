@@ -1,4 +1,5 @@
-"""``/authorize`` request validation (SECURITY.md 1-3; RFC 6749 §4.1.2.1, RFC 9700 §2.1)."""
+"""``/authorize`` request validation (docs/security.md "Exact redirect URIs", "PKCE", "Issuer in
+authorization responses"; RFC 6749 §4.1.2.1, RFC 9700 §2.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Client authentication at the token endpoint (RFC 6749 §2.3, §5.2; SECURITY.md 11)."""
+"""Client authentication at the token endpoint (RFC 6749 §2.3, §5.2; docs/security.md "Client
+authentication failures")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The SSRF guard of avatar fetches (SECURITY.md 30): addresses, schemes, resolution, pinning.
+"""The SSRF guard of avatar fetches (docs/security.md "Guarded avatar fetches"): addresses, schemes,
+resolution, pinning.
 
 No network: the HTTP client runs on an ``httpx2.MockTransport`` that records what reached it,
 and the resolver is injected.

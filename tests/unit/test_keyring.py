@@ -1,4 +1,5 @@
-"""The AES-GCM keyring (SECURITY.md 28) and opaque bearer values (SECURITY.md 12)."""
+"""The AES-GCM keyring (docs/security.md "Encryption at rest") and opaque bearer values
+(docs/security.md "Refresh-token rotation and reuse")."""
 
 from __future__ import annotations
 

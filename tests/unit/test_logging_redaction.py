@@ -1,4 +1,5 @@
-"""Logs never carry a token, code, verifier, secret or cookie, at any level (SECURITY.md 29)."""
+"""Logs never carry a token, code, verifier, secret or cookie, at any level (docs/security.md "No
+secrets in logs")."""
 
 from __future__ import annotations
 

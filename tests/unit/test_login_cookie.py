@@ -1,4 +1,5 @@
-"""SECURITY.md 9: the login cookie is opaque, HttpOnly, SameSite=Lax, and Secure off loopback."""
+"""docs/security.md "Login cookie": the login cookie is opaque, HttpOnly, SameSite=Lax, and Secure
+off loopback."""
 
 from __future__ import annotations
 

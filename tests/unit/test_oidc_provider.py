@@ -1,4 +1,5 @@
-"""The broker as a relying party: upstream ID-token and callback checks (SECURITY.md 6, 19-20).
+"""The broker as a relying party: upstream ID-token and callback checks (docs/security.md "Upstream
+state and mix-up defence", "Upstream ID-token validation", "Upstream issuer and UserInfo subject").
 
 The upstream IdP is played by an ``httpx2.MockTransport`` serving discovery, a JWKS, a token
 endpoint and UserInfo; the keys are real RSA keys made with joserfc.
@@ -446,7 +447,8 @@ async def test_userinfo_email_is_not_verified_by_the_id_tokens_email_verified(
     provider: OIDCProvider, upstream: Upstream, key_a: RSAKey
 ) -> None:
     # The ID token vouches for alice@example.com; UserInfo names another address and says
-    # nothing about its verification. The pair must come from one source (SECURITY.md 25).
+    # nothing about its verification. The pair must come from one source (docs/security.md
+    # "Auto-linking is off by default").
     upstream.token_response = token_response(key_a)
     upstream.userinfo = {"sub": "alice-sub", "email": "mallory@example.com"}
 

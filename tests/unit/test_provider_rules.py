@@ -144,7 +144,8 @@ def test_auto_link_needs_the_flag_authority_and_verification():
 
 
 def test_an_unproven_email_matches_nobody_and_is_never_refused():
-    """docs/security.md "Auto-linking": no refusal that would say the address has an account."""
+    """docs/security.md "Auto-linking needs both sides authoritative": no refusal that would say the
+    address has an account."""
     user = uuid.uuid4()
     for verified, authoritative in ((False, False), (True, False), (False, True)):
         unproven = _identity(verified=verified, authoritative=authoritative, link_by_email=True)

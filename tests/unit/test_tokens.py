@@ -1,4 +1,5 @@
-"""The broker's JWTs: RFC 9068 access tokens, ID tokens, verification (SECURITY.md 13-15)."""
+"""The broker's JWTs: RFC 9068 access tokens, ID tokens, verification (docs/security.md
+"Access-token format", "ID-token claims", "Token verification")."""
 
 from __future__ import annotations
 

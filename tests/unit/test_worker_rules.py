@@ -63,7 +63,8 @@ async def test_only_invalid_grant_means_a_refresh_token_is_dead() -> None:
     with pytest.raises(ProviderRejected):
         async with translated_errors("token refresh", _REFRESH_REJECTED):
             raise OAuthError(error="invalid_grant")
-    # SECURITY.md 31: a client no longer allowed to refresh is a configuration problem upstream.
+    # docs/security.md "Upstream refresh": a client no longer allowed to refresh is a configuration
+    # problem upstream.
     for error in ("unauthorized_client", "invalid_token", "invalid_client"):
         with pytest.raises(ProviderInvalidResponse):
             async with translated_errors("token refresh", _REFRESH_REJECTED):

@@ -1,6 +1,7 @@
 """Fetch an avatar image from a URL an upstream profile gave us, guarded against SSRF.
 
-The rules (SECURITY.md 30), checked on the first request and again on every redirect hop:
+The rules (docs/security.md "Guarded avatar fetches"), checked on the first request and again on
+every redirect hop:
 
 - ``https`` only; ``http`` too only with ``allow_private`` (``BROKER_ALLOW_PRIVATE_NETWORK_FETCH``,
   meant for tests and local stand-ins), which also lifts the address rule below;
@@ -52,7 +53,8 @@ def _loggable(url: httpx2.URL) -> str:
 
 
 def is_public_address(address: str) -> bool:
-    """Whether an IP address may be fetched from without ``allow_private`` (SECURITY.md 30)."""
+    """Whether an IP address may be fetched from without ``allow_private`` (docs/security.md
+    "Guarded avatar fetches")."""
     try:
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
     except ValueError:
@@ -125,7 +127,8 @@ async def fetch_image(
 
 
 async def _checked_addresses(url: httpx2.URL, allow_private: bool, resolve: Resolver) -> list[str]:
-    """The addresses ``url`` may be fetched from, resolved once here (SECURITY.md 30)."""
+    """The addresses ``url`` may be fetched from, resolved once here (docs/security.md "Guarded
+    avatar fetches")."""
     if url.scheme not in (("https", "http") if allow_private else ("https",)):
         raise FetchRefused(f"scheme {url.scheme!r} not allowed", url)
     if url.userinfo:
@@ -152,7 +155,8 @@ async def _send_pinned(
 ) -> httpx2.Response:
     """Send the GET to the checked addresses themselves, in order, until one connects.
 
-    SECURITY.md 30 (DNS rebinding): the request URL carries the IP literal, so httpcore connects
+    docs/security.md "Guarded avatar fetches" (DNS rebinding): the request URL carries the IP
+    literal, so httpcore connects
     to it without resolving anything; the name travels in ``Host`` and, for TLS, in the
     ``sni_hostname`` extension, which httpcore uses for SNI and for certificate verification.
     """
@@ -187,7 +191,8 @@ async def _send_pinned(
 
 
 def _forget_cookies(http: httpx2.AsyncClient, host: str) -> None:
-    """Drop what the response's ``Set-Cookie`` put in the shared client's jar (SECURITY.md 30).
+    """Drop what the response's ``Set-Cookie`` put in the shared client's jar (docs/security.md
+    "Guarded avatar fetches").
 
     ``AsyncClient.send`` stores every response's cookies under the request host — here the IP
     literal (``[v6].local`` for IPv6) — where any later request of the broker to that address

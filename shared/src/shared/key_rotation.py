@@ -1,4 +1,5 @@
-"""Signing-key rotation: on a schedule, on demand, and after a key is revoked (SECURITY.md 16).
+"""Signing-key rotation: on a schedule, on demand, and after a key is revoked (docs/security.md
+"JWKS and key rotation").
 
 Per algorithm there is one signing key at a time. ``lead`` seconds before its ``interval`` is up,
 the next key is created: published in JWKS at once, signing from its ``activates_at``, when the

@@ -2,7 +2,8 @@
 
 Any field whose name looks like a token, secret, code, cookie or password is replaced, and any
 string value that looks like a JWT or a bearer credential is masked, at every level
-(SECURITY.md 29). authlib's logger is kept at INFO: it logs the PKCE verifier at DEBUG.
+(docs/security.md "No secrets in logs"). authlib's logger is kept at INFO: it logs the PKCE verifier
+at DEBUG.
 
 ``build_access_logger`` is the one-line-per-request logger: same output format, its own lean
 pipeline.
@@ -101,7 +102,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # authlib logs the PKCE code_verifier at DEBUG (SECURITY.md traps); httpx logs request URLs.
+    # authlib logs the PKCE code_verifier at DEBUG (docs/security.md "Library traps"); httpx logs
+    # request URLs.
     for name, floor in (
         ("authlib", logging.INFO),
         ("httpx", logging.WARNING),

@@ -385,7 +385,7 @@ async def _respond_to_replay(
         family = await revoke_session(connection, session_id, now=now, reason=reason, actor=actor)
         revocations = [family] if family is not None else []
     else:
-        # docs/security.md "Refresh-token reuse": a replay means someone else holds the user's
+        # docs/security.md "Reuse response policy": a replay means someone else holds the user's
         # tokens, maybe from more than one device or client: every session of the user goes
         # (the family among them), in one lock order (session id), so concurrent replays
         # cannot deadlock.

@@ -356,7 +356,7 @@ class Settings(_Strict):
     # seconds ago; otherwise the browser signs in again first (docs/security.md "Linking needs
     # a fresh browser sign-in").
     link_max_auth_age: Annotated[int, Field(ge=0, le=86400)] = 300
-    # What such a replay revokes (docs/security.md "Refresh-token reuse"): the family (that
+    # What such a replay revokes (docs/security.md "Reuse response policy"): the family (that
     # session); every live session of the user; or those and the user's upstream grants too
     # (revoked at each provider that supports it, the links marked revoked).
     reuse_response: ReuseResponse = "family"
@@ -401,7 +401,8 @@ class Settings(_Strict):
     @field_validator("admins")
     @classmethod
     def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        # SECURITY.md 26: a broker user id or a (provider, subject) — never an email.
+        # docs/security.md "Roles by identity, never by email": a broker user id or a (provider,
+        # subject) — never an email.
         normalized = []
         for entry in value:
             kind, _, rest = entry.partition(":")
@@ -444,7 +445,8 @@ class Settings(_Strict):
                     "is not a loopback URL (set BROKER_INSECURE_DEV=1 to override)"
                 )
             if provider.type == "dev" and provider.link_by_email:
-                # SECURITY.md 27: the dev provider's emails are unverified; it never auto-links.
+                # docs/security.md "Dev provider is local and unverified": the dev provider's emails
+                # are unverified; it never auto-links.
                 raise ValueError(
                     f"providers: the dev provider {provider.id!r} cannot link_by_email"
                 )
@@ -473,7 +475,8 @@ class Settings(_Strict):
                 "BROKER_SIGNING_KEY_LEAD must be shorter than BROKER_SIGNING_KEY_ROTATION_INTERVAL"
             )
         if self.allow_private_network_fetch and not is_loopback_url(self.issuer):
-            # SECURITY.md 30: it lifts the address checks of avatar fetches (tests only).
+            # docs/security.md "Guarded avatar fetches": it lifts the address checks of avatar
+            # fetches (tests only).
             raise ValueError(
                 "BROKER_ALLOW_PRIVATE_NETWORK_FETCH is for tests and local stand-ins: it is "
                 "refused when the issuer is not a loopback URL"

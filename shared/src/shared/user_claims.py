@@ -37,7 +37,8 @@ def _chosen(profiles: Sequence[ProfileRow], provider: str | None) -> ProfileRow 
 def labelled_groups(provider: str, profile_data: Any) -> set[str]:
     """``<provider id>:<group>`` for each group a link's provider asserted.
 
-    docs/security.md "Groups": a bare group name says nothing about who vouches for it (anyone
+    docs/security.md "Groups are labelled by provider": a bare group name says nothing about who
+    vouches for it (anyone
     can create a GitHub organization called ``admins``), so each one carries the id of the
     provider that asserted it and two providers' groups of the same name stay apart.
     """

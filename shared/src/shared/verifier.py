@@ -7,7 +7,8 @@ Importable on its own (it needs no database, Redis or broker settings)::
     verifier = AccessTokenVerifier("https://login.example.com", audience="https://api.internal")
     claims = await verifier.verify(token)  # or TokenRejected, with a reason safe to log
 
-What it checks (RFC 9068 §4, RFC 8725 §3.1/§3.11, SECURITY.md 15): the signature, with an
+What it checks (RFC 9068 §4, RFC 8725 §3.1/§3.11, docs/security.md "Token verification"): the
+signature, with an
 algorithm from the allow-list (``ES256`` unless told) and a key from the broker's JWKS named by
 the token's ``kid``; ``typ`` ``at+jwt``; ``iss`` equal to the broker's issuer; ``aud`` holding the
 expected audience; ``exp`` and ``nbf`` with a small leeway; ``sub``, ``client_id``, ``iat`` and

@@ -159,8 +159,10 @@ async def authenticate(
         credentials = presented_credentials(authorization, params)
     except InvalidClient as exc:  # malformed HTTP Basic: counted like a wrong secret
         failure = exc
-    if address is None or not _limits_client_auth(settings) or _public_and_secretless(
-        settings, credentials
+    if (
+        address is None
+        or not _limits_client_auth(settings)
+        or _public_and_secretless(settings, credentials)
     ):
         # A public client presenting no secret has nothing to guess: no counter is read (its
         # refreshes stay off the counter store).

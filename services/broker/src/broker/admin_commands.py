@@ -2,7 +2,8 @@
 ``admins:`` configuration.
 
 USER is a broker user id (``6f1c…`` or ``user:6f1c…``) or the ``provider:subject`` of a linked
-profile, resolved to its user; never an email, which any provider can claim (SECURITY.md 26).
+profile, resolved to its user; never an email, which any provider can claim (docs/security.md "Roles
+by identity, never by email").
 A grant is stored by user id. Each change and its audit row (``admin.granted`` /
 ``admin.revoked``, actor ``cli:<login name>``) share one transaction.
 

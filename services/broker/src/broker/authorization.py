@@ -65,7 +65,8 @@ def single_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def validate_client(settings: Settings, params: Mapping[str, str]) -> tuple[ClientConfig, str]:
-    """SECURITY.md 1: the client must exist and the redirect URI match a registered one exactly."""
+    """docs/security.md "Exact redirect URIs": the client must exist and the redirect URI match a
+    registered one exactly."""
     client_id = params.get("client_id")
     if not client_id:
         raise ClientRejected("Invalid request", "The request has no client_id.")

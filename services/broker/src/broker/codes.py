@@ -1,6 +1,7 @@
 """Authorization codes: issued after login, redeemed once at the token endpoint.
 
-RFC 6749 §4.1.2 / §10.5 and SECURITY.md 2 and 10: single use, short-lived, bound to the client,
+RFC 6749 §4.1.2 / §10.5 and docs/security.md "PKCE", "Single-use authorization codes": single use,
+short-lived, bound to the client,
 the redirect URI and the PKCE challenge. A code presented twice revokes the session its first
 exchange created.
 """

@@ -1,7 +1,7 @@
 """The broker's own cookies (login state, browser session): one way to name and set them.
 
 Opaque values, ``HttpOnly``, ``SameSite=Lax``, path ``/``; ``Secure`` with the ``__Host-`` prefix
-except on a plain-http loopback issuer, which can set neither (SECURITY.md 9).
+except on a plain-http loopback issuer, which can set neither (docs/security.md "Login cookie").
 """
 
 from __future__ import annotations

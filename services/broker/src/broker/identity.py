@@ -1,8 +1,10 @@
 """From a verified upstream login to a broker user: find or create the user and the profile link,
 store the upstream tokens encrypted, and audit it, inside the caller's transaction.
 
-Identity is ``(provider id, subject)`` (SECURITY.md 21). Email selects an existing account only
-through ``auto_link_decision`` (docs/security.md "Auto-linking"): an address is compared with
+Identity is ``(provider id, subject)`` (docs/security.md "Identity is provider and subject"). Email
+selects an existing account only
+through ``auto_link_decision`` (docs/security.md "Auto-linking needs both sides authoritative"): an
+address is compared with
 other users' only when the provider verified it and is its authority, and matches only links
 that are both too; a proven address that may not link is refused.
 """
@@ -78,7 +80,8 @@ class LinkRefused(Exception):
     ``reason`` is one of ``auto_link_disabled``, ``ambiguous_email`` (existing users have the
     proven email), ``provider_already_linked``, ``linked_to_another_user`` (link flow),
     ``user_inactive`` (link flow). An unverified or non-authoritative email is never a reason:
-    it is not compared with anyone's (docs/security.md "Auto-linking").
+    it is not compared with anyone's (docs/security.md "Auto-linking needs both sides
+    authoritative").
     """
 
     def __init__(self, reason: str, existing_user: uuid.UUID | None = None) -> None:
@@ -172,7 +175,8 @@ async def _profile_values(
         "issuer": profile.issuer,
         "email": profile.email,
         "email_verified": profile.email_verified,
-        # docs/security.md "Auto-linking": whether this link may match a later sign-in's email.
+        # docs/security.md "Auto-linking needs both sides authoritative": whether this link may
+        # match a later sign-in's email.
         "email_authoritative": profile.email_authoritative,
         "name": profile.name,
         "given_name": profile.given_name,
@@ -211,7 +215,8 @@ async def users_with_proven_email(
     """Users holding a link to *another* provider that verified this address (any case) and is
     its authority, as of that link's last sign-in or sync.
 
-    docs/security.md "Auto-linking": a link whose provider merely relays an address (a Google
+    docs/security.md "Auto-linking needs both sides authoritative": a link whose provider merely
+    relays an address (a Google
     account made on someone else's domain, an unverified Entra ``email``) could have been
     created by anyone before the owner arrived; it never pulls the owner's sign-in into its
     account. Another subject of the same provider with the same address is another person
@@ -236,7 +241,8 @@ def auto_link_decision(
 ) -> uuid.UUID | None:
     """The user to link to, None for a new user; ``LinkRefused`` when a proven email collides.
 
-    docs/security.md "Auto-linking": both sides must be verified and authoritative (the new
+    docs/security.md "Auto-linking needs both sides authoritative": both sides must be verified and
+    authoritative (the new
     login here, the stored links in ``users_with_proven_email``), the provider must allow
     ``link_by_email``, and exactly one user may hold the address. An unproven address counts
     as matching nobody: the sign-in gets a new user exactly as for an address nobody uses, so
@@ -350,7 +356,8 @@ async def sign_in(
         user_id, profile_id, created = existing.user_id, existing.id, False
         await _update_profile(connection, profile_id, values, context.now, context.issuer)
     else:
-        # docs/security.md "Auto-linking": an unproven address is not even looked up (no
+        # docs/security.md "Auto-linking needs both sides authoritative": an unproven address is not
+        # even looked up (no
         # answer, and no time taken, that depends on whether someone holds it).
         matching = (
             await users_with_proven_email(

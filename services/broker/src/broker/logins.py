@@ -1,6 +1,7 @@
 """Upstream logins in flight: start one (state, nonce, PKCE, browser binding) and finish it.
 
-SECURITY.md 6: the upstream ``state`` is random, single use, short-lived, bound to this browser
+docs/security.md "Upstream state and mix-up defence": the upstream ``state`` is random, single use,
+short-lived, bound to this browser
 (a cookie) and to the provider it was sent to. A callback with an unknown, used, expired or
 foreign state, or at another provider's callback path, is refused before any token request
 reaches the upstream (mix-up defence, RFC 9700 §4.4).

@@ -1,7 +1,8 @@
 """Server-rendered pages: provider chooser, dev login form, sign-out, error page.
 
 Every page is escaped with ``html.escape`` and sent with ``frame-ancestors 'none'`` and
-``no-referrer`` (SECURITY.md 4); upstream text such as ``error_description`` is never raw HTML.
+``no-referrer`` (docs/security.md "Page headers and escaping"); upstream text such as
+``error_description`` is never raw HTML.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def dev_login_page(
 def logout_confirm_page(
     action: str, fields: dict[str, str], client_name: str | None, form_redirects: Iterable[str]
 ) -> HTMLResponse:
-    """RP-initiated logout without an ``id_token_hint``: the user confirms (SECURITY.md 8)."""
+    """RP-initiated logout without an ``id_token_hint``: the user confirms (docs/security.md "Logout
+    needs proof")."""
     hidden = "".join(
         f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
         for name, value in fields.items()

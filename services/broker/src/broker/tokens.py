@@ -1,7 +1,8 @@
 """Minting the broker's JWTs (RFC 9068 access tokens, OIDC ID tokens) and verifying its own.
 
 Signing uses the in-memory ``KeySnapshot``: no database work on this path. Verification pins the
-algorithms and checks ``typ``, ``iss`` and ``exp`` (SECURITY.md 13-15); the broker's own APIs
+algorithms and checks ``typ``, ``iss`` and ``exp`` (docs/security.md "Access-token format",
+"ID-token claims", "Token verification"); the broker's own APIs
 accept any audience, so ``aud`` is checked by callers that care.
 """
 

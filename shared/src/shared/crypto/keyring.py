@@ -1,7 +1,8 @@
 """AES-GCM keyring: the first key encrypts, every key decrypts; ciphertexts name their key id.
 
 A ciphertext is ``kid_len (1 byte) | kid | nonce (12 bytes) | AES-GCM(ciphertext+tag)``. The
-associated data binds a value to its row and purpose (SECURITY.md 28): a ciphertext copied into
+associated data binds a value to its row and purpose (docs/security.md "Encryption at rest"): a
+ciphertext copied into
 another row, or into another column of the same row, fails to decrypt.
 """
 

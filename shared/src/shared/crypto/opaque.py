@@ -18,5 +18,6 @@ def new_opaque_token() -> str:
 
 
 def token_hash(token: str) -> bytes:
-    """The SHA-256 digest that is stored in place of the token (SECURITY.md 12)."""
+    """The SHA-256 digest that is stored in place of the token (docs/security.md "Refresh-token
+    rotation and reuse")."""
     return hashlib.sha256(token.encode()).digest()

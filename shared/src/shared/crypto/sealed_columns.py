@@ -1,6 +1,7 @@
 """Every encrypted database column, and the associated data that binds its ciphertexts.
 
-SECURITY.md 28: a ciphertext is AES-GCM under a keyring key with associated data
+docs/security.md "Encryption at rest": a ciphertext is AES-GCM under a keyring key with associated
+data
 ``{table}:{row key}:{purpose}``, so a value copied into another row, or another column of the
 same row, fails to decrypt. This list is what ``broker keys rotate-encryption`` re-encrypts;
 a new encrypted column must be added here.

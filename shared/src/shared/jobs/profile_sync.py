@@ -5,7 +5,8 @@ Periodic per provider (``profile_sync_interval``) and on demand (``POST
 /auth/oauth2/profile/sync``, and after a sign-in whose avatar the broker has not stored yet).
 Steps, each short: lock the link and refresh its tokens if they are about to expire (or if the
 provider only describes the user in a refresh's ID token); read the profile and fetch the
-avatar outside any transaction (SECURITY.md 30 guards the fetch); write the changes, the user's
+avatar outside any transaction (docs/security.md "Guarded avatar fetches" guards the fetch); write
+the changes, the user's
 derived claims and the audit row in one transaction. A verified address that comes back
 unverified is recorded (``email_unverified_at``, and ``email_verification_lost`` in the audit
 data) and stops counting as verified at once.
@@ -164,7 +165,8 @@ async def _usable_tokens(
             if link.refresh_token_enc is None:
                 return profile, _result("skipped", profile.provider, reason="token_expired")
             if link.next_attempt_at is not None and link.next_attempt_at > now:
-                # SECURITY.md 31: an upstream that asked us to back off is not asked again
+                # docs/security.md "Upstream refresh": an upstream that asked us to back off is not
+                # asked again
                 # sooner because a user pressed "sync".
                 return profile, _result("retry", profile.provider, reason="backing_off")
             outcome = await refresh_locked_link(connection, link, provider, deps)
@@ -244,7 +246,8 @@ async def _write(
     fresh = {
         "email": upstream.email,
         "email_verified": upstream.email_verified,
-        # docs/security.md "Auto-linking": whether this link still counts for linking by email.
+        # docs/security.md "Auto-linking needs both sides authoritative": whether this link still
+        # counts for linking by email.
         "email_authoritative": upstream.email_authoritative,
         "name": upstream.name,
         "given_name": upstream.given_name,

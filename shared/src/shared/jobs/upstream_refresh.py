@@ -1,5 +1,5 @@
 """Upstream token refresh: find links whose upstream access token is about to expire, and refresh
-each one at most once at a time across any number of workers (SECURITY.md 31).
+each one at most once at a time across any number of workers (docs/security.md "Upstream refresh").
 
 * The scan enqueues one job per due link with a stable job id (link, expiry, failure count), so
   overlapping scans, on one worker or many, queue it once.

@@ -16,7 +16,8 @@ class LoginState(Base):
     __tablename__ = "login_states"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    # SECURITY.md 6: the upstream `state` and the browser cookie are stored hashed.
+    # docs/security.md "Upstream state and mix-up defence": the upstream `state` and the browser
+    # cookie are stored hashed.
     state_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     browser_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     provider: Mapped[str] = mapped_column(String(64))

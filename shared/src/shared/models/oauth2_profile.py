@@ -16,7 +16,8 @@ from shared.db.types import JSONType, UTCDateTime
 class OAuth2Profile(Base):
     __tablename__ = "oauth2_profiles"
     __table_args__ = (
-        # SECURITY.md 21: the identity is (provider id, stable subject), never the email.
+        # docs/security.md "Identity is provider and subject": the identity is (provider id, stable
+        # subject), never the email.
         UniqueConstraint("provider", "subject"),
         UniqueConstraint("user_id", "provider"),
     )
@@ -32,7 +33,8 @@ class OAuth2Profile(Base):
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     # The provider is the authority for the address (Google only for Gmail or with `hd`, ...),
-    # as of the last sign-in or sync. docs/security.md "Auto-linking": an existing link counts
+    # as of the last sign-in or sync. docs/security.md "Auto-linking needs both sides
+    # authoritative": an existing link counts
     # for linking by email only while it is authoritative and verified.
     email_authoritative: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()

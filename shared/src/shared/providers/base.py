@@ -44,7 +44,9 @@ class UpstreamProfile:
     email: str | None = None
     # The provider says it verified that the user controls the address.
     email_verified: bool = False
-    # ... and it is the authority for the address (SECURITY.md 22-25): only then may the email
+    # ... and it is the authority for the address (docs/security.md "Microsoft tenants and nOAuth",
+    # "Google hosted domains", "GitHub emails and token expiry", "Auto-linking is off by default"):
+    # only then may the email
     # link this identity to an existing user (with the provider's `link_by_email`).
     email_authoritative: bool = False
     name: str | None = None

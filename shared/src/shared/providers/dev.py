@@ -1,6 +1,7 @@
 """The ``dev`` provider: a local form where you type an email and a name, and are signed in.
 
-Only for loopback issuers (refused at startup otherwise, SECURITY.md 27). Its emails are never
+Only for loopback issuers (refused at startup otherwise, docs/security.md "Dev provider is local and
+unverified"). Its emails are never
 verified and it never auto-links. The "upstream code" is the typed identity sealed with the
 keyring (AES-GCM, bound to the login's state), so nothing forged or replayed from another login
 is accepted.
@@ -83,7 +84,8 @@ class DevProvider:
             subject=email,
             issuer=self._issuer,
             email=email,
-            email_verified=False,  # SECURITY.md 27: never treated as verified
+            # Never treated as verified (docs/security.md "Dev provider is local and unverified").
+            email_verified=False,
             name=name,
             preferred_username=email.split("@")[0],
             claims={"email": email, "name": name, "auth_time": data.get("auth_time")},

@@ -2,7 +2,8 @@
 
 * The identity is the numeric account ``id`` from ``GET /user`` (logins can be renamed).
 * The email is the one ``GET /user/emails`` marks ``primary`` *and* ``verified``; a user without
-  one signs in with ``email_verified`` false and no email (SECURITY.md 24). GitHub only lists
+  one signs in with ``email_verified`` false and no email (docs/security.md "GitHub emails and token
+  expiry"). GitHub only lists
   addresses it verified the user controls, so a verified primary address is authoritative.
 * Whether tokens expire is read from each token response (``expires_in``, ``refresh_token``):
   expiring user tokens (8 hours, with a rotating 6-month refresh token) are the default for
@@ -137,7 +138,8 @@ class GitHubProvider:
         email, verified = await self._verified_email(access_token)
         groups = await self._groups(access_token)
         login = text_claim(user.get("login"))
-        # docs/security.md "Groups": only the allow-listed memberships, never what /user says;
+        # docs/security.md "Groups are labelled by provider": only the allow-listed memberships,
+        # never what /user says;
         # always present (an empty list without an allow-list), so a sync that finds none
         # drops the ones stored before.
         claims: dict[str, Any] = {**user, "groups": groups}
@@ -186,7 +188,8 @@ class GitHubProvider:
         """The allow-listed organizations and teams the user is in (none without an allow-list);
         ``ProviderDenied`` when there is an allow-list and the user is in none of it.
 
-        docs/security.md "Groups": any other organization or team is named by whoever created
+        docs/security.md "Groups are labelled by provider": any other organization or team is named
+        by whoever created
         it and vouches for nothing, so it is not released; the released names are spelled as
         configured (GitHub compares logins and slugs without case).
         """

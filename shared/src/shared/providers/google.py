@@ -8,7 +8,8 @@
 * Google has no ``prompt=login``; a relying party's ``prompt=login`` becomes ``max_age=0``.
 * ID tokens carry ``iss`` as ``https://accounts.google.com`` or ``accounts.google.com``.
 * ``email_verified`` comes from the ID token, but Google is the authority for an address only
-  for ``@gmail.com`` or a Workspace account (``hd``) — SECURITY.md 23. ``allowed_domains`` is
+  for ``@gmail.com`` or a Workspace account (``hd``) — docs/security.md "Google hosted domains".
+  ``allowed_domains`` is
   checked against ``hd``, never against the email's suffix.
 """
 

@@ -6,7 +6,7 @@
   ``iss`` must be exactly ``{authority}/{tid}/v2.0`` (a literal ``{tenantid}``, a v1 issuer or
   another tenant is refused), and ``tid`` must be on ``allowed_tenants`` when that is set. For
   ``consumers`` or a single tenant the discovery issuer names one tenant and ``tid`` must be it.
-  Issuer validation is never skipped (SECURITY.md 22).
+  Issuer validation is never skipped (docs/security.md "Microsoft tenants and nOAuth").
 * The identity is ``tid:oid`` (the user's object id within its tenant), not ``sub`` or email.
 * ``email`` is not proof of ownership (any tenant admin can set it: the "nOAuth" takeover); it
   counts as verified only with the ``xms_edov`` optional claim set to true.

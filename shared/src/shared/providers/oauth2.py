@@ -33,7 +33,8 @@ from shared.providers.errors import (
 _REJECTED = frozenset(
     {"invalid_grant", "invalid_token", "unauthorized_client", "bad_refresh_token"}
 )
-# For a refresh only these do (SECURITY.md 31): `unauthorized_client` says the *client* may not
+# For a refresh only these do (docs/security.md "Upstream refresh"): `unauthorized_client` says the
+# *client* may not
 # use the grant — a configuration change at the upstream, which must not revoke every link.
 _REFRESH_REJECTED = frozenset({"invalid_grant", "bad_refresh_token"})
 
@@ -83,7 +84,8 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _unavailable_before_parsing(response: httpx2.Response) -> httpx2.Response:
-    """A 5xx or 429 token response is "try later", with its ``Retry-After`` (SECURITY.md 31) —
+    """A 5xx or 429 token response is "try later", with its ``Retry-After`` (docs/security.md
+    "Upstream refresh") —
     authlib would turn an error body into an ``OAuthError`` and drop the header."""
     status = response.status_code
     if status >= 500 or status == 429:
@@ -186,7 +188,8 @@ class OAuth2Flow:
         return self._credentials.client_id
 
     def _client(self) -> AsyncOAuth2Client:
-        # One client per operation: authlib stores tokens on the instance (SECURITY.md traps).
+        # One client per operation: authlib stores tokens on the instance (docs/security.md "Library
+        # traps").
         client = AsyncOAuth2Client(
             client_id=self._credentials.client_id,
             client_secret=self._credentials.client_secret,

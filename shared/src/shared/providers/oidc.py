@@ -1,6 +1,7 @@
 """Any OpenID Connect issuer: discovery, ID-token validation, claims and UserInfo.
 
-The checks authlib leaves out are done here (SECURITY.md 19-20 and "Library traps"): the discovery
+The checks authlib leaves out are done here (docs/security.md "Upstream ID-token validation",
+"Upstream issuer and UserInfo subject" and "Library traps"): the discovery
 ``issuer`` must equal the configured one, the ID token's ``aud`` must contain our client id, the
 algorithm is pinned (never ``none``), ``nonce`` must match, and UserInfo ``sub`` must equal the ID
 token's ``sub``. Google and Microsoft reuse this class through ``OIDCQuirks``.

@@ -2,7 +2,8 @@
 
 Every value reaches the HTML through Jinja2's autoescape (no template marks anything safe), and
 every page carries ``broker.pages.PAGE_HEADERS``: a CSP without any script source, framing
-refused, no referrer, ``no-store`` (SECURITY.md 4). The chart is inline SVG built on the
+refused, no referrer, ``no-store`` (docs/security.md "Page headers and escaping"). The chart is
+inline SVG built on the
 server, so no page needs JavaScript.
 """
 

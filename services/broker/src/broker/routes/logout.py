@@ -3,7 +3,8 @@
 With a valid ``id_token_hint`` (expired ones included, §2) the session named by its ``sid`` ends
 at once. Without one, the user is asked first: a form posts back here with a CSRF token bound to
 the browser-session cookie, and the confirmation ends the sessions this browser signed in (of
-``client_id``, if given) — so no other site can sign a user out (SECURITY.md 8).
+``client_id``, if given) — so no other site can sign a user out (docs/security.md "Logout needs
+proof").
 
 ``post_logout_redirect_uri`` must exactly match one the client registered, and needs a known
 client (from the hint's ``aud`` or ``client_id``); the redirect carries ``state`` back. Any
@@ -118,7 +119,8 @@ def _client(
 
 
 def _redirect_uri(client: ClientConfig | None, uri: str | None) -> str | None:
-    """SECURITY.md 8: an exact match of one the client registered (no open redirect)."""
+    """docs/security.md "Logout needs proof": an exact match of one the client registered (no open
+    redirect)."""
     if uri is None:
         return None
     if client is None or uri not in client.post_logout_redirect_uris:

@@ -83,7 +83,8 @@ async def callback(request: Request) -> Response:
     pending = await consume_login(runtime, provider_id, state, login_cookie)
     if pending is None or login_cookie is None:
         # Unknown, used, expired, another browser's or another provider's state: stop here,
-        # before any token request reaches the upstream (SECURITY.md 6).
+        # before any token request reaches the upstream (docs/security.md "Upstream state and mix-up
+        # defence").
         log.info("login.state_rejected", provider=provider_id)
         return error_page(
             "Sign-in failed",
@@ -166,7 +167,8 @@ async def callback(request: Request) -> Response:
         {"code": code, "state": pending.request.state, "iss": runtime.settings.issuer},
         pending.request.response_mode,
     )
-    set_login_cookie(response, runtime, new_opaque_token())  # rotated at login (SECURITY.md 9)
+    # Rotated at login (docs/security.md "Login cookie").
+    set_login_cookie(response, runtime, new_opaque_token())
     browser_sessions.set_cookie(response, runtime, browser)
     return response
 
@@ -319,7 +321,7 @@ async def _fetch_avatar_soon(runtime: Runtime, profile_id: uuid.UUID) -> None:
 
 # Only a proven email (verified, the provider its authority) ever reaches these: an unproven one
 # is compared with nobody's, so this page never tells a caller whose address it is
-# (docs/security.md "Auto-linking").
+# (docs/security.md "Auto-linking needs both sides authoritative").
 _REFUSAL_TEXT = {
     "auto_link_disabled": "Accounts are not joined automatically by email address.",
     "ambiguous_email": "More than one account uses this email address.",
