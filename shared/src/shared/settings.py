@@ -356,6 +356,9 @@ class Settings(_Strict):
     signing_key_lead: Annotated[int, Field(ge=1)] = 86400
     key_reload_interval: Annotated[float, Field(gt=0, le=300)] = 5.0
     db_pool_size: Annotated[int, Field(ge=1, le=500)] = 20
+    # docs/security.md "Body limits": every request body is read through this cap (bytes); a
+    # larger one is answered 413 (broker.body_limit).
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     allow_private_network_fetch: bool = False
     insecure_dev: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -516,6 +519,7 @@ _ENV_FIELDS = {
     "BROKER_SIGNING_KEY_LEAD": "signing_key_lead",
     "BROKER_KEY_RELOAD_INTERVAL": "key_reload_interval",
     "BROKER_DB_POOL_SIZE": "db_pool_size",
+    "BROKER_MAX_BODY_BYTES": "max_body_bytes",
     "BROKER_ALLOW_PRIVATE_NETWORK_FETCH": "allow_private_network_fetch",
     "BROKER_INSECURE_DEV": "insecure_dev",
     "BROKER_LOG_LEVEL": "log_level",

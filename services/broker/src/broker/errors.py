@@ -16,7 +16,9 @@ OAuthError                      {"error": code, "error_description": ...}
 ├── TemporarilyUnavailable      503
 ├── InvalidToken                401  RFC 6750 §3.1 (+ WWW-Authenticate: Bearer)
 ├── InsufficientScope           403  RFC 6750 §3.1
-└── NotFound                    404  (first-party API)
+├── NotFound                    404  (first-party API)
+├── Conflict                    409  (first-party API)
+└── PayloadTooLarge             413  (a request body over the cap: broker.body_limit)
 """
 
 from __future__ import annotations
@@ -124,6 +126,13 @@ class NotFound(OAuthError):
 class Conflict(OAuthError):
     error = "invalid_request"
     status_code = 409
+
+
+class PayloadTooLarge(OAuthError):
+    """RFC 9110 §15.5.14; the error code stays ``invalid_request`` as RFC 6749 §5.2 has none."""
+
+    error = "invalid_request"
+    status_code = 413
 
 
 class InvalidToken(OAuthError):
