@@ -202,3 +202,18 @@ async def test_the_cap_is_the_max_body_bytes_setting(database_url, upstream_idp,
         at_cap = await broker.post("/token", content=grant.ljust(2048, b"a"), headers=form)
         assert at_cap.status_code == 400  # read, parsed and run: an unknown refresh token
         assert at_cap.json()["error"] == "invalid_grant"
+
+
+async def test_bodies_up_to_the_cap_are_read_by_the_endpoints_themselves(broker):
+    """One cap, the setting: no endpoint refuses a body under it for its size (the form and
+    JSON parsers used to stop at 16 KiB after reading it all)."""
+    pad = {f"pad{n}": "a" * 2000 for n in range(20)}  # 40 KB, each parameter under 2048
+    grant = {"client_id": "web", "grant_type": "refresh_token", "refresh_token": "x"}
+    form = await broker.post("/token", data={**grant, **pad})
+    assert len(form.request.content) > 32 * 1024
+    assert form.status_code == 400
+    assert form.json()["error"] == "invalid_grant"
+    document = {"client_id": "web", "refresh_token": "x", "pad": "a" * 40_000}
+    refreshed = await broker.post("/auth/oauth2/refresh", json=document)
+    assert refreshed.status_code == 400
+    assert refreshed.json()["error"] == "invalid_grant"
