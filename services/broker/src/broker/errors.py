@@ -33,6 +33,11 @@ class OAuthError(Exception):
     status_code = 400
 
     def __init__(self, description: str | None = None) -> None:
+        if description:
+            # A description may quote the request, and JSON may carry lone surrogates
+            # ("\ud800") that no UTF-8 encoder accepts: kept as their escape, so rendering
+            # or logging the error never fails (a 400 never becomes a 500).
+            description = description.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(description or self.error)
         self.description = description
 
