@@ -23,9 +23,11 @@ OAuthError                      {"error": code, "error_description": ...}
 
 from __future__ import annotations
 
+from shared.challenges import challenge
 from starlette.responses import JSONResponse
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+REALM = "oidc-broker"
 
 
 class OAuthError(Exception):
@@ -72,7 +74,7 @@ class InvalidClient(OAuthError):
     def headers(self) -> dict[str, str]:
         headers = super().headers()
         # RFC 6749 §5.2: a 401 for client authentication names the scheme the client may use.
-        headers["WWW-Authenticate"] = 'Basic realm="oidc-broker", charset="UTF-8"'
+        headers["WWW-Authenticate"] = challenge("Basic", {"realm": REALM, "charset": "UTF-8"})
         return headers
 
 
@@ -146,8 +148,10 @@ class InvalidToken(OAuthError):
 
     def headers(self) -> dict[str, str]:
         headers = super().headers()
-        value = 'Bearer realm="oidc-broker", error="invalid_token"'
+        params = {"realm": REALM, "error": self.error}
         if self.description:
-            value += f', error_description="{self.description}"'
-        headers["WWW-Authenticate"] = value
+            params["error_description"] = self.description
+        # docs/security.md "Header values": any description, even one quoting the request,
+        # makes a header that can be sent (a 401 never becomes a 500).
+        headers["WWW-Authenticate"] = challenge("Bearer", params)
         return headers
