@@ -9,6 +9,7 @@ import httpx2
 import pytest
 import structlog
 from broker.app import DIRECT, EXCEPTION_HANDLERS, create_app
+from broker.body_limit import BodyLimit
 from broker.direct_routes import DirectRoutes, direct_endpoints
 from broker.errors import InvalidGrant
 from broker.metrics import BrokerMetrics
@@ -149,9 +150,13 @@ async def test_a_mounted_app_goes_through_the_router() -> None:
 def test_the_broker_dispatches_its_hot_paths_directly(tmp_path) -> None:
     runtime = build_runtime(make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/b.db"))
     app = create_app(runtime)
-    assert isinstance(app, RequestObserver) and isinstance(app.app, DirectRoutes)
+    # The observer outermost, then the body cap (docs/security.md "Body limits"): the direct
+    # routes are behind it like every other route.
+    assert isinstance(app, RequestObserver) and isinstance(app.app, BodyLimit)
+    direct = app.app.app
+    assert isinstance(direct, DirectRoutes)
     assert (
-        set(app.app.endpoints)
+        set(direct.endpoints)
         == set(DIRECT)
         == {
             ("GET", "/.well-known/openid-configuration"),

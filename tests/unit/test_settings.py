@@ -79,6 +79,18 @@ def test_broker_variables_set_the_matching_fields(
     assert settings.keyring_is_generated is False
 
 
+def test_the_body_cap_is_64_kib_unless_its_variable_says_otherwise(
+    env: dict[str, str], keys: str
+) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys)
+    assert load_settings(env).max_body_bytes == 64 * 1024
+    env.update(BROKER_MAX_BODY_BYTES="1048576")
+    assert load_settings(env).max_body_bytes == 1024 * 1024
+    env.update(BROKER_MAX_BODY_BYTES="0")
+    with pytest.raises(ConfigError, match="BROKER_MAX_BODY_BYTES"):
+        load_settings(env)
+
+
 def test_invalid_environment_value_names_the_variable(env: dict[str, str], keys: str) -> None:
     env.update(BROKER_ENCRYPTION_KEYS=keys, BROKER_ACCESS_TOKEN_TTL="fifteen minutes")
 

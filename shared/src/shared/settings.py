@@ -381,6 +381,9 @@ class Settings(_Strict):
     login_start_limit: Annotated[int, Field(ge=0)] = 1000
     # The counters' Redis key prefix (replicas of one deployment share it).
     abuse_key_prefix: Annotated[str, Field(min_length=1, max_length=100)] = "broker:limits"
+    # docs/security.md "Body limits": every request body is read through this cap (bytes); a
+    # larger one is answered 413 (broker.body_limit).
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     allow_private_network_fetch: bool = False
     insecure_dev: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -552,6 +555,7 @@ _ENV_FIELDS = {
     "BROKER_CLIENT_AUTH_CLIENT_FAILURE_LIMIT": "client_auth_client_failure_limit",
     "BROKER_LOGIN_START_LIMIT": "login_start_limit",
     "BROKER_ABUSE_KEY_PREFIX": "abuse_key_prefix",
+    "BROKER_MAX_BODY_BYTES": "max_body_bytes",
     "BROKER_ALLOW_PRIVATE_NETWORK_FETCH": "allow_private_network_fetch",
     "BROKER_INSECURE_DEV": "insecure_dev",
     "BROKER_LOG_LEVEL": "log_level",

@@ -42,6 +42,8 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from shared.challenges import challenge
+
 ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
 _MAX_AGE = re.compile(r"max-age=(\d+)")
@@ -287,8 +289,9 @@ async def _deny(send: Send, status: int, error: str, description: str) -> None:
     body = json.dumps({"error": error, "error_description": description}).encode()
     headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
     if status == 401:
-        challenge = f'Bearer error="{error}", error_description="{description}"'
-        headers.append((b"www-authenticate", challenge.encode("latin-1")))
+        # docs/security.md "Header values": the description may quote the token (its alg).
+        value = challenge("Bearer", {"error": error, "error_description": description})
+        headers.append((b"www-authenticate", value.encode("ascii")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
+from broker.body_limit import BodyLimit
 from broker.cors import browser_cors
 from broker.dashboard.routes import dashboard_routes
 from broker.direct_routes import DirectRoutes, ExceptionHandler, direct_endpoints
@@ -166,7 +167,8 @@ def create_app(runtime: Runtime) -> ASGIApp:
     """The broker application over a built (not yet started) runtime.
 
     Outermost, the request observer sees every request (its id, access line and metrics, a
-    500 included); then the direct routes; then the Starlette app.
+    500 or a 413 included); then the body cap, in front of every route (docs/security.md
+    "Body limits"); then the direct routes; then the Starlette app.
     """
 
     @contextlib.asynccontextmanager
@@ -191,4 +193,5 @@ def create_app(runtime: Runtime) -> ASGIApp:
     app.state.metrics = metrics
     app.state.schema_revisions = SchemaRevisions.load()
     direct = DirectRoutes(app, direct_endpoints(table, DIRECT), EXCEPTION_HANDLERS)
-    return RequestObserver(direct, metrics=metrics, access_log=access_log)
+    capped = BodyLimit(direct, max_bytes=runtime.settings.max_body_bytes)
+    return RequestObserver(capped, metrics=metrics, access_log=access_log)

@@ -17,14 +17,18 @@ OAuthError                      {"error": code, "error_description": ...}
 ├── TooManyRequests             429  RFC 6585 §4 (+ Retry-After): an abuse limit was reached
 ├── InvalidToken                401  RFC 6750 §3.1 (+ WWW-Authenticate: Bearer)
 ├── InsufficientScope           403  RFC 6750 §3.1
-└── NotFound                    404  (first-party API)
+├── NotFound                    404  (first-party API)
+├── Conflict                    409  (first-party API)
+└── PayloadTooLarge             413  (a request body over the cap: broker.body_limit)
 """
 
 from __future__ import annotations
 
+from shared.challenges import challenge
 from starlette.responses import JSONResponse
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+REALM = "oidc-broker"
 
 
 class OAuthError(Exception):
@@ -32,6 +36,11 @@ class OAuthError(Exception):
     status_code = 400
 
     def __init__(self, description: str | None = None) -> None:
+        if description:
+            # A description may quote the request, and JSON may carry lone surrogates
+            # ("\ud800") that no UTF-8 encoder accepts: kept as their escape, so rendering
+            # or logging the error never fails (a 400 never becomes a 500).
+            description = description.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(description or self.error)
         self.description = description
 
@@ -66,7 +75,7 @@ class InvalidClient(OAuthError):
     def headers(self) -> dict[str, str]:
         headers = super().headers()
         # RFC 6749 §5.2: a 401 for client authentication names the scheme the client may use.
-        headers["WWW-Authenticate"] = 'Basic realm="oidc-broker", charset="UTF-8"'
+        headers["WWW-Authenticate"] = challenge("Basic", {"realm": REALM, "charset": "UTF-8"})
         return headers
 
 
@@ -169,14 +178,23 @@ class Conflict(OAuthError):
     status_code = 409
 
 
+class PayloadTooLarge(OAuthError):
+    """RFC 9110 §15.5.14; the error code stays ``invalid_request`` as RFC 6749 §5.2 has none."""
+
+    error = "invalid_request"
+    status_code = 413
+
+
 class InvalidToken(OAuthError):
     error = "invalid_token"
     status_code = 401
 
     def headers(self) -> dict[str, str]:
         headers = super().headers()
-        value = 'Bearer realm="oidc-broker", error="invalid_token"'
+        params = {"realm": REALM, "error": self.error}
         if self.description:
-            value += f', error_description="{self.description}"'
-        headers["WWW-Authenticate"] = value
+            params["error_description"] = self.description
+        # docs/security.md "Header values": any description, even one quoting the request,
+        # makes a header that can be sent (a 401 never becomes a 500).
+        headers["WWW-Authenticate"] = challenge("Bearer", params)
         return headers

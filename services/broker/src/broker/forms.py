@@ -1,6 +1,8 @@
 """Request bodies of the OAuth endpoints: ``application/x-www-form-urlencoded``, or JSON objects.
 
 RFC 6749 §3.2 (and RFC 7009 §2.1, RFC 7662 §2.1): form-encoded, UTF-8, each parameter once.
+No size check here: every body reaches a handler already capped (``broker.body_limit``,
+docs/security.md "Body limits").
 """
 
 from __future__ import annotations
@@ -14,17 +16,13 @@ from starlette.requests import Request
 from broker.authorization import single_params
 from broker.errors import InvalidRequest
 
-MAX_BODY = 16 * 1024
-
 
 async def form_params(request: Request) -> dict[str, str]:
-    """The form body's parameters; ``InvalidRequest`` for another type, size or repetition."""
+    """The form body's parameters; ``InvalidRequest`` for another type or a repetition."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
     body = await request.body()
-    if len(body) > MAX_BODY:
-        raise InvalidRequest("the request body is too large")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
@@ -52,8 +50,6 @@ async def json_params(request: Request, *, empty_ok: bool = True) -> dict[str, s
 async def json_object(request: Request, *, empty_ok: bool = True) -> dict[str, Any]:
     """A JSON object (any values: the caller checks the fields it knows)."""
     body = await request.body()
-    if len(body) > MAX_BODY:
-        raise InvalidRequest("the request body is too large")
     if not body.strip():
         if empty_ok:
             return {}
