@@ -1,4 +1,4 @@
-"""Values quoted from a request are safe to send (docs/security.md "Header values").
+"""Values quoted from a request are safe to send (docs/security.md "Header values from input").
 
 Tokens whose JOSE header or claims carry characters outside Latin-1, and Bearer values that are
 not ASCII, get 401 ``invalid_token`` at ``/userinfo`` and the first-party API, ``active: false``

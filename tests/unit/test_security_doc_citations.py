@@ -1,5 +1,5 @@
-"""Every ``docs/security.md "<heading>"`` that the code cites names a heading of that document,
-and every rule there names tests that exist: the threat model and the code stay in step."""
+"""Every heading of docs/security.md that the code cites exists, and every test the document names
+exists: the threat model and the code stay in step."""
 
 from __future__ import annotations
 

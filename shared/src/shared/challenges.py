@@ -1,6 +1,6 @@
 """``WWW-Authenticate`` challenges whose values are safe to send, whatever text they carry.
 
-docs/security.md "Header values": a challenge's parameters may quote a request (an error
+docs/security.md "Header values from input": a challenge's parameters may quote a request (an error
 description naming a token's ``alg``, say), and a header value that is not Latin-1 cannot be
 sent at all (Starlette raises, a 401 becomes a 500), while quotes, backslashes and control
 characters break the header's syntax. RFC 6750 §3 allows only %x20-21 / %x23-5B / %x5D-7E in

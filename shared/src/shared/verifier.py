@@ -289,7 +289,8 @@ async def _deny(send: Send, status: int, error: str, description: str) -> None:
     body = json.dumps({"error": error, "error_description": description}).encode()
     headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
     if status == 401:
-        # docs/security.md "Header values": the description may quote the token (its alg).
+        # docs/security.md "Header values from input": the description may quote the token (its
+        # alg).
         value = challenge("Bearer", {"error": error, "error_description": description})
         headers.append((b"www-authenticate", value.encode("ascii")))
     await send({"type": "http.response.start", "status": status, "headers": headers})

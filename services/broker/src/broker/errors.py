@@ -194,7 +194,8 @@ class InvalidToken(OAuthError):
         params = {"realm": REALM, "error": self.error}
         if self.description:
             params["error_description"] = self.description
-        # docs/security.md "Header values": any description, even one quoting the request,
+        # docs/security.md "Header values from input": any description, even one quoting the
+        # request,
         # makes a header that can be sent (a 401 never becomes a 500).
         headers["WWW-Authenticate"] = challenge("Bearer", params)
         return headers
