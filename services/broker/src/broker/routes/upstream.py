@@ -196,6 +196,18 @@ async def _needs_consent(
     return not held
 
 
+def _context(request: Request, pending: PendingLogin) -> Context:
+    """Who asked and when, for the identity writes and their audit rows."""
+    runtime = runtime_of(request)
+    return Context(
+        keyring=runtime.settings.keyring,
+        issuer=runtime.settings.issuer,
+        now=runtime.clock.now(),
+        client_id=pending.request.client_id,
+        ip=request_meta(request).ip,
+    )
+
+
 class LinkSessionEnded(Exception):
     """The session that started a link flow was revoked (or its user disabled) meanwhile."""
 
@@ -217,13 +229,7 @@ async def _link_after_sign_in(
     link_provider = runtime.providers.get(before_link.link_provider)
     if link_provider is None:
         return _back_to_client(request, pending, InvalidRequest("that provider is gone"))
-    context = Context(
-        keyring=runtime.settings.keyring,
-        issuer=runtime.settings.issuer,
-        now=runtime.clock.now(),
-        client_id=pending.request.client_id,
-        ip=request_meta(request).ip,
-    )
+    context = _context(request, pending)
     for attempt in range(2):
         try:
             async with runtime.engine.begin() as connection:
@@ -261,13 +267,7 @@ async def _finish(
     meta = request_meta(request)
     for attempt in range(2):
         try:
-            context = Context(
-                keyring=runtime.settings.keyring,
-                issuer=runtime.settings.issuer,
-                now=runtime.clock.now(),
-                client_id=pending.request.client_id,
-                ip=meta.ip,
-            )
+            context = _context(request, pending)
             async with runtime.engine.begin() as connection:
                 owner = pending.link_owner
                 if owner is None:
@@ -334,13 +334,7 @@ async def _refused(
     """Audit the refusal; a sign-in gets the "account exists" page, a link flow an error."""
     runtime = runtime_of(request)
     owner = pending.link_owner
-    context = Context(
-        keyring=runtime.settings.keyring,
-        issuer=runtime.settings.issuer,
-        now=runtime.clock.now(),
-        client_id=pending.request.client_id,
-        ip=request_meta(request).ip,
-    )
+    context = _context(request, pending)
     async with runtime.engine.begin() as connection:
         await record_refused_link(
             connection, context, identity, refused, user_id=owner.user_id if owner else None
