@@ -15,7 +15,15 @@ from shared.models import AuditAction, OAuth2Profile
 from shared.runtime import Runtime
 from sqlalchemy import event, func, select
 
-from tests.support.flows import authorize, exchange, login, query_of, refresh, relative
+from tests.support.flows import (
+    authorize,
+    exchange,
+    link_continue_url,
+    login,
+    query_of,
+    refresh,
+    relative,
+)
 from tests.support.provider_broker import (
     BROKER_ISSUER,
     unique_email,
@@ -168,9 +176,9 @@ async def test_a_link_callback_opened_in_another_browser_links_nothing(provider_
                 "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
                 "code_challenge_method": "S256", "id_token_hint": alice["id_token"]},
     )  # fmt: skip
-    assert start.status_code == 302
+    assert start.status_code == 200  # the confirmation page; Alice clicks on
     async with httpx2.AsyncClient() as upstream_browser:
-        upstream = await upstream_browser.get(start.headers["location"])
+        upstream = await upstream_browser.get(link_continue_url(start.text))
     callback = relative(upstream.headers["location"])
 
     async with other_browser(runtime) as bob_browser:

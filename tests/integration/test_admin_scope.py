@@ -125,3 +125,36 @@ async def test_a_refreshed_admin_token_keeps_the_admin_scope(admin: Admin) -> No
     assert "admin" in refreshed.json()["scope"].split()
     headers = _bearer(refreshed.json())
     assert (await broker.get("/admin/oauth2/users", headers=headers)).status_code == 200
+
+
+async def test_a_refresh_after_the_role_is_gone_carries_no_admin_scope(
+    admin: Admin, idp: httpx2.AsyncClient
+) -> None:
+    runtime, broker, _headers, _admin_id = admin
+    _subject, plain = await sign_in(broker, idp)
+    user_id = uuid.UUID((await corp_profile(broker, plain))["user"]["id"])
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            insert(GRANTS).values(
+                user_id=user_id, granted_by="test", granted_at=runtime.clock.now()
+            )
+        )
+    tokens = await login(broker, **CONSOLE)
+    async with runtime.engine.begin() as connection:
+        await connection.execute(delete(GRANTS).where(GRANTS.c.user_id == user_id))
+
+    demoted = await refresh(broker, tokens["refresh_token"], client_id="console")
+    assert demoted.status_code == 200, demoted.text
+    assert "admin" not in demoted.json()["scope"].split()
+    assert "admin" not in _scope_claim(_bearer(demoted.json()))
+
+    # Granted again: the session's next refresh carries the scope again (a live session that
+    # was granted it), and the admin API checks the role on every call either way.
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            insert(GRANTS).values(
+                user_id=user_id, granted_by="test", granted_at=runtime.clock.now()
+            )
+        )
+    regranted = await refresh(broker, demoted.json()["refresh_token"], client_id="console")
+    assert "admin" in regranted.json()["scope"].split()

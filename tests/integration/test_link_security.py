@@ -8,6 +8,8 @@ leaked access token must not attach their own identity to its user.
 
 from __future__ import annotations
 
+import html
+import re
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +22,15 @@ from shared.models import AuditAction, LoginState, OAuth2Profile
 from shared.runtime import Runtime
 from sqlalchemy import func, select, update
 
-from tests.support.flows import AuthorizationResult, authorize, exchange, login, pkce_pair
+from tests.support.flows import (
+    LINK_CONTINUE,
+    AuthorizationResult,
+    authorize,
+    exchange,
+    link_continue_url,
+    login,
+    pkce_pair,
+)
 from tests.support.provider_broker import BROKER_ISSUER, unique_email
 
 pytestmark = pytest.mark.integration
@@ -117,12 +127,15 @@ async def link_audits(runtime: Runtime, user_id: str) -> list[Any]:
 
 
 def upstream_hosts(result: AuthorizationResult, corp: str, github: str) -> list[str]:
-    """Which upstreams the browser was sent to, in order."""
+    """Which upstreams the browser was sent to, in order (by a redirect, or by the person
+    confirming a link)."""
     sent = []
     for hop in result.hops:
-        location = hop.headers.get("location", "")
+        target = hop.headers.get("location", "")
+        if hop.status_code == 200 and LINK_CONTINUE in hop.text:
+            target = link_continue_url(hop.text)
         for name, base in (("corp", corp), ("github", github)):
-            if location.startswith(base):
+            if target.startswith(base):
                 sent.append(name)
     return sent
 
@@ -304,3 +317,32 @@ def _hrefs(html: str) -> list[str]:
     import re
 
     return [html_lib.unescape(href) for href in re.findall(r'href="([^"]+)"', html)]
+
+
+async def test_a_link_another_site_starts_waits_for_the_person_to_confirm_it(
+    provider_broker, idp, gh, github_upstream
+):
+    """Login CSRF: another site navigates a signed-in browser to the link URL while the browser
+    is signed in upstream as someone else. Nothing links without the person's click on a page
+    that names the account, and that page cannot be framed."""
+    runtime, client = provider_broker
+    person = await corp_person(idp)
+    tokens = await login(client, provider="corp")
+    user_id = await whoami(client, tokens)
+    stranger = await github_person(gh)  # whose GitHub session this browser holds
+
+    navigated = await authorize(
+        client, provider=None, start_path="/auth/oauth2/github/link", confirm_link=False
+    )
+
+    page = navigated.hops[-1]
+    assert page.status_code == 200 and "code" not in navigated.params
+    assert person["email"] in page.text and "GitHub" in page.text
+    assert link_continue_url(page.text).startswith(github_upstream)
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert await owner_of(runtime, "github", str(stranger["id"])) is None
+    cancel = re.search(r'id="link-cancel" href="([^"]+)"', page.text)
+    assert cancel and html.unescape(cancel.group(1)).startswith(
+        "http://127.0.0.1:3000/callback?error=access_denied"
+    )
+    assert await linked_providers(runtime, user_id) == ["corp"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,16 @@ def query_of(url: str) -> dict[str, str]:
 def relative(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+LINK_CONTINUE = 'id="link-continue"'
+
+
+def link_continue_url(page: str) -> str:
+    """The "Continue" button's target on the link confirmation page."""
+    match = re.search(r'id="link-continue" href="([^"]+)"', page)
+    assert match, page[:500]
+    return html.unescape(match.group(1))
 
 
 @dataclass
@@ -55,9 +67,11 @@ async def authorize(
     dev_identity: tuple[str, str] = ("ada@example.com", "Ada Lovelace"),
     start_path: str = "/authorize",
     headers: dict[str, str] | None = None,
+    confirm_link: bool = True,
 ) -> AuthorizationResult:
     """Run /authorize (or ``start_path``, e.g. a link flow) through the upstream and back;
-    returns the final client redirect."""
+    returns the final client redirect. A link confirmation page is confirmed unless
+    ``confirm_link`` is false (the flow then ends on that page)."""
     verifier, challenge = pkce_pair() if pkce else (None, None)
     state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     params: dict[str, str] = {
@@ -78,7 +92,12 @@ async def authorize(
     response = await broker.get(start_path, params=params, headers=headers)
     hops.append(response)
     async with httpx2.AsyncClient() as browser_upstream:
-        for _ in range(6):
+        for _ in range(8):
+            if confirm_link and response.status_code == 200 and LINK_CONTINUE in response.text:
+                # The link confirmation page: the person clicks "Continue" (an upstream URL).
+                response = await browser_upstream.get(link_continue_url(response.text))
+                hops.append(response)
+                continue
             if response.status_code not in (302, 303):
                 break
             location = response.headers["location"]

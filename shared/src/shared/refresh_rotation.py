@@ -380,6 +380,16 @@ async def _respond_to_replay(
     """Revoke what ``response`` says a replay revokes, and audit it with the list."""
     actor = f"client:{client_id}"
     reason = "refresh_token_reuse"
+    grants: list[RevokedGrant] = []
+    ended_with_links: list[Revocation] = []
+    if response == "user_and_upstream":
+        # ... and the upstream grants the broker holds for the user: the links are marked
+        # revoked now (the user signs in through each provider again); the caller revokes the
+        # grants at the providers after the commit. Links are locked before sessions, the order
+        # the upstream refresh and the profile sync take them in, so the two cannot deadlock.
+        grants, ended_with_links = await revoke_user_links(
+            connection, user_id, now=now, actor=actor, reason=reason
+        )
     if response == "family":
         # RFC 9700 §4.14.2: a rotated token presented again revokes the whole family.
         family = await revoke_session(connection, session_id, now=now, reason=reason, actor=actor)
@@ -389,15 +399,9 @@ async def _respond_to_replay(
         # tokens, maybe from more than one device or client: every session of the user goes
         # (the family among them), in one lock order (session id), so concurrent replays
         # cannot deadlock.
-        revocations = await revoke_user_sessions(
+        revocations = ended_with_links + await revoke_user_sessions(
             connection, user_id, now=now, reason=reason, actor=actor
         )
-    grants: list[RevokedGrant] = []
-    if response == "user_and_upstream":
-        # ... and the upstream grants the broker holds for the user: the links are marked
-        # revoked now (the user signs in through each provider again); the caller revokes the
-        # grants at the providers after the commit.
-        grants = await revoke_user_links(connection, user_id, now=now, actor=actor, reason=reason)
     await record_audit_core(
         connection,
         action="refresh_token.reuse_detected",

@@ -180,10 +180,10 @@ async def revoke_user_links(
     now: dt.datetime,
     actor: str,
     reason: str,
-) -> list[RevokedGrant]:
+) -> tuple[list[RevokedGrant], list[Revocation]]:
     """Mark every upstream link of the user that is not revoked yet revoked (as
-    ``revoke_upstream_link`` does, audited), and return their tokens for
-    ``revoke_grants_at_providers``."""
+    ``revoke_upstream_link`` does, audited, its sessions with it); return their tokens for
+    ``revoke_grants_at_providers`` and the sessions that ended."""
     rows = (
         await connection.execute(
             select(
@@ -194,12 +194,17 @@ async def revoke_user_links(
             .with_for_update()
         )
     ).all()
+    ended: list[Revocation] = []
     for row in rows:
-        await revoke_upstream_link(connection, row.id, now=now, actor=actor, reason=reason)
-    return [
+        ended += (
+            await revoke_upstream_link(connection, row.id, now=now, actor=actor, reason=reason)
+            or []
+        )
+    grants = [
         RevokedGrant(row.id, row.provider, row.access_token_enc, row.refresh_token_enc)
         for row in rows
     ]
+    return grants, ended
 
 
 async def revoke_grants_at_providers(

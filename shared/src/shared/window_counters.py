@@ -3,7 +3,7 @@
 A counter is named by a key that carries its window's number (``Window.number``: the clock's
 time divided by the window length), so a new window starts from zero without anyone deleting
 anything, and a test clock that moves to the next window sees fresh counters. Redis also
-expires each key (``INCR`` + ``EXPIRE`` in one ``MULTI``) so old windows leave nothing behind;
+expires each key (``SET NX EX`` + ``INCR`` in one ``MULTI``) so old windows leave nothing behind;
 the in-process store (the embedded default, one broker process) forgets expired keys and holds
 at most ``max_keys`` of them, dropping the oldest first, so it cannot grow without bound.
 
@@ -68,7 +68,7 @@ class WindowCounters(Protocol):
 
 
 class RedisWindowCounters:
-    """``INCR`` + ``EXPIRE NX`` per key in one transaction; the client connects lazily."""
+    """``SET NX EX`` + ``INCR`` per key in one transaction; the client connects lazily."""
 
     def __init__(self, redis_url: str, clock: Clock) -> None:
         self._redis: Redis = Redis.from_url(
@@ -105,13 +105,15 @@ class RedisWindowCounters:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 for key in keys:
+                    # SET NX EX creates the key with its expiry once; INCR keeps the expiry.
+                    # (EXPIRE's NX option would need Redis 7; this works from Redis 2.6.12.)
+                    pipe.set(key, 0, ex=ttl, nx=True)
                     pipe.incr(key)
-                    pipe.expire(key, ttl, nx=True)
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return [0] * len(keys)
-        return [int(count) for count in results[0::2]]
+        return [int(count) for count in results[1::2]]
 
     async def aclose(self) -> None:
         await self._redis.aclose()

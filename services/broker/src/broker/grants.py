@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from broker.codes import CodeUnusable, attach_session, redeem_code
 from broker.errors import InvalidGrant, InvalidRequest, InvalidScope
-from broker.roles import admin_scope_for
+from broker.roles import ADMIN_SCOPE, admin_scope_for
 from broker.tokens import UserClaims, mint_access_token, mint_id_token
 
 USERS = table(User)
@@ -213,6 +213,13 @@ async def refresh_grant(
         grant = await _rotate_in_transaction(
             runtime, presented, client.id, requested_scope, now, meta
         )
+    if ADMIN_SCOPE in grant.scope.split():
+        # docs/security.md "Admin power needs the admin scope": a session keeps the scope it
+        # was granted, but a token carries it only while the user is an admin (one query, for
+        # admin sessions only: ordinary refreshes do not pay for it).
+        async with runtime.engine.connect() as connection:
+            scope = await admin_scope_for(connection, runtime.settings, grant.user_id, grant.scope)
+        grant = dataclasses.replace(grant, scope=scope)
     return _issued(token_response(runtime, client, grant, nonce=None, now=now), grant)
 
 

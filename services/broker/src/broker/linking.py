@@ -34,9 +34,13 @@ from shared.user_claims import refresh_user_claims
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
+from starlette.responses import Response
 
 from broker import browser_sessions
-from broker.logins import LinkOwner
+from broker.errors import AccessDenied
+from broker.logins import ClientRequest, LinkOwner, StartedLogin, set_login_cookie
+from broker.pages import link_confirm_page
+from broker.responses import client_error_location
 from broker.tokens import TokenInvalid, verify_id_token_hint
 
 PROFILES = table(OAuth2Profile)
@@ -92,6 +96,42 @@ async def link_start(request: Request, runtime: Runtime) -> LinkOwner | SignInFi
     if row.auth_time < oldest:
         return SignInFirst(user_id=row.user_id, provider=row.provider)
     return LinkOwner(user_id=row.user_id, session_id=row.id)
+
+
+async def confirm_link(
+    runtime: Runtime,
+    owner: LinkOwner,
+    provider_name: str,
+    started: StartedLogin,
+    request: ClientRequest,
+) -> Response:
+    """A page naming the account and the provider, whose button goes on upstream.
+
+    A link starts from a plain navigation, which another site can make a browser do; the page
+    (never framed: ``frame-ancestors 'none'``) makes the person take the last step themselves,
+    seeing which account gets the new way in (login CSRF: a browser signed in upstream as
+    someone else does not get linked without a click).
+    """
+    async with runtime.engine.connect() as connection:
+        user = (
+            await connection.execute(
+                select(USERS.c.email, USERS.c.display_name, USERS.c.custom_display_name).where(
+                    USERS.c.id == owner.user_id
+                )
+            )
+        ).first()
+    account = str(owner.user_id)
+    if user is not None:
+        account = user.email or user.custom_display_name or user.display_name or account
+    cancel = client_error_location(
+        runtime.settings.issuer,
+        request.redirect_uri,
+        AccessDenied("the person did not confirm the link"),
+        request.state,
+    )
+    page = link_confirm_page(provider_name, account, started.upstream_url, cancel)
+    set_login_cookie(page, runtime, started.browser_token)
+    return page
 
 
 async def link_flow_session_alive(connection: AsyncConnection, owner: LinkOwner) -> bool:

@@ -1,4 +1,5 @@
-"""Server-rendered pages: provider chooser, dev login form, sign-out, error page.
+"""Server-rendered pages: provider chooser, link confirmation, dev login form, sign-out, error
+page.
 
 Every page is escaped with ``html.escape`` and sent with ``frame-ancestors 'none'`` and
 ``no-referrer`` (docs/security.md "Page headers and escaping"); upstream text such as
@@ -91,6 +92,24 @@ def chooser_page(client_name: str, choices: Iterable[tuple[str, str]]) -> HTMLRe
     )
 
 
+def link_confirm_page(
+    provider_name: str, account: str, continue_url: str, cancel_url: str
+) -> HTMLResponse:
+    """The last step before a link goes upstream: the person sees which account gets which
+    provider and clicks on (docs/security.md "Linking needs a fresh browser sign-in")."""
+    return _page(
+        "Link an account",
+        f"<h1>Link {escape(provider_name)} to your account?</h1>"
+        f"<p>You are signed in as <strong>{escape(account)}</strong>. Continuing adds the "
+        f"{escape(provider_name)} account you sign in with next as another way into this "
+        "account.</p>"
+        f'<a class="button" id="link-continue" href="{escape(continue_url)}">'
+        f"Continue to {escape(provider_name)}</a>"
+        f'<a class="button" id="link-cancel" href="{escape(cancel_url)}">Cancel</a>'
+        '<p class="muted">If you did not ask to link an account, cancel.</p>',
+    )
+
+
 def dev_login_page(
     action: str, state: str, provider_name: str, form_redirects: Iterable[str]
 ) -> HTMLResponse:
@@ -140,7 +159,8 @@ def signed_out_page() -> HTMLResponse:
 def account_exists_page(
     provider_name: str, explanation: str, return_url: str | None
 ) -> HTMLResponse:
-    """A sign-in whose email belongs to an existing account that it may not join (SECURITY 25).
+    """A sign-in whose email belongs to an existing account that it may not join
+    (docs/security.md "Auto-linking is off by default").
 
     Says what to do instead — sign in the usual way, then link — and never which account or
     which provider holds the address.

@@ -20,7 +20,7 @@ from broker.authorization import (
     validate_client,
 )
 from broker.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
-from broker.linking import SignInFirst
+from broker.linking import SignInFirst, confirm_link
 from broker.logins import (
     ClientRequest,
     LinkOwner,
@@ -123,6 +123,10 @@ async def _authorize(
     except OAuthError as exc:
         return error_response(
             settings.issuer, redirect_uri, exc, state, response_mode(params) or "query"
+        )
+    if link_owner is not None:
+        return await confirm_link(
+            runtime, link_owner, provider.display_name, started, ClientRequest.of(auth_request)
         )
     response = RedirectResponse(started.upstream_url, status_code=302)
     set_login_cookie(response, runtime, started.browser_token)

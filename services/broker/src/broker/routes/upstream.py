@@ -47,7 +47,7 @@ from broker.identity import (
     record_refused_login,
     sign_in,
 )
-from broker.linking import link_flow_session_alive
+from broker.linking import confirm_link, link_flow_session_alive
 from broker.logins import (
     LinkOwner,
     PendingLogin,
@@ -250,9 +250,7 @@ async def _link_after_sign_in(
         log.warning("login.upstream_failed", provider=link_provider.id, reason=str(exc))
         return _back_to_client(request, pending, _client_error(exc))
     log.info("link.signed_in_again", provider=identity.provider_id, link_provider=link_provider.id)
-    response = RedirectResponse(started.upstream_url, status_code=302)
-    set_login_cookie(response, runtime, login_cookie)
-    return response
+    return await confirm_link(runtime, owner, link_provider.display_name, started, pending.request)
 
 
 async def _finish(
