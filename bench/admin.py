@@ -626,20 +626,12 @@ async def _run_stats_snapshot(database_url: str) -> float:
 @contextlib.asynccontextmanager
 async def _job_deps(database_url: str) -> AsyncIterator[Any]:
     """What a worker gives its job bodies, for the bench database (closed afterwards)."""
-    from shared.clock import SystemClock
-    from shared.db.database import create_engine
-    from shared.jobs.base import JobDeps
-    from shared.runtime import build_http_client
+    from shared.process_resources import ProcessResources
     from shared.settings import make_settings
 
     settings = make_settings(database_url=database_url, periodic_jobs=False)
-    engine = create_engine(database_url, pool_size=2)
-    http = build_http_client()
-    try:
-        yield JobDeps(settings=settings, engine=engine, http=http, clock=SystemClock())
-    finally:
-        await http.aclose()
-        await engine.dispose()
+    async with ProcessResources.opened(settings, pool_size=2) as resources:
+        yield resources.job_deps()
 
 
 def sql_rollup(database_url: str, *, from_cursor: bool = True) -> int:

@@ -14,13 +14,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from shared.audit import AUDIT_TABLE, audit_values
-from shared.clock import SystemClock
-from shared.db.database import create_engine
-from shared.jobs import JobDeps
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
-from shared.runtime import build_http_client
+from shared.process_resources import ProcessResources
 from shared.settings import make_settings
 from sqlalchemy import delete, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -76,12 +72,18 @@ async def measure_audit_relay(
     """Insert ``count`` rows, relay them all to ``stream`` (or for ``time_limit`` seconds),
     delete the stream."""
     settings = make_settings(database_url=database_url, redis_url=redis_url, audit_stream=stream)
-    engine = create_engine(database_url, pool_size=2)
-    redis: Redis = Redis.from_url(redis_url)
-    http = build_http_client()
-    deps = JobDeps(settings=settings, engine=engine, http=http, clock=SystemClock(), redis=redis)
+    async with ProcessResources.opened(settings, pool_size=2) as resources:
+        assert resources.redis is not None
+        return await _relay_all(resources, count, stream, time_limit)
+
+
+async def _relay_all(
+    resources: ProcessResources, count: int, stream: str, time_limit: float
+) -> RelayRun:
+    redis, deps = resources.redis, resources.job_deps()
+    assert redis is not None
     try:
-        await _insert_rows(engine, count)
+        await _insert_rows(resources.engine, count)
         payload = AuditRelayPayload()
         published = runs = 0
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -99,9 +101,4 @@ async def measure_audit_relay(
         in_stream = int(await redis.xlen(stream))
         return RelayRun(count, published, in_stream, seconds, cpu_seconds, runs)
     finally:
-        try:
-            await redis.delete(stream)
-        finally:
-            await redis.aclose()
-            await http.aclose()
-            await engine.dispose()
+        await redis.delete(stream)

@@ -13,14 +13,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from shared.clock import SystemClock
 from shared.crypto.opaque import token_hash
-from shared.db.database import create_engine
 from shared.db.migrate import upgrade_to_head
 from shared.jobs.audit_rollup import ROLLUP_CURSOR as JOB_CURSOR
 from shared.jobs.audit_rollup import rollup_batch
-from shared.jobs.base import JobDeps
-from shared.runtime import build_http_client
+from shared.process_resources import ProcessResources
 from shared.settings import make_settings
 
 from bench.admin import (
@@ -320,16 +317,8 @@ def _reset_rollup(url: str) -> None:
 
 
 async def _one_job_batch(url: str, limit: int) -> int | None:
-    engine = create_engine(url, pool_size=1)
-    http = build_http_client()
-    try:
-        deps = JobDeps(
-            settings=make_settings(database_url=url), engine=engine, http=http, clock=SystemClock()
-        )
-        return await rollup_batch(deps, limit)
-    finally:
-        await http.aclose()
-        await engine.dispose()
+    async with ProcessResources.opened(make_settings(database_url=url), pool_size=1) as resources:
+        return await rollup_batch(resources.job_deps(), limit)
 
 
 def test_the_rollup_job_and_its_sql_stand_in_agree(seeded):

@@ -6,13 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
-from shared.clock import Clock, SystemClock
-from shared.db.database import create_engine
+from shared.clock import Clock
 from shared.jobs import JobDeps
-from shared.jobs.provider_slots import ProviderSlots
-from shared.providers.factory import ProviderDeps, build_providers
-from shared.runtime import build_http_client
+from shared.process_resources import ProcessResources
 from shared.settings import Settings, make_settings
 
 
@@ -26,29 +22,7 @@ async def job_deps(
 ) -> AsyncIterator[JobDeps]:
     """Real engine, HTTP client and providers for ``settings``; closed afterwards."""
     settings = settings or make_settings()
-    clock = clock or SystemClock()
-    http = build_http_client()
-    engine = create_engine(settings.database_url, pool_size=4)
-    redis: Redis | None = Redis.from_url(redis_url) if redis_url else None
-    providers = build_providers(
-        ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
-    )
-    deps = JobDeps(
-        settings=settings,
-        engine=engine,
-        http=http,
-        clock=clock,
-        providers=providers,
-        redis=redis,
-        slots=ProviderSlots.from_settings(settings),
-        **fields,
-    )
-    try:
-        yield deps
-    finally:
-        if redis is not None:
-            await redis.aclose()
-        for provider in providers.values():
-            await provider.aclose()
-        await http.aclose()
-        await engine.dispose()
+    async with ProcessResources.opened(
+        settings, clock, pool_size=4, redis_url=redis_url
+    ) as resources:
+        yield resources.job_deps(**fields)

@@ -11,18 +11,16 @@ from dataclasses import dataclass, field
 import httpx2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.clock import Clock, SystemClock
-from shared.db.database import create_engine
+from shared.clock import Clock
 from shared.db.hot_path import HotPathPool, create_hot_path_pool
-from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
-from shared.jobs.provider_slots import ProviderSlots
+from shared.jobs import ArqJobQueue, InProcessJobQueue, build_job_queue
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
 from shared.key_rotation import KeyMaintainer, KeySchedule
+from shared.process_resources import ProcessResources
 from shared.providers.base import Provider
-from shared.providers.factory import ProviderDeps, build_providers
 from shared.providers.health import ProviderHealth
 from shared.refresh_rotation import RotationPolicy
-from shared.revocations import RevocationPublisher, build_revocation_publisher
+from shared.revocations import RevocationPublisher
 from shared.settings import Settings
 from shared.signing_keys import KeyStore
 from shared.window_counters import (
@@ -31,22 +29,19 @@ from shared.window_counters import (
     build_window_counters,
 )
 
-USER_AGENT = "oidc-broker/0.1"
-
 
 @dataclass
 class Runtime:
-    settings: Settings
-    engine: AsyncEngine
-    http: httpx2.AsyncClient
-    clock: Clock
-    providers: dict[str, Provider]
+    """The broker's process: the shared ``ProcessResources`` plus what only the broker runs
+    (signing keys and their maintenance, the rotation policy, the job queue and timer, the
+    abuse counters, the refresh hot path)."""
+
+    resources: ProcessResources
     provider_health: ProviderHealth
     keys: KeyStore
     key_maintainer: KeyMaintainer
     jobs: ArqJobQueue | InProcessJobQueue
     rotation: RotationPolicy
-    revocations: RevocationPublisher
     # The abuse limits' counters: Redis when configured, else this process's (fail open).
     abuse_counters: RedisWindowCounters | LocalWindowCounters
     # PostgreSQL only: raw psycopg connections for one-statement hot paths (refresh rotation).
@@ -55,6 +50,30 @@ class Runtime:
     scheduler: PeriodicScheduler | None = None
     started: bool = field(default=False)
     stopping: bool = field(default=False)
+
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.resources.engine
+
+    @property
+    def http(self) -> httpx2.AsyncClient:
+        return self.resources.http
+
+    @property
+    def clock(self) -> Clock:
+        return self.resources.clock
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return self.resources.providers
+
+    @property
+    def revocations(self) -> RevocationPublisher:
+        return self.resources.revocations
 
     async def start(self) -> None:
         """Bring the signing keys up to date and load them, open the hot path, start timers."""
@@ -72,60 +91,29 @@ class Runtime:
         if self.scheduler is not None:
             await self.scheduler.stop()
         await self.jobs.aclose()
-        await self.revocations.aclose()
         await self.abuse_counters.aclose()
         if self.hot_path is not None:
             await self.hot_path.close()
-        for provider in self.providers.values():
-            await provider.aclose()
-        await self.http.aclose()
-        await self.engine.dispose()
-
-
-def build_http_client() -> httpx2.AsyncClient:
-    """The outbound HTTP client of a process (upstream calls): no redirects followed."""
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(10.0),
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-    )
+        await self.resources.aclose()
 
 
 def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
-    clock = clock or SystemClock()
-    http = build_http_client()
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
-    keys = KeyStore(settings.keyring, clock, settings.signing_algorithms)
-    providers = build_providers(
-        ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
-    )
-    revocations = build_revocation_publisher(settings.redis_url, settings.revocation_stream)
-    job_deps = JobDeps(
-        settings=settings,
-        engine=engine,
-        http=http,
-        clock=clock,
-        providers=providers,
-        revocations=revocations,
-        slots=ProviderSlots.from_settings(settings),
-    )
+    resources = ProcessResources.build(settings, clock)
+    clock = resources.clock
     # Redis-backed when BROKER_REDIS_URL is set (the sync workers run the jobs and the timer),
     # else the jobs and their timer run in this process.
-    jobs = build_job_queue(settings, job_deps)
+    jobs = build_job_queue(settings, resources.job_deps())
     scheduler = None
     if isinstance(jobs, InProcessJobQueue) and settings.periodic_jobs:
         scheduler = PeriodicScheduler(jobs, periodic_jobs(settings), clock, namespace="local")
+    keys = KeyStore(settings.keyring, clock, settings.signing_algorithms)
     return Runtime(
-        settings=settings,
-        engine=engine,
+        resources=resources,
         hot_path=create_hot_path_pool(settings.database_url, max_size=settings.db_pool_size),
-        http=http,
-        clock=clock,
-        providers=providers,
-        provider_health=ProviderHealth(providers, clock),
+        provider_health=ProviderHealth(resources.providers, clock),
         keys=keys,
         key_maintainer=KeyMaintainer(
-            engine,
+            resources.engine,
             keys,
             settings.keyring,
             KeySchedule.from_settings(settings),
@@ -138,7 +126,6 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             reuse_interval=settings.refresh_reuse_interval,
             reuse_response=settings.reuse_response,
         ),
-        revocations=revocations,
         abuse_counters=build_window_counters(settings.redis_url, clock),
         jobs=jobs,
         scheduler=scheduler,

@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from shared.clock import Clock, SystemClock
 from shared.config_file import ConfigError
-from shared.db.database import create_engine
 from shared.db.migrate import SchemaRevisions, current_revision
 from shared.jobs import (
     DEFAULT_QUEUE_NAME,
@@ -33,11 +32,8 @@ from shared.jobs import (
     dumps_job_data,
     loads_job_data,
 )
-from shared.jobs.provider_slots import ProviderSlots
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
-from shared.providers.factory import ProviderDeps, build_providers
-from shared.revocations import RedisRevocations
-from shared.runtime import build_http_client
+from shared.process_resources import ProcessResources
 from shared.settings import Settings
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -82,11 +78,12 @@ class WorkerOptions(TypedDict):
 
 @dataclass
 class WorkerProcess:
-    """What one worker process owns besides arq: job dependencies, timer, monitoring."""
+    """What one worker process owns besides arq: its resources and job dependencies, the
+    timer, monitoring."""
 
+    resources: ProcessResources
     deps: JobDeps
     queue: ArqJobQueue
-    redis: Redis
     metrics: WorkerMetrics
     scheduler: PeriodicScheduler | None
     http_host: str
@@ -94,6 +91,11 @@ class WorkerProcess:
     monitoring: MonitoringServer | None = None
     running: bool = False
     schema_revisions: SchemaRevisions | None = None  # loaded when the server starts
+
+    @property
+    def redis(self) -> Redis:
+        assert self.resources.redis is not None  # a worker always has Redis
+        return self.resources.redis
 
     async def start(self) -> None:
         self.running = True
@@ -122,12 +124,7 @@ class WorkerProcess:
         if self.monitoring is not None:
             await self.monitoring.stop()
         await self.queue.aclose()
-        await self.deps.revocations.aclose()
-        await self.redis.aclose()
-        for provider in self.deps.providers.values():
-            await provider.aclose()
-        await self.deps.http.aclose()
-        await self.deps.engine.dispose()
+        await self.resources.aclose()
 
     async def _check_database(self) -> None:
         try:
@@ -225,35 +222,18 @@ def build_worker_process(
 ) -> WorkerProcess:
     """Everything a worker process needs, constructed without I/O."""
     assert settings.redis_url is not None
-    http = build_http_client()
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
-    providers = build_providers(
-        ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
-    )
+    resources = ProcessResources.build(settings, clock)
     queue = ArqJobQueue(settings.redis_url, queue_name=queue_name)
-    redis: Redis = Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
-    )
-    deps = JobDeps(
-        settings=settings,
-        engine=engine,
-        http=http,
-        clock=clock,
-        providers=providers,
-        queue=queue,
-        redis=redis,
-        revocations=RedisRevocations(settings.redis_url, settings.revocation_stream),
-        slots=ProviderSlots.from_settings(settings),
-    )
+    deps = resources.job_deps(queue=queue)
     scheduler = (
         PeriodicScheduler(queue, periodic_jobs(settings), clock, namespace=queue_name)
         if settings.periodic_jobs
         else None
     )
     return WorkerProcess(
+        resources=resources,
         deps=deps,
         queue=queue,
-        redis=redis,
         metrics=WorkerMetrics(),
         scheduler=scheduler,
         http_host=http_host,

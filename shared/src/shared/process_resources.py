@@ -1,0 +1,129 @@
+"""What every process of the broker builds from its settings, in one place, and tears down in one.
+
+The broker, the sync worker, the tests that run job bodies and the benchmarks all need the
+same things: the outbound HTTP client, the database engine, the upstream providers over that
+client, the revocation publisher, a Redis client when Redis is configured, and the job bodies'
+dependencies over all of these. ``ProcessResources.build`` makes them without I/O;
+``aclose`` closes them in the reverse order of their use (providers before the HTTP client they
+share, the engine last).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.clock import Clock, SystemClock
+from shared.db.database import create_engine
+from shared.jobs import JobDeps, JobQueue
+from shared.jobs.provider_slots import ProviderSlots
+from shared.providers.base import Provider
+from shared.providers.factory import ProviderDeps, build_providers
+from shared.revocations import RevocationPublisher, build_revocation_publisher
+from shared.settings import Settings
+
+USER_AGENT = "oidc-broker/0.1"
+
+
+def build_http_client() -> httpx2.AsyncClient:
+    """The outbound HTTP client of a process (upstream calls): no redirects followed."""
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(10.0),
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+@dataclass
+class ProcessResources:
+    settings: Settings
+    clock: Clock
+    http: httpx2.AsyncClient
+    engine: AsyncEngine
+    providers: dict[str, Provider]
+    revocations: RevocationPublisher
+    # A client for the job bodies that talk to Redis (the audit relay) and the worker's health
+    # checks; None without Redis. It connects on first use.
+    redis: Redis | None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        pool_size: int | None = None,
+        redis_url: str | None = None,
+    ) -> ProcessResources:
+        """Everything, constructed without I/O. ``pool_size`` overrides the settings' pool
+        (tests and benchmarks keep theirs small); ``redis_url`` names a Redis for the job
+        bodies when the settings do not."""
+        clock = clock or SystemClock()
+        http = build_http_client()
+        redis_url = redis_url or settings.redis_url
+        return cls(
+            settings=settings,
+            clock=clock,
+            http=http,
+            engine=create_engine(
+                settings.database_url, pool_size=pool_size or settings.db_pool_size
+            ),
+            providers=build_providers(
+                ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
+            ),
+            revocations=build_revocation_publisher(settings.redis_url, settings.revocation_stream),
+            redis=(
+                Redis.from_url(
+                    redis_url,
+                    socket_timeout=5,
+                    socket_connect_timeout=2,
+                    health_check_interval=10,
+                )
+                if redis_url
+                else None
+            ),
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def opened(
+        cls, settings: Settings, clock: Clock | None = None, **options: Any
+    ) -> AsyncIterator[ProcessResources]:
+        """``build`` for a block (tests, benchmarks): closed when it ends."""
+        resources = cls.build(settings, clock, **options)
+        try:
+            yield resources
+        finally:
+            await resources.aclose()
+
+    def job_deps(self, *, queue: JobQueue | None = None, **fields: Any) -> JobDeps:
+        """The job bodies' dependencies over these resources (``queue``: where follow-up jobs
+        go; ``fields``: anything ``JobDeps`` takes, overriding these, such as a seeded
+        ``rng``)."""
+        values: dict[str, Any] = {
+            "settings": self.settings,
+            "engine": self.engine,
+            "http": self.http,
+            "clock": self.clock,
+            "providers": self.providers,
+            "queue": queue,
+            "redis": self.redis,
+            "revocations": self.revocations,
+            "slots": ProviderSlots.from_settings(self.settings),
+        }
+        return JobDeps(**{**values, **fields})
+
+    async def aclose(self) -> None:
+        await self.revocations.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.http.aclose()
+        await self.engine.dispose()
