@@ -23,7 +23,7 @@ $(UV):
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet "uv>=0.5"
 
-$(VENV)/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml services/broker/pyproject.toml services/sync-worker/pyproject.toml
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml services/broker/pyproject.toml services/sync-worker/pyproject.toml verifier/pyproject.toml
 	$(UV) sync --frozen --python $(VENV)/bin/python
 	@touch $@
 
@@ -39,9 +39,9 @@ worker: env
 	$(RUN) sync-worker
 
 lint: env
-	$(RUN) ruff check shared services migrations tests bench deploy
-	$(RUN) ruff format --check shared services migrations tests bench deploy
-	$(RUN) mypy shared/src services/broker/src services/sync-worker/src bench deploy
+	$(RUN) ruff check shared services verifier migrations tests bench deploy
+	$(RUN) ruff format --check shared services verifier migrations tests bench deploy
+	$(RUN) mypy shared/src services/broker/src services/sync-worker/src verifier/src bench deploy
 	$(RUN) lint-imports
 
 # Schemas, lint and the broker's own config loader over deploy/, compose.yaml and the

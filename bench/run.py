@@ -582,7 +582,8 @@ def print_extras(extras: Extras) -> None:
     )
     rates = extras.verifier
     print(
-        f"verifier (shared.verifier), warm JWKS cache: {rates.verifier:,.0f} verifications/s; "
+        f"verifier (oidc_broker_verifier), warm JWKS cache: "
+        f"{rates.verifier:,.0f} verifications/s; "
         f"raw joserfc on the same token: {rates.joserfc:,.0f}/s; ratio {rates.ratio:.2f}"
     )
 

@@ -1,4 +1,4 @@
-"""Verifier throughput: ``shared.verifier`` with a warm JWKS cache against raw joserfc.
+"""Verifier throughput: ``oidc_broker_verifier`` with a warm JWKS cache against raw joserfc.
 
 Both check the same access token the same way (signature with the key its ``kid`` names, then
 ``typ``, ``iss``, ``aud``, ``exp``); the ratio of their rates is the wrapper's cost. Runs in this
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from shared.verifier import AccessTokenVerifier
+from oidc_broker_verifier import AccessTokenVerifier
 
 
 @dataclass(frozen=True)

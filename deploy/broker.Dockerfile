@@ -18,17 +18,19 @@ WORKDIR /src
 
 # The locked dependencies first, from the manifests alone: this layer is reused until
 # uv.lock or a pyproject.toml changes. uv reads every workspace member's manifest, so all
-# three are copied, but only the broker's dependency tree is installed.
+# four are copied, but only the broker's dependency tree (with the verifier) is installed.
 COPY pyproject.toml uv.lock ./
 COPY shared/pyproject.toml shared/
 COPY services/broker/pyproject.toml services/broker/
 COPY services/sync-worker/pyproject.toml services/sync-worker/
+COPY verifier/pyproject.toml verifier/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package oidc-broker
 
 # Then the project itself, built as wheels (--no-editable), so the venv does not point
 # back into /src.
 COPY shared/src shared/src
+COPY verifier/src verifier/src
 COPY services/broker/src services/broker/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package oidc-broker

@@ -18,12 +18,13 @@ WORKDIR /src
 
 # The locked dependencies first, from the manifests alone: this layer is reused until
 # uv.lock or a pyproject.toml changes. uv reads every workspace member's manifest, so all
-# three are copied, but only the worker's dependency tree is installed (no uvicorn[standard]
+# four are copied, but only the worker's dependency tree is installed (no uvicorn[standard]
 # extras, no python-multipart: those are the broker's).
 COPY pyproject.toml uv.lock ./
 COPY shared/pyproject.toml shared/
 COPY services/broker/pyproject.toml services/broker/
 COPY services/sync-worker/pyproject.toml services/sync-worker/
+COPY verifier/pyproject.toml verifier/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package oidc-broker-sync-worker
 

@@ -2,10 +2,10 @@
 
 Tokens whose JOSE header or claims carry characters outside Latin-1, and Bearer values that are
 not ASCII, get 401 ``invalid_token`` at ``/userinfo`` and the first-party API, ``active: false``
-at ``/introspect`` and a rejection from ``shared.verifier``: never a 500. Redirects whose
-parameters (``state``, an error description quoting the request) are not ASCII carry a valid
-percent-encoded ``Location`` that gives the values back. An error quoting a JSON key that is a
-lone surrogate is a 400, not a 500.
+at ``/introspect`` and a rejection from ``oidc_broker_verifier``: never a 500. Redirects
+whose parameters (``state``, an error description quoting the request) are not ASCII carry a
+valid percent-encoded ``Location`` that gives the values back. An error quoting a JSON key that
+is a lone surrogate is a 400, not a 500.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import httpx2
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from shared.verifier import AccessTokenMiddleware, AccessTokenVerifier, TokenRejected
+from oidc_broker_verifier import AccessTokenMiddleware, AccessTokenVerifier, TokenRejected
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse

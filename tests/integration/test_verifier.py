@@ -1,5 +1,6 @@
-"""The verifier internal services use (``shared.verifier``), against a real broker: claims,
-rejections, the JWKS cache and its refetch limit, key rotation, and the Starlette middleware."""
+"""The verifier internal services use (``oidc_broker_verifier``), against a real broker:
+claims, rejections, the JWKS cache and its refetch limit, key rotation, and the Starlette
+middleware."""
 
 from __future__ import annotations
 
@@ -18,18 +19,18 @@ import pytest
 from broker.app import create_app
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from shared.clock import FrozenClock
-from shared.crypto.keyring import Keyring
-from shared.db.migrate import upgrade_to_head_async
-from shared.key_rotation import KeySchedule, maintain_keys
-from shared.runtime import Runtime, build_runtime
-from shared.verifier import (
+from oidc_broker_verifier import (
     AccessTokenMiddleware,
     AccessTokenVerifier,
     JWKSUnavailable,
     TokenRejected,
     access_token_claims,
 )
+from shared.clock import FrozenClock
+from shared.crypto.keyring import Keyring
+from shared.db.migrate import upgrade_to_head_async
+from shared.key_rotation import KeySchedule, maintain_keys
+from shared.runtime import Runtime, build_runtime
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -259,7 +260,7 @@ async def test_the_middleware_guards_a_starlette_service(broker_http):
 
 def test_the_verifier_imports_without_database_or_redis_libraries():
     code = (
-        "import sys, shared.verifier; "
+        "import sys, oidc_broker_verifier; "
         "heavy = [m for m in ('sqlalchemy', 'psycopg', 'redis', 'arq', 'shared.settings') "
         "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
     )

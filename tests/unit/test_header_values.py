@@ -9,8 +9,8 @@ import re
 
 import pytest
 from broker.errors import InvalidClient, InvalidToken
-from shared.challenges import MAX_VALUE_LENGTH, challenge
-from shared.verifier import AccessTokenMiddleware, AccessTokenVerifier
+from oidc_broker_verifier import AccessTokenMiddleware, AccessTokenVerifier
+from oidc_broker_verifier.challenges import MAX_VALUE_LENGTH, challenge
 from starlette.types import Message, Receive, Scope, Send
 
 HOSTILE = {

@@ -24,7 +24,7 @@ OAuthError                      {"error": code, "error_description": ...}
 
 from __future__ import annotations
 
-from shared.challenges import challenge
+from oidc_broker_verifier.challenges import challenge
 from starlette.responses import JSONResponse
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

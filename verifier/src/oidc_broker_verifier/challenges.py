@@ -7,7 +7,8 @@ characters break the header's syntax. RFC 6750 §3 allows only %x20-21 / %x23-5B
 its quoted values (no ``"``, no ``\\``), which RFC 7235 §2.1's ``auth-param`` accepts as a
 quoted-string: every other character is replaced with ``?``, and a value is cut at
 ``MAX_VALUE_LENGTH`` characters so that no request makes a header a proxy refuses. The JSON
-body of the same error carries the full text. Stdlib only: ``shared.verifier`` imports it.
+body of the same error carries the full text. Stdlib only: the verifier's middleware and the
+broker's errors both build their challenges here.
 """
 
 from __future__ import annotations
