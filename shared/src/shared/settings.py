@@ -299,8 +299,8 @@ def _default_clients() -> list[dict[str, Any]]:
             "name": "Development client",
             "redirect_uris": ["http://127.0.0.1:3000/callback", "http://localhost:3000/callback"],
             "post_logout_redirect_uris": ["http://127.0.0.1:3000/"],
-            # The embedded default's one client may ask for the admin scope, so the README's
-            # admin API walkthrough works; it is granted only to admins (broker admins grant).
+            # The embedded default's one client may ask for the admin scope, so the admin API
+            # examples of docs/admin.md work; it is granted only to admins (broker admins grant).
             "scopes": ["openid", "email", "profile", "groups", "offline_access", "admin"],
         }
     ]
