@@ -50,6 +50,9 @@ import yaml
 from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.db.migrate import upgrade_to_head
+from shared.jobs.audit_rollup import AuditRollupPayload, roll_up_audit_events, roll_up_backlog
+from shared.jobs.upstream_refresh import WORKER_ACTOR
+from shared.models.audit_action import ROTATED
 
 from bench.database import DEFAULT_SERVER_URL, SERVER_URL_ENV, bench_database, libpq_url
 from bench.processes import (
@@ -76,8 +79,6 @@ ADMIN_CLIENT = "console"
 ADMIN_SCOPE = "openid email profile admin"
 SCOPE = "openid email profile"
 REFRESH_TTL = dt.timedelta(days=30)
-WORKER_ACTOR = "system:worker"
-ROTATED = "refresh_token.rotated"
 # What the broker writes, by share of all audit rows.
 AUDIT_MIX: tuple[tuple[str, float], ...] = (
     (ROTATED, 0.75),
@@ -537,50 +538,13 @@ def print_seed_report(report: SeedReport) -> None:
 
 # --------------------------------------------------------------------------- rollup
 
-ROLLUP_CURSOR = "rollup:audit_daily_counts"  # shared.jobs.audit_rollup.ROLLUP_CURSOR
-# What the rollup job adds for the audit rows after a cursor position, in one statement: one per
-# (UTC day, action, provider), the provider from the event, else from the session it names.
-ROLLUP_SELECT = """
-SELECT (a.occurred_at AT TIME ZONE 'UTC')::date AS day, a.action,
-       left(coalesce(nullif(a.data ->> 'provider', ''), s.provider, ''), 64) AS provider,
-       count(*) AS count
-FROM audit_actions AS a
-LEFT JOIN auth_sessions AS s
-       ON coalesce(a.data ->> 'provider', '') = ''
-      AND s.id = CASE WHEN a.data ->> 'sid' ~ '^[0-9a-fA-F-]{36}$'
-                      THEN (a.data ->> 'sid')::uuid END
-WHERE (coalesce(a.txid, 0), a.id) > (%(txid)s, %(id)s)
-GROUP BY 1, 2, 3
-"""
-ROLLUP_ADD = f"""
-INSERT INTO audit_daily_counts (day, action, provider, count) {ROLLUP_SELECT}
-ON CONFLICT (day, action, provider) DO UPDATE SET count = audit_daily_counts.count + excluded.count
-"""
-ROLLUP_LAST_SEEN = """
-UPDATE users AS u SET last_seen_at = seen.at
-FROM (SELECT subject::uuid AS id, max(occurred_at) AS at FROM audit_actions
-      WHERE action IN ('user.signed_in', 'refresh_token.rotated')
-        AND subject ~ '^[0-9a-fA-F-]{36}$' AND (coalesce(txid, 0), id) > (%(txid)s, %(id)s)
-      GROUP BY 1) AS seen
-WHERE u.id = seen.id AND (u.last_seen_at IS NULL OR u.last_seen_at < seen.at)
-"""
-ROLLUP_MOVE_CURSOR = """
-UPDATE audit_relay_cursors AS c
-SET last_txid = last.txid, last_id = last.id,
-    published = CASE WHEN %(from_cursor)s THEN c.published + %(rows)s ELSE %(rows)s END,
-    updated_at = now()
-FROM (SELECT coalesce(txid, 0) AS txid, id FROM audit_actions
-      ORDER BY coalesce(txid, 0) DESC, id DESC LIMIT 1) AS last
-WHERE c.stream = %(stream)s
-"""
-
 
 @dataclass(frozen=True)
 class RollupRun:
     job_rows: int  # counted by the worker's job
     job_seconds: float
     job_runs: int
-    sql_rows: int  # counted by the equivalent SQL (the job missing, failed or out of time)
+    sql_rows: int  # counted by the set-based stand-in (the job failed or out of time)
     sql_seconds: float
     counts_total: int  # sum(count) in audit_daily_counts afterwards
 
@@ -592,8 +556,6 @@ class RollupRun:
 async def _run_rollup_job(database_url: str, expected: int, time_limit: float) -> tuple[int, int]:
     """The job body, run back to back as the worker would with a backlog, until it has
     counted ``expected`` rows or ``time_limit`` seconds have passed; rows counted, runs."""
-    from shared.jobs.audit_rollup import AuditRollupPayload, roll_up_audit_events
-
     counted = runs = 0
     deadline = time.monotonic() + time_limit
     async with _job_deps(database_url) as deps:
@@ -634,35 +596,13 @@ async def _job_deps(database_url: str) -> AsyncIterator[Any]:
         yield resources.job_deps()
 
 
-def sql_rollup(database_url: str, *, from_cursor: bool = True) -> int:
-    """Count the audit rows after the rollup's cursor (all of them without one, or with
-    ``from_cursor=False``) into ``audit_daily_counts`` and ``users.last_seen_at`` with the SQL
-    above, and move the cursor past them as the job would; rows counted."""
-    with psycopg.connect(libpq_url(database_url)) as connection:
-        cursor = connection.execute(
-            "SELECT last_txid, last_id FROM audit_relay_cursors WHERE stream = %s",
-            (ROLLUP_CURSOR,),
-        ).fetchone()
-        if not from_cursor:
-            connection.execute("DELETE FROM audit_daily_counts")
-        after = {"txid": 0, "id": 0}
-        if cursor is not None and from_cursor:
-            after = {"txid": int(cursor[0]), "id": int(cursor[1])}
-        rows = int(
-            _scalar(
-                connection,
-                "SELECT count(*) FROM audit_actions WHERE (coalesce(txid, 0), id) > "
-                "(%(txid)s, %(id)s)",
-                after,
-            )
-        )
-        connection.execute(ROLLUP_ADD, after)
-        connection.execute(ROLLUP_LAST_SEEN, after)
-        if cursor is not None:
-            connection.execute(
-                ROLLUP_MOVE_CURSOR,
-                {"rows": rows, "stream": ROLLUP_CURSOR, "from_cursor": from_cursor},
-            )
+async def _run_backlog(database_url: str) -> int:
+    """The rows the job has not counted, by its set-based stand-in
+    (``shared.jobs.audit_rollup.roll_up_backlog``), from the job's cursor on."""
+    async with _job_deps(database_url) as deps:
+        rows: int | None = await roll_up_backlog(deps)
+    if rows is None:
+        raise BenchError("another rollup holds the audit rollup's cursor")
     return rows
 
 
@@ -670,23 +610,20 @@ def roll_up(
     database_url: str, expected: int, *, time_limit: float = ROLLUP_TIME_LIMIT
 ) -> RollupRun:
     """The worker's rollup job in this process for up to ``time_limit`` seconds; what it has not
-    counted by then (or all, if it is missing or fails) is counted by :func:`sql_rollup`."""
+    counted by then (the job out of time, or failed) is counted by its set-based stand-in."""
     job_rows = job_runs = 0
     job_seconds = 0.0
-    from_cursor = True
     started = time.perf_counter()
     try:
         job_rows, job_runs = asyncio.run(_run_rollup_job(database_url, expected, time_limit))
         job_seconds = time.perf_counter() - started
-    except ImportError as exc:
-        print(f"  shared.jobs.audit_rollup is not usable ({exc}): counting with SQL instead")
     except Exception as exc:
+        # What it committed stands (each batch moved the cursor with it): the rest from there.
         print(f"  ERROR: the rollup job failed: {exc!r}; counting with SQL instead")
-        from_cursor = False
     sql_rows, sql_seconds = 0, 0.0
     if job_rows < expected:
         started = time.perf_counter()
-        sql_rows = sql_rollup(database_url, from_cursor=from_cursor)
+        sql_rows = asyncio.run(_run_backlog(database_url))
         sql_seconds = time.perf_counter() - started
     with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
         total = int(_scalar(connection, "SELECT coalesce(sum(count), 0) FROM audit_daily_counts"))
