@@ -1,4 +1,4 @@
-"""The admin benchmark's seed (``bench.admin``) at a small scale, on a database of its own: the
+"""The admin benchmark's seed (``bench.admin_seed``) at a small scale, on a database of its own: the
 counts it promises, the references the schema would check if the seed did not skip foreign-key
 triggers, the facts the admin listings rely on, and a rollup on which the worker's job and its
 set-based stand-in for large backlogs (``roll_up_backlog``) agree. Not a timing test."""
@@ -19,17 +19,14 @@ from shared.jobs.audit_rollup import ROLLUP_CURSOR, roll_up_backlog, rollup_batc
 from shared.process_resources import ProcessResources
 from shared.settings import make_settings
 
-from bench.admin import (
+from bench.admin_jobs import roll_up
+from bench.admin_seed import SEEDED_TABLES, SeedReport, seed_admin_data, seed_admin_session
+from bench.admin_seed_sql import (
     ADMIN_USER,
     AUDIT_MIX,
     CLIENTS,
     PROVIDERS,
-    SEEDED_TABLES,
-    SeedReport,
     SeedScale,
-    roll_up,
-    seed_admin_data,
-    seed_admin_session,
     seeded_user_id,
 )
 from bench.database import libpq_url
