@@ -1,6 +1,6 @@
 """The benchmarks' subprocesses: start a server, wait until it answers, stop it on the way out.
 
-Used by ``bench.run`` (the broker and the baseline app) and ``bench.worker`` (the upstream
+Used by ``bench.servers`` (the broker and the baseline app) and ``bench.worker`` (the upstream
 stand-in and the sync workers). Every process runs in a session of its own and is stopped by the
 block that started it, also on Ctrl-C, SIGTERM (see :func:`unwind_on_signals`) or an error.
 """

@@ -3,7 +3,7 @@
 -- Usage: wrk -t1 ... -s bench/refresh.lua URL -- TOKENS_FILE OFFSET
 -- Reads TOKENS_FILE (one token per line) from line OFFSET+1 on. Run it with -t1: the token
 -- counter lives in the single thread's Lua state. done() prints "bench-lua key=value" lines
--- that bench/run.py parses: tokens consumed, 200s, non-200s, and the first error seen.
+-- that bench/wrk.py parses: tokens consumed, 200s, non-200s, and the first error seen.
 
 local tokens = {}
 local available = 0

@@ -1,7 +1,7 @@
-"""The admin benchmark's seed (``bench.admin``) at a small scale, on a database of its own: the
+"""The admin benchmark's seed (``bench.admin_seed``) at a small scale, on a database of its own: the
 counts it promises, the references the schema would check if the seed did not skip foreign-key
-triggers, the facts the admin listings rely on, and a rollup on which the worker's job and the
-benchmark's SQL stand-in agree. Not a timing test."""
+triggers, the facts the admin listings rely on, and a rollup on which the worker's job and its
+set-based stand-in for large backlogs (``roll_up_backlog``) agree. Not a timing test."""
 
 from __future__ import annotations
 
@@ -15,25 +15,19 @@ import psycopg
 import pytest
 from shared.crypto.opaque import token_hash
 from shared.db.migrate import upgrade_to_head
-from shared.jobs.audit_rollup import ROLLUP_CURSOR as JOB_CURSOR
-from shared.jobs.audit_rollup import rollup_batch
+from shared.jobs.audit_rollup import ROLLUP_CURSOR, roll_up_backlog, rollup_batch
 from shared.process_resources import ProcessResources
 from shared.settings import make_settings
 
-from bench.admin import (
+from bench.admin_jobs import roll_up
+from bench.admin_seed import SEEDED_TABLES, SeedReport, seed_admin_data, seed_admin_session
+from bench.admin_seed_sql import (
     ADMIN_USER,
     AUDIT_MIX,
     CLIENTS,
     PROVIDERS,
-    ROLLUP_CURSOR,
-    SEEDED_TABLES,
-    SeedReport,
     SeedScale,
-    roll_up,
-    seed_admin_data,
-    seed_admin_session,
     seeded_user_id,
-    sql_rollup,
 )
 from bench.database import libpq_url
 from tests.support.databases import ServiceUnavailable, fresh_database, postgres_server_url
@@ -300,7 +294,7 @@ def _rollup_state(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]
     )
     seen = _rows(url, "SELECT id, last_seen_at FROM users ORDER BY id")
     published = _one(
-        url, "SELECT published FROM audit_relay_cursors WHERE stream = %s", (JOB_CURSOR,)
+        url, "SELECT published FROM audit_relay_cursors WHERE stream = %s", (ROLLUP_CURSOR,)
     )
     return counts, seen, published
 
@@ -312,7 +306,7 @@ def _reset_rollup(url: str) -> None:
         connection.execute(
             "UPDATE audit_relay_cursors SET last_txid = 0, last_id = 0, published = 0 "
             "WHERE stream = %s",
-            (JOB_CURSOR,),
+            (ROLLUP_CURSOR,),
         )
 
 
@@ -321,9 +315,13 @@ async def _one_job_batch(url: str, limit: int) -> int | None:
         return await rollup_batch(resources.job_deps(), limit)
 
 
-def test_the_rollup_job_and_its_sql_stand_in_agree(seeded):
+async def _backlog(url: str) -> int | None:
+    async with ProcessResources.opened(make_settings(database_url=url), pool_size=1) as resources:
+        return await roll_up_backlog(resources.job_deps())
+
+
+def test_the_rollup_job_and_its_backlog_stand_in_agree(seeded):
     url, _report = seeded
-    assert ROLLUP_CURSOR == JOB_CURSOR
     run = roll_up(url, SCALE.audit_rows, time_limit=60)
     assert (run.job_rows, run.sql_rows, run.counts_total) == (SCALE.audit_rows, 0, SCALE.audit_rows)
     by_job = _rollup_state(url)
@@ -332,14 +330,25 @@ def test_the_rollup_job_and_its_sql_stand_in_agree(seeded):
     assert providers <= {name for name, _share in PROVIDERS} | {""}
     # Rotations take the provider of the session their sid names.
     assert all(row[2] for row in by_job[0] if row[1] == "refresh_token.rotated")
+    # Sign-ins and rotations moved their users' last_seen_at.
+    assert any(seen for _user, seen in by_job[1])
 
-    # All by SQL, from scratch.
-    assert sql_rollup(url, from_cursor=False) == SCALE.audit_rows
+    # Caught up: nothing left for the stand-in, and the state is unchanged.
+    assert asyncio.run(_backlog(url)) == 0
     assert _rollup_state(url) == by_job
 
-    # Part by the job, the rest by SQL from the job's cursor: what bench.admin does when the
-    # job's time budget runs out.
+    # All by the stand-in, from the start.
+    _reset_rollup(url)
+    assert asyncio.run(_backlog(url)) == SCALE.audit_rows
+    assert _rollup_state(url) == by_job
+
+    # Part by the job, the rest by the stand-in from the job's cursor: what bench.admin does
+    # when the job's time budget runs out.
     _reset_rollup(url)
     assert asyncio.run(_one_job_batch(url, 1_200)) == 1_200
-    assert sql_rollup(url) == SCALE.audit_rows - 1_200
+    assert asyncio.run(_backlog(url)) == SCALE.audit_rows - 1_200
+    assert _rollup_state(url) == by_job
+
+    # And the other way round: the job finds nothing after the stand-in.
+    assert asyncio.run(_one_job_batch(url, 1_200)) == 0
     assert _rollup_state(url) == by_job

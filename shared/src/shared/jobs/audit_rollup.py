@@ -17,6 +17,11 @@ session ``data["sid"]`` names (one query per ``SLICE`` of the batch; a session p
 housekeeping counts as none), else ``""``. ``user.signed_in`` and ``refresh_token.rotated``
 (whose subject is the broker user id) also set that user's ``last_seen_at`` to the row's
 ``occurred_at`` if later (one statement per batch; on SQLite one statement run per user).
+
+**A large backlog at once.** :func:`roll_up_backlog` does what :func:`rollup_batch` run until
+caught up does, in one transaction of three set-based statements (PostgreSQL only): for a
+backlog far beyond what the job counts within its time limit, such as the benchmark's million
+seeded rows. A test on that seed keeps the two in agreement.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from shared.auth_sessions import SESSIONS
 from shared.db.base import table
 from shared.jobs.audit_cursor import (
     CursorState,
+    Position,
     committed_rows,
     cursor_position,
     lock_cursor,
@@ -257,3 +263,85 @@ async def _mark_seen(connection: AsyncConnection, seen: dict[uuid.UUID, dt.datet
         await connection.execute(
             _MARK_SEEN, [{"user_id": user, "seen_at": seen[user]} for user in users]
         )
+
+
+# roll_up_backlog's statements: the rows after the cursor up to the last committed one (the
+# rows rollup_batch reads, see committed_rows), counted and marked seen as rollup_batch does;
+# a sid or subject is read as a UUID only in the canonical form str(uuid) writes.
+_BACKLOG_END = text(
+    """
+    SELECT a.txid, a.id FROM audit_actions AS a
+    WHERE a.txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint
+      AND (a.txid, a.id) > (:after_txid, :after_id)
+    ORDER BY a.txid DESC, a.id DESC LIMIT 1
+    """
+)
+_BACKLOG_ROWS = text(
+    """
+    SELECT count(*) FROM audit_actions AS a
+    WHERE (a.txid, a.id) > (:after_txid, :after_id) AND (a.txid, a.id) <= (:txid, :id)
+    """
+)
+_BACKLOG_ADD_COUNTS = text(
+    """
+    INSERT INTO audit_daily_counts (day, action, provider, count)
+    SELECT (a.occurred_at AT TIME ZONE 'UTC')::date, a.action,
+           left(coalesce(nullif(a.data ->> 'provider', ''), s.provider, ''), :provider_length),
+           count(*)
+    FROM audit_actions AS a
+    LEFT JOIN auth_sessions AS s
+           ON coalesce(a.data ->> 'provider', '') = ''
+          AND s.id = CASE WHEN a.data ->> 'sid' ~ :uuid_pattern THEN (a.data ->> 'sid')::uuid END
+    WHERE (a.txid, a.id) > (:after_txid, :after_id) AND (a.txid, a.id) <= (:txid, :id)
+    GROUP BY 1, 2, 3
+    ON CONFLICT (day, action, provider)
+    DO UPDATE SET count = audit_daily_counts.count + excluded.count
+    """
+)
+_BACKLOG_MARK_SEEN = text(
+    """
+    UPDATE users SET last_seen_at = seen.seen_at
+    FROM (SELECT a.subject::uuid AS user_id, max(a.occurred_at) AS seen_at
+          FROM audit_actions AS a
+          WHERE a.action = ANY(CAST(:seen_actions AS text[])) AND a.subject ~ :uuid_pattern
+            AND (a.txid, a.id) > (:after_txid, :after_id) AND (a.txid, a.id) <= (:txid, :id)
+          GROUP BY 1) AS seen
+    WHERE users.id = seen.user_id
+      AND (users.last_seen_at IS NULL OR users.last_seen_at < seen.seen_at)
+    """
+)
+_UUID_PATTERN = "^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$"
+
+
+async def roll_up_backlog(deps: JobDeps) -> int | None:
+    """Count every committed row after the cursor in one transaction (PostgreSQL only); how
+    many, or None when another rollup holds the cursor."""
+    now = deps.clock.now()
+    async with deps.engine.connect() as connection, connection.begin():
+        cursor = await lock_cursor(connection, ROLLUP_CURSOR, now)
+        if cursor is None:
+            return None
+        after = cursor_position(cursor)
+        # The last row, fixed first: every row up to it is committed and visible, so the
+        # statements below see one and the same set of rows.
+        first = {"after_txid": after[0], "after_id": after[1]}
+        end = (await connection.execute(_BACKLOG_END, first)).first()
+        last = row_position(end) if end is not None else after
+        rows = 0
+        if end is not None:
+            bounds = _range(after, last)
+            rows = int((await connection.execute(_BACKLOG_ROWS, bounds)).scalar_one())
+            await connection.execute(
+                _BACKLOG_ADD_COUNTS,
+                {**bounds, "provider_length": PROVIDER_LENGTH, "uuid_pattern": _UUID_PATTERN},
+            )
+            await connection.execute(
+                _BACKLOG_MARK_SEEN,
+                {**bounds, "seen_actions": sorted(SEEN_ACTIONS), "uuid_pattern": _UUID_PATTERN},
+            )
+        await move_cursor(connection, ROLLUP_CURSOR, last, rows, now)
+    return rows
+
+
+def _range(after: Position, last: Position) -> dict[str, Any]:
+    return {"after_txid": after[0], "after_id": after[1], "txid": last[0], "id": last[1]}
