@@ -39,9 +39,9 @@ worker: env
 	$(RUN) sync-worker
 
 lint: env
-	$(RUN) ruff check shared services migrations tests bench deploy
-	$(RUN) ruff format --check shared services migrations tests bench deploy
-	$(RUN) mypy shared/src services/broker/src services/sync-worker/src bench deploy
+	$(RUN) ruff check shared services migrations tests bench deploy standins
+	$(RUN) ruff format --check shared services migrations tests bench deploy standins
+	$(RUN) mypy shared/src services/broker/src services/sync-worker/src bench deploy standins
 	$(RUN) lint-imports
 
 # Schemas, lint and the broker's own config loader over deploy/, compose.yaml and the
