@@ -56,7 +56,7 @@ test-unit: env
 	$(RUN) pytest -q tests/unit
 
 test-integration: env
-	$(RUN) pytest -q tests/integration
+	$(RUN) pytest -q tests/integration tests/contract
 
 test-e2e: env
 	$(RUN) pytest -q tests/e2e
