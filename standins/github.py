@@ -63,7 +63,7 @@ from standins.kit.bodies import (
     same_secret,
 )
 from standins.kit.control import ControlAPI, Controls, Misbehaviours, ProfileChanges, logged
-from standins.kit.faults import Abandoned, RefreshAttempt, play
+from standins.kit.faults import Abandoned, RefreshAttempt, answered, scripted
 from standins.kit.images import TINY_PNG
 from standins.kit.redirects import is_http_url, redirect
 from standins.kit.runner import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, run
@@ -496,10 +496,7 @@ class GitHub:
         attempt = None
         if grant_type == "refresh_token":
             attempt = self.state.controls.refresh_log.arrive(form_value(form, "refresh_token"))
-        answer = await self._token_answer(request, form, grant_type, attempt)
-        if isinstance(answer, Abandoned):
-            return Response(status_code=499)  # nothing was done and nobody is listening
-        return attempt.record(answer) if attempt is not None else answer
+        return answered(await self._token_answer(request, form, grant_type, attempt), attempt)
 
     async def _token_answer(
         self, request: Request, form: FormData, grant_type: str, attempt: RefreshAttempt | None
@@ -516,14 +513,12 @@ class GitHub:
 
     async def _redeem(self, request: Request, form: FormData) -> Response | Abandoned:
         state, code = self.state, form_value(form, "code")
-        fault = state.controls.code_faults.take()
-        if fault is not None:
-            errors = _TokenErrors(
-                request, "bad_verification_code", lambda: state.codes.pop(code or "", None)
-            )
-            scripted = await play(fault, request, errors)
-            if scripted is not None:
-                return scripted
+        errors = _TokenErrors(
+            request, "bad_verification_code", lambda: state.codes.pop(code or "", None)
+        )
+        failed = await scripted(state.controls.code_faults, request, errors)
+        if failed is not None:
+            return failed
         grant = state.codes.pop(code, None) if code else None
         if grant is None or grant.expires_at <= time.time() or grant.client_id != self.client_id:
             return _token_error(request, "bad_verification_code")
@@ -541,17 +536,12 @@ class GitHub:
     ) -> Response | Abandoned:
         """``grant_type=refresh_token``: the refresh token and its access token die."""
         state, presented = self.state, form_value(form, "refresh_token")
-        fault = state.controls.refresh_faults.take()
-        if fault is not None:
-            attempt.fault = fault.mode
-            errors = _TokenErrors(
-                request,
-                "bad_refresh_token",
-                lambda: state.refresh_tokens.pop(presented or "", None),
-            )
-            scripted = await play(fault, request, errors)
-            if scripted is not None:
-                return scripted
+        errors = _TokenErrors(
+            request, "bad_refresh_token", lambda: state.refresh_tokens.pop(presented or "", None)
+        )
+        failed = await scripted(state.controls.refresh_faults, request, errors, attempt)
+        if failed is not None:
+            return failed
         grant = state.refresh_tokens.pop(presented, None) if presented else None
         if grant is None or grant.expires_at <= time.time() or grant.client_id != self.client_id:
             return _token_error(request, "bad_refresh_token")

@@ -66,7 +66,7 @@ from standins.kit.bodies import (
     same_secret,
 )
 from standins.kit.control import ControlAPI, Controls, Misbehaviours, ProfileChanges, logged
-from standins.kit.faults import Abandoned, RefreshAttempt, play
+from standins.kit.faults import Abandoned, RefreshAttempt, answered, scripted
 from standins.kit.images import TINY_JPEG, TINY_PNG
 from standins.kit.redirects import is_http_url, redirect
 from standins.kit.runner import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, run
@@ -564,10 +564,7 @@ class Entra:
         attempt = None
         if grant_type == "refresh_token":
             attempt = self.state.controls.refresh_log.arrive(form_value(form, "refresh_token"))
-        answer = await self._token_answer(request, tenant, form, attempt)
-        if isinstance(answer, Abandoned):
-            return Response(status_code=499)  # nothing was done and nobody is listening
-        return attempt.record(answer) if attempt is not None else answer
+        return answered(await self._token_answer(request, tenant, form, attempt), attempt)
 
     async def _token_answer(
         self, request: Request, tenant: str, form: FormData, attempt: RefreshAttempt | None
@@ -592,12 +589,10 @@ class Entra:
 
     async def _redeem_code(self, request: Request, form: FormData) -> Response | Abandoned:
         state, aad, code = self.state, self.errors, form_value(form, "code")
-        fault = state.controls.code_faults.take()
-        if fault is not None:
-            errors = _AadErrors(self.authority, lambda: state.codes.pop(code or "", None))
-            scripted = await play(fault, request, errors)
-            if scripted is not None:
-                return scripted
+        errors = _AadErrors(self.authority, lambda: state.codes.pop(code or "", None))
+        failed = await scripted(state.controls.code_faults, request, errors)
+        if failed is not None:
+            return failed
         if code is None:
             return aad.missing("code")
         if code in state.redeemed_codes:
@@ -642,15 +637,10 @@ class Entra:
         self, request: Request, form: FormData, attempt: RefreshAttempt
     ) -> Response | Abandoned:
         state, aad, presented = self.state, self.errors, form_value(form, "refresh_token")
-        fault = state.controls.refresh_faults.take()
-        if fault is not None:
-            attempt.fault = fault.mode
-            drop = _AadErrors(
-                self.authority, lambda: state.refresh_tokens.pop(presented or "", None)
-            )
-            scripted = await play(fault, request, drop)
-            if scripted is not None:
-                return scripted
+        drop = _AadErrors(self.authority, lambda: state.refresh_tokens.pop(presented or "", None))
+        failed = await scripted(state.controls.refresh_faults, request, drop, attempt)
+        if failed is not None:
+            return failed
         if presented is None:
             return aad.missing("refresh_token")
         grant = state.refresh_tokens.get(presented)

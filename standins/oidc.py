@@ -71,7 +71,7 @@ from standins.kit.bodies import (
     same_secret,
 )
 from standins.kit.control import ControlAPI, Controls, Misbehaviours, ProfileChanges, logged
-from standins.kit.faults import Abandoned, RefreshAttempt, play
+from standins.kit.faults import Abandoned, RefreshAttempt, answered, scripted
 from standins.kit.redirects import is_http_url, redirect
 from standins.kit.runner import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, run
 
@@ -481,39 +481,28 @@ class OpenIDProvider:
     def _authenticate_client(self, request: Request, form: FormData) -> str | Response:
         """Authenticate the client (RFC 6749 §2.3.1): its id, or the error response."""
         presented = presented_client(request, form)
-        challenge = {"WWW-Authenticate": 'Basic realm="upstream-idp"'}
+
+        def unauthorized(description: str) -> Response:
+            challenge = {"WWW-Authenticate": 'Basic realm="upstream-idp"'}
+            return _oauth_error("invalid_client", description, status_code=401, headers=challenge)
+
         if presented.basic is not None:
             if presented.posted_secret is not None:
                 return _oauth_error(
                     "invalid_request", "more than one client authentication method used"
                 )
             if presented.basic_malformed:
-                return _oauth_error(
-                    "invalid_client",
-                    "malformed Basic credentials",
-                    status_code=401,
-                    headers=challenge,
-                )
+                return unauthorized("malformed Basic credentials")
             client_id, secret = presented.basic
             if presented.posted_id is not None and presented.posted_id != client_id:
                 return _oauth_error("invalid_request", "client_id does not match credentials")
         elif presented.posted_id is not None and presented.posted_secret is not None:
             client_id, secret = presented.posted_id, presented.posted_secret
         else:
-            return _oauth_error(
-                "invalid_client",
-                "client authentication required",
-                status_code=401,
-                headers=challenge,
-            )
+            return unauthorized("client authentication required")
         id_ok = same_secret(client_id, self.config.client_id)
         if not (same_secret(secret, self.config.client_secret) and id_ok):
-            return _oauth_error(
-                "invalid_client",
-                "client authentication failed",
-                status_code=401,
-                headers=challenge,
-            )
+            return unauthorized("client authentication failed")
         return client_id
 
     async def token(self, request: Request) -> Response:
@@ -523,16 +512,12 @@ class OpenIDProvider:
         grant_type = form_value(form, "grant_type")
         if grant_type == "refresh_token":
             attempt = self.state.controls.refresh_log.arrive(form_value(form, "refresh_token"))
-            answer = await self._refresh(request, form, attempt)
-            if isinstance(answer, Abandoned):
-                return Response(status_code=499)  # nothing was done and nobody is listening
-            return attempt.record(answer)
+            return answered(await self._refresh(request, form, attempt), attempt)
         client = self._authenticate_client(request, form)
         if isinstance(client, Response):
             return client
         if grant_type == "authorization_code":
-            answer = await self._redeem_code(request, client, form)
-            return Response(status_code=499) if isinstance(answer, Abandoned) else answer
+            return answered(await self._redeem_code(request, client, form))
         if not grant_type:
             return _oauth_error("invalid_request", "grant_type is required")
         return _oauth_error("unsupported_grant_type", f"unsupported grant_type: {grant_type}")
@@ -550,10 +535,9 @@ class OpenIDProvider:
             )
         code = form_value(form, "code")
         errors = _TokenErrors("authorization code", lambda: state.codes.pop(code or "", None))
-        fault = state.controls.code_faults.take()
-        scripted = await play(fault, request, errors) if fault is not None else None
-        if scripted is not None:
-            return scripted
+        failed = await scripted(state.controls.code_faults, request, errors)
+        if failed is not None:
+            return failed
         if not code:
             return _oauth_error("invalid_request", "code is required")
         grant = state.codes.pop(code, None)
@@ -590,12 +574,9 @@ class OpenIDProvider:
         errors = _TokenErrors(
             "refresh token", lambda: state.refresh_tokens.pop(presented or "", None)
         )
-        fault = state.controls.refresh_faults.take()
-        if fault is not None:
-            attempt.fault = fault.mode  # known while a hang waits
-        scripted = await play(fault, request, errors) if fault is not None else None
-        if scripted is not None:
-            return scripted
+        failed = await scripted(state.controls.refresh_faults, request, errors, attempt)
+        if failed is not None:
+            return failed
         if not presented:
             return _oauth_error("invalid_request", "refresh_token is required")
         grant = state.refresh_tokens.get(presented)

@@ -129,6 +129,29 @@ async def play(
     return None
 
 
+async def scripted(
+    script: FaultScript,
+    request: Request,
+    dialect: FaultDialect,
+    attempt: RefreshAttempt | None = None,
+) -> Response | Abandoned | None:
+    """Play the next fault of ``script``, if any, noting it on ``attempt`` (see :func:`play`)."""
+    fault = script.take()
+    if fault is None:
+        return None
+    if attempt is not None:
+        attempt.fault = fault.mode  # known while a hang waits
+    return await play(fault, request, dialect)
+
+
+def answered(answer: Response | Abandoned, attempt: RefreshAttempt | None = None) -> Response:
+    """What a token endpoint sends: the answer (logged on ``attempt``), or 499 when the client
+    left during a hang (nothing was done and nobody is listening)."""
+    if isinstance(answer, Abandoned):
+        return Response(status_code=499)
+    return attempt.record(answer) if attempt is not None else answer
+
+
 def _body_of(response: Response) -> dict[str, Any]:
     """A token response's fields, JSON or form-encoded (GitHub without ``Accept: json``)."""
     raw = bytes(response.body)
