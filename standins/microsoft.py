@@ -99,8 +99,6 @@ MISBEHAVE_MODES = frozenset(
 )
 """Modes accepted by ``POST /_control/misbehave``; each one applies once."""
 
-__all__ = ["CONSUMERS_TENANT", "DEFAULT_TENANT", "TINY_JPEG", "TINY_PNG", "create_app", "main"]
-
 _ISS_MODES = ("iss_other_tenant", "iss_template", "iss_v1")
 _OIDC_SCOPES = ("openid", "profile", "email")
 _GRAPH_RESOURCE = "https://graph.microsoft.com/"

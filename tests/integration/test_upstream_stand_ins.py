@@ -16,7 +16,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from standins.microsoft import CONSUMERS_TENANT, DEFAULT_TENANT, TINY_PNG
+from standins.kit.images import TINY_PNG
+from standins.microsoft import CONSUMERS_TENANT, DEFAULT_TENANT
 from tests.support.processes import free_port, run_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
