@@ -39,9 +39,9 @@ worker: env
 	$(RUN) sync-worker
 
 lint: env
-	$(RUN) ruff check shared services verifier migrations tests bench deploy
-	$(RUN) ruff format --check shared services verifier migrations tests bench deploy
-	$(RUN) mypy shared/src services/broker/src services/sync-worker/src verifier/src bench deploy
+	$(RUN) ruff check shared services verifier standins migrations tests bench deploy
+	$(RUN) ruff format --check shared services verifier standins migrations tests bench deploy
+	$(RUN) mypy shared/src services/broker/src services/sync-worker/src verifier/src standins bench deploy
 	$(RUN) lint-imports
 
 # Schemas, lint and the broker's own config loader over deploy/, compose.yaml and the
@@ -56,7 +56,7 @@ test-unit: env
 	$(RUN) pytest -q tests/unit
 
 test-integration: env
-	$(RUN) pytest -q tests/integration
+	$(RUN) pytest -q tests/integration tests/contract
 
 test-e2e: env
 	$(RUN) pytest -q tests/e2e

@@ -2,7 +2,7 @@
 ``sync-worker`` processes, and audit events per second through the audit relay.
 
 Refreshes: a throw-away PostgreSQL database gets N upstream links (``bench.upstream_links``)
-whose grants a real OpenID Provider stand-in (``tests.support.upstream_idp``, run as a process)
+whose grants a real OpenID Provider stand-in (``standins.oidc``, run as a process)
 minted. Each run starts its worker processes (``bench.sync_workers``) on a queue of its own (a
 scan every 0.5 s enqueues at most 1,000 due links), waits until each answers ``/readyz``, then
 makes every link due and polls the database until all have a ``last_refreshed_at``. The rate is
@@ -128,7 +128,7 @@ def mint_grants(issuer: str, count: int) -> list[dict[str, Any]]:
 def start_upstream(stack: contextlib.ExitStack, workdir: Path) -> tuple[Server, str]:
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
-    command = [str(VENV_BIN / "python"), "-m", "tests.support.upstream_idp", "--port", str(port)]
+    command = [str(VENV_BIN / "python"), "-m", "standins.oidc", "--port", str(port)]
     upstream = stack.enter_context(
         server(
             "upstream stand-in",

@@ -46,24 +46,12 @@ def redis_url() -> Iterator[str]:
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def upstream_idp() -> Iterator[str]:
-    """A real OpenID Provider process on 127.0.0.1 (tests/support/upstream_idp.py)."""
+def _stand_in(module: str, ready_path: str, *extra: str) -> Iterator[str]:
+    """Run ``python -m standins.<module>`` on a free port until the session ends."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with run_process(
-        [sys.executable, "-m", "tests.support.upstream_idp", "--port", str(port)],
-        ready_url=f"{url}/.well-known/openid-configuration",
-        cwd=str(ROOT),
-    ):
-        yield url
-
-
-def _stand_in(module: str, ready_path: str) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with run_process(
-        [sys.executable, "-m", module, "--port", str(port)],
+        [sys.executable, "-m", f"standins.{module}", "--port", str(port), *extra],
         ready_url=f"{url}{ready_path}",
         cwd=str(ROOT),
     ):
@@ -71,30 +59,27 @@ def _stand_in(module: str, ready_path: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def upstream_idp() -> Iterator[str]:
+    """A real OpenID Provider process on 127.0.0.1 (standins/oidc.py)."""
+    yield from _stand_in("oidc", "/.well-known/openid-configuration")
+
+
+@pytest.fixture(scope="session")
 def github_upstream() -> Iterator[str]:
-    """github.com and its API played by tests/support/upstream_github.py."""
-    yield from _stand_in("tests.support.upstream_github", "/api/v3/meta")
+    """github.com and its API played by standins/github.py."""
+    yield from _stand_in("github", "/api/v3/meta")
 
 
 @pytest.fixture(scope="session")
 def microsoft_upstream() -> Iterator[str]:
-    """Microsoft Entra ID v2.0 and a bit of Graph: tests/support/upstream_microsoft.py."""
-    yield from _stand_in(
-        "tests.support.upstream_microsoft", "/common/v2.0/.well-known/openid-configuration"
-    )
+    """Microsoft Entra ID v2.0 and a bit of Graph: standins/microsoft.py."""
+    yield from _stand_in("microsoft", "/common/v2.0/.well-known/openid-configuration")
 
 
 @pytest.fixture(scope="session")
 def google_upstream() -> Iterator[str]:
-    """The OpenID Provider double in its Google flavour."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with run_process(
-        [sys.executable, "-m", "tests.support.upstream_idp", "--port", str(port), "--google"],
-        ready_url=f"{url}/.well-known/openid-configuration",
-        cwd=str(ROOT),
-    ):
-        yield url
+    """The OpenID Provider stand-in in its Google flavour."""
+    yield from _stand_in("oidc", "/.well-known/openid-configuration", "--google")
 
 
 @pytest.fixture

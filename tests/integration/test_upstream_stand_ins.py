@@ -16,8 +16,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from standins.kit.images import TINY_PNG
+from standins.microsoft import CONSUMERS_TENANT, DEFAULT_TENANT
 from tests.support.processes import free_port, run_process
-from tests.support.upstream_microsoft import CONSUMERS_TENANT, DEFAULT_TENANT, TINY_PNG
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "broker"
@@ -39,7 +40,7 @@ def _stand_in(module: str, ready_path: str, *extra: str) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with run_process(
-        [sys.executable, "-m", f"tests.support.{module}", "--port", str(port), *extra],
+        [sys.executable, "-m", f"standins.{module}", "--port", str(port), *extra],
         ready_url=f"{url}{ready_path}",
         cwd=str(REPO_ROOT),
     ):
@@ -61,17 +62,17 @@ def _callback(response: httpx2.Response) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def github_url() -> Iterator[str]:
-    yield from _stand_in("upstream_github", "/api/v3/meta")
+    yield from _stand_in("github", "/api/v3/meta")
 
 
 @pytest.fixture(scope="module")
 def microsoft_url() -> Iterator[str]:
-    yield from _stand_in("upstream_microsoft", "/common/v2.0/.well-known/openid-configuration")
+    yield from _stand_in("microsoft", "/common/v2.0/.well-known/openid-configuration")
 
 
 @pytest.fixture(scope="module")
 def google_url() -> Iterator[str]:
-    yield from _stand_in("upstream_idp", "/.well-known/openid-configuration", "--google")
+    yield from _stand_in("oidc", "/.well-known/openid-configuration", "--google")
 
 
 @pytest.fixture
