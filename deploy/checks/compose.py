@@ -1,8 +1,9 @@
 """``compose.yaml``: the Compose specification's JSON schema, then what the schema cannot see.
 
 The schema is the one check-jsonschema vendors (with its license) from the compose-spec
-project. After it: build files and bind-mount sources exist, and each service that names a
-broker config in BROKER_CONFIG would start with the file mounted there and its environment.
+project. After it: build files and bind-mount sources exist, each service that names a
+broker config in BROKER_CONFIG would start with the file mounted there and its environment, and
+the services meant to scale (``docker compose up --scale sync-worker=3``) take no fixed port.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from checks.broker_settings import settings_problem
 from checks.problems import Problems, load_documents
 
 COMPOSE_FILE = "compose.yaml"
+# Services run as any number of replicas: they may publish no host port and, since they share
+# a network namespace, listen on no fixed port either.
+SCALED_SERVICES = ("sync-worker",)
 
 
 def compose_schema() -> dict[str, Any]:
@@ -58,7 +62,30 @@ def check_compose(root: Path, problems: Problems) -> None:
     if found:
         return
     for name, service in compose.get("services", {}).items():
-        _check_service(root, f"{COMPOSE_FILE}: services.{name}", service, problems)
+        where = f"{COMPOSE_FILE}: services.{name}"
+        _check_service(root, where, service, problems)
+        if name in SCALED_SERVICES:
+            for problem in scaling_problems(service):
+                problems.add(where, problem)
+
+
+def scaling_problems(service: dict[str, Any]) -> list[str]:
+    """Why ``--scale`` would make replicas of this service collide on a port."""
+    found = []
+    if service.get("ports"):
+        found.append("publishes host ports, which a second replica cannot take")
+    command = [str(part) for part in service.get("command", [])]
+    port = command[command.index("--http-port") + 1] if "--http-port" in command[:-1] else None
+    if port is None:
+        found.append("listens on the image's default port 8001: give --http-port 0 (or -1)")
+    elif port not in ("0", "-1"):
+        found.append(f"listens on the fixed port {port}: give --http-port 0 (or -1)")
+    elif port == "0" and ("--http-port-file" not in command or "healthcheck" not in service):
+        found.append(
+            "--http-port 0 needs --http-port-file and a healthcheck that reads it (the image's "
+            "HEALTHCHECK asks port 8001)"
+        )
+    return found
 
 
 def _check_service(root: Path, where: str, service: dict[str, Any], problems: Problems) -> None:

@@ -5,6 +5,7 @@ half-written and the job is done by the next worker; health and metrics over HTT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -254,3 +255,38 @@ async def test_worker_serves_health_readiness_and_metrics(
     assert 'sync_worker_jobs_total{job="refresh_upstream_token",outcome="ok"}' in metrics
     assert 'sync_worker_upstream_refresh_seconds_count{provider="corp"}' in metrics
     assert "sync_worker_queue_depth " in metrics
+
+
+async def test_workers_in_one_network_namespace_each_take_a_free_port_and_say_which(
+    idp: httpx2.AsyncClient,
+    engine: AsyncEngine,
+    worker_env: dict[str, str],
+    queue_name: str,
+    tmp_path: Path,
+) -> None:
+    """What ``docker compose up --scale sync-worker=3`` runs: no two collide on a port."""
+    files = [tmp_path / f"port{n}" for n in range(2)]
+    async with contextlib.AsyncExitStack() as stack:
+        for n, port_file in enumerate(files):
+            await stack.enter_async_context(
+                worker(
+                    worker_env,
+                    queue_name,
+                    tmp_path / f"w{n}.log",
+                    "--http-port",
+                    "0",
+                    "--http-port-file",
+                    str(port_file),
+                )
+            )
+
+        async def both_listening() -> bool:
+            return all(port_file.exists() for port_file in files)
+
+        await eventually(both_listening, within=30)
+        ports = [int(port_file.read_text()) for port_file in files]
+        assert len(set(ports)) == 2 and all(port > 0 for port in ports)
+        async with httpx2.AsyncClient() as http:
+            for port in ports:
+                ready = await http.get(f"http://127.0.0.1:{port}/readyz")
+                assert ready.status_code == 200, ready.text

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 from arq.worker import Worker
@@ -59,7 +60,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=8001,
         metavar="PORT",
-        help="its port (default 8001; -1: no server)",
+        help="its port (default 8001; 0: any free port; -1: no server)",
+    )
+    parser.add_argument(
+        "--http-port-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the port the server listens on to PATH once it listens (with --http-port 0, "
+        "so that replicas sharing one network namespace never collide; a health check reads it)",
     )
     return parser.parse_args(argv)
 
@@ -100,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             job_timeout=args.job_timeout,
             http_host=args.http_host,
             http_port=None if args.http_port < 0 else args.http_port,
+            http_port_file=args.http_port_file,
         )
     except ConfigError as exc:
         print(f"sync-worker: configuration error: {exc}", file=sys.stderr)

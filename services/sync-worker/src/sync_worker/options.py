@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypedDict
 
 import structlog
@@ -87,7 +88,9 @@ class WorkerProcess:
     metrics: WorkerMetrics
     scheduler: PeriodicScheduler | None
     http_host: str
-    http_port: int | None  # None: no health/metrics server
+    http_port: int | None  # None: no health/metrics server; 0: any free port
+    # Where to write the port the server listens on (replicas in one network namespace).
+    http_port_file: Path | None = None
     monitoring: MonitoringServer | None = None
     running: bool = False
     schema_revisions: SchemaRevisions | None = None  # loaded when the server starts
@@ -114,6 +117,8 @@ class WorkerProcess:
             self.monitoring = MonitoringServer(app, host=self.http_host, port=self.http_port)
             await self.monitoring.start()
             log.info("worker.http", host=self.http_host, port=self.monitoring.port)
+            if self.http_port_file is not None:
+                write_port_file(self.http_port_file, self.monitoring.port)
         if self.scheduler is not None:
             self.scheduler.start()
 
@@ -154,6 +159,13 @@ class WorkerProcess:
             return int(await self.redis.zcard(self.queue.queue_name))
         except RedisError as exc:
             raise CheckFailed("queue depth") from exc
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Replace ``path`` with the port, atomically: a health check never reads half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(f"{port}\n", encoding="ascii")
+    partial.replace(path)
 
 
 def arq_function(spec: JobSpec[Any]) -> Function:
@@ -219,6 +231,7 @@ def build_worker_process(
     clock: Clock,
     http_host: str,
     http_port: int | None,
+    http_port_file: Path | None = None,
 ) -> WorkerProcess:
     """Everything a worker process needs, constructed without I/O."""
     assert settings.redis_url is not None
@@ -238,6 +251,7 @@ def build_worker_process(
         scheduler=scheduler,
         http_host=http_host,
         http_port=http_port,
+        http_port_file=http_port_file,
     )
 
 
@@ -261,6 +275,7 @@ def build_worker_options(
     clock: Clock | None = None,
     http_host: str = "127.0.0.1",
     http_port: int | None = None,
+    http_port_file: Path | None = None,
 ) -> WorkerOptions:
     """Options for a worker consuming ``queue_name``; needs ``settings.redis_url``.
 
@@ -276,6 +291,7 @@ def build_worker_options(
         clock=clock or SystemClock(),
         http_host=http_host,
         http_port=http_port,
+        http_port_file=http_port_file,
     )
     if burst:
         process.scheduler = None  # burst mode drains the queue; it adds no periodic work
