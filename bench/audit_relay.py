@@ -15,9 +15,10 @@ import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from shared.audit import AUDIT_TABLE, audit_values
+from shared.audit import audit_values
 from shared.clock import SystemClock
 from shared.db.database import create_engine
+from shared.db.tables import AUDIT_TABLE
 from shared.jobs import JobDeps
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
 from shared.runtime import build_http_client

@@ -23,15 +23,15 @@ import uuid
 from dataclasses import dataclass
 
 from shared.audit import record_audit_core
-from shared.auth_sessions import LINKS, USERS
 from shared.clock import SystemClock, rfc3339
 from shared.db.database import create_engine
+from shared.db.tables import ADMIN_GRANTS, LINKS, PROFILES, USERS
 from shared.settings import Settings
 from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.roles import GRANTS, PROFILES, is_admin_user
+from broker.roles import is_admin_user
 
 _PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _USAGE = "give a broker user id (a UUID, or user:<id>) or <provider>:<subject> of a linked profile"
@@ -126,7 +126,9 @@ async def grant(engine: AsyncEngine, settings: Settings, text: str, now: dt.date
         who = await _locked_user(connection, user_id)
         existing = (
             await connection.execute(
-                select(GRANTS.c.granted_by, GRANTS.c.granted_at).where(GRANTS.c.user_id == user_id)
+                select(ADMIN_GRANTS.c.granted_by, ADMIN_GRANTS.c.granted_at).where(
+                    ADMIN_GRANTS.c.user_id == user_id
+                )
             )
         ).first()
         if existing is not None:
@@ -135,7 +137,7 @@ async def grant(engine: AsyncEngine, settings: Settings, text: str, now: dt.date
                 f"{existing.granted_by}); nothing changed"
             )
         await connection.execute(
-            insert(GRANTS).values(user_id=user_id, granted_by=actor, granted_at=now)
+            insert(ADMIN_GRANTS).values(user_id=user_id, granted_by=actor, granted_at=now)
         )
         await record_audit_core(
             connection,
@@ -158,7 +160,9 @@ async def revoke(engine: AsyncEngine, settings: Settings, text: str, now: dt.dat
     async with engine.begin() as connection:
         user_id = await resolve_user(connection, settings, text)
         who = await _locked_user(connection, user_id)
-        deleted = await connection.execute(delete(GRANTS).where(GRANTS.c.user_id == user_id))
+        deleted = await connection.execute(
+            delete(ADMIN_GRANTS).where(ADMIN_GRANTS.c.user_id == user_id)
+        )
         if deleted.rowcount:
             await record_audit_core(
                 connection,
@@ -184,9 +188,14 @@ async def list_admins(connection: AsyncConnection, settings: Settings) -> list[A
     entries = [
         AdminEntry(f"granted {rfc3339(row.granted_at)} by {row.granted_by}", row.user_id, row.email)
         for row in await connection.execute(
-            select(GRANTS.c.user_id, GRANTS.c.granted_at, GRANTS.c.granted_by, USERS.c.email)
-            .join(USERS, USERS.c.id == GRANTS.c.user_id)
-            .order_by(GRANTS.c.granted_at, GRANTS.c.user_id)
+            select(
+                ADMIN_GRANTS.c.user_id,
+                ADMIN_GRANTS.c.granted_at,
+                ADMIN_GRANTS.c.granted_by,
+                USERS.c.email,
+            )
+            .join(USERS, USERS.c.id == ADMIN_GRANTS.c.user_id)
+            .order_by(ADMIN_GRANTS.c.granted_at, ADMIN_GRANTS.c.user_id)
         )
     ]
     by_id = [uuid.UUID(entry[5:]) for entry in settings.admins if entry.startswith("user:")]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from shared.audit import AUDIT_TABLE
 from shared.clock import rfc3339
+from shared.db.tables import AUDIT_TABLE
 from sqlalchemy import Select, literal, tuple_
 
 COLUMNS = ("id", "event_id", "occurred_at", "action", "actor", "subject", "client_id", "ip", "data")

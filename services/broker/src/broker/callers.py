@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
-from shared.auth_sessions import SESSIONS, USER_CLAIM_COLUMNS, USERS
+from shared.auth_sessions import USER_CLAIM_COLUMNS
+from shared.db.tables import SESSIONS, USERS
 from shared.runtime import Runtime
 from sqlalchemy import select
 from starlette.requests import Request

@@ -19,15 +19,12 @@ from typing import Any
 from shared.audit import record_audit_core
 from shared.auth_sessions import revoke_session
 from shared.crypto.opaque import new_opaque_token, token_hash
-from shared.db.base import table
-from shared.models import AuthorizationCode
+from shared.db.tables import CODES
 from shared.revocations import Revocation
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.errors import InvalidGrant, InvalidRequest
-
-CODES = table(AuthorizationCode)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ from typing import Any
 
 from shared.audit import record_audit_core
 from shared.auth_sessions import SessionGrant, create_session
-from shared.db.base import table
-from shared.models import User
+from shared.db.tables import USERS
 from shared.refresh_rotation import (
     RotationError,
     RotationFailure,
@@ -34,8 +33,6 @@ from broker.codes import CodeUnusable, attach_session, redeem_code
 from broker.errors import InvalidGrant, InvalidRequest, InvalidScope
 from broker.roles import ADMIN_SCOPE, admin_scope_for
 from broker.tokens import UserClaims, mint_access_token, mint_id_token
-
-USERS = table(User)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ from typing import Any
 from shared.audit import record_audit_core
 from shared.avatars import avatar_url, store_avatar
 from shared.crypto.keyring import Keyring
-from shared.db.base import table
-from shared.models import OAuth2Profile, OAuth2Token, User
+from shared.db.tables import LINKS, PROFILES, USERS
 from shared.profile_columns import fit_columns
 from shared.providers.base import UpstreamLogin, UpstreamProfile
 from shared.upstream_tokens import store_upstream_tokens
@@ -29,10 +28,6 @@ from shared.user_claims import refresh_user_claims
 from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-USERS = table(User)
-PROFILES = table(OAuth2Profile)
-UPSTREAM_TOKENS = table(OAuth2Token)
 
 
 class UserDisabled(Exception):
@@ -517,13 +512,13 @@ async def holds_usable_refresh_token(
     """Whether the broker keeps an upstream refresh token for this identity that still works."""
     row = (
         await connection.execute(
-            select(UPSTREAM_TOKENS.c.refresh_expires_at)
-            .join(PROFILES, PROFILES.c.id == UPSTREAM_TOKENS.c.profile_id)
+            select(LINKS.c.refresh_expires_at)
+            .join(PROFILES, PROFILES.c.id == LINKS.c.profile_id)
             .where(
                 PROFILES.c.provider == provider_id,
                 PROFILES.c.subject == subject,
-                UPSTREAM_TOKENS.c.refresh_token_enc.is_not(None),
-                UPSTREAM_TOKENS.c.state.in_(("ok", "refresh_failing")),
+                LINKS.c.refresh_token_enc.is_not(None),
+                LINKS.c.state.in_(("ok", "refresh_failing")),
             )
         )
     ).first()

@@ -24,10 +24,9 @@ import uuid
 from dataclasses import dataclass
 
 from shared.audit import record_audit_core
-from shared.auth_sessions import SESSIONS, USERS, revoke_link_sessions
+from shared.auth_sessions import revoke_link_sessions
 from shared.crypto.opaque import token_hash
-from shared.db.base import table
-from shared.models import AuthorizationCode, OAuth2Profile
+from shared.db.tables import CODES, PROFILES, SESSIONS, USERS
 from shared.revocations import Revocation
 from shared.runtime import Runtime
 from shared.user_claims import refresh_user_claims
@@ -42,9 +41,6 @@ from broker.logins import ClientRequest, LinkOwner, StartedLogin, set_login_cook
 from broker.pages import link_confirm_page
 from broker.responses import client_error_location
 from broker.tokens import TokenInvalid, verify_id_token_hint
-
-PROFILES = table(OAuth2Profile)
-CODES = table(AuthorizationCode)
 
 
 class LinkNotAllowed(Exception):

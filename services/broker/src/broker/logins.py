@@ -19,8 +19,7 @@ from typing import Any
 
 from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.crypto.sealed_columns import LOGIN_CODE_VERIFIER
-from shared.db.base import table
-from shared.models import LoginState
+from shared.db.tables import LOGIN_STATES
 from shared.providers.base import LoginStart, Provider
 from shared.runtime import Runtime
 from sqlalchemy import insert, update
@@ -29,7 +28,6 @@ from starlette.responses import Response
 from broker import cookies
 from broker.authorization import AuthorizationRequest
 
-LOGIN_STATES = table(LoginState)
 LOGIN_COOKIE = "broker_login"
 SECURE_COOKIE = f"__Host-{LOGIN_COOKIE}"
 

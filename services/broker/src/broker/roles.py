@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import uuid
 
-from shared.auth_sessions import LINKS
-from shared.db.base import table
-from shared.models import AdminGrant, OAuth2Profile
+from shared.db.tables import ADMIN_GRANTS, LINKS, PROFILES
 from shared.settings import Settings
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 ADMIN_SCOPE = "admin"
-PROFILES = table(OAuth2Profile)
-GRANTS = table(AdminGrant)
 
 
 async def is_admin_user(
@@ -34,7 +30,7 @@ async def is_admin_user(
     if f"user:{user_id}" in settings.admins:
         return True
     # A primary-key lookup; the grant follows the user id, whichever provider they signed in with.
-    if await connection.scalar(select(exists().where(GRANTS.c.user_id == user_id))):
+    if await connection.scalar(select(exists().where(ADMIN_GRANTS.c.user_id == user_id))):
         return True
     if not any(not entry.startswith("user:") for entry in settings.admins):
         return False

@@ -17,9 +17,7 @@ from typing import Any
 
 import structlog
 from shared.audit import record_audit_core
-from shared.auth_sessions import USERS
-from shared.db.base import table
-from shared.models import OAuth2Profile, OAuth2Token
+from shared.db.tables import LINKS, PROFILES, USERS
 from shared.providers.errors import ProviderError
 from shared.runtime import Runtime
 from shared.upstream_tokens import unseal_upstream_token
@@ -38,8 +36,6 @@ from broker.routes.authorize import authorize_link
 from broker.routes.context import runtime_of
 
 log = structlog.get_logger("broker.accounts")
-PROFILES = table(OAuth2Profile)
-UPSTREAM_TOKENS = table(OAuth2Token)
 
 EDITABLE = ("display_name", "primary_email_provider", "primary_avatar_provider")
 # What a provider asserts about the user: read-only here, refused by name (DESIGN §5).
@@ -116,8 +112,8 @@ async def _profile_document(
     user = (await connection.execute(select(USERS).where(USERS.c.id == caller.user_id))).one()
     rows = (
         await connection.execute(
-            select(PROFILES, UPSTREAM_TOKENS.c.state.label("link_state"))
-            .outerjoin(UPSTREAM_TOKENS, UPSTREAM_TOKENS.c.profile_id == PROFILES.c.id)
+            select(PROFILES, LINKS.c.state.label("link_state"))
+            .outerjoin(LINKS, LINKS.c.profile_id == PROFILES.c.id)
             .where(PROFILES.c.user_id == caller.user_id)
             .order_by(PROFILES.c.created_at, PROFILES.c.id)
         )
@@ -279,12 +275,12 @@ async def _upstream_tokens_to_revoke(
     row = (
         await connection.execute(
             select(
-                UPSTREAM_TOKENS.c.id,
-                UPSTREAM_TOKENS.c.access_token_enc,
-                UPSTREAM_TOKENS.c.refresh_token_enc,
+                LINKS.c.id,
+                LINKS.c.access_token_enc,
+                LINKS.c.refresh_token_enc,
             ).where(
-                UPSTREAM_TOKENS.c.user_id == caller.user_id,
-                UPSTREAM_TOKENS.c.provider == provider_id,
+                LINKS.c.user_id == caller.user_id,
+                LINKS.c.provider == provider_id,
             )
         )
     ).first()

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.audit import AUDIT_TABLE
+from shared.db.tables import AUDIT_TABLE
 from shared.models.audit_action import ROTATED
 from shared.runtime import Runtime
 from sqlalchemy import Select, select

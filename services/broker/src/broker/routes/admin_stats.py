@@ -19,12 +19,10 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from shared.audit import AUDIT_TABLE
 from shared.clock import rfc3339
-from shared.db.base import table
+from shared.db.tables import AUDIT_DAILY_COUNTS, AUDIT_TABLE
 from shared.jobs.audit_rollup import rollup_progress
 from shared.jobs.stats_snapshot import current_state, read_snapshot
-from shared.models import AuditDailyCount, OAuth2Profile
 from shared.runtime import Runtime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,8 +33,6 @@ from broker.admins import authenticated_admin
 from broker.errors import NO_STORE, InvalidRequest
 from broker.routes.context import runtime_of
 
-COUNTS = table(AuditDailyCount)
-PROFILES = table(OAuth2Profile)
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 ACTIVE_WINDOWS = ("1d", "7d", "30d")
@@ -151,8 +147,15 @@ async def _range_counts(
 ) -> dict[tuple[dt.date, str, str], int]:
     names = {action: name for name, action in COUNTED.items()}
     rows = await connection.execute(
-        select(COUNTS.c.day, COUNTS.c.action, COUNTS.c.provider, COUNTS.c.count).where(
-            COUNTS.c.day >= first, COUNTS.c.day <= last, COUNTS.c.action.in_(names)
+        select(
+            AUDIT_DAILY_COUNTS.c.day,
+            AUDIT_DAILY_COUNTS.c.action,
+            AUDIT_DAILY_COUNTS.c.provider,
+            AUDIT_DAILY_COUNTS.c.count,
+        ).where(
+            AUDIT_DAILY_COUNTS.c.day >= first,
+            AUDIT_DAILY_COUNTS.c.day <= last,
+            AUDIT_DAILY_COUNTS.c.action.in_(names),
         )
     )
     return {(row.day, names[row.action], row.provider): int(row[3]) for row in rows}

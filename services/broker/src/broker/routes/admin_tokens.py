@@ -22,8 +22,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from shared.auth_sessions import LINKS, REFRESH_TOKENS, SESSIONS, revoke_session
+from shared.auth_sessions import revoke_session
 from shared.clock import rfc3339
+from shared.db.tables import LINKS, REFRESH_TOKENS, SESSIONS
 from shared.runtime import Runtime
 from shared.upstream_tokens import revoke_upstream_link
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select

@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.audit import record_audit_core
-from shared.auth_sessions import LINKS, SESSIONS, USERS, revoke_user_sessions
+from shared.auth_sessions import revoke_user_sessions
 from shared.clock import rfc3339
-from shared.db.base import table
-from shared.models import OAuth2Profile
+from shared.db.tables import LINKS, PROFILES, SESSIONS, USERS
 from shared.revocations import Revocation
 from shared.runtime import Runtime
 from sqlalchemy import and_, exists, func, or_, select, update
@@ -31,7 +30,6 @@ from broker.errors import NO_STORE, InvalidRequest, NotFound
 from broker.keyset import Cursor, page_limit, parse_instant
 from broker.routes.context import runtime_of
 
-PROFILES = table(OAuth2Profile)
 STATUSES = ("active", "disabled")
 _FILTERS = {
     "user",

@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from shared.auth_sessions import SESSIONS, revoke_browser_sessions, revoke_session
+from shared.auth_sessions import revoke_browser_sessions, revoke_session
 from shared.crypto.opaque import token_hash
+from shared.db.tables import SESSIONS
 from shared.revocations import Revocation
 from shared.runtime import Runtime
 from shared.settings import ClientConfig

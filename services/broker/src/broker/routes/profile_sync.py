@@ -16,12 +16,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from shared.auth_sessions import LINKS
-from shared.db.base import table
+from shared.db.tables import LINKS, PROFILES
 from shared.jobs import JobName, QueueUnavailableError
 from shared.jobs.profile_sync import ProfileSyncPayload, on_demand_job_id
 from shared.jobs.upstream_refresh import REFRESHABLE_STATES
-from shared.models import OAuth2Profile
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,8 +28,6 @@ from broker.admins import authenticated_admin
 from broker.callers import authenticated_caller
 from broker.errors import NO_STORE, NotFound, TemporarilyUnavailable
 from broker.routes.context import runtime_of
-
-PROFILES = table(OAuth2Profile)
 
 
 def _skip_reason(provider_known: bool, provider_type: str, state: str | None) -> str | None:
