@@ -19,8 +19,8 @@ from shared.audit import audit_values
 from shared.clock import SystemClock
 from shared.db.database import create_engine
 from shared.db.tables import AUDIT_TABLE
-from shared.jobs import JobDeps
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
+from shared.jobs.base import JobDeps
 from shared.runtime import build_http_client
 from shared.settings import make_settings
 from sqlalchemy import delete, insert, text

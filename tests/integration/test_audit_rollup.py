@@ -18,7 +18,6 @@ from shared.db.migrate import upgrade_to_head_async
 from shared.db.tables import AUDIT_CURSORS as CURSORS
 from shared.db.tables import AUDIT_DAILY_COUNTS as COUNTS
 from shared.db.tables import AUDIT_TABLE, SESSIONS, USERS
-from shared.jobs import JobName, JobResult
 from shared.jobs.audit_cursor import Position
 from shared.jobs.audit_rollup import (
     ROLLUP_CURSOR,
@@ -26,7 +25,7 @@ from shared.jobs.audit_rollup import (
     roll_up_audit_events,
     rollup_progress,
 )
-from shared.jobs.base import JobDeps
+from shared.jobs.base import JobDeps, JobName, JobResult
 from shared.jobs.schedule import periodic_jobs
 from shared.settings import make_settings
 from sqlalchemy import insert, select, text

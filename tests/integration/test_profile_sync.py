@@ -15,8 +15,9 @@ import httpx2
 import pytest
 from shared.crypto.keyring import Keyring
 from shared.db.tables import LINKS, PROFILES
-from shared.jobs import InProcessJobQueue, JobName
+from shared.jobs.base import JobName
 from shared.jobs.profile_sync import ProfileSyncPayload, ProfileSyncScanPayload, sync_profile
+from shared.jobs.queue import InProcessJobQueue
 from shared.runtime import Runtime
 from sqlalchemy import update
 

@@ -15,7 +15,8 @@ import pytest
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
 from shared.db.tables import AUDIT_TABLE, LINKS
-from shared.jobs import InProcessJobQueue, JobDeps, JobName
+from shared.jobs.base import JobDeps, JobName
+from shared.jobs.queue import InProcessJobQueue
 from shared.jobs.upstream_refresh import (
     UpstreamRefreshPayload,
     UpstreamScanPayload,

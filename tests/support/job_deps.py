@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from shared.clock import Clock, SystemClock
 from shared.db.database import create_engine
-from shared.jobs import JobDeps
+from shared.jobs.base import JobDeps
 from shared.jobs.provider_slots import ProviderSlots
 from shared.providers.factory import ProviderDeps, build_providers
 from shared.runtime import build_http_client

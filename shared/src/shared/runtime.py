@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.clock import Clock, SystemClock
 from shared.db.database import create_engine
 from shared.db.hot_path import HotPathPool, create_hot_path_pool
-from shared.jobs import ArqJobQueue, InProcessJobQueue, JobDeps, build_job_queue
+from shared.jobs.base import JobDeps
 from shared.jobs.provider_slots import ProviderSlots
+from shared.jobs.queue import ArqJobQueue, InProcessJobQueue, build_job_queue
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
 from shared.key_rotation import KeyMaintainer, KeySchedule
 from shared.providers.base import Provider

@@ -23,17 +23,10 @@ from shared.clock import Clock, SystemClock
 from shared.config_file import ConfigError
 from shared.db.database import create_engine
 from shared.db.migrate import SchemaRevisions, current_revision
-from shared.jobs import (
-    DEFAULT_QUEUE_NAME,
-    JOBS,
-    ArqJobQueue,
-    JobDeps,
-    JobResult,
-    JobSpec,
-    dumps_job_data,
-    loads_job_data,
-)
+from shared.jobs.base import JobDeps, JobResult
 from shared.jobs.provider_slots import ProviderSlots
+from shared.jobs.queue import DEFAULT_QUEUE_NAME, ArqJobQueue, dumps_job_data, loads_job_data
+from shared.jobs.registry import JOBS, JobSpec
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
 from shared.providers.factory import ProviderDeps, build_providers
 from shared.revocations import RedisRevocations

@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from shared.db.tables import LINKS, PROFILES
-from shared.jobs import JobName, QueueUnavailableError
+from shared.jobs.base import JobName, QueueUnavailableError
 from shared.jobs.profile_sync import ProfileSyncPayload, on_demand_job_id
 from shared.jobs.upstream_refresh import REFRESHABLE_STATES
 from sqlalchemy import select

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import structlog
 from shared.crypto.opaque import new_opaque_token, token_hash
-from shared.jobs import JobName, QueueUnavailableError
+from shared.jobs.base import JobName, QueueUnavailableError
 from shared.jobs.profile_sync import ProfileSyncPayload, avatar_job_id
 from shared.profile_columns import UnusableIdentity
 from shared.providers.base import Provider, UpstreamLogin
