@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker.audit_export import export_lines
+from broker.admin.audit_export import export_lines
 from broker.routes.admin_audit import filtered_events
 from shared.audit import audit_values
 from shared.db.database import create_engine

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from broker.errors import InvalidClient, InvalidToken
+from broker.http.errors import InvalidClient, InvalidToken
 from shared.challenges import MAX_VALUE_LENGTH, challenge
 from shared.verifier import AccessTokenMiddleware, AccessTokenVerifier
 from starlette.types import Message, Receive, Scope, Send

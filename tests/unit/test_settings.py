@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from broker import cli as broker_cli
+from broker.cli import main as broker_cli
 from shared.crypto.keyring import Keyring
 from shared.settings import (
     ClientConfig,

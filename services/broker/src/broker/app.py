@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from broker.body_limit import BodyLimit
-from broker.cors import browser_cors
-from broker.dashboard.routes import dashboard_routes
-from broker.direct_routes import DirectRoutes, ExceptionHandler, direct_endpoints
-from broker.errors import OAuthError, TemporarilyUnavailable
-from broker.metrics import BrokerMetrics, metrics_endpoint
-from broker.request_observer import ObservedRoute as Route
-from broker.request_observer import RequestObserver
+from broker.admin.dashboard.routes import dashboard_routes
+from broker.http.body_limit import BodyLimit
+from broker.http.cors import browser_cors
+from broker.http.direct_routes import DirectRoutes, ExceptionHandler, direct_endpoints
+from broker.http.errors import OAuthError, TemporarilyUnavailable
+from broker.http.metrics import BrokerMetrics, metrics_endpoint
+from broker.http.request_observer import ObservedRoute as Route
+from broker.http.request_observer import RequestObserver
 from broker.routes import (
     accounts,
     admin_audit,
@@ -90,7 +90,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
 }
 
 # What relying parties and resource servers call at high rates: dispatched before Starlette's
-# router (broker.direct_routes). Their other methods (CORS preflights, 405s) go through it.
+# router (broker.http.direct_routes). Their other methods (CORS preflights, 405s) go through it.
 DIRECT = (
     ("GET", "/.well-known/openid-configuration"),
     ("GET", "/.well-known/jwks.json"),

@@ -112,7 +112,7 @@ class Settings(Strict):
     # The counters' Redis key prefix (replicas of one deployment share it).
     abuse_key_prefix: Annotated[str, Field(min_length=1, max_length=100)] = "broker:limits"
     # docs/security.md "Body limits": every request body is read through this cap (bytes); a
-    # larger one is answered 413 (broker.body_limit).
+    # larger one is answered 413 (broker.http.body_limit).
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     allow_private_network_fetch: bool = False
     insecure_dev: bool = False

@@ -5,7 +5,7 @@
 * ``GET /auth/oauth2/profile`` / ``PUT`` — the user and each linked profile; the PUT edits only
   what the broker owns (display name, which link's email and avatar are primary) and refuses,
   by name, any field a provider asserts.
-* ``GET /auth/oauth2/{provider}/link`` — the link flow (``broker.linking`` says who may; a
+* ``GET /auth/oauth2/{provider}/link`` — the link flow (``broker.login.linking`` says who may; a
   Bearer token may not).
 * ``DELETE /auth/oauth2/links/{provider}`` — unlink; never the last way to sign in.
 """
@@ -27,13 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.callers import Caller, authenticated_caller
-from broker.errors import NO_STORE, Conflict, InvalidRequest, NotFound
-from broker.forms import is_utf8, json_object
-from broker.linking import LinkNotAllowed, UnlinkRefused, link_start, unlink
-from broker.pages import error_page
+from broker.http.context import runtime_of
+from broker.http.errors import NO_STORE, Conflict, InvalidRequest, NotFound
+from broker.http.forms import is_utf8, json_object
+from broker.http.pages import error_page
+from broker.login.linking import LinkNotAllowed, UnlinkRefused, link_start, unlink
+from broker.oauth.callers import Caller, authenticated_caller
 from broker.routes.authorize import authorize_link
-from broker.routes.context import runtime_of
 
 log = structlog.get_logger("broker.accounts")
 

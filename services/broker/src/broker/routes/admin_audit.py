@@ -5,7 +5,7 @@ Filters: ``actor``, ``action``, ``subject`` (exact), ``after`` / ``before`` (RFC
 the last row's pair, so pages neither repeat nor skip while new events arrive.
 
 ``format=csv`` or ``format=jsonl`` exports every matching event (no ``limit``/``cursor``) as a
-streamed download (``broker.audit_export``).
+streamed download (``broker.admin.audit_export``).
 
 Indexes. ``occurred_at`` serves the order (PostgreSQL sorts ties by id incrementally), the
 cursor and time windows. ``action`` and ``actor`` have partial ``(…, occurred_at, id)`` indexes
@@ -28,12 +28,12 @@ from sqlalchemy import Select, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from broker.admins import authenticated_admin
-from broker.audit_events import COLUMNS, NEWEST_FIRST, event_document, older_than
-from broker.audit_export import EXPORT_FORMATS, MEDIA_TYPES, export_lines
-from broker.errors import NO_STORE, InvalidRequest
-from broker.keyset import Cursor, page_limit, parse_instant
-from broker.routes.context import runtime_of
+from broker.admin.audit_events import COLUMNS, NEWEST_FIRST, event_document, older_than
+from broker.admin.audit_export import EXPORT_FORMATS, MEDIA_TYPES, export_lines
+from broker.admin.callers import authenticated_admin
+from broker.admin.pagination import Cursor, page_limit, parse_instant
+from broker.http.context import runtime_of
+from broker.http.errors import NO_STORE, InvalidRequest
 
 FORMATS = ("json", *EXPORT_FORMATS)
 _FILTERS = {"actor", "action", "subject", "after", "before", "cursor", "limit", "format"}

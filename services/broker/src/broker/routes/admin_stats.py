@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.admins import authenticated_admin
-from broker.errors import NO_STORE, InvalidRequest
-from broker.routes.context import runtime_of
+from broker.admin.callers import authenticated_admin
+from broker.http.context import runtime_of
+from broker.http.errors import NO_STORE, InvalidRequest
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366

@@ -32,10 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.admins import authenticated_admin
-from broker.errors import NO_STORE, InvalidRequest, NotFound
-from broker.keyset import Cursor, page_limit
-from broker.routes.context import runtime_of
+from broker.admin.callers import authenticated_admin
+from broker.admin.pagination import Cursor, page_limit
+from broker.http.context import runtime_of
+from broker.http.errors import NO_STORE, InvalidRequest, NotFound
 
 EXPIRING_WITHIN = dt.timedelta(hours=24)
 KINDS = ("session", "upstream")

@@ -24,10 +24,10 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.admins import authenticated_admin
-from broker.callers import authenticated_caller
-from broker.errors import NO_STORE, NotFound, TemporarilyUnavailable
-from broker.routes.context import runtime_of
+from broker.admin.callers import authenticated_admin
+from broker.http.context import runtime_of
+from broker.http.errors import NO_STORE, NotFound, TemporarilyUnavailable
+from broker.oauth.callers import authenticated_caller
 
 
 def _skip_reason(provider_known: bool, provider_type: str, state: str | None) -> str | None:

@@ -25,10 +25,8 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from broker import browser_sessions
-from broker.authorization import single_params
-from broker.codes import issue_code
-from broker.errors import (
+from broker.http.context import request_meta, runtime_of
+from broker.http.errors import (
     AccessDenied,
     InvalidRequest,
     LoginRequired,
@@ -36,7 +34,11 @@ from broker.errors import (
     ServerError,
     TemporarilyUnavailable,
 )
-from broker.identity import (
+from broker.http.forms import single_params
+from broker.http.metrics import metrics_of
+from broker.http.pages import account_exists_page, dev_login_page, error_page, redirect_sources
+from broker.login import browser_sessions
+from broker.login.identity import (
     Context,
     LinkRefused,
     UpstreamIdentity,
@@ -47,8 +49,8 @@ from broker.identity import (
     record_refused_login,
     sign_in,
 )
-from broker.linking import confirm_link, link_flow_session_alive
-from broker.logins import (
+from broker.login.linking import confirm_link, link_flow_session_alive
+from broker.login.logins import (
     LinkOwner,
     PendingLogin,
     ReauthenticationMissing,
@@ -59,10 +61,8 @@ from broker.logins import (
     set_login_cookie,
     start_login,
 )
-from broker.metrics import metrics_of
-from broker.pages import account_exists_page, dev_login_page, error_page, redirect_sources
-from broker.responses import authorization_response, client_error_location, error_response
-from broker.routes.context import request_meta, runtime_of
+from broker.oauth.codes import issue_code
+from broker.oauth.responses import authorization_response, client_error_location, error_response
 
 log = structlog.get_logger("broker.upstream")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
