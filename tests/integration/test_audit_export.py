@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker.admin.audit import filtered_events
 from broker.admin.audit_export import export_lines
-from broker.routes.admin_audit import filtered_events
 from shared.audit import audit_values
 from shared.db.database import create_engine
 from shared.db.migrate import upgrade_to_head_async

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 
 from shared.audit import record_audit_core
 from shared.auth_sessions import revoke_link_sessions
+from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import token_hash
-from shared.db.tables import CODES, PROFILES, SESSIONS, USERS
+from shared.db.tables import CODES, LINKS, PROFILES, SESSIONS, USERS
 from shared.revocations import Revocation
 from shared.runtime import Runtime
+from shared.upstream_tokens import unseal_upstream_token
 from shared.user_claims import refresh_user_claims
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -213,3 +215,27 @@ async def unlink(
         now=now,
     )
     return Unlinked(provider=provider_id, profile_id=target.id, revocations=revocations)
+
+
+async def upstream_tokens_to_revoke(
+    connection: AsyncConnection, keyring: Keyring, user_id: uuid.UUID, provider_id: str
+) -> tuple[str | None, str | None]:
+    """The link's access and refresh tokens, decrypted, to revoke after unlinking."""
+    row = (
+        await connection.execute(
+            select(
+                LINKS.c.id,
+                LINKS.c.access_token_enc,
+                LINKS.c.refresh_token_enc,
+            ).where(
+                LINKS.c.user_id == user_id,
+                LINKS.c.provider == provider_id,
+            )
+        )
+    ).first()
+    if row is None:
+        return None, None
+    return (
+        unseal_upstream_token(keyring, row.id, "access_token", row.access_token_enc),
+        unseal_upstream_token(keyring, row.id, "refresh_token", row.refresh_token_enc),
+    )

@@ -1,8 +1,8 @@
 """``/admin/audit``: audit events newest first (actor, action, subject, time; paged), and the
-API's CSV and JSON-lines exports of the same filters — through ``broker.routes.admin_audit``.
+API's CSV and JSON-lines exports of the same filters — through ``broker.admin.audit``.
 
 The export is the API's own streamed download (``GET /admin/oauth2/audit?format=csv|jsonl``,
-``broker.routes.admin_audit.audit_export``) for the dashboard's signed-in admin.
+``broker.admin.audit.audit_export``) for the dashboard's signed-in admin.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from broker.admin.audit import audit_export, audit_listing
 from broker.admin.dashboard.guard import View
 from broker.admin.dashboard.params import filters_of
 from broker.http.errors import OAuthError
-from broker.routes.admin_audit import audit_export, audit_listing
 
 FILTERS = ("actor", "action", "subject", "after", "before")
 EXPORTS = ("csv", "jsonl")

@@ -8,8 +8,8 @@ from starlette.responses import Response
 from broker.admin.dashboard.chart import sign_in_chart
 from broker.admin.dashboard.guard import View
 from broker.admin.dashboard.params import filters_of
+from broker.admin.stats import stats_summary
 from broker.http.errors import OAuthError
-from broker.routes.admin_stats import stats_summary
 
 
 async def overview(request: Request, view: View) -> Response:

@@ -1,5 +1,5 @@
 """``/admin/tokens``: broker sessions and upstream links with their state (filtered, paged), and
-revoking one — through ``broker.routes.admin_tokens``, as the JSON API does."""
+revoking one — through ``broker.admin.tokens``, as the JSON API does."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from starlette.responses import Response
 
 from broker.admin.dashboard.guard import View
 from broker.admin.dashboard.params import filters_of, notice_of, uuid_or_none
+from broker.admin.tokens import KINDS, SESSION_STATES, UPSTREAM_STATES, revoke_token, tokens_listing
 from broker.http.errors import OAuthError
-from broker.routes.admin_tokens import (
-    KINDS,
-    SESSION_STATES,
-    UPSTREAM_STATES,
-    revoke_token,
-    tokens_listing,
-)
 
 FILTERS = ("kind", "state", "provider", "client", "user", "cursor")
 PAGE_SIZE = "25"

@@ -1,5 +1,5 @@
 """``/admin/users``: find users (email, provider, status; paged), one user's sessions and links,
-and disable or enable a user — through ``broker.routes.admin_users``, as the JSON API does."""
+and disable or enable a user — through ``broker.admin.users``, as the JSON API does."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from starlette.responses import Response
 
 from broker.admin.dashboard.guard import View
 from broker.admin.dashboard.params import filters_of, notice_of, uuid_or_none
+from broker.admin.tokens import tokens_listing
+from broker.admin.users import STATUSES, set_user_status, users_listing
 from broker.http.errors import OAuthError
-from broker.routes.admin_tokens import tokens_listing
-from broker.routes.admin_users import STATUSES, set_user_status, users_listing
 
 FILTERS = ("email", "provider", "status", "cursor")
 PAGE_SIZE = "25"
