@@ -14,7 +14,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from shared.audit import AUDIT_TABLE, audit_values
+from shared.audit import audit_values
+from shared.db.tables import AUDIT_TABLE
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
 from shared.process_resources import ProcessResources
 from shared.settings import make_settings

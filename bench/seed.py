@@ -14,9 +14,8 @@ import uuid
 from pathlib import Path
 
 from shared.crypto.opaque import new_opaque_token, token_hash
-from shared.db.base import table
 from shared.db.database import create_engine
-from shared.models import AuthSession, RefreshToken, User
+from shared.db.tables import REFRESH_TOKENS, SESSIONS, USERS
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,10 +23,6 @@ CLIENT_ID = "bench"
 PROVIDER = "dev"
 SCOPE = "openid email profile"
 REFRESH_TTL = 30 * 86400
-
-USERS = table(User)
-SESSIONS = table(AuthSession)
-REFRESH_TOKENS = table(RefreshToken)
 
 
 async def _insert_user(engine: AsyncEngine, now: dt.datetime) -> uuid.UUID:

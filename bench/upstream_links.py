@@ -16,9 +16,8 @@ from typing import Any
 
 import psycopg
 from shared.crypto.keyring import Keyring
-from shared.db.base import table
 from shared.db.database import create_engine
-from shared.models import OAuth2Profile, OAuth2Token, User
+from shared.db.tables import LINKS, PROFILES, USERS
 from shared.upstream_tokens import seal_upstream_token, unseal_upstream_token
 from sqlalchemy import insert, text
 
@@ -30,10 +29,6 @@ DUE_IN = dt.timedelta(seconds=30)  # well inside the scan's margin (300 s)
 # not refreshed before half its lifetime has passed).
 STORED_AGO = dt.timedelta(hours=1)
 NOT_DUE = dt.timedelta(days=1)
-
-USERS = table(User)
-PROFILES = table(OAuth2Profile)
-LINKS = table(OAuth2Token)
 
 
 def _rows(

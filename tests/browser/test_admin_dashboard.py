@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2
 import pytest
-from broker.identity import Context, UpstreamIdentity, sign_in
+from broker.login.identity import Context, UpstreamIdentity, sign_in
 from shared.clock import SystemClock
 from shared.crypto.keyring import Keyring
 from shared.db.database import create_engine

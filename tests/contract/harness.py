@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 from shared.auth_sessions import LINKS
 from shared.crypto.keyring import Keyring
-from shared.jobs import JobDeps, JobResult
+from shared.jobs.base import JobDeps, JobResult
 from shared.jobs.profile_sync import ProfileSyncPayload, sync_profile
 from shared.jobs.provider_slots import ProviderSlots
 from shared.jobs.upstream_refresh import UpstreamRefreshPayload, refresh_upstream_token

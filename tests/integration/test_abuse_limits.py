@@ -16,11 +16,9 @@ import httpx2
 import pytest
 import structlog
 from broker.app import create_app
-from shared.audit import AUDIT_TABLE
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
-from shared.db.base import table
-from shared.models import LoginState
+from shared.db.tables import AUDIT_TABLE, LOGIN_STATES
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from sqlalchemy import func, select
@@ -31,7 +29,6 @@ from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
 
-LOGIN_STATES = table(LoginState)
 BACKEND_SECRET = "backend-secret-at-least-32-characters"
 WINDOW = 300
 # 2030-01-01T00:00:00Z is a multiple of WINDOW: the tests start 100 s into a window.

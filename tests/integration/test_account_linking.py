@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx2
 from broker.app import create_app
-from shared.models import AuditAction, OAuth2Profile
+from shared.db.tables import AUDIT_TABLE as AUDIT
+from shared.db.tables import PROFILES
 from shared.runtime import Runtime
 from sqlalchemy import event, func, select
 
@@ -28,9 +29,6 @@ from tests.support.provider_broker import (
     BROKER_ISSUER,
     unique_email,
 )
-
-PROFILES = OAuth2Profile.__table__
-AUDIT = AuditAction.__table__
 
 
 def other_browser(runtime: Runtime) -> httpx2.AsyncClient:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from shared.audit import AUDIT_TABLE
 from shared.crypto.keyring import Keyring
-from shared.db.base import table
-from shared.models import AdminGrant
+from shared.db.tables import ADMIN_GRANTS as GRANTS
+from shared.db.tables import AUDIT_TABLE
 from shared.runtime import Runtime
 from sqlalchemy import func, select
 
@@ -29,7 +28,6 @@ from tests.support.provider_broker import running_broker
 
 pytestmark = pytest.mark.integration
 
-GRANTS = table(AdminGrant)
 OPERATOR = "ops-alice"  # the login name the CLI runs under (getpass reads LOGNAME first)
 
 

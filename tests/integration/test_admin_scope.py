@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from broker.roles import GRANTS
+from shared.db.tables import ADMIN_GRANTS as GRANTS
 from sqlalchemy import delete, insert
 
 from tests.integration.test_admin_users import ENDPOINTS

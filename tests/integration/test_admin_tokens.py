@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from shared.auth_sessions import LINKS, REFRESH_TOKENS
+from shared.db.tables import LINKS, REFRESH_TOKENS
 from sqlalchemy import select, update
 
 from tests.support.accounts import Admin, audit_rows, corp_profile, sign_in

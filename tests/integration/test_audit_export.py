@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker.audit_export import export_lines
-from broker.routes.admin_audit import filtered_events
-from shared.audit import AUDIT_TABLE, audit_values
+from broker.admin.audit import filtered_events
+from broker.admin.audit_export import export_lines
+from shared.audit import audit_values
 from shared.db.database import create_engine
 from shared.db.migrate import upgrade_to_head_async
+from shared.db.tables import AUDIT_TABLE
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine

@@ -12,23 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shared.audit import AUDIT_TABLE, record_audit_core
-from shared.auth_sessions import SESSIONS
+from shared.audit import record_audit_core
 from shared.crypto.keyring import Keyring
-from shared.db.base import table
 from shared.db.migrate import upgrade_to_head_async
-from shared.jobs import JobName, JobResult
-from shared.jobs.audit_cursor import CURSORS, Position
+from shared.db.tables import AUDIT_CURSORS as CURSORS
+from shared.db.tables import AUDIT_DAILY_COUNTS as COUNTS
+from shared.db.tables import AUDIT_TABLE, SESSIONS, USERS
+from shared.jobs.audit_cursor import Position
 from shared.jobs.audit_rollup import (
-    COUNTS,
     ROLLUP_CURSOR,
     AuditRollupPayload,
     roll_up_audit_events,
     rollup_progress,
 )
-from shared.jobs.base import JobDeps
+from shared.jobs.base import JobDeps, JobName, JobResult
 from shared.jobs.schedule import periodic_jobs
-from shared.models import User
 from shared.settings import make_settings
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
@@ -40,7 +38,6 @@ from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
 
-USERS = table(User)
 DAY = dt.datetime(2031, 5, 1, 12, 0, tzinfo=dt.UTC)
 
 

@@ -8,17 +8,14 @@ import datetime as dt
 import pytest
 from shared.auth_sessions import create_session
 from shared.crypto.opaque import token_hash
-from shared.db.base import table
-from shared.models import AuthSession, RefreshToken
+from shared.db.tables import REFRESH_TOKENS as TOKENS
+from shared.db.tables import SESSIONS
 from shared.refresh_rotation import rotate_on_hot_path
 from sqlalchemy import select
 
 from bench.seed import CLIENT_ID, PROVIDER, REFRESH_TTL, SCOPE, seed_refresh_tokens
 
 pytestmark = pytest.mark.integration
-
-SESSIONS = table(AuthSession)
-TOKENS = table(RefreshToken)
 
 
 def _shape(row: dict[str, object]) -> dict[str, object]:

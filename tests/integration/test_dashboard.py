@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2
 import pytest
+from broker.admin.tokens import tokens_listing
+from broker.admin.users import users_listing
 from broker.app import create_app
-from broker.routes.admin_tokens import tokens_listing
-from broker.routes.admin_users import users_listing
 from shared.config_file import ConfigError
 from shared.crypto.keyring import Keyring
 from shared.runtime import Runtime, build_runtime

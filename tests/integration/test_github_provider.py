@@ -9,15 +9,13 @@ import random
 from typing import Any
 
 import httpx2
-from shared.models import OAuth2Profile, OAuth2Token
+from shared.db.tables import LINKS as TOKENS
+from shared.db.tables import PROFILES
 from shared.runtime import Runtime
 from sqlalchemy import select
 
 from tests.support.flows import authorize, login, pkce_pair, query_of, refresh
 from tests.support.provider_broker import unique_email
-
-PROFILES = OAuth2Profile.__table__
-TOKENS = OAuth2Token.__table__
 
 
 def _account(**overrides: Any) -> dict[str, Any]:

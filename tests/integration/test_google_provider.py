@@ -11,16 +11,14 @@ import uuid
 from typing import Any
 
 import httpx2
-from shared.models import AuditAction, OAuth2Profile, OAuth2Token
+from shared.db.tables import AUDIT_TABLE as AUDIT
+from shared.db.tables import LINKS as TOKENS
+from shared.db.tables import PROFILES
 from shared.runtime import Runtime
 from sqlalchemy import select, update
 
 from tests.support.flows import authorize, login
 from tests.support.provider_broker import unique_email
-
-PROFILES = OAuth2Profile.__table__
-TOKENS = OAuth2Token.__table__
-AUDIT = AuditAction.__table__
 
 
 async def google_user(google: httpx2.AsyncClient, **claims: Any) -> dict[str, Any]:

@@ -17,17 +17,16 @@ import httpx2
 import pytest
 import structlog
 from pydantic import ValidationError
-from shared.auth_sessions import REFRESH_TOKENS, SESSIONS, create_session, revoke_session
+from shared.auth_sessions import create_session, revoke_session
 from shared.clock import FrozenClock
 from shared.crypto.opaque import token_hash
-from shared.db.base import table
 from shared.db.database import create_engine
 from shared.db.migrate import upgrade_to_head
+from shared.db.tables import CODES, LOGIN_STATES, REFRESH_TOKENS, SESSIONS, USERS
 from shared.jobs.base import JobDeps, JobName, JobResult
 from shared.jobs.housekeeping import HousekeepingPayload, run_housekeeping
 from shared.jobs.registry import job_spec
 from shared.logging import redact_secrets
-from shared.models import AuthorizationCode, LoginState, User
 from shared.refresh_rotation import (
     RotationError,
     RotationFailure,
@@ -40,9 +39,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.integration
 
-CODES = table(AuthorizationCode)
-LOGIN_STATES = table(LoginState)
-USERS = table(User)
 EPOCH = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
 DAY = 86400
 CLIENT = "web"

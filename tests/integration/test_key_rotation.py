@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from broker.app import create_app
-from broker.tokens import TokenInvalid, verify_access_token
+from broker.oauth.tokens import TokenInvalid, verify_access_token
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
 from shared.db.database import create_engine

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import pytest
 from broker.app import create_app
-from shared.auth_sessions import SESSIONS
-from shared.models import AuditAction, LoginState, OAuth2Profile
+from shared.db.tables import AUDIT_TABLE as AUDIT
+from shared.db.tables import LOGIN_STATES, PROFILES, SESSIONS
 from shared.runtime import Runtime
 from sqlalchemy import func, select, update
 
@@ -34,10 +34,6 @@ from tests.support.flows import (
 from tests.support.provider_broker import BROKER_ISSUER, unique_email
 
 pytestmark = pytest.mark.integration
-
-PROFILES = OAuth2Profile.__table__
-AUDIT = AuditAction.__table__
-LOGIN_STATES = LoginState.__table__
 
 
 def browser(runtime: Runtime) -> httpx2.AsyncClient:

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx2
 import pytest
-from shared.models import AuditAction, OAuth2Profile, User
+from shared.db.tables import AUDIT_TABLE as AUDIT
+from shared.db.tables import PROFILES
 from shared.runtime import Runtime
 from sqlalchemy import func, select
 
@@ -25,9 +26,6 @@ from tests.support.provider_broker import (
 )
 from tests.support.waiting import eventually
 
-PROFILES = OAuth2Profile.__table__
-USERS = User.__table__
-AUDIT = AuditAction.__table__
 TENANT_NOT_ALLOWED = "44444444-4444-4444-4444-444444444444"
 
 

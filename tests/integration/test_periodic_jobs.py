@@ -12,7 +12,8 @@ import pytest
 from redis.asyncio import Redis
 from shared.clock import FrozenClock, SystemClock
 from shared.crypto.keyring import Keyring
-from shared.jobs import ArqJobQueue, JobName
+from shared.jobs.base import JobName
+from shared.jobs.queue import ArqJobQueue
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
 from shared.runtime import build_runtime
 

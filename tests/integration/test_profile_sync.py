@@ -13,10 +13,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from shared.auth_sessions import LINKS
 from shared.crypto.keyring import Keyring
-from shared.jobs import InProcessJobQueue, JobName
+from shared.db.tables import LINKS, PROFILES
+from shared.jobs.base import JobName
 from shared.jobs.profile_sync import ProfileSyncPayload, ProfileSyncScanPayload, sync_profile
+from shared.jobs.queue import InProcessJobQueue
 from shared.runtime import Runtime
 from sqlalchemy import update
 
@@ -24,7 +25,7 @@ from tests.conftest import broker_settings
 from tests.support.accounts import audit_rows, corp_profile, sign_in
 from tests.support.flows import login
 from tests.support.job_deps import job_deps
-from tests.support.links import PROFILES, create_link, mint_grants
+from tests.support.links import create_link, mint_grants
 from tests.support.processes import free_port
 from tests.support.provider_broker import running_broker
 from tests.support.waiting import eventually

@@ -21,7 +21,10 @@ from redis.asyncio import Redis
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
 from shared.db.base import table
-from shared.models import AuditAction, AuthSession, OAuth2Token, RefreshToken, User
+from shared.db.tables import AUDIT_TABLE as AUDIT
+from shared.db.tables import LINKS, SESSIONS
+from shared.db.tables import REFRESH_TOKENS as TOKENS
+from shared.models import AuditAction, OAuth2Token, User
 from shared.runtime import Runtime, build_runtime
 from shared.upstream_tokens import unseal_upstream_token
 from sqlalchemy import func, select, update
@@ -30,9 +33,6 @@ from tests.conftest import BROKER_ISSUER, broker_settings
 from tests.support.flows import login, refresh
 
 pytestmark = pytest.mark.integration
-
-SESSIONS = table(AuthSession)
-TOKENS = table(RefreshToken)
 
 
 @pytest.fixture
@@ -269,10 +269,6 @@ class Reuse:
     async def link_state(self) -> Any:
         async with self.runtime.engine.connect() as connection:
             return (await connection.execute(select(LINKS).where(LINKS.c.id == self.link.id))).one()
-
-
-LINKS = table(OAuth2Token)
-AUDIT = table(AuditAction)
 
 
 async def _corp_user(idp: httpx2.AsyncClient) -> dict[str, Any]:

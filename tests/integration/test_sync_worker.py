@@ -13,13 +13,9 @@ import pytest
 from redis.asyncio import Redis
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
-from shared.jobs import (
-    ArqJobQueue,
-    InProcessJobQueue,
-    JobName,
-    JobPayload,
-    NoopPayload,
-)
+from shared.jobs.base import JobName, JobPayload
+from shared.jobs.noop import NoopPayload
+from shared.jobs.queue import ArqJobQueue, InProcessJobQueue
 from shared.jobs.upstream_refresh import UpstreamRefreshPayload
 
 from tests.support.job_deps import job_deps

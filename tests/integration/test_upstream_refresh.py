@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from shared.audit import AUDIT_TABLE
-from shared.auth_sessions import LINKS
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
-from shared.jobs import InProcessJobQueue, JobDeps, JobName
+from shared.db.tables import AUDIT_TABLE, LINKS
+from shared.jobs.base import JobDeps, JobName
+from shared.jobs.queue import InProcessJobQueue
 from shared.jobs.upstream_refresh import (
     UpstreamRefreshPayload,
     UpstreamScanPayload,

@@ -17,10 +17,9 @@ from pathlib import Path
 import httpx2
 import pytest
 from redis.asyncio import Redis
-from shared.audit import AUDIT_TABLE
-from shared.auth_sessions import LINKS
 from shared.crypto.keyring import Keyring
 from shared.db.database import create_engine
+from shared.db.tables import AUDIT_TABLE, LINKS
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 

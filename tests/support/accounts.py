@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import httpx2
-from shared.audit import AUDIT_TABLE
+from shared.db.tables import AUDIT_TABLE
 from shared.runtime import Runtime
 from sqlalchemy import select
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from shared.clock import Clock
-from shared.jobs import JobDeps
+from shared.jobs.base import JobDeps
 from shared.process_resources import ProcessResources
 from shared.settings import Settings, make_settings
 

@@ -9,17 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
-from shared.auth_sessions import LINKS, create_session
+from shared.auth_sessions import create_session
 from shared.crypto.keyring import Keyring
-from shared.db.base import table
-from shared.models import OAuth2Profile, User
+from shared.db.tables import LINKS, PROFILES, USERS
 from shared.providers.base import UpstreamTokens
 from shared.upstream_tokens import store_upstream_tokens, unseal_upstream_token
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-USERS = table(User)
-PROFILES = table(OAuth2Profile)
 
 
 @dataclass(frozen=True)

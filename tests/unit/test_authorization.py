@@ -6,15 +6,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from broker.authorization import (
-    ClientRejected,
-    redirect_with,
-    single_params,
-    validate_authorization_request,
-    validate_client,
-)
-from broker.codes import s256
-from broker.errors import (
+from broker.http.errors import (
     InvalidRequest,
     InvalidScope,
     LoginRequired,
@@ -22,7 +14,15 @@ from broker.errors import (
     RequestUriNotSupported,
     UnsupportedResponseType,
 )
-from broker.responses import error_response
+from broker.http.forms import single_params
+from broker.oauth.authorization import (
+    ClientRejected,
+    redirect_with,
+    validate_authorization_request,
+    validate_client,
+)
+from broker.oauth.codes import s256
+from broker.oauth.responses import error_response
 from shared.settings import ClientConfig, Settings, make_settings
 
 ISSUER = "http://127.0.0.1:8000"

@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 import pytest
-from broker.body_limit import BodyLimit
+from broker.http.body_limit import BodyLimit
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send

@@ -7,8 +7,8 @@ import base64
 from urllib.parse import quote_plus
 
 import pytest
-from broker.clients import authenticate_client
-from broker.errors import InvalidClient, InvalidRequest
+from broker.http.errors import InvalidClient, InvalidRequest
+from broker.oauth.clients import authenticate_client
 from shared.settings import Settings, make_settings
 
 # A secret with characters that RFC 6749 §2.3.1 form-urlencoding changes.

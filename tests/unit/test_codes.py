@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.codes import s256
+from broker.oauth.codes import s256
 
 
 def test_s256_matches_the_rfc7636_appendix_b_vector() -> None:

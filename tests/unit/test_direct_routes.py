@@ -9,11 +9,11 @@ import httpx2
 import pytest
 import structlog
 from broker.app import DIRECT, EXCEPTION_HANDLERS, create_app
-from broker.body_limit import BodyLimit
-from broker.direct_routes import DirectRoutes, direct_endpoints
-from broker.errors import InvalidGrant
-from broker.metrics import BrokerMetrics
-from broker.request_observer import RequestObserver
+from broker.http.body_limit import BodyLimit
+from broker.http.direct_routes import DirectRoutes, direct_endpoints
+from broker.http.errors import InvalidGrant
+from broker.http.metrics import BrokerMetrics
+from broker.http.request_observer import RequestObserver
 from shared.logging import build_access_logger
 from shared.runtime import build_runtime
 from shared.settings import make_settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from broker.errors import InvalidRequest
+from broker.http.errors import InvalidRequest
 
 
 def test_an_error_quoting_a_lone_surrogate_renders_instead_of_failing():

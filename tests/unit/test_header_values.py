@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from broker.errors import InvalidClient, InvalidToken
+from broker.http.errors import InvalidClient, InvalidToken
 from oidc_broker_verifier import AccessTokenMiddleware, AccessTokenVerifier
 from oidc_broker_verifier.challenges import MAX_VALUE_LENGTH, challenge
 from starlette.types import Message, Receive, Scope, Send

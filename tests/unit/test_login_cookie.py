@@ -3,7 +3,7 @@ off loopback."""
 
 from __future__ import annotations
 
-from broker.logins import SECURE_COOKIE, cookie_name, set_login_cookie
+from broker.login.logins import SECURE_COOKIE, cookie_name, set_login_cookie
 from shared.runtime import build_runtime
 from shared.settings import make_settings
 from starlette.responses import Response

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from broker.identity import LinkRefused, UpstreamIdentity, auto_link_decision
+from broker.login.identity import LinkRefused, UpstreamIdentity, auto_link_decision
 from shared.avatars import avatar_image, sniff_image_type
 from shared.crypto.keyring import Keyring
 from shared.providers.base import LoginStart, UpstreamLogin, UpstreamProfile

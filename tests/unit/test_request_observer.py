@@ -7,8 +7,8 @@ import json
 
 import httpx2
 import pytest
-from broker.metrics import BrokerMetrics
-from broker.request_observer import ObservedRoute, RequestObserver, request_id_of
+from broker.http.metrics import BrokerMetrics
+from broker.http.request_observer import ObservedRoute, RequestObserver, request_id_of
 from shared.db.migrate import SchemaRevisions
 from shared.logging import build_access_logger
 from starlette.applications import Starlette

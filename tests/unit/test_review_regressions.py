@@ -8,8 +8,8 @@ from urllib.parse import unquote_plus
 
 import httpx2
 import pytest
-from broker.clients import authenticate_client
-from broker.errors import InvalidClient
+from broker.http.errors import InvalidClient
+from broker.oauth.clients import authenticate_client
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
 from shared.profile_columns import UnusableIdentity, fit_columns

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.jobs import ArqJobQueue, InProcessJobQueue
+from shared.jobs.queue import ArqJobQueue, InProcessJobQueue
 from shared.runtime import build_runtime
 from shared.settings import make_settings
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from broker import cli as broker_cli
+from broker.cli import main as broker_cli
 from shared.crypto.keyring import Keyring
 from shared.settings import (
-    DEV_KEYRING_FILE,
     ClientConfig,
     ConfigError,
     Settings,
     load_settings,
     make_settings,
 )
+from shared.settings.loading import DEV_KEYRING_FILE
 
 PUBLIC_ISSUER = "https://broker.example.com"
 

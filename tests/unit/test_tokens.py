@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from broker.tokens import (
+from broker.oauth.tokens import (
     CLOCK_LEEWAY,
     TokenInvalid,
     UserClaims,

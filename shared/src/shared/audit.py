@@ -13,10 +13,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.db.base import table
+from shared.db.tables import AUDIT_TABLE
 from shared.models import AuditAction
-
-AUDIT_TABLE = table(AuditAction)
 
 
 def audit_values(

@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import record_audit_core
 from shared.crypto.opaque import new_opaque_token, token_hash
-from shared.db.base import table
-from shared.models import AuthSession, OAuth2Token, RefreshToken, User
+from shared.db.tables import LINKS, REFRESH_TOKENS, SESSIONS, USERS
 from shared.revocations import Revocation
 
 USER_CLAIM_COLUMNS = (
@@ -30,10 +29,6 @@ USER_CLAIM_COLUMNS = (
     "preferred_username",
     "groups",
 )
-SESSIONS = table(AuthSession)
-REFRESH_TOKENS = table(RefreshToken)
-USERS = table(User)
-LINKS = table(OAuth2Token)
 
 
 @dataclass(frozen=True)

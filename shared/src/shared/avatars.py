@@ -17,11 +17,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db.base import table
-from shared.models import Avatar
+from shared.db.tables import AVATARS
 from shared.providers.base import AvatarImage
 
-AVATARS = table(Avatar)
 MAX_AVATAR_BYTES = 1024 * 1024
 AVATAR_TIMEOUT = 5.0
 

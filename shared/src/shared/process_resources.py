@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import Clock, SystemClock
 from shared.db.database import create_engine
-from shared.jobs import JobDeps, JobQueue
+from shared.jobs.base import JobDeps, JobQueue
 from shared.jobs.provider_slots import ProviderSlots
 from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers

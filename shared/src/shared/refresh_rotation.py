@@ -34,13 +34,9 @@ import psycopg
 from sqlalchemy import exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.audit import AUDIT_TABLE, audit_values, record_audit_core
+from shared.audit import audit_values, record_audit_core
 from shared.auth_sessions import (
-    LINKS,
-    REFRESH_TOKENS,
-    SESSIONS,
     USER_CLAIM_COLUMNS,
-    USERS,
     SessionGrant,
     lookup_refresh_token,
     revoke_session,
@@ -49,6 +45,7 @@ from shared.auth_sessions import (
 from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import b64url, token_hash
 from shared.db.hot_path import HotPathPool, PoolTimeout
+from shared.db.tables import AUDIT_TABLE, LINKS, REFRESH_TOKENS, SESSIONS, USERS
 from shared.revocations import Revocation
 from shared.settings import ReuseResponse
 from shared.upstream_tokens import RevokedGrant, revoke_user_links

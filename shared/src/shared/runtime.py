@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import Clock
 from shared.db.hot_path import HotPathPool, create_hot_path_pool
-from shared.jobs import ArqJobQueue, InProcessJobQueue, build_job_queue
+from shared.jobs.queue import ArqJobQueue, InProcessJobQueue, build_job_queue
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
 from shared.key_rotation import KeyMaintainer, KeySchedule
 from shared.process_resources import ProcessResources

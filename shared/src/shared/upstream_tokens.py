@@ -20,14 +20,12 @@ from shared.audit import record_audit_core
 from shared.auth_sessions import revoke_link_sessions
 from shared.crypto.keyring import DecryptionError, Keyring
 from shared.crypto.sealed_columns import UPSTREAM_TOKEN_COLUMNS
-from shared.db.base import table
-from shared.models import OAuth2Token
+from shared.db.tables import LINKS
 from shared.providers.base import Provider, UpstreamTokens
 from shared.providers.errors import ProviderError
 from shared.revocations import Revocation
 
 log = structlog.get_logger("shared.upstream_tokens")
-LINKS = table(OAuth2Token)
 
 
 def seal_upstream_token(

@@ -19,11 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db.base import table
-from shared.models import OAuth2Profile, User
+from shared.db.tables import PROFILES, USERS
 
-USERS = table(User)
-PROFILES = table(OAuth2Profile)
 ProfileRow = Row[Any, Any, Any, Any, Any, Any, Any]
 
 

@@ -1,8 +1,9 @@
-"""The Starlette application: routes, error rendering and the lifespan that starts the runtime."""
+"""The Starlette application: the one route table, error rendering, the runtime's lifespan."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -17,14 +18,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from broker.body_limit import BodyLimit
-from broker.cors import browser_cors
-from broker.dashboard.routes import dashboard_routes
-from broker.direct_routes import DirectRoutes, ExceptionHandler, direct_endpoints
-from broker.errors import OAuthError, TemporarilyUnavailable
-from broker.metrics import BrokerMetrics, metrics_endpoint
-from broker.request_observer import ObservedRoute as Route
-from broker.request_observer import RequestObserver
+from broker.admin.dashboard import audit as dashboard_audit
+from broker.admin.dashboard import overview as dashboard_overview
+from broker.admin.dashboard import signin as dashboard_signin
+from broker.admin.dashboard import tokens as dashboard_tokens
+from broker.admin.dashboard import users as dashboard_users
+from broker.admin.dashboard.guard import admin_form, admin_page
+from broker.admin.dashboard.rendering import Pages
+from broker.http.body_limit import BodyLimit
+from broker.http.cors import browser_cors
+from broker.http.direct_routes import DirectRoutes, ExceptionHandler, direct_endpoints
+from broker.http.errors import OAuthError, TemporarilyUnavailable
+from broker.http.metrics import BrokerMetrics, metrics_endpoint
+from broker.http.request_observer import ObservedRoute as Route
+from broker.http.request_observer import RequestObserver
+from broker.oauth.dashboard_client import check_reserved_id
 from broker.routes import (
     accounts,
     admin_audit,
@@ -90,7 +98,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
 }
 
 # What relying parties and resource servers call at high rates: dispatched before Starlette's
-# router (broker.direct_routes). Their other methods (CORS preflights, 405s) go through it.
+# router (broker.http.direct_routes). Their other methods (CORS preflights, 405s) go through it.
 DIRECT = (
     ("GET", "/.well-known/openid-configuration"),
     ("GET", "/.well-known/jwks.json"),
@@ -100,11 +108,20 @@ DIRECT = (
 
 
 def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
+    """Every route of the broker, in matching order: built once with the app.
+
+    The dashboard's part needs its template set, and first the startup check that no configured
+    client takes the built-in client's id.
+    """
     settings = runtime.settings
     cors = browser_cors(settings)
+    check_reserved_id(settings)
+    pages = Pages(settings)
+    page = functools.partial(admin_page, pages)  # GET pages
+    form = functools.partial(admin_form, pages)  # POST forms: everything that changes something
     return [
-        # Both built once and served as raw ASGI apps (no Request/Response cycle per call):
-        # every resource server and relying party polls them.
+        # Discovery: both built once and served as raw ASGI apps (no Request/Response cycle per
+        # call): every resource server and relying party polls them.
         Route(
             "/.well-known/openid-configuration",
             discovery.discovery_response(settings, runtime.keys.algorithms),
@@ -115,6 +132,7 @@ def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
             discovery.JWKSEndpoint(runtime.keys, settings.jwks_max_age),
             methods=["GET"],
         ),
+        # OAuth 2.0 / OpenID Connect.
         Route("/authorize", authorize.authorize, methods=["GET", "POST"]),
         Route(
             "/token",
@@ -138,9 +156,14 @@ def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
         ),
         Route("/introspect", introspection.introspect, methods=["POST"]),
         Route("/logout", logout.logout, methods=["GET", "POST"]),
+        # The signed-in user's account (first-party API).
         Route("/auth/oauth2/providers", accounts.providers, methods=["GET"]),
         Route("/auth/oauth2/profile", accounts.profile, methods=["GET", "PUT"]),
         Route("/auth/oauth2/profile/sync", profile_sync.sync, methods=["POST"]),
+        Route("/auth/oauth2/links/{provider}", accounts.remove_link, methods=["DELETE"]),
+        Route("/auth/oauth2/{provider}/link", accounts.link, methods=["GET"]),
+        Route("/avatars/{digest}", avatars.avatar, methods=["GET"]),
+        # The admin JSON API.
         Route("/admin/oauth2/users", admin_users.list_users, methods=["GET"]),
         Route("/admin/oauth2/users/{user_id}/sync", profile_sync.admin_sync, methods=["POST"]),
         Route("/admin/oauth2/users/{user_id}/disable", admin_users.disable_user, methods=["POST"]),
@@ -149,17 +172,28 @@ def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
         Route("/admin/oauth2/tokens/{token_id}", admin_tokens.delete_token, methods=["DELETE"]),
         Route("/admin/oauth2/stats", admin_stats.get_stats, methods=["GET"]),
         Route("/admin/oauth2/audit", admin_audit.list_audit, methods=["GET"]),
-        Route("/auth/oauth2/links/{provider}", accounts.remove_link, methods=["DELETE"]),
-        Route("/auth/oauth2/{provider}/link", accounts.link, methods=["GET"]),
-        Route("/avatars/{digest}", avatars.avatar, methods=["GET"]),
+        # Signing in through an upstream provider.
         Route("/auth/oauth2/{provider}/login", authorize.provider_login),
         Route("/auth/oauth2/{provider}/callback", upstream.callback),
         Route("/auth/oauth2/{provider}/dev-login", upstream.dev_login_form, methods=["GET"]),
         Route("/auth/oauth2/{provider}/dev-login", upstream.dev_login_submit, methods=["POST"]),
+        # Operations.
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *dashboard_routes(settings),  # /admin: the server-rendered dashboard
+        # The admin dashboard, server-rendered.
+        Route("/admin", page(dashboard_overview.overview), methods=["GET"]),
+        Route("/admin/login", dashboard_signin.login, methods=["GET"]),
+        Route("/admin/callback", dashboard_signin.make_callback(pages), methods=["GET"]),
+        # Also for someone no longer an admin: ending one's own session needs no role.
+        Route("/admin/logout", form(dashboard_signin.logout, admins_only=False), methods=["POST"]),
+        Route("/admin/users", page(dashboard_users.users_page), methods=["GET"]),
+        Route("/admin/users/{user_id}", page(dashboard_users.user_page), methods=["GET"]),
+        Route("/admin/users/{user_id}/status", form(dashboard_users.set_status), methods=["POST"]),
+        Route("/admin/tokens", page(dashboard_tokens.tokens_page), methods=["GET"]),
+        Route("/admin/tokens/{token_id}/revoke", form(dashboard_tokens.revoke), methods=["POST"]),
+        Route("/admin/audit", page(dashboard_audit.audit_page), methods=["GET"]),
+        Route("/admin/audit/export", page(dashboard_audit.export), methods=["GET"]),
     ]
 
 

@@ -13,7 +13,7 @@ import structlog
 from arq.worker import Worker
 from redis.exceptions import RedisError
 from shared.config_file import ConfigError
-from shared.jobs import DEFAULT_QUEUE_NAME
+from shared.jobs.queue import DEFAULT_QUEUE_NAME
 from shared.logging import configure_logging
 from shared.settings import load_settings
 

@@ -23,16 +23,9 @@ from redis.exceptions import RedisError
 from shared.clock import Clock, SystemClock
 from shared.config_file import ConfigError
 from shared.db.migrate import SchemaRevisions, current_revision
-from shared.jobs import (
-    DEFAULT_QUEUE_NAME,
-    JOBS,
-    ArqJobQueue,
-    JobDeps,
-    JobResult,
-    JobSpec,
-    dumps_job_data,
-    loads_job_data,
-)
+from shared.jobs.base import JobDeps, JobResult
+from shared.jobs.queue import DEFAULT_QUEUE_NAME, ArqJobQueue, dumps_job_data, loads_job_data
+from shared.jobs.registry import JOBS, JobSpec
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
 from shared.process_resources import ProcessResources
 from shared.settings import Settings

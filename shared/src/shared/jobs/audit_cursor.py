@@ -27,11 +27,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.audit import AUDIT_TABLE
-from shared.db.base import table
-from shared.models import AuditRelayCursor
+from shared.db.tables import AUDIT_CURSORS, AUDIT_TABLE
 
-CURSORS = table(AuditRelayCursor)
 Position = tuple[int, int]
 """``(txid, id)`` of an audit row; txid is 0 on SQLite. ``(0, 0)`` is before the first row."""
 
@@ -51,19 +48,25 @@ async def lock_cursor(
 ) -> Row[Any] | None:
     """Lock the consumer's cursor row for this transaction, creating it at ``(0, 0)`` the first
     time; None when another transaction holds it."""
-    statement = select(CURSORS).where(CURSORS.c.stream == stream).with_for_update(skip_locked=True)
+    statement = (
+        select(AUDIT_CURSORS)
+        .where(AUDIT_CURSORS.c.stream == stream)
+        .with_for_update(skip_locked=True)
+    )
     row = (await connection.execute(statement)).first()
     if row is not None:
         return row
     exists = (
-        await connection.execute(select(CURSORS.c.stream).where(CURSORS.c.stream == stream))
+        await connection.execute(
+            select(AUDIT_CURSORS.c.stream).where(AUDIT_CURSORS.c.stream == stream)
+        )
     ).first()
     if exists is not None:
         return None  # another reader holds it
     try:
         async with connection.begin_nested():
             await connection.execute(
-                insert(CURSORS).values(
+                insert(AUDIT_CURSORS).values(
                     stream=stream, last_txid=0, last_id=0, published=0, updated_at=now
                 )
             )
@@ -116,17 +119,22 @@ async def move_cursor(
 ) -> None:
     """Set the (locked) cursor to ``to``, having taken ``rows`` more rows, at ``now``."""
     await connection.execute(
-        update(CURSORS)
-        .where(CURSORS.c.stream == stream)
+        update(AUDIT_CURSORS)
+        .where(AUDIT_CURSORS.c.stream == stream)
         .values(
-            last_txid=to[0], last_id=to[1], published=CURSORS.c.published + rows, updated_at=now
+            last_txid=to[0],
+            last_id=to[1],
+            published=AUDIT_CURSORS.c.published + rows,
+            updated_at=now,
         )
     )
 
 
 async def read_cursor(connection: AsyncConnection, stream: str) -> CursorState | None:
     """The consumer's cursor as last committed (no lock); None before its first run."""
-    row = (await connection.execute(select(CURSORS).where(CURSORS.c.stream == stream))).first()
+    row = (
+        await connection.execute(select(AUDIT_CURSORS).where(AUDIT_CURSORS.c.stream == stream))
+    ).first()
     if row is None:
         return None
     return CursorState(

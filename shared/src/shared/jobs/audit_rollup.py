@@ -42,9 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.audit import AUDIT_TABLE
-from shared.auth_sessions import SESSIONS
-from shared.db.base import table
+from shared.db.tables import AUDIT_DAILY_COUNTS, AUDIT_TABLE, SESSIONS, USERS
 from shared.jobs.audit_cursor import (
     CursorState,
     Position,
@@ -56,13 +54,10 @@ from shared.jobs.audit_cursor import (
     row_position,
 )
 from shared.jobs.base import JobDeps, JobPayload, JobResult
-from shared.models import AuditDailyCount, User
 from shared.models.audit_action import ROTATED
 
 log = structlog.get_logger("shared.jobs.audit_rollup")
 
-COUNTS = table(AuditDailyCount)
-USERS = table(User)
 
 ROLLUP_CURSOR = "rollup:audit_daily_counts"
 """The rollup's row in ``audit_relay_cursors`` (the relay's rows are keyed by stream name)."""
@@ -204,10 +199,14 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 async def _add_counts(connection: AsyncConnection, counts: Counter[Key]) -> None:
     """``count = count + n`` for each key, inserting the keys not there yet."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(COUNTS)
+    statement = dialect.insert(AUDIT_DAILY_COUNTS)
     statement = statement.on_conflict_do_update(
-        index_elements=[COUNTS.c.day, COUNTS.c.action, COUNTS.c.provider],
-        set_={"count": COUNTS.c["count"] + statement.excluded["count"]},
+        index_elements=[
+            AUDIT_DAILY_COUNTS.c.day,
+            AUDIT_DAILY_COUNTS.c.action,
+            AUDIT_DAILY_COUNTS.c.provider,
+        ],
+        set_={"count": AUDIT_DAILY_COUNTS.c["count"] + statement.excluded["count"]},
     )
     rows = [
         {"day": day, "action": action, "provider": provider, "count": n}

@@ -1,5 +1,8 @@
-"""What every job shares: the payload base class, the result type, and the dependencies a body
-may use. Job modules import these from here; ``registry`` puts the bodies in one table.
+"""What every job shares: the job names, the payload base class, the result type, the
+dependencies a body may use, and the ``JobQueue`` interface it enqueues follow-up jobs through.
+
+The bottom of ``shared.jobs``: the job modules import these from here, ``registry`` puts their
+bodies in one table, and ``queue`` implements ``JobQueue`` (arq or in-process) over that table.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx2
 from pydantic import BaseModel, ConfigDict
@@ -21,10 +24,14 @@ from shared.providers.base import Provider
 from shared.revocations import NoRevocationStream, RevocationPublisher
 from shared.settings import Settings
 
-if TYPE_CHECKING:
-    from shared.jobs.queue import JobQueue
-
-__all__ = ["JobDeps", "JobName", "JobPayload", "JobResult"]
+__all__ = [
+    "JobDeps",
+    "JobName",
+    "JobPayload",
+    "JobQueue",
+    "JobResult",
+    "QueueUnavailableError",
+]
 
 
 class JobName(StrEnum):
@@ -49,6 +56,18 @@ class JobPayload(BaseModel):
     """Base of every payload: immutable, no unknown fields, JSON round-trippable."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class QueueUnavailableError(Exception):
+    """The queue's backend (Redis) could not take the job; the caller decides whether to retry."""
+
+
+class JobQueue(Protocol):
+    """Where the broker puts work; returns the job id, or None if that id is already pending."""
+
+    async def enqueue(
+        self, name: JobName, payload: JobPayload, *, job_id: str | None = None
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,11 @@ from pydantic import Field
 from sqlalchemy import ColumnElement, Delete, FromClause, Table, and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.auth_sessions import REFRESH_TOKENS, SESSIONS
-from shared.db.base import table
+from shared.db.tables import CODES, LOGIN_STATES, REFRESH_TOKENS, SESSIONS
 from shared.jobs.base import JobDeps, JobPayload, JobResult
-from shared.models import AuthorizationCode, LoginState
 
 log = structlog.get_logger("shared.jobs.housekeeping")
 
-CODES = table(AuthorizationCode)
-LOGIN_STATES = table(LoginState)
 
 # The kinds a run reports, in the order it purges them (sessions last: fewer codes to unlink).
 KINDS = ("authorization_codes", "login_states", "refresh_tokens", "sessions")

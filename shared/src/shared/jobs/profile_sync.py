@@ -25,13 +25,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import record_audit_core
-from shared.auth_sessions import LINKS
 from shared.avatars import avatar_url, store_avatar
-from shared.db.base import table
+from shared.db.tables import LINKS, PROFILES
 from shared.guarded_fetch import FetchRefused, fetch_image
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
 from shared.jobs.upstream_refresh import REFRESHABLE_STATES, WORKER_ACTOR, refresh_locked_link
-from shared.models import OAuth2Profile
 from shared.profile_columns import UnusableIdentity, fit_columns
 from shared.providers.base import AvatarImage, UpstreamProfile, UpstreamTokens
 from shared.providers.errors import ProviderError, ProviderUnavailable
@@ -40,7 +38,6 @@ from shared.user_claims import refresh_user_claims
 
 log = structlog.get_logger("shared.jobs.profile_sync")
 
-PROFILES = table(OAuth2Profile)
 # A token this close to expiry is refreshed before it is used for a sync.
 EXPIRY_SLACK = dt.timedelta(seconds=60)
 SYNCED_FIELDS = (

@@ -1,4 +1,4 @@
-"""Putting jobs on a queue: the ``JobQueue`` interface, its arq (Redis) and in-process backends.
+"""Putting jobs on a queue: the arq (Redis) and in-process backends of ``base.JobQueue``.
 
 The broker enqueues typed payloads only after its transaction commits. With ``BROKER_REDIS_URL``
 set, :class:`ArqJobQueue` hands them to Redis for any number of ``sync-worker`` processes; without
@@ -21,7 +21,7 @@ import json
 import uuid
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
@@ -29,15 +29,20 @@ from arq.jobs import Job
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
-from shared.jobs.registry import JobDeps, JobName, JobPayload, JobResult, JobSpec, job_spec
+from shared.jobs.base import (
+    JobDeps,
+    JobName,
+    JobPayload,
+    JobResult,
+    QueueUnavailableError,
+)
+from shared.jobs.registry import JobSpec, job_spec
 from shared.settings import Settings
 
 __all__ = [
     "DEFAULT_QUEUE_NAME",
     "ArqJobQueue",
     "InProcessJobQueue",
-    "JobQueue",
-    "QueueUnavailableError",
     "build_job_queue",
     "dumps_job_data",
     "loads_job_data",
@@ -46,18 +51,6 @@ __all__ = [
 DEFAULT_QUEUE_NAME = "broker:jobs"
 
 log = structlog.get_logger("shared.jobs")
-
-
-class QueueUnavailableError(Exception):
-    """The queue's backend (Redis) could not take the job; the caller decides whether to retry."""
-
-
-class JobQueue(Protocol):
-    """Where the broker puts work; returns the job id, or None if that id is already pending."""
-
-    async def enqueue(
-        self, name: JobName, payload: JobPayload, *, job_id: str | None = None
-    ) -> str | None: ...
 
 
 def _checked(name: JobName, payload: JobPayload) -> JobSpec[Any]:

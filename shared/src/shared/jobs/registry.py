@@ -32,17 +32,7 @@ from shared.jobs.upstream_refresh import (
     scan_upstream_tokens,
 )
 
-__all__ = [
-    "JOBS",
-    "JobDeps",
-    "JobName",
-    "JobPayload",
-    "JobResult",
-    "JobSpec",
-    "NoopPayload",
-    "UnknownJobError",
-    "job_spec",
-]
+__all__ = ["JOBS", "JobSpec", "UnknownJobError", "job_spec"]
 
 
 class UnknownJobError(LookupError):

@@ -19,10 +19,9 @@ import structlog
 from shared.clock import Clock
 from shared.jobs.audit_relay import AuditRelayPayload
 from shared.jobs.audit_rollup import AuditRollupPayload
-from shared.jobs.base import JobName, JobPayload
+from shared.jobs.base import JobName, JobPayload, JobQueue, QueueUnavailableError
 from shared.jobs.housekeeping import HousekeepingPayload
 from shared.jobs.profile_sync import ProfileSyncScanPayload
-from shared.jobs.queue import JobQueue, QueueUnavailableError
 from shared.jobs.stats_snapshot import StatsSnapshotPayload
 from shared.jobs.upstream_refresh import UpstreamScanPayload
 from shared.settings import Settings

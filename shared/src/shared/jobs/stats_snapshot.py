@@ -22,13 +22,9 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.auth_sessions import LINKS, REFRESH_TOKENS, SESSIONS, USERS
-from shared.db.base import table
+from shared.db.tables import LINKS, PROFILES, REFRESH_TOKENS, SESSIONS, STAT_SNAPSHOTS, USERS
 from shared.jobs.base import JobDeps, JobPayload, JobResult
-from shared.models import OAuth2Profile, StatSnapshot
 
-PROFILES = table(OAuth2Profile)
-SNAPSHOTS = table(StatSnapshot)
 ACTIVE_WINDOWS = {"active_users_1d": 1, "active_users_7d": 7, "active_users_30d": 30}
 Counts = dict[tuple[str, str], int]
 
@@ -42,9 +38,9 @@ async def snapshot_stats(payload: StatsSnapshotPayload, deps: JobDeps) -> JobRes
     now = deps.clock.now()
     async with deps.engine.begin() as connection:
         counts = await current_state(connection, now)
-        await connection.execute(delete(SNAPSHOTS))
+        await connection.execute(delete(STAT_SNAPSHOTS))
         await connection.execute(
-            insert(SNAPSHOTS),
+            insert(STAT_SNAPSHOTS),
             [
                 {"name": name, "provider": provider, "value": value, "computed_at": now}
                 for (name, provider), value in counts.items()
@@ -55,7 +51,7 @@ async def snapshot_stats(payload: StatsSnapshotPayload, deps: JobDeps) -> JobRes
 
 async def read_snapshot(connection: AsyncConnection) -> tuple[Counts, dt.datetime | None]:
     """The last snapshot and when it was taken (None: never yet)."""
-    rows = (await connection.execute(select(SNAPSHOTS))).all()
+    rows = (await connection.execute(select(STAT_SNAPSHOTS))).all()
     taken = min((row.computed_at for row in rows), default=None)
     return {(row.name, row.provider): int(row.value) for row in rows}, taken
 

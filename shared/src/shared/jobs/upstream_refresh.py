@@ -33,7 +33,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import record_audit_core
-from shared.auth_sessions import LINKS
+from shared.db.tables import LINKS
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
 from shared.providers.base import Provider, UpstreamTokens
 from shared.providers.errors import ProviderError, ProviderRejected, ProviderUnavailable

@@ -1,43 +1,17 @@
-"""``/admin/oauth2/audit``: audit events newest first, filtered, keyset-paginated, exportable.
-
-Filters: ``actor``, ``action``, ``subject`` (exact), ``after`` / ``before`` (RFC 3339, on
-``occurred_at``), ``limit``, ``cursor``. Newest first by ``(occurred_at, id)``; the cursor is
-the last row's pair, so pages neither repeat nor skip while new events arrive.
-
-``format=csv`` or ``format=jsonl`` exports every matching event (no ``limit``/``cursor``) as a
-streamed download (``broker.audit_export``).
-
-Indexes. ``occurred_at`` serves the order (PostgreSQL sorts ties by id incrementally), the
-cursor and time windows. ``action`` and ``actor`` have partial ``(…, occurred_at, id)`` indexes
-that leave out ``refresh_token.rotated``, the event of every token rotation, which the hot path
-then never writes to. A filter that cannot match a rotation (any other action; an actor that is
-not a client — ``shared.refresh_rotation`` writes rotations with actor ``client:<id>``) says so
-in its WHERE clause, so PostgreSQL can use the partial index; a query for rotations themselves
-walks ``occurred_at`` backwards, quick because they are the bulk of the table.
-"""
+"""``/admin/oauth2/audit``: audit events, a page or an export (``broker.admin.audit``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from shared.audit import AUDIT_TABLE
-from shared.models.audit_action import ROTATED
-from shared.runtime import Runtime
-from sqlalchemy import Select, select
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from broker.admins import authenticated_admin
-from broker.audit_events import COLUMNS, NEWEST_FIRST, event_document, older_than
-from broker.audit_export import EXPORT_FORMATS, MEDIA_TYPES, export_lines
-from broker.errors import NO_STORE, InvalidRequest
-from broker.keyset import Cursor, page_limit, parse_instant
-from broker.routes.context import runtime_of
+from broker.admin.audit import audit_export, audit_listing
+from broker.admin.audit_export import EXPORT_FORMATS
+from broker.admin.callers import authenticated_admin
+from broker.http.context import runtime_of
+from broker.http.errors import NO_STORE, InvalidRequest
 
 FORMATS = ("json", *EXPORT_FORMATS)
-_FILTERS = {"actor", "action", "subject", "after", "before", "cursor", "limit", "format"}
-_TEXT_LIMITS = {"actor": 330, "action": 64, "subject": 160}
 
 
 async def list_audit(request: Request) -> Response:
@@ -50,69 +24,3 @@ async def list_audit(request: Request) -> Response:
     if export == "json":
         return JSONResponse(await audit_listing(runtime, query), headers=NO_STORE)
     return audit_export(runtime, query)
-
-
-def audit_export(runtime: Runtime, query: Mapping[str, str]) -> StreamingResponse:
-    """Every event matching ``query`` as a streamed CSV or JSON-lines download (``format``)."""
-    export = query.get("format", "")
-    if export not in EXPORT_FORMATS:
-        raise InvalidRequest("an export is format=csv or format=jsonl")
-    if "cursor" in query or "limit" in query:
-        raise InvalidRequest("an export has every matching event: no cursor or limit")
-    statement = filtered_events(query)  # checked before the response starts
-    return StreamingResponse(
-        export_lines(runtime.engine, statement, export),
-        media_type=MEDIA_TYPES[export],
-        headers={**NO_STORE, "Content-Disposition": f'attachment; filename="audit.{export}"'},
-    )
-
-
-async def audit_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
-    """One page of audit events for these query parameters (the JSON body; the dashboard's too)."""
-    limit = page_limit(query.get("limit"))
-    statement = filtered_events(query)
-    if (cursor := query.get("cursor")) is not None:
-        last = Cursor.decode(cursor)
-        if not last.id.isdigit():
-            raise InvalidRequest("cursor is not one this listing returned")
-        statement = older_than(statement, last.at, int(last.id))
-    statement = statement.order_by(*NEWEST_FIRST).limit(limit + 1)
-    async with runtime.engine.connect() as connection:
-        rows = (await connection.execute(statement)).all()
-    page = rows[:limit]
-    return {
-        "events": [event_document(row) for row in page],
-        "next_cursor": (
-            Cursor(at=page[-1].occurred_at, id=str(page[-1].id)).encode()
-            if len(rows) > limit
-            else None
-        ),
-    }
-
-
-def filtered_events(query: Mapping[str, str]) -> Select[Any]:
-    """The events these query parameters select (``InvalidRequest`` for a bad one), unordered."""
-    unknown = set(query) - _FILTERS
-    if unknown:
-        raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
-    statement = select(*(AUDIT_TABLE.c[name] for name in COLUMNS))
-    for name, limit in _TEXT_LIMITS.items():
-        value = query.get(name)
-        if value is None:
-            continue
-        if not value or len(value) > limit:
-            raise InvalidRequest(f"{name} must be 1 to {limit} characters")
-        statement = statement.where(AUDIT_TABLE.c[name] == value)
-    action, actor = query.get("action"), query.get("actor")
-    if (action is not None and action != ROTATED) or (
-        actor is not None and not actor.startswith("client:")
-    ):
-        # Implied by the filter already; stated so the partial indexes apply (module doc).
-        statement = statement.where(AUDIT_TABLE.c.action != ROTATED)
-    if (after := parse_instant("after", query.get("after"))) is not None:
-        statement = statement.where(AUDIT_TABLE.c.occurred_at >= after)
-    if (before := parse_instant("before", query.get("before"))) is not None:
-        statement = statement.where(AUDIT_TABLE.c.occurred_at < before)
-    if after is not None and before is not None and before <= after:
-        raise InvalidRequest("before must be later than after")
-    return statement

@@ -11,17 +11,12 @@ from shared.providers.errors import ProviderError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from broker.abuse_limits import login_start_refused
-from broker.authorization import (
-    ClientRejected,
-    response_mode,
-    single_params,
-    validate_authorization_request,
-    validate_client,
-)
-from broker.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
-from broker.linking import SignInFirst, confirm_link
-from broker.logins import (
+from broker.http.context import runtime_of
+from broker.http.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
+from broker.http.forms import single_params
+from broker.http.pages import chooser_page, error_page
+from broker.login.linking import SignInFirst, confirm_link
+from broker.login.logins import (
     ClientRequest,
     LinkOwner,
     SignInBeforeLink,
@@ -30,9 +25,14 @@ from broker.logins import (
     set_login_cookie,
     start_login,
 )
-from broker.pages import chooser_page, error_page
-from broker.responses import error_response
-from broker.routes.context import runtime_of
+from broker.oauth.abuse_limits import login_start_refused
+from broker.oauth.authorization import (
+    ClientRejected,
+    response_mode,
+    validate_authorization_request,
+    validate_client,
+)
+from broker.oauth.responses import error_response
 
 log = structlog.get_logger("broker.authorize")
 

@@ -12,8 +12,8 @@ from shared.avatars import load_avatar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.errors import NotFound
-from broker.routes.context import runtime_of
+from broker.http.context import runtime_of
+from broker.http.errors import NotFound
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 

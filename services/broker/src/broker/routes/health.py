@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.routes.context import runtime_of
+from broker.http.context import runtime_of
 
 CHECK_TIMEOUT = 2.0  # the manifests give the probe 3 s (the kubelet's default is 1 s)
 log = structlog.get_logger("broker.health")

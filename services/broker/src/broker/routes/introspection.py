@@ -13,11 +13,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker import abuse_limits
-from broker.errors import NO_STORE, InvalidClient, InvalidRequest
-from broker.forms import form_params
-from broker.presented_tokens import AccessToken, PresentedToken, identify
-from broker.routes.context import runtime_of
+from broker.http.context import runtime_of
+from broker.http.errors import NO_STORE, InvalidClient, InvalidRequest
+from broker.http.forms import form_params
+from broker.oauth import abuse_limits
+from broker.oauth.presented_tokens import AccessToken, PresentedToken, identify
 
 INACTIVE: dict[str, Any] = {"active": False}
 ACCESS_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "sid")

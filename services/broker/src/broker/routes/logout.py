@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from shared.auth_sessions import SESSIONS, revoke_browser_sessions, revoke_session
+from shared.auth_sessions import revoke_browser_sessions, revoke_session
 from shared.crypto.opaque import token_hash
+from shared.db.tables import SESSIONS
 from shared.revocations import Revocation
 from shared.runtime import Runtime
 from shared.settings import ClientConfig
@@ -26,13 +27,13 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from broker import browser_sessions
-from broker.authorization import redirect_with, single_params
-from broker.errors import InvalidRequest
-from broker.forms import form_params
-from broker.pages import error_page, logout_confirm_page, redirect_sources, signed_out_page
-from broker.routes.context import runtime_of
-from broker.tokens import TokenInvalid, verify_id_token_hint
+from broker.http.context import runtime_of
+from broker.http.errors import InvalidRequest
+from broker.http.forms import form_params, single_params
+from broker.http.pages import error_page, logout_confirm_page, redirect_sources, signed_out_page
+from broker.login import browser_sessions
+from broker.oauth.authorization import redirect_with
+from broker.oauth.tokens import TokenInvalid, verify_id_token_hint
 
 
 class LogoutRefused(Exception):

@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker import abuse_limits
-from broker.callers import Caller, authenticated_caller
-from broker.errors import NO_STORE, InvalidRequest
-from broker.forms import form_params, json_params
-from broker.presented_tokens import identify
-from broker.routes.context import runtime_of
+from broker.http.context import runtime_of
+from broker.http.errors import NO_STORE, InvalidRequest
+from broker.http.forms import form_params, json_params
+from broker.oauth import abuse_limits
+from broker.oauth.callers import Caller, authenticated_caller
+from broker.oauth.presented_tokens import identify
 
 
 async def revoke(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """``POST /token`` (RFC 6749 §3.2) and ``POST /auth/oauth2/refresh`` (JSON; same refresh path).
 
 Both are ASGI apps built with the runtime and the metrics they use, so the app can dispatch
-them before Starlette's router (``broker.direct_routes``). Errors are raised, not rendered:
+them before Starlette's router (``broker.http.direct_routes``). Errors are raised, not rendered:
 whichever path called the endpoint renders them with the app's exception handlers.
 """
 
@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from broker import abuse_limits
-from broker.errors import NO_STORE, InvalidRequest, OAuthError, UnsupportedGrantType
-from broker.forms import form_params, json_params
-from broker.grants import GRANTS, Grant, RefreshTokenReused, refresh_grant
-from broker.metrics import BrokerMetrics
-from broker.routes.context import request_meta
+from broker.http.context import request_meta
+from broker.http.errors import NO_STORE, InvalidRequest, OAuthError, UnsupportedGrantType
+from broker.http.forms import form_params, json_params
+from broker.http.metrics import BrokerMetrics
+from broker.oauth import abuse_limits
+from broker.oauth.grants import GRANTS, Grant, RefreshTokenReused, refresh_grant
 
 
 class _GrantEndpoint:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.callers import authenticated_caller
-from broker.errors import NO_STORE
-from broker.tokens import UserClaims
+from broker.http.errors import NO_STORE
+from broker.oauth.callers import authenticated_caller
+from broker.oauth.tokens import UserClaims
 
 
 async def userinfo(request: Request) -> Response:

@@ -1,0 +1,62 @@
+"""Keyset pagination cursors for the admin listings: opaque to clients, checked on the way in.
+
+A cursor is the sort key of the last row of a page — ``(timestamp, id)`` — as base64url JSON.
+The next page is the rows strictly after it in the listing's order, so a page never repeats or
+skips rows that were there when the first page was read, however deep the client pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from broker.http.errors import InvalidRequest
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Cursor:
+    at: dt.datetime
+    id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.at.isoformat(), self.id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        try:
+            padded = value + "=" * (-len(value) % 4)
+            at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+            moment = dt.datetime.fromisoformat(at)
+        except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+            raise InvalidRequest("cursor is not one this listing returned") from None
+        if moment.tzinfo is None or not isinstance(row_id, str):
+            raise InvalidRequest("cursor is not one this listing returned")
+        return cls(at=moment, id=row_id)
+
+
+def page_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def parse_instant(name: str, value: str | None) -> dt.datetime | None:
+    """An RFC 3339 timestamp with its offset (``Z`` or ``+hh:mm``)."""
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an RFC 3339 timestamp") from None
+    if moment.tzinfo is None:
+        raise InvalidRequest(f"{name} needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
+    return moment

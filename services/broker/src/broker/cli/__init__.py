@@ -1,0 +1,1 @@
+"""The ``broker`` command: ``main`` (serve, migrate, dispatch), ``keys`` and ``admins``."""

@@ -1,0 +1,76 @@
+"""Request parameters and bodies: each parameter once; form-encoded bodies, or JSON objects.
+
+RFC 6749 §3.2 (and RFC 7009 §2.1, RFC 7662 §2.1): form-encoded, UTF-8, each parameter once.
+No size check here: every body reaches a handler already capped (``broker.http.body_limit``,
+docs/security.md "Body limits").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from broker.http.errors import InvalidRequest
+
+MAX_PARAM_LENGTH = 2048
+
+
+def single_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """RFC 6749 §3.1: parameters must not be repeated; over-long values are refused."""
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise InvalidRequest(f"parameter {name} is repeated")
+        if len(value) > MAX_PARAM_LENGTH:
+            raise InvalidRequest(f"parameter {name} is too long")
+        params[name] = value
+    return params
+
+
+async def form_params(request: Request) -> dict[str, str]:
+    """The form body's parameters; ``InvalidRequest`` for another type or a repetition."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the body must be application/x-www-form-urlencoded")
+    body = await request.body()
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8") from None
+    return single_params(pairs)
+
+
+def is_utf8(value: str) -> bool:
+    """JSON may carry lone surrogates (``"\\ud800"``), which no UTF-8 consumer accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def json_params(request: Request, *, empty_ok: bool = True) -> dict[str, str]:
+    """A JSON object of strings (the first-party API); ``{}`` for an empty body if allowed."""
+    document = await json_object(request, empty_ok=empty_ok)
+    if not all(isinstance(value, str) and is_utf8(value) for value in document.values()):
+        raise InvalidRequest("the body must be a JSON object of strings")
+    return document
+
+
+async def json_object(request: Request, *, empty_ok: bool = True) -> dict[str, Any]:
+    """A JSON object (any values: the caller checks the fields it knows)."""
+    body = await request.body()
+    if not body.strip():
+        if empty_ok:
+            return {}
+        raise InvalidRequest("the body must be a JSON object")
+    try:
+        document: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("the body must be a JSON object") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return document
