@@ -8,7 +8,6 @@ body declares its length or comes chunked; the process's memory does not grow wi
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,13 +16,7 @@ import pytest
 from shared.crypto.keyring import Keyring
 
 from tests.conftest import ROOT, broker_settings
-from tests.support.processes import (
-    RunningProcess,
-    broker_env,
-    broker_serve_command,
-    free_port,
-    run_process,
-)
+from tests.support.processes import RunningProcess, dev_broker_process
 from tests.support.provider_broker import running_broker
 
 pytestmark = pytest.mark.integration
@@ -57,31 +50,9 @@ def served(
 ) -> Iterator[Broker]:
     """One ``broker serve`` process (uvicorn) with the default body cap."""
     directory = tmp_path_factory.mktemp("body-limits")
-    config = directory / "broker.yaml"
-    config.write_text(
-        textwrap.dedent(
-            """\
-            providers:
-              - {id: dev, type: dev}
-            clients:
-              - {id: web, redirect_uris: ["http://127.0.0.1:3000/callback"]}
-            """
-        )
-    )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = broker_env(
-        issuer=url,
-        config=config,
-        database_url=database_url,
-        keyring=keyring,
-        var_dir=directory / "var",
-        BROKER_DB_POOL_SIZE="2",
-        BROKER_PERIODIC_JOBS="0",
-        BROKER_LOG_FORMAT="json",
-    )
-    command = broker_serve_command(port)
-    with run_process(command, ready_url=f"{url}/readyz", env=env, cwd=str(ROOT)) as process:
+    with dev_broker_process(
+        directory, database_url=database_url, keyring=keyring, cwd=str(ROOT)
+    ) as (url, process):
         yield Broker(url, process)
 
 

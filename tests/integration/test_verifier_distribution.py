@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from shared.crypto.keyring import Keyring
 
 from tests.conftest import ROOT
 from tests.support.flows import login
-from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
+from tests.support.processes import dev_broker_process
 
 pytestmark = pytest.mark.integration
 
@@ -101,31 +100,9 @@ def _venv_with_the_verifier(directory: Path) -> Path:
 @pytest.fixture
 def broker_process(tmp_path: Path, database_url: str, keyring: Keyring) -> Iterator[str]:
     """``broker serve`` on a free port, with the dev provider and the public client ``web``."""
-    config = tmp_path / "broker.yaml"
-    config.write_text(
-        textwrap.dedent(
-            """\
-            providers:
-              - {id: dev, type: dev}
-            clients:
-              - {id: web, redirect_uris: ["http://127.0.0.1:3000/callback"]}
-            """
-        )
-    )
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    env = broker_env(
-        issuer=issuer,
-        config=config,
-        database_url=database_url,
-        keyring=keyring,
-        var_dir=tmp_path / "var",
-        BROKER_DB_POOL_SIZE="2",
-        BROKER_PERIODIC_JOBS="0",
-        BROKER_LOG_FORMAT="json",
-    )
-    command = broker_serve_command(port)
-    with run_process(command, ready_url=f"{issuer}/readyz", env=env, cwd=str(ROOT)):
+    with dev_broker_process(
+        tmp_path, database_url=database_url, keyring=keyring, cwd=str(ROOT)
+    ) as (issuer, _process):
         yield issuer
 
 

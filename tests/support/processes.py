@@ -127,3 +127,37 @@ def run_process(
         yield running
     finally:
         _stop(process)
+
+
+DEV_BROKER_CONFIG = """\
+providers:
+  - {id: dev, type: dev}
+clients:
+  - {id: web, redirect_uris: ["http://127.0.0.1:3000/callback"]}
+"""
+
+
+@contextmanager
+def dev_broker_process(
+    directory: Path, *, database_url: str, keyring: Keyring, cwd: str
+) -> Iterator[tuple[str, RunningProcess]]:
+    """``broker serve`` on a free port with the dev provider and the public client ``web``
+    (small pool, no periodic jobs, JSON logs); its issuer URL and process."""
+    config = directory / "broker.yaml"
+    config.write_text(DEV_BROKER_CONFIG, encoding="utf-8")
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    env = broker_env(
+        issuer=issuer,
+        config=config,
+        database_url=database_url,
+        keyring=keyring,
+        var_dir=directory / "var",
+        BROKER_DB_POOL_SIZE="2",
+        BROKER_PERIODIC_JOBS="0",
+        BROKER_LOG_FORMAT="json",
+    )
+    with run_process(
+        broker_serve_command(port), ready_url=f"{issuer}/readyz", env=env, cwd=cwd
+    ) as process:
+        yield issuer, process
