@@ -134,6 +134,11 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
         )
         assert refreshed["refresh_token"] != old_refresh
         assert refreshed["access_token"] != token["access_token"]
+        onward = await client.refresh_token(
+            metadata["token_endpoint"], refresh_token=refreshed["refresh_token"]
+        )
+        assert onward["refresh_token"] != refreshed["refresh_token"]
+        # Its successor was used: the old token presented again is a replay.
         async with httpx2.AsyncClient() as http:
             replay = await http.post(
                 metadata["token_endpoint"],
@@ -151,6 +156,7 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
             token["access_token"],
             old_refresh,
             refreshed["refresh_token"],
+            onward["refresh_token"],
             token["id_token"],
             verifier,
             "portal-secret-at-least-32-characters",
@@ -167,11 +173,12 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
         ]
         routes = [entry["route"] for entry in access_lines]
         assert "/auth/oauth2/{provider}/callback" in routes
-        assert routes.count("/token") == 3  # code, refresh, replay
+        assert routes.count("/token") == 4  # code, two refreshes, replay
         assert all(entry["request_id"] for entry in access_lines)
         token_lines = [entry for entry in access_lines if entry["route"] == "/token"]
         assert {entry["client_id"] for entry in token_lines} == {"portal"}
         assert [entry.get("user_id") for entry in token_lines] == [
+            access.claims["sub"],
             access.claims["sub"],
             access.claims["sub"],
             None,  # the replay: refused, no user named

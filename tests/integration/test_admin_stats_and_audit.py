@@ -54,6 +54,11 @@ async def test_stats_count_sign_ins_new_users_and_refreshes_by_provider(
     second = await login(broker)  # the same user again
     rotated = await refresh(broker, second["refresh_token"])
     assert rotated.status_code == 200
+    # A retry (the response was lost): the same successor, neither a rotation nor a failure.
+    retried = await refresh(broker, second["refresh_token"])
+    assert retried.json()["refresh_token"] == rotated.json()["refresh_token"]
+    onward = await refresh(broker, rotated.json()["refresh_token"])
+    assert onward.status_code == 200
     reused = await refresh(broker, second["refresh_token"])  # reuse: refused, session revoked
     assert reused.json()["error"] == "invalid_grant"
     await _roll_up(runtime)
@@ -74,8 +79,10 @@ async def test_stats_count_sign_ins_new_users_and_refreshes_by_provider(
     corp = after["by_provider"]["corp"]
     assert delta("by_provider", "corp", "sign_ins") == 2
     assert delta("by_provider", "corp", "new_users") == 1
-    assert delta("by_provider", "corp", "refresh_succeeded") == 1
+    assert delta("by_provider", "corp", "refresh_succeeded") == 2
+    assert delta("by_provider", "corp", "refresh_retried") == 1
     assert delta("by_provider", "corp", "refresh_failed") == 1
+    assert delta("totals", "refresh_retried") == 1
     assert delta("totals", "sign_ins") == 2
     assert corp["active_sessions"] == after["active_sessions"] - sum(
         counts["active_sessions"] for name, counts in after["by_provider"].items() if name != "corp"

@@ -53,11 +53,14 @@ async def test_refresh_rotates_and_the_old_token_is_rejected(broker, idp):
     rotated = first.json()
     assert rotated["refresh_token"] != tokens["refresh_token"]
     assert rotated["access_token"] != tokens["access_token"]
+    onward = await refresh(broker, rotated["refresh_token"])
+    assert onward.status_code == 200, onward.text
+    # Its successor was used: the old token is rejected as a replay.
     again = await refresh(broker, tokens["refresh_token"])
     assert again.status_code == 400
     assert again.json()["error"] == "invalid_grant"
-    # RFC 9700 §4.14.2: the reuse revoked the family, so the successor is dead too.
-    successor = await refresh(broker, rotated["refresh_token"])
+    # RFC 9700 §4.14.2: the reuse revoked the family, so the newest token is dead too.
+    successor = await refresh(broker, onward.json()["refresh_token"])
     assert successor.json()["error"] == "invalid_grant"
 
 

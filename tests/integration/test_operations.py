@@ -183,7 +183,9 @@ async def test_metrics_count_logins_grants_and_reuse_and_each_request_logs_one_l
         subject = jwt.decode(tokens["access_token"], jwks).claims["sub"]
         rotated = await refresh(broker, tokens["refresh_token"])
         assert rotated.status_code == 200, rotated.text
-        replay = await refresh(
+        onward = await refresh(broker, rotated.json()["refresh_token"])
+        assert onward.status_code == 200, onward.text
+        replay = await refresh(  # its successor was used: a replay
             broker, tokens["refresh_token"], headers={"X-Request-ID": "lb-7f3a.42"}
         )
         assert replay.json()["error"] == "invalid_grant"
@@ -204,17 +206,17 @@ async def test_metrics_count_logins_grants_and_reuse_and_each_request_logs_one_l
     assert _one(logins, provider="dev", client="web", outcome="success") == 1
     grants = _samples(body, "broker_token_grants_total")
     assert _one(grants, grant_type="authorization_code", client="web", provider="dev") == 1
-    assert _one(grants, grant_type="refresh_token", outcome="success", provider="dev") == 1
+    assert _one(grants, grant_type="refresh_token", outcome="success", provider="dev") == 2
     assert _one(grants, grant_type="refresh_token", outcome="invalid_grant") == 1
     reuse = _samples(body, "broker_refresh_token_reuse_detected_total")
     assert _one(reuse, client="web") == 1
     requests = _samples(body, "broker_http_requests_total")
-    assert _one(requests, method="POST", route="/token", status="200") == 2
+    assert _one(requests, method="POST", route="/token", status="200") == 3
     assert _one(requests, method="POST", route="/token", status="400") == 1
     assert _one(requests, route="unmatched", status="404") == 1  # raw paths never become labels
     assert not any("/no/such/page" in series for series in requests)
     latency = _samples(body, "broker_http_request_duration_seconds_count")
-    assert _one(latency, method="POST", route="/token") == 3
+    assert _one(latency, method="POST", route="/token") == 4
     pools = _samples(body, "broker_db_pool_connections")
     assert _one(pools, pool="hot_path", state="idle") >= 1
     assert _one(pools, pool="orm", state="in_use") >= 0
@@ -222,16 +224,16 @@ async def test_metrics_count_logins_grants_and_reuse_and_each_request_logs_one_l
 
     lines = _access_lines(process.read_log())
     token_lines = [line for line in lines if line["route"] == "/token"]
-    assert len(token_lines) == 3
+    assert len(token_lines) == 4
     for line in token_lines:
         assert line["method"] == "POST"
         assert line["client_id"] == "web"
         assert line["level"] == "info"
         assert isinstance(line["duration_ms"], float)
         assert line["request_id"]
-    assert [line["status"] for line in token_lines] == [200, 200, 400]
-    assert {line["user_id"] for line in token_lines[:2]} == {subject}
-    assert token_lines[2]["request_id"] == "lb-7f3a.42"
+    assert [line["status"] for line in token_lines] == [200, 200, 200, 400]
+    assert {line["user_id"] for line in token_lines[:3]} == {subject}
+    assert token_lines[3]["request_id"] == "lb-7f3a.42"
     assert len({line["request_id"] for line in lines}) == len(lines)  # one id per request
     assert not any(line["route"] in ("/metrics", "/healthz", "/readyz") for line in lines)
     log = process.read_log()
@@ -239,6 +241,7 @@ async def test_metrics_count_logins_grants_and_reuse_and_each_request_logs_one_l
         tokens["access_token"],
         tokens["refresh_token"],
         rotated.json()["refresh_token"],
+        onward.json()["refresh_token"],
     ):
         assert secret not in log
 

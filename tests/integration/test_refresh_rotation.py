@@ -79,6 +79,40 @@ async def _family(runtime: Runtime, session_id: uuid.UUID) -> tuple[bool, int, i
     return revoked is not None, live, len(used) - live
 
 
+async def _tokens(runtime: Runtime, session_id: uuid.UUID) -> list[tuple[Any, ...]]:
+    """(hash, created, expires, used) of each refresh token of a session, oldest first."""
+    async with runtime.engine.connect() as connection:
+        rows = await connection.execute(
+            select(TOKENS.c.token_hash, TOKENS.c.created_at, TOKENS.c.expires_at, TOKENS.c.used_at)
+            .where(TOKENS.c.session_id == session_id)
+            .order_by(TOKENS.c.created_at)
+        )
+        return [tuple(row) for row in rows]
+
+
+async def _audit_rows(runtime: Runtime, action: str, session_id: uuid.UUID) -> list[Any]:
+    async with runtime.engine.connect() as connection:
+        rows = await connection.execute(
+            select(AUDIT.c.actor, AUDIT.c.subject, AUDIT.c.client_id, AUDIT.c.data)
+            .where(AUDIT.c.action == action, AUDIT.c.data["sid"].as_string() == str(session_id))
+            .order_by(AUDIT.c.id)
+        )
+        return list(rows)
+
+
+async def _user_of(runtime: Runtime, session_id: uuid.UUID) -> str:
+    async with runtime.engine.connect() as connection:
+        return str(
+            await connection.scalar(select(SESSIONS.c.user_id).where(SESSIONS.c.id == session_id))
+        )
+
+
+def _refresh_form(token: str, narrowing: bool) -> dict[str, str]:
+    """A refresh on the hot path, or (narrowing the scope) on the transaction path."""
+    data = {"grant_type": "refresh_token", "refresh_token": token, "client_id": "web"}
+    return data | ({"scope": "openid email"} if narrowing else {})
+
+
 async def _audits(runtime: Runtime, action: str, session_id: uuid.UUID) -> int:
     audit = table(AuditAction)
     async with runtime.engine.connect() as connection:
@@ -94,16 +128,21 @@ async def test_a_replayed_token_revokes_the_family_and_kills_its_successor(broke
     tokens = await login(broker)
     rotated = await refresh(broker, tokens["refresh_token"])
     assert rotated.status_code == 200
+    # The client moved on (its successor was used): the old token, presented again, can only
+    # be a copy someone else kept, whatever the reuse interval says.
+    onward = await refresh(broker, rotated.json()["refresh_token"])
+    assert onward.status_code == 200
     replay = await refresh(broker, tokens["refresh_token"])
     assert replay.status_code == 400
     assert replay.json()["error"] == "invalid_grant"
     session_id = _sid(tokens["access_token"])
     assert await _audits(runtime, "refresh_token.reuse_detected", session_id) == 1
-    # The newer token dies with the family (RFC 9700 §4.14.2), and so does its access token.
-    successor = await refresh(broker, rotated.json()["refresh_token"])
+    assert await _audits(runtime, "refresh_token.retried", session_id) == 0
+    # The newest token dies with the family (RFC 9700 §4.14.2), and so does its access token.
+    successor = await refresh(broker, onward.json()["refresh_token"])
     assert successor.json()["error"] == "invalid_grant"
     info = await broker.get(
-        "/userinfo", headers={"Authorization": f"Bearer {rotated.json()['access_token']}"}
+        "/userinfo", headers={"Authorization": f"Bearer {onward.json()['access_token']}"}
     )
     assert info.status_code == 401
 
@@ -112,9 +151,12 @@ async def test_a_replayed_token_revokes_the_family_and_kills_its_successor(broke
 async def test_twenty_concurrent_refreshes_in_strict_mode_leave_no_live_family(
     broker_with, idp, reuse_response
 ):
-    # The default: refresh_reuse_interval = 0. Whatever the replays revoke, they take their
-    # locks in one order: no deadlock, no 500.
-    async with broker_with(reuse_response=reuse_response) as (broker, runtime):
+    # Strict mode (refresh_reuse_interval = 0): every presentation after the first is a replay.
+    # Whatever the replays revoke, they take their locks in one order: no deadlock, no 500.
+    async with broker_with(refresh_reuse_interval=0, reuse_response=reuse_response) as (
+        broker,
+        runtime,
+    ):
         tokens = await login(broker)
         responses = await asyncio.gather(
             *(refresh(broker, tokens["refresh_token"]) for _ in range(20))
@@ -132,7 +174,7 @@ async def test_twenty_concurrent_refreshes_in_strict_mode_leave_no_live_family(
 async def test_twenty_concurrent_refreshes_within_the_reuse_interval_share_one_successor(
     broker_with, idp
 ):
-    async with broker_with(refresh_reuse_interval=5) as (broker, runtime):
+    async with broker_with() as (broker, runtime):  # the default interval
         tokens = await login(broker)
         responses = await asyncio.gather(
             *(refresh(broker, tokens["refresh_token"]) for _ in range(20))
@@ -144,6 +186,7 @@ async def test_twenty_concurrent_refreshes_within_the_reuse_interval_share_one_s
         session_id = _sid(tokens["access_token"])
         assert await _family(runtime, session_id) == (False, 1, 1)  # one family, one live token
         assert await _audits(runtime, "refresh_token.rotated", session_id) == 1
+        assert await _audits(runtime, "refresh_token.retried", session_id) == 19
         (successor,) = successors
         onward = await refresh(broker, successor)
         assert onward.status_code == 200
@@ -153,19 +196,102 @@ async def test_twenty_concurrent_refreshes_within_the_reuse_interval_share_one_s
         assert (await _family(runtime, session_id))[0] is True
 
 
-async def test_a_replay_after_the_reuse_interval_revokes(broker_with, idp):
+@pytest.mark.parametrize("narrowing", [False, True], ids=["hot-path", "transaction"])
+async def test_a_lost_response_is_retried_with_the_same_successor_within_the_window(
+    broker_with, idp, narrowing
+):
     clock = FrozenClock(dt.datetime.now(dt.UTC))  # the upstream's ID tokens use real time
-    async with broker_with(clock=clock, refresh_reuse_interval=2) as (broker, runtime):
+    async with broker_with(clock=clock) as (broker, runtime):  # the default window, 60 s
+        assert runtime.hot_path is not None
         tokens = await login(broker)
-        first = await refresh(broker, tokens["refresh_token"])
-        clock.advance(1)
-        again = await refresh(broker, tokens["refresh_token"])
+        session_id = _sid(tokens["access_token"])
+        form = _refresh_form(tokens["refresh_token"], narrowing)
+        lost = await broker.post("/token", data=form)  # committed; the client never saw it
+        assert lost.status_code == 200, lost.text
+        rotated = await _tokens(runtime, session_id)
+        retries = []
+        for seconds in (0.25, 10, 36.75):  # the client retries with backoff, up to 47 s later
+            clock.advance(seconds)
+            retries.append(await broker.post("/token", data=form))
+        assert [retry.status_code for retry in retries] == [200, 200, 200]
+        # The same successor each time, still the family's one unused token, same expiry.
+        assert {retry.json()["refresh_token"] for retry in retries} == {
+            lost.json()["refresh_token"]
+        }
+        assert await _tokens(runtime, session_id) == rotated
+        assert await _family(runtime, session_id) == (False, 1, 1)
+        assert await _audits(runtime, "refresh_token.rotated", session_id) == 1
+        retried = await _audit_rows(runtime, "refresh_token.retried", session_id)
+        user_id = await _user_of(runtime, session_id)
+        assert [(row.actor, row.subject, row.client_id) for row in retried] == [
+            ("client:web", user_id, "web")
+        ] * 3
+        assert [row.data["seconds_after_rotation"] for row in retried] == [0.25, 10.25, 47.0]
+        assert await _audits(runtime, "refresh_token.reuse_detected", session_id) == 0
+        # Each retry's access token works, and so does the successor, once.
+        info = await broker.get(
+            "/userinfo", headers={"Authorization": f"Bearer {retries[-1].json()['access_token']}"}
+        )
+        assert info.status_code == 200
+        onward = await refresh(broker, lost.json()["refresh_token"])
+        assert onward.status_code == 200
+        assert await _family(runtime, session_id) == (False, 1, 2)
+
+
+@pytest.mark.parametrize("narrowing", [False, True], ids=["hot-path", "transaction"])
+async def test_once_the_successor_was_used_a_retry_within_the_window_is_a_replay(
+    broker_with, idp, narrowing
+):
+    async with broker_with() as (broker, runtime):  # the default window
+        tokens = await login(broker)
+        session_id = _sid(tokens["access_token"])
+        form = _refresh_form(tokens["refresh_token"], narrowing)
+        rotated = await broker.post("/token", data=form)
+        assert (await broker.post("/token", data=form)).status_code == 200  # a retry, fine
+        onward = await refresh(broker, rotated.json()["refresh_token"])  # the client moved on
+        assert onward.status_code == 200
+        replay = await broker.post("/token", data=form)  # seconds later: a copy, not a retry
+        assert replay.json() == {
+            "error": "invalid_grant",
+            "error_description": "the refresh token was already used; the session is revoked",
+        }
+        assert await _family(runtime, session_id) == (True, 1, 2)
+        assert await _audits(runtime, "refresh_token.retried", session_id) == 1
+        (alarm,) = await _audit_rows(runtime, "refresh_token.reuse_detected", session_id)
+        assert alarm.data["revoked_sessions"] == [str(session_id)]
+        assert (await refresh(broker, onward.json()["refresh_token"])).status_code == 400
+
+
+@pytest.mark.parametrize("narrowing", [False, True], ids=["hot-path", "transaction"])
+async def test_a_retry_after_the_window_is_a_replay_and_revokes(broker_with, idp, narrowing):
+    clock = FrozenClock(dt.datetime.now(dt.UTC))  # the upstream's ID tokens use real time
+    async with broker_with(clock=clock) as (broker, runtime):  # the default window, 60 s
+        tokens = await login(broker)
+        form = _refresh_form(tokens["refresh_token"], narrowing)
+        first = await broker.post("/token", data=form)
+        clock.advance(60)
+        again = await broker.post("/token", data=form)
         assert again.json()["refresh_token"] == first.json()["refresh_token"]
-        clock.advance(1.5)
+        clock.advance(1)
+        replay = await broker.post("/token", data=form)
+        assert replay.json()["error"] == "invalid_grant"
+        session_id = _sid(tokens["access_token"])
+        assert await _family(runtime, session_id) == (True, 1, 1)
+        assert await _audits(runtime, "refresh_token.retried", session_id) == 1
+        assert await _audits(runtime, "refresh_token.reuse_detected", session_id) == 1
+        # The successor nobody used dies with the family.
+        assert (await refresh(broker, first.json()["refresh_token"])).status_code == 400
+
+
+async def test_strict_mode_makes_any_second_presentation_a_replay(broker_with, idp):
+    async with broker_with(refresh_reuse_interval=0) as (broker, runtime):
+        tokens = await login(broker)
+        assert (await refresh(broker, tokens["refresh_token"])).status_code == 200
         replay = await refresh(broker, tokens["refresh_token"])
         assert replay.json()["error"] == "invalid_grant"
         session_id = _sid(tokens["access_token"])
         assert await _family(runtime, session_id) == (True, 1, 1)
+        assert await _audits(runtime, "refresh_token.retried", session_id) == 0
         assert await _audits(runtime, "refresh_token.reuse_detected", session_id) == 1
 
 
@@ -175,9 +301,14 @@ async def test_the_json_refresh_endpoint_shares_the_rotation(broker, runtime, id
         "/auth/oauth2/refresh", json={"refresh_token": tokens["refresh_token"], "client_id": "web"}
     )
     assert rotated.status_code == 200
-    replay = await refresh(broker, tokens["refresh_token"])
+    onward = await broker.post(
+        "/auth/oauth2/refresh",
+        json={"refresh_token": rotated.json()["refresh_token"], "client_id": "web"},
+    )
+    assert onward.status_code == 200
+    replay = await refresh(broker, tokens["refresh_token"])  # after its successor was used
     assert replay.json()["error"] == "invalid_grant"
-    assert await _family(runtime, _sid(tokens["access_token"])) == (True, 1, 1)
+    assert await _family(runtime, _sid(tokens["access_token"])) == (True, 1, 2)
 
 
 async def _set_link_state(runtime: Runtime, session_id: uuid.UUID, state: str) -> None:
@@ -280,9 +411,9 @@ async def _corp_user(idp: httpx2.AsyncClient) -> dict[str, Any]:
 
 @pytest.fixture
 def replay_with(broker_with, idp, redis_url):
-    """``async with replay_with(policy, narrowing) as reuse``: sign in, replay the first
-    session's rotated refresh token (on the hot path, or the transaction path when the replay
-    narrows the scope), and collect what it revoked."""
+    """``async with replay_with(policy, narrowing) as reuse``: sign in, rotate the first
+    session's refresh token twice (the client moved on), replay the first one (on the hot path,
+    or the transaction path when the replay narrows the scope), and collect what it revoked."""
 
     @asynccontextmanager
     async def run(policy: str, narrowing: bool = False) -> AsyncIterator[Reuse]:
@@ -307,7 +438,10 @@ def replay_with(broker_with, idp, redis_url):
                     runtime.settings.keyring, link.id, "refresh_token", link.refresh_token_enc
                 )
                 assert upstream_refresh
-                assert (await refresh(broker, first["refresh_token"])).status_code == 200
+                rotated = await refresh(broker, first["refresh_token"])
+                assert rotated.status_code == 200
+                onward = await refresh(broker, rotated.json()["refresh_token"])
+                assert onward.status_code == 200
                 data = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
                 data |= {"client_id": "web"} | ({"scope": "openid"} if narrowing else {})
                 replay = await broker.post("/token", data=data)

@@ -112,6 +112,12 @@ async def test_json_refresh_endpoint_shares_the_refresh_grant(broker, idp):
     )
     assert response.status_code == 200, response.text
     assert response.json()["refresh_token"] != tokens["refresh_token"]
+    onward = await broker.post(
+        "/auth/oauth2/refresh",
+        json={"refresh_token": response.json()["refresh_token"], "client_id": "web"},
+    )
+    assert onward.status_code == 200, onward.text
+    # Its successor was used: the first token presented again is a replay.
     replay = await broker.post(
         "/auth/oauth2/refresh", json={"refresh_token": tokens["refresh_token"], "client_id": "web"}
     )

@@ -153,6 +153,20 @@ def test_reuse_response_comes_from_its_variable_and_defaults_to_the_family(
         load_settings({**env, "BROKER_REUSE_RESPONSE": "everything"})
 
 
+def test_reuse_interval_defaults_to_a_bounded_retry_window_and_zero_stays_strict(
+    env: dict[str, str], keys: str
+) -> None:
+    env["BROKER_ENCRYPTION_KEYS"] = keys
+    # docs/decisions.md "Retrying a refresh": long enough for a restart and a client's retries.
+    assert load_settings(env).refresh_reuse_interval == 60
+    for seconds in ("0", "3", "300"):
+        settings = load_settings({**env, "BROKER_REFRESH_REUSE_INTERVAL": seconds})
+        assert settings.refresh_reuse_interval == int(seconds)
+    for seconds in ("301", "-1", "a minute"):
+        with pytest.raises(ConfigError, match="BROKER_REFRESH_REUSE_INTERVAL"):
+            load_settings({**env, "BROKER_REFRESH_REUSE_INTERVAL": seconds})
+
+
 def test_malformed_encryption_keys_name_the_variable(env: dict[str, str]) -> None:
     env["BROKER_ENCRYPTION_KEYS"] = "k1:dG9vLXNob3J0"
 

@@ -2,11 +2,13 @@
 
 **Successors are derived, not drawn.** A token's successor is HMAC-SHA256 of the token under a
 key derived from the keyring (256 bits, unpredictable without the keyring). So when the same
-token is presented again within the reuse interval — two browser tabs refreshing at once, a
-retry after a lost response — the broker hands out that same successor again, as long as it is
-still the family's live token: one live token per family, never a second family, and still
-nothing stored but SHA-256 hashes. Outside the interval, or once the successor has itself been
-used, a rotated token presented again is a replay: the whole family (the session) is revoked and
+token is presented again within the reuse interval — a retry after a lost response (a crash, a
+cut connection, a proxy timeout), two browser tabs refreshing at once — the broker hands out
+that same successor again (same value, same expiry), as long as it is still the family's unused
+token: one live token per family, never a second family, and still nothing stored but SHA-256
+hashes. Each such answer is audited ``refresh_token.retried``, in the transaction that gives it.
+Outside the interval, or once the successor has itself been used, a rotated token presented
+again is a replay: the whole family (the session) is revoked and
 ``refresh_token.reuse_detected`` is audited. ``BROKER_REUSE_RESPONSE`` widens what a replay
 revokes: every live session of the user (``user``), and also the user's upstream links
 (``user_and_upstream``: marked revoked here, their grants revoked at the providers by the caller
@@ -51,6 +53,7 @@ from shared.settings import ReuseResponse
 from shared.upstream_tokens import RevokedGrant, revoke_user_links
 
 SUCCESSOR_PURPOSE = "refresh-token-successor"
+RETRIED = "refresh_token.retried"
 # Link states that stop a session's refreshes (the others are "ok" and "refresh_failing").
 BLOCKING_LINK_STATES = ("revoked", "needs_reauth")
 
@@ -250,7 +253,7 @@ async def rotate_in_transaction(
     ).first()
     if used is None:
         return await resolve_failed_rotation(
-            connection, policy, presented=presented, client_id=client_id, now=now
+            connection, policy, presented=presented, client_id=client_id, now=now, ip=ip
         )
     await connection.execute(
         insert(REFRESH_TOKENS).values(
@@ -300,10 +303,13 @@ async def resolve_failed_rotation(
     presented: str,
     client_id: str,
     now: dt.datetime,
+    ip: str | None = None,
 ) -> SessionGrant:
     """Why a rotation found nothing (raised as ``RotationError``), or the reuse interval's grant.
 
-    A replay revokes the family; the caller must commit even when this raises.
+    A replay revokes the family; the caller must commit even when this raises. The reuse
+    interval's grant adds its ``refresh_token.retried`` row; the caller commits it with the
+    answer.
     """
     row = await lookup_refresh_token(connection, token_hash(presented))
     if row is None:
@@ -320,11 +326,30 @@ async def resolve_failed_rotation(
     if row.used_at is not None:
         # `now` was read before this statement ran, so a concurrent winner's `used_at` can be
         # later than it: in strict mode (0) the window must not exist at all.
-        if policy.reuse_interval > 0 and now - row.used_at <= dt.timedelta(
+        since_rotation = now - row.used_at
+        if policy.reuse_interval > 0 and since_rotation <= dt.timedelta(
             seconds=policy.reuse_interval
         ):
+            # docs/security.md "Refresh-token rotation and reuse": the successor nobody has used
+            # yet is what the lost response carried, so this is a retry, not a theft.
             grant = await _live_successor(connection, policy, presented, client_id, now)
             if grant is not None:
+                await record_audit_core(
+                    connection,
+                    action=RETRIED,
+                    actor=f"client:{client_id}",
+                    subject=str(row.user_id),
+                    client_id=client_id,
+                    ip=ip,
+                    data={
+                        "sid": str(row.session_id),
+                        # A concurrent winner's used_at can be later than this request's `now`.
+                        "seconds_after_rotation": round(
+                            max(since_rotation.total_seconds(), 0.0), 3
+                        ),
+                    },
+                    now=now,
+                )
                 return grant
         revocations, grants = await _respond_to_replay(
             connection, policy.reuse_response, row.session_id, row.user_id, client_id, now

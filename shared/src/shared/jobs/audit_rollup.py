@@ -17,6 +17,9 @@ session ``data["sid"]`` names (one query per ``SLICE`` of the batch; a session p
 housekeeping counts as none), else ``""``. ``user.signed_in`` and ``refresh_token.rotated``
 (whose subject is the broker user id) also set that user's ``last_seen_at`` to the row's
 ``occurred_at`` if later (one statement per batch; on SQLite one statement run per user).
+``refresh_token.retried`` (a rotated token's unused successor handed out again) is counted as
+itself, neither a rotation nor a failure, and moves no ``last_seen_at``: the rotation it repeats
+already did, moments before.
 
 **A large backlog at once.** :func:`roll_up_backlog` does what :func:`rollup_batch` run until
 caught up does, in one transaction of three set-based statements (PostgreSQL only): for a

@@ -78,10 +78,15 @@ class Settings(Strict):
     access_token_ttl: Annotated[int, Field(gt=0, le=86400)] = 900
     id_token_ttl: Annotated[int, Field(gt=0, le=86400)] = 3600
     refresh_token_ttl: Annotated[int, Field(gt=0)] = 30 * 86400
-    # A rotated refresh token presented again within this many seconds gets the same successor
-    # back (clients that refresh concurrently, retries); later it is a replay and revokes the
-    # family. 0 (the default): every second presentation is a replay (RFC 9700 §4.14.2).
-    refresh_reuse_interval: Annotated[int, Field(ge=0, le=60)] = 0
+    # A rotated refresh token presented again within this many seconds, while its successor is
+    # still unused, gets that same successor back (a retry after a lost response, clients that
+    # refresh concurrently) and is audited refresh_token.retried; later, or once the successor
+    # was used, it is a replay and revokes the family (RFC 9700 §4.14.2). 0: every second
+    # presentation is a replay. Why 60 (docs/decisions.md "Retrying a refresh"): a broker
+    # killed under load and restarted got its clients' retries (with backoff) 47 s after their
+    # lost rotations: 30 s revoked those sessions, 60 s did not. Okta defaults to 30 s, Cognito
+    # allows up to 60 s. Bounded so a stolen token cannot ride for long: at most 300 s.
+    refresh_reuse_interval: Annotated[int, Field(ge=0, le=300)] = 60
     # A link flow starts only from a browser whose broker session signed in at most this many
     # seconds ago; otherwise the browser signs in again first (docs/security.md "Linking needs
     # a fresh browser sign-in").

@@ -13,6 +13,9 @@ sync failed — from the worker's snapshot (``shared.jobs.stats_snapshot``), tak
 ``refresh_failed`` counts refreshes refused for a reason tied to an account (reuse of a rotated
 token, which also revokes its session); a refresh with an unknown or expired token belongs to no
 account and is counted only in ``broker_token_grants_total`` on ``/metrics``.
+``refresh_retried`` counts rotated tokens presented again within the reuse interval that got
+their unused successor back (``refresh_token.retried``: a response lost to a crash or a cut
+connection, or concurrent refreshes): neither a second rotation nor a failure.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ COUNTED = {
     "new_users": "user.created",
     "refresh_succeeded": "refresh_token.rotated",
     "refresh_failed": "refresh_token.reuse_detected",
+    "refresh_retried": "refresh_token.retried",
     "upstream_refreshed": "upstream_token.refreshed",
     "upstream_refresh_failed": "upstream_token.refresh_failing",
     "upstream_reauth_required": "upstream_token.reauth_required",

@@ -200,7 +200,7 @@ async def refresh_grant(
             ip=meta.ip,
         )
         if grant is None:
-            grant = await _resolve_failed_rotation(runtime, presented, client.id, now)
+            grant = await _resolve_failed_rotation(runtime, presented, client.id, now, meta)
     else:
         grant = await _rotate_in_transaction(
             runtime, presented, client.id, requested_scope, now, meta
@@ -216,13 +216,19 @@ async def refresh_grant(
 
 
 async def _resolve_failed_rotation(
-    runtime: Runtime, presented: str, client_id: str, now: dt.datetime
+    runtime: Runtime, presented: str, client_id: str, now: dt.datetime, meta: RequestMeta
 ) -> SessionGrant:
-    """A rotation that matched nothing: the reuse interval's grant, or ``invalid_grant``."""
+    """A rotation that matched nothing: the reuse interval's grant (a retry, audited in this
+    transaction), or ``invalid_grant``."""
     async with runtime.engine.begin() as connection:
         try:
             return await resolve_failed_rotation(
-                connection, runtime.rotation, presented=presented, client_id=client_id, now=now
+                connection,
+                runtime.rotation,
+                presented=presented,
+                client_id=client_id,
+                now=now,
+                ip=meta.ip,
             )
         except RotationError as exc:
             failure = exc  # commit: a replay's family revocation and audit must persist
