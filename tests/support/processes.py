@@ -139,13 +139,20 @@ clients:
 
 @contextmanager
 def dev_broker_process(
-    directory: Path, *, database_url: str, keyring: Keyring, cwd: str
+    directory: Path,
+    *,
+    database_url: str,
+    keyring: Keyring,
+    cwd: str,
+    port: int | None = None,
+    **extra: str,
 ) -> Iterator[tuple[str, RunningProcess]]:
-    """``broker serve`` on a free port with the dev provider and the public client ``web``
-    (small pool, no periodic jobs, JSON logs); its issuer URL and process."""
+    """``broker serve`` on ``port`` (a free one by default) with the dev provider and the
+    public client ``web`` (small pool, no periodic jobs, JSON logs; ``extra`` variables add or
+    override); its issuer URL and process."""
     config = directory / "broker.yaml"
     config.write_text(DEV_BROKER_CONFIG, encoding="utf-8")
-    port = free_port()
+    port = free_port() if port is None else port
     issuer = f"http://127.0.0.1:{port}"
     env = broker_env(
         issuer=issuer,
@@ -153,9 +160,12 @@ def dev_broker_process(
         database_url=database_url,
         keyring=keyring,
         var_dir=directory / "var",
-        BROKER_DB_POOL_SIZE="2",
-        BROKER_PERIODIC_JOBS="0",
-        BROKER_LOG_FORMAT="json",
+        **{
+            "BROKER_DB_POOL_SIZE": "2",
+            "BROKER_PERIODIC_JOBS": "0",
+            "BROKER_LOG_FORMAT": "json",
+            **extra,
+        },
     )
     with run_process(
         broker_serve_command(port), ready_url=f"{issuer}/readyz", env=env, cwd=cwd

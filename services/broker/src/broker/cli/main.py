@@ -16,6 +16,12 @@ from shared.settings import Settings, is_loopback_host, load_settings
 
 log = structlog.get_logger("broker.cli")
 
+# On SIGTERM uvicorn stops accepting connections and lets the requests in flight finish for up to
+# this long before cancelling them, then exits: a rolling deploy loses no answer (a refresh that
+# rotated but never answered leaves its client to retry). The broker Deployment's
+# terminationGracePeriodSeconds covers its preStop sleep plus this (test_shutdown_budget.py).
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
 
 def _settings(environ: Mapping[str, str]) -> Settings:
     try:
@@ -94,7 +100,7 @@ def serve(settings: Settings, host: str, port: int, migrate_first: bool) -> None
         access_log=False,
         log_config=None,
         proxy_headers=True,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
 
