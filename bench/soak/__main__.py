@@ -7,6 +7,7 @@ Prints the report, writes it to ``--report`` as well, and exits 1 when an invari
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     unwind_on_signals()
     try:
         result = run_soak(options)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\nsoak: interrupted; cleaned up", file=sys.stderr)
         return 130
     except BenchError as exc:

@@ -229,6 +229,13 @@ def classify_revocations(ledger: Ledger, db: Database, out: Results) -> None:
         if record.ended == "refused" and sid in db.sessions and sid not in revoked
     )
     out.add("live sessions refused", refused_live, required=True)
+    out.add(
+        "sessions created whose code exchange went unanswered",
+        sum(1 for sid in db.sessions if sid not in ledger.sessions),
+        required=False,
+        detail="the exchange committed, its answer was lost: the client has no tokens and "
+        "signs in again; the session stays live, unused, until its refresh token expires",
+    )
 
 
 # --------------------------------------------------------------------------- audit rows

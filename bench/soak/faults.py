@@ -223,6 +223,7 @@ class Faults:
         record.recovered = await until(
             lambda: broker.is_ready(self.http), self.timing.recovery_limit
         )
+        record.notes.append("recovered: the restarted broker answers /readyz")
         self._note(f"{broker.name} ready again")
 
     async def restart_postgres(self) -> None:
@@ -235,6 +236,7 @@ class Faults:
             lambda: self._all_ready([*self.services.brokers, *self.services.workers]),
             self.timing.recovery_limit,
         )
+        record.notes.append("recovered: every broker and worker answers /readyz")
         self._note("PostgreSQL back; brokers and workers ready")
 
     async def stop_redis(self) -> None:

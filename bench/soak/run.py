@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import random
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -110,6 +111,11 @@ async def _bootstrap_admin(load: Load, services: Services) -> None:
 async def _soak(
     options: SoakOptions, the_cluster: Cluster, services: Services, workdir: Path
 ) -> SoakResult:
+    # SIGTERM cancels the run between two steps of the loop (asyncio does the same for
+    # SIGINT); the callers' clean-up then stops every process.
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     timing = options.timing
     ledger = Ledger()
     load_options = LoadOptions(rate=options.rate, reuse_interval=options.reuse_interval)
@@ -137,13 +143,11 @@ async def _soak(
         try:
             await faults.run(extra_gap)
             await asyncio.sleep(timing.tail)
-        finally:
             stop_load.set()
             await driving
-        ended = time.time()
-        print("load stopped; checking")
-        windows = [record.window(GRACE, ended) for record in faults.records]
-        try:
+            ended = time.time()
+            print("load stopped; checking")
+            windows = [record.window(GRACE, ended) for record in faults.records]
             results = await run_checks(
                 ledger,
                 database_url=the_cluster.postgres.libpq_url,
@@ -156,7 +160,9 @@ async def _soak(
             )
         finally:
             stop_supervisor.set()
-            await supervisor
+            for task in (driving, supervisor):
+                task.cancel()
+            await asyncio.gather(driving, supervisor, return_exceptions=True)
     services.stop_all()
     errors = {service.name: service.error_lines() for service in services.all}
     settings = {
@@ -205,7 +211,11 @@ def run_soak(options: SoakOptions) -> SoakResult:
             stack.enter_context(stopped_at_exit(services))
             print("PostgreSQL and Redis up; migrating with `broker migrate`")
             broker_command(services, "migrate")
-            result = asyncio.run(_soak(options, the_cluster, services, workdir))
+            on_sigterm = signal.getsignal(signal.SIGTERM)
+            try:
+                result = asyncio.run(_soak(options, the_cluster, services, workdir))
+            finally:
+                signal.signal(signal.SIGTERM, on_sigterm)  # the loop's handler went with it
             result.seconds = time.monotonic() - began
             result.workdir = workdir if options.keep else None
             return result
