@@ -20,7 +20,7 @@ import httpx2
 import psycopg
 import redis
 
-from bench.soak.faults import FaultRecord, _relay_covers, newest_audit_row
+from bench.soak.faults import FaultRecord, newest_audit_row, relay_covers
 from bench.soak.ledger import Exchange, Ledger, Presentation
 from bench.soak.processes import AUDIT_STREAM
 
@@ -399,7 +399,7 @@ async def run_checks(
 
     marker = await asyncio.to_thread(newest_audit_row, database_url)
     deadline = time.monotonic() + RELAY_WAIT
-    while not await asyncio.to_thread(_relay_covers, database_url, marker):
+    while not await asyncio.to_thread(relay_covers, database_url, marker):
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)

@@ -118,7 +118,7 @@ async def until(
     return None
 
 
-def _relay_covers(database_url: str, marker: tuple[int, int] | None) -> bool:
+def relay_covers(database_url: str, marker: tuple[int, int] | None) -> bool:
     """The audit relay's cursor has passed ``marker`` (txid, id): every row up to it is in
     the stream."""
     if marker is None:
@@ -254,7 +254,7 @@ class Faults:
         async def caught_up() -> bool:
             if not await self._all_ready(self.services.workers):
                 return False
-            return await asyncio.to_thread(_relay_covers, database, marker)
+            return await asyncio.to_thread(relay_covers, database, marker)
 
         record.recovered = await until(caught_up, self.timing.recovery_limit)
         record.notes.append("recovered: workers ready and the audit stream caught up")
