@@ -7,7 +7,7 @@ RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run migrate test test-unit test-integration test-e2e lint check-deploy bench worker clean
+.PHONY: help env run migrate test test-unit test-integration test-e2e lint check-deploy bench soak worker clean
 
 help:
 	@echo "make run      start the broker on http://127.0.0.1:8000 (SQLite, dev provider)"
@@ -16,6 +16,7 @@ help:
 	@echo "make check-deploy  validate Dockerfiles, compose.yaml and Kubernetes manifests (offline)"
 	@echo "make migrate  apply database migrations"
 	@echo "make bench    benchmark JWKS, discovery and the refresh grant against baselines"
+	@echo "make soak     two brokers and two workers under load while faults are injected (MINUTES=5)"
 	@echo "make worker   start a sync-worker (needs BROKER_REDIS_URL)"
 
 $(UV):
@@ -63,6 +64,12 @@ test-e2e: env
 
 bench: env
 	$(RUN) python -m bench.run
+
+# Its own PostgreSQL and Redis on free ports (initdb, pg_ctl and redis-server on the PATH);
+# SOAK_ARGS passes more options, e.g. SOAK_ARGS="--schedule short" or "--report FILE".
+MINUTES ?= 5
+soak: env
+	$(RUN) python -m bench.soak --minutes $(MINUTES) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

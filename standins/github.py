@@ -48,6 +48,7 @@ from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -63,7 +64,7 @@ from standins.kit.bodies import (
     same_secret,
 )
 from standins.kit.control import ControlAPI, Controls, Misbehaviours, ProfileChanges, logged
-from standins.kit.faults import Abandoned, RefreshAttempt, answered, scripted
+from standins.kit.faults import Abandoned, OutageMiddleware, RefreshAttempt, answered, scripted
 from standins.kit.images import TINY_PNG
 from standins.kit.redirects import is_http_url, redirect
 from standins.kit.runner import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, run
@@ -750,7 +751,13 @@ class GitHub:
     def app(self) -> Starlette:
         control = ControlAPI(self.state.controls, reset=self.state.reset, set_user=self.set_user)
         applications = "/api/v3/applications/{client_id}"
+        outage = Middleware(
+            OutageMiddleware,
+            outage=self.state.controls.outage,
+            scripted=lambda path: path == "/login/oauth/access_token",
+        )
         return Starlette(
+            middleware=[outage],
             routes=[
                 *control.routes(
                     Route("/_control/token_mode", self.control_token_mode, methods=["POST"]),
@@ -766,7 +773,7 @@ class GitHub:
                 Route(f"{applications}/token", self.delete_token, methods=["DELETE"]),
                 Route(f"{applications}/grant", self.delete_grant, methods=["DELETE"]),
                 Route("/avatars/u/{user_id:int}", self.avatar, methods=["GET"]),
-            ]
+            ],
         )
 
 

@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -66,7 +67,7 @@ from standins.kit.bodies import (
     same_secret,
 )
 from standins.kit.control import ControlAPI, Controls, Misbehaviours, ProfileChanges, logged
-from standins.kit.faults import Abandoned, RefreshAttempt, answered, scripted
+from standins.kit.faults import Abandoned, OutageMiddleware, RefreshAttempt, answered, scripted
 from standins.kit.images import TINY_JPEG, TINY_PNG
 from standins.kit.redirects import is_http_url, redirect
 from standins.kit.runner import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, run
@@ -753,7 +754,13 @@ class Entra:
     def app(self) -> Starlette:
         control = ControlAPI(self.state.controls, reset=self.state.reset, set_user=self.set_user)
         tenant = "/{tenant}"
+        outage = Middleware(
+            OutageMiddleware,
+            outage=self.state.controls.outage,
+            scripted=lambda path: path.endswith("/oauth2/v2.0/token"),
+        )
         return Starlette(
+            middleware=[outage],
             routes=[
                 *control.routes(),
                 Route("/graph/oidc/userinfo", self.userinfo, methods=["GET", "POST"]),
@@ -768,7 +775,7 @@ class Entra:
                 Route(f"{tenant}/oauth2/v2.0/authorize", self.authorize, methods=["GET"]),
                 Route(f"{tenant}/oauth2/v2.0/token", self.token, methods=["POST"]),
                 Route(f"{tenant}/oauth2/v2.0/logout", self.logout, methods=["GET", "POST"]),
-            ]
+            ],
         )
 
 

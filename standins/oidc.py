@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -71,7 +72,13 @@ from standins.kit.bodies import (
     same_secret,
 )
 from standins.kit.control import ControlAPI, Controls, Misbehaviours, ProfileChanges, logged
-from standins.kit.faults import Abandoned, RefreshAttempt, answered, scripted
+from standins.kit.faults import (
+    Abandoned,
+    OutageMiddleware,
+    RefreshAttempt,
+    answered,
+    scripted,
+)
 from standins.kit.redirects import is_http_url, redirect
 from standins.kit.runner import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, run
 
@@ -731,7 +738,13 @@ class OpenIDProvider:
         )
         issuer_path = urlsplit(self.config.issuer).path.rstrip("/")
         routes = [Mount(issuer_path, routes=provider_routes)] if issuer_path else provider_routes
-        return Starlette(routes=[*control_routes, *routes])
+        token_path = f"{issuer_path}/token"
+        outage = Middleware(
+            OutageMiddleware,
+            outage=self.state.controls.outage,
+            scripted=lambda path: path == token_path,
+        )
+        return Starlette(routes=[*control_routes, *routes], middleware=[outage])
 
 
 def _authorization_problem(request: Request) -> tuple[str, str] | None:

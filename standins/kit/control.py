@@ -10,6 +10,12 @@
   "seconds": 1.0}`` — append a fault to the script the ``refresh_token`` (or
   ``authorization_code``) grants consume (:mod:`standins.kit.faults`); ``{"mode": "none"}``
   clears it. Answers ``{"faults": [...]}``, the script left.
+* ``POST /_control/outage`` ``{"mode": "unavailable" | "slow" | "none", "delay": 2.0,
+  "duration": null}`` — the whole provider fails (:class:`standins.kit.faults.Outage`):
+  every endpoint but this API answers 503 (``unavailable``) or only after ``delay`` seconds
+  (``slow``), until ``none`` or a reset, or for ``duration`` seconds. The token endpoint plays
+  it ahead of its fault scripts, so the refresh log records each presentation. Answers
+  ``{"mode", "delay", "remaining"}``.
 * ``GET /_control/refresh_log`` — ``{"refreshes": [{"refresh_token", "outcome", "at", "fault",
   "status"}, ...], "counts": {refresh_token: times presented}}``: every refresh_token grant
   request since the last reset, logged when it arrives. ``outcome``: ``ok``, ``unavailable``
@@ -38,7 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from standins.kit.bodies import json_object, non_negative_number
-from standins.kit.faults import FAULT_MODES, FaultScript, RefreshLog
+from standins.kit.faults import FAULT_MODES, OUTAGE_MODES, FaultScript, Outage, RefreshLog
 
 
 class Misbehaviours:
@@ -114,8 +120,15 @@ class Controls:
     refresh_log: RefreshLog = field(default_factory=RefreshLog)
     requests: list[dict[str, Any]] = field(default_factory=list)
     authorize_requests: list[dict[str, Any]] = field(default_factory=list)
+    outage: Outage = field(default_factory=Outage)
+
+    def __post_init__(self) -> None:
+        # The token endpoint plays the outage through its scripts (see OutageMiddleware).
+        self.code_faults.outage = self.outage
+        self.refresh_faults.outage = self.outage
 
     def clear(self) -> None:
+        self.outage.clear()
         self.misbehaviours.clear()
         self.profiles.clear()
         self.code_faults.clear()
@@ -150,6 +163,7 @@ class ControlAPI:
             Route("/_control/misbehave", self.misbehave, methods=["POST"]),
             Route("/_control/refresh_faults", self.refresh_faults, methods=["POST"]),
             Route("/_control/code_faults", self.code_faults, methods=["POST"]),
+            Route("/_control/outage", self.outage, methods=["POST"]),
             Route("/_control/refresh_log", self.refresh_log, methods=["GET"]),
             Route("/_control/users/{key}", self.profile, methods=["POST"]),
             Route("/_control/requests", self.requests, methods=["GET"]),
@@ -181,6 +195,22 @@ class ControlAPI:
 
     async def code_faults(self, request: Request) -> Response:
         return await _script(request, self._controls.code_faults)
+
+    async def outage(self, request: Request) -> Response:
+        outage = self._controls.outage
+        body = await json_object(request)
+        if body is None or body.get("mode") not in OUTAGE_MODES | {"none"}:
+            return _error(f"mode must be 'none' or one of {sorted(OUTAGE_MODES)}")
+        delay, duration = body.get("delay", 2.0), body.get("duration")
+        if not non_negative_number(delay):
+            return _error("'delay' must be a number >= 0")
+        if duration is not None and not non_negative_number(duration):
+            return _error("'duration' must be a number >= 0, or null")
+        if body["mode"] == "none":
+            outage.clear()
+        else:
+            outage.start(body["mode"], float(delay), None if duration is None else float(duration))
+        return JSONResponse(outage.as_json())
 
     async def refresh_log(self, request: Request) -> Response:
         return JSONResponse(self._controls.refresh_log.as_json())

@@ -1,4 +1,4 @@
-"""Scripted failures of token requests, and the log of refresh requests.
+"""Scripted failures of token requests, the provider-wide outage, and the log of refresh requests.
 
 A :class:`FaultScript` holds faults that one grant type (``refresh_token`` or
 ``authorization_code``) consumes in order, one count per request, after client authentication:
@@ -15,6 +15,12 @@ A :class:`FaultScript` holds faults that one grant type (``refresh_token`` or
   rotates and the answer is lost).
 
 ``count`` -1 repeats a fault until the script is cleared. The waits do not block other requests.
+
+An :class:`Outage` is the whole provider failing for a while rather than the next few token
+requests: ``unavailable`` (every endpoint answers 503) or ``slow`` (every endpoint answers after
+a delay). The token endpoint plays it through its fault scripts (ahead of any scripted fault,
+without consuming one), so the refresh log still records every presentation;
+:class:`OutageMiddleware` plays it on every other endpoint but the ``/_control/`` API.
 """
 
 from __future__ import annotations
@@ -23,17 +29,22 @@ import asyncio
 import enum
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 FAULT_MODES = frozenset(
     {"unavailable", "invalid_grant", "retry_after", "invalid_response", "hang", "slow"}
 )
 """Modes a fault script accepts (``none`` clears the script)."""
+
+OUTAGE_MODES = frozenset({"unavailable", "slow"})
+"""Modes an outage takes (``none`` ends it)."""
 
 _DISCONNECT_POLL_SECONDS = 0.05
 
@@ -57,10 +68,72 @@ class Fault:
 
 
 @dataclass
+class Outage:
+    """The provider failing as a whole: ``unavailable`` or ``slow`` (``delay`` seconds per
+    answer) until cleared, or until ``duration`` seconds after it started."""
+
+    mode: str | None = None
+    delay: float = 0.0
+    until: float | None = None  # time.monotonic() at which it ends by itself
+
+    def start(self, mode: str, delay: float, duration: float | None) -> None:
+        self.mode, self.delay = mode, delay
+        self.until = None if duration is None else time.monotonic() + duration
+
+    def clear(self) -> None:
+        self.mode, self.delay, self.until = None, 0.0, None
+
+    def current(self) -> str | None:
+        """The mode in force now (None: the provider answers normally)."""
+        if self.mode is not None and self.until is not None and time.monotonic() >= self.until:
+            self.clear()
+        return self.mode
+
+    def fault(self) -> Fault | None:
+        """The outage as a token-request fault, while it lasts."""
+        mode = self.current()
+        return None if mode is None else Fault(mode=mode, count=-1, seconds=self.delay)
+
+    def as_json(self) -> dict[str, Any]:
+        mode = self.current()
+        remaining = None if self.until is None else max(0.0, self.until - time.monotonic())
+        return {"mode": mode or "none", "delay": self.delay, "remaining": remaining}
+
+
+class OutageMiddleware:
+    """Plays an :class:`Outage` on every request but the ``/_control/`` API and the paths
+    ``scripted`` names (the token endpoint, whose fault scripts play it themselves)."""
+
+    def __init__(self, app: ASGIApp, outage: Outage, scripted: Callable[[str], bool]) -> None:
+        self.app = app
+        self.outage = outage
+        self.scripted = scripted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith("/_control/") or self.scripted(path):
+            await self.app(scope, receive, send)
+            return
+        mode = self.outage.current()
+        if mode == "unavailable":
+            response = JSONResponse(
+                {"error": "temporarily_unavailable", "error_description": "simulated outage"},
+                status_code=503,
+                headers={"Cache-Control": "no-store"},
+            )
+            await response(scope, receive, send)
+            return
+        if mode == "slow":
+            await asyncio.sleep(self.outage.delay)
+        await self.app(scope, receive, send)
+
+
+@dataclass
 class FaultScript:
-    """The faults one grant type consumes, first in first out."""
+    """The faults one grant type consumes, first in first out, behind the provider's outage."""
 
     faults: list[Fault] = field(default_factory=list)
+    outage: Outage | None = None
 
     def add(self, mode: str, count: int, seconds: float) -> None:
         self.faults.append(Fault(mode=mode, count=count, seconds=seconds))
@@ -69,7 +142,11 @@ class FaultScript:
         self.faults.clear()
 
     def take(self) -> Fault | None:
-        """Consume one count of the first fault, if any."""
+        """The outage in force, if any (nothing is consumed); else consume one count of the
+        first fault, if any."""
+        outage = self.outage.fault() if self.outage is not None else None
+        if outage is not None:
+            return outage
         if not self.faults:
             return None
         fault = self.faults[0]
