@@ -277,3 +277,37 @@ async def test_a_link_of_a_provider_no_longer_configured_is_skipped(
     result = await refresh_upstream_token(UpstreamRefreshPayload(token_id=other.token_id), deps)
     assert result["reason"] == "provider_not_configured"
     assert (await refresh_log(idp))["refreshes"] == []
+
+
+async def test_a_refresh_cancelled_while_the_upstream_answers_still_stores_the_rotated_token(
+    idp: httpx2.AsyncClient, deps: JobDeps, upstream_idp: str
+) -> None:
+    """A job timeout that lands while the upstream rotates the refresh token must not lose the
+    new one: the upstream has already spent the old one (found by make soak)."""
+    link = await new_link(idp, deps)
+    await idp.post("/_control/outage", json={"mode": "slow", "delay": 1.0})
+    job = asyncio.ensure_future(
+        refresh_upstream_token(UpstreamRefreshPayload(token_id=link.token_id), deps)
+    )
+    await asyncio.sleep(0.3)  # the request is at the upstream, which answers after 1 s
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+
+    async def stored() -> bool:
+        return (await link_row(deps.engine, link)).last_refreshed_at is not None
+
+    await eventually(stored, within=10, interval=0.05)
+    await idp.post("/_control/outage", json={"mode": "none"})
+    row = await link_row(deps.engine, link)
+    refresh_token = stored_tokens(row, deps.settings.keyring)[1]
+    assert refresh_token and refresh_token != link.refresh_token
+    assert (await refresh_log(idp))["counts"][link.refresh_token] == 1
+    # The stored token is the live one: the upstream takes it.
+    async with httpx2.AsyncClient() as http:
+        again = await http.post(
+            f"{upstream_idp}/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            auth=("broker", "broker-secret"),
+        )
+    assert again.status_code == 200, again.text

@@ -20,6 +20,8 @@ each one at most once at a time across any number of workers (docs/security.md "
 
 from __future__ import annotations
 
+import asyncio
+
 import datetime as dt
 import time
 import uuid
@@ -330,7 +332,19 @@ async def _set_state(
 
 
 async def refresh_upstream_token(payload: UpstreamRefreshPayload, deps: JobDeps) -> JobResult:
-    """The job: lock the link (skip it if another worker has it), refresh if still due."""
+    """The job: lock the link (skip it if another worker has it), refresh if still due.
+
+    Shielded from cancellation (arq's job timeout, a worker shutting down): once the upstream
+    has answered, its rotated refresh token is the only one that still works, so the
+    transaction that stores it must commit, whatever happens to the job around it. A cancelled
+    job raises as usual; the refresh finishes in the background (bounded by the provider's HTTP
+    timeout), and the link stays locked until it has, so a retried job skips it or finds it
+    done (docs/security.md "Upstream refresh").
+    """
+    return await asyncio.shield(_refresh_upstream_token(payload, deps))
+
+
+async def _refresh_upstream_token(payload: UpstreamRefreshPayload, deps: JobDeps) -> JobResult:
     async with deps.engine.connect() as connection, connection.begin():
         row = await lock_link(connection, payload.token_id)
         if row is None:
