@@ -21,7 +21,6 @@ each one at most once at a time across any number of workers (docs/security.md "
 from __future__ import annotations
 
 import asyncio
-
 import datetime as dt
 import time
 import uuid
