@@ -289,3 +289,60 @@ async def test_workers_in_one_network_namespace_each_take_a_free_port_and_say_wh
             for port in ports:
                 ready = await http.get(f"http://127.0.0.1:{port}/readyz")
                 assert ready.status_code == 200, ready.text
+
+
+async def test_a_worker_outlives_a_redis_outage_and_works_again_when_redis_is_back(
+    worker_env: dict[str, str], queue_name: str, tmp_path: Path
+) -> None:
+    """Redis stopped under a running worker (make soak found every worker exiting): the
+    process waits and starts again instead of exiting into the orchestrator's back-off."""
+    port = free_port()
+    redis_command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    redis_command += ["--save", "", "--appendonly", "no"]
+    own_redis = await asyncio.create_subprocess_exec(
+        *redis_command, stdout=asyncio.subprocess.DEVNULL
+    )
+    env = {**worker_env, "BROKER_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    port_file = tmp_path / "port"
+    try:
+        async with worker(
+            env,
+            queue_name,
+            tmp_path / "w.log",
+            "--http-port",
+            "0",
+            "--http-port-file",
+            str(port_file),
+        ) as process:
+            await eventually(lambda: _ready(port_file), within=30)
+            own_redis.terminate()
+            await own_redis.wait()
+            port_file.unlink()
+            await asyncio.sleep(4)  # longer than arq's own reconnection attempts at startup
+            assert process.returncode is None, (tmp_path / "w.log").read_text()[-2000:]
+            own_redis = await asyncio.create_subprocess_exec(
+                *redis_command, stdout=asyncio.subprocess.DEVNULL
+            )
+            await eventually(lambda: _ready(port_file), within=40)
+            assert process.returncode is None
+        assert "worker.redis_unavailable" in (tmp_path / "w.log").read_text()
+    finally:
+        if own_redis.returncode is None:
+            own_redis.terminate()
+            await own_redis.wait()
+
+
+def _written_port(port_file: Path) -> str | None:
+    return port_file.read_text().strip() if port_file.exists() else None
+
+
+async def _ready(port_file: Path) -> bool:
+    """The worker wrote its port and answers ready there (Redis reachable)."""
+    port = _written_port(port_file)
+    if not port:
+        return False
+    try:
+        async with httpx2.AsyncClient() as http:
+            return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+    except httpx2.TransportError:
+        return False

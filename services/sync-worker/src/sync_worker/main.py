@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from shared.settings import load_settings
 from sync_worker.options import WorkerOptions, build_worker_options
 
 log = structlog.get_logger("sync_worker.main")
+# Seconds between attempts to start again after Redis went away: doubling, at most the max.
+REDIS_RETRY_FIRST = 1.0
+REDIS_RETRY_MAX = 15.0
 
 NO_REDIS = (
     "sync-worker: BROKER_REDIS_URL is not set; the worker takes its jobs from Redis "
@@ -100,31 +104,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.redis_url is None:
         print(NO_REDIS, file=sys.stderr)
         return 2
-    try:
-        options = build_worker_options(
-            settings,
-            queue_name=args.queue,
-            burst=args.burst,
-            max_jobs=args.max_jobs,
-            job_timeout=args.job_timeout,
-            http_host=args.http_host,
-            http_port=None if args.http_port < 0 else args.http_port,
-            http_port_file=args.http_port_file,
+    delay = REDIS_RETRY_FIRST
+    while True:
+        # Built anew for each attempt: a stopped worker has closed its clients and engine.
+        try:
+            options = build_worker_options(
+                settings,
+                queue_name=args.queue,
+                burst=args.burst,
+                max_jobs=args.max_jobs,
+                job_timeout=args.job_timeout,
+                http_host=args.http_host,
+                http_port=None if args.http_port < 0 else args.http_port,
+                http_port_file=args.http_port_file,
+            )
+        except ConfigError as exc:
+            print(f"sync-worker: configuration error: {exc}", file=sys.stderr)
+            return 2
+        log.info(
+            "worker.starting",
+            queue=options["queue_name"],
+            burst=options["burst"],
+            jobs=[function.name for function in options["functions"]],
         )
-    except ConfigError as exc:
-        print(f"sync-worker: configuration error: {exc}", file=sys.stderr)
-        return 2
-    log.info(
-        "worker.starting",
-        queue=options["queue_name"],
-        burst=options["burst"],
-        jobs=[function.name for function in options["functions"]],
-    )
-    try:
-        return run(options)
-    except (RedisError, OSError) as exc:
-        print(f"sync-worker: cannot use Redis: {exc}", file=sys.stderr)
-        return 1
+        try:
+            return run(options)
+        except (RedisError, OSError) as exc:
+            if args.burst:
+                print(f"sync-worker: cannot use Redis: {exc}", file=sys.stderr)
+                return 1
+            # Redis went away (a restart, a failover): wait and start again, rather than exit
+            # and leave it to the orchestrator's back-off (Kubernetes' reaches minutes).
+            # Nothing is lost meanwhile: jobs wait in the queue or are re-found by the scans.
+            log.warning("worker.redis_unavailable", error=str(exc), retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, REDIS_RETRY_MAX)
 
 
 if __name__ == "__main__":
