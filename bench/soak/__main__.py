@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> tuple[SoakOptions, Path | None]:
         "--reuse-interval",
         type=int,
         default=default.reuse_interval,
-        help="the brokers' BROKER_REFRESH_REUSE_INTERVAL (default 0, the broker's default)",
+        help="the brokers' BROKER_REFRESH_REUSE_INTERVAL (default 0, strict, so that a lost "
+        "response shows as a revocation; the broker's own default is 60)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the client mix")
     parser.add_argument("--report", type=Path, default=None, help="also write the report here")

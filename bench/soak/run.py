@@ -45,6 +45,8 @@ class SoakOptions:
     minutes: float = 5.0
     schedule: str = "default"
     rate: float = 20.0
+    # Strict by default, so a refresh whose answer was lost shows as a revoked session (the
+    # broker's own default, 60 s, answers that retry with the same successor instead).
     reuse_interval: int = 0
     seed: int | None = None
     keep: bool = False  # keep the temporary directory (logs, data) for a post-mortem
