@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import structlog
@@ -133,6 +134,9 @@ async def remove_link(request: Request) -> Response:
     runtime = runtime_of(request)
     caller = await authenticated_caller(request)
     provider_id = request.path_params["provider"]
+    if not re.fullmatch(ID_PATTERN, provider_id):
+        # Never a provider id, so never linked (and PostgreSQL could not even compare a NUL).
+        raise NotFound(f"no link to {provider_id!r}")
     now = runtime.clock.now()
     async with runtime.engine.begin() as connection:
         access_token, refresh_token = await upstream_tokens_to_revoke(

@@ -9,6 +9,7 @@ Answers ``202 Accepted`` with one entry per link (``broker.login.sync_requests``
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from shared.settings.base import ID_PATTERN
@@ -53,6 +54,9 @@ async def admin_sync(request: Request) -> Response:
 async def _queue_syncs(request: Request, user_id: uuid.UUID, requested_by: str) -> Response:
     runtime = runtime_of(request)
     only = request.query_params.get("provider")
+    if only is not None and not re.fullmatch(ID_PATTERN, only):
+        # Never a provider id, so never linked (and PostgreSQL could not even compare a NUL).
+        raise NotFound(f"no link to provider {only!r}")
     entries = await queue_profile_syncs(runtime, user_id, requested_by, only)
     return JSONResponse({"links": entries}, status_code=202, headers=NO_STORE)
 
