@@ -7,6 +7,9 @@ send one, so a NUL reaching a query was a server error instead of a bad value.
 
 from __future__ import annotations
 
+import base64
+import json
+
 import httpx2
 import pytest
 
@@ -61,3 +64,33 @@ async def test_a_provider_id_with_a_nul_is_never_linked(
         assert response.json()["error"] == "invalid_request"
     # The link is there all along.
     assert [p["provider"] for p in (await corp_profile(broker, headers))["profiles"]] == ["corp"]
+
+
+def _cursor(at: str, row_id: str) -> str:
+    raw = json.dumps([at, row_id]).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+BEFORE_YEAR_1 = "0001-01-01T00:00:00+01:00"  # 0000-12-31T23:00:00Z
+AFTER_9999 = "9999-12-31T23:59:59-01:00"  # 10000-01-01T00:59:59Z
+SOME_ID = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/admin/oauth2/users", {"last_login_after": BEFORE_YEAR_1}),
+        ("/admin/oauth2/users", {"last_login_before": AFTER_9999}),
+        ("/admin/oauth2/audit", {"after": BEFORE_YEAR_1}),
+        ("/admin/oauth2/audit", {"before": AFTER_9999, "format": "jsonl"}),
+        ("/admin/oauth2/users", {"cursor": _cursor(BEFORE_YEAR_1, SOME_ID)}),
+        ("/admin/oauth2/tokens", {"cursor": _cursor(AFTER_9999, SOME_ID)}),
+    ],
+)
+async def test_an_instant_outside_years_1_to_9999_in_utc_is_a_bad_value(
+    admin: Admin, path: str, query: dict[str, str]
+) -> None:
+    _runtime, broker, headers, _admin_id = admin
+    response = await broker.get(path, params=query, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
