@@ -94,3 +94,24 @@ async def test_an_instant_outside_years_1_to_9999_in_utc_is_a_bad_value(
     response = await broker.get(path, params=query, headers=headers)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
+
+
+async def test_stats_ending_on_the_first_days_there_are_start_on_day_one(admin: Admin) -> None:
+    _runtime, broker, headers, _admin_id = admin
+    response = await broker.get("/admin/oauth2/stats", params={"to": "0001-01-05"}, headers=headers)
+    assert response.status_code == 200, response.text
+    assert (response.json()["from"], response.json()["to"]) == ("0001-01-01", "0001-01-05")
+
+
+@pytest.mark.parametrize("row_id", [str(2**63), "9" * 40])
+async def test_an_audit_cursor_past_any_row_id_is_not_one_the_listing_returned(
+    admin: Admin, row_id: str
+) -> None:
+    _runtime, broker, headers, _admin_id = admin
+    cursor = _cursor("2026-12-01T00:00:00+00:00", row_id)
+    response = await broker.get("/admin/oauth2/audit", params={"cursor": cursor}, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "cursor is not one this listing returned",
+    }
