@@ -7,12 +7,13 @@ RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run migrate test test-unit test-integration test-e2e lint check-deploy bench soak worker clean
+.PHONY: help env run migrate test test-unit test-integration test-e2e fuzz lint check-deploy bench soak worker clean
 
 help:
 	@echo "make run      start the broker on http://127.0.0.1:8000 (SQLite, dev provider)"
 	@echo "make test     lint, then the whole test suite (PostgreSQL + Redis needed, see README)"
 	@echo "make lint     ruff, mypy and the import contract"
+	@echo "make fuzz     fuzz the API against its OpenAPI document, longer than make test does"
 	@echo "make check-deploy  validate Dockerfiles, compose.yaml and Kubernetes manifests (offline)"
 	@echo "make migrate  apply database migrations"
 	@echo "make bench    benchmark JWKS, discovery and the refresh grant against baselines"
@@ -61,6 +62,11 @@ test-integration: env
 
 test-e2e: env
 	$(RUN) pytest -q tests/e2e
+
+# tests/e2e/test_api_fuzzing.py with BROKER_FUZZ_EXAMPLES (default 500) random examples per
+# operation and database; make test runs 10, the same ones each time.
+fuzz: env
+	BROKER_FUZZ_EXAMPLES=$${BROKER_FUZZ_EXAMPLES:-500} $(RUN) pytest -q --timeout=0 tests/e2e/test_api_fuzzing.py
 
 bench: env
 	$(RUN) python -m bench.run

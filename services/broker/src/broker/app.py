@@ -45,6 +45,7 @@ from broker.routes import (
     health,
     introspection,
     logout,
+    openapi,
     profile_sync,
     revocation,
     token,
@@ -181,6 +182,8 @@ def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        # The OpenAPI document of the JSON endpoints above (broker.routes.openapi).
+        Route("/openapi.json", openapi.openapi_response(settings), methods=["GET"]),
         # The admin dashboard, server-rendered.
         Route("/admin", page(dashboard_overview.overview), methods=["GET"]),
         Route("/admin/login", dashboard_signin.login, methods=["GET"]),

@@ -35,6 +35,7 @@ from broker.admin.pagination import Cursor, page_limit, parse_instant
 from broker.http.errors import NO_STORE, InvalidRequest
 
 _FILTERS = {"actor", "action", "subject", "after", "before", "cursor", "limit", "format"}
+MAX_ROW_ID = 2**63 - 1
 _TEXT_LIMITS = {"actor": 330, "action": 64, "subject": 160}
 
 
@@ -59,7 +60,8 @@ async def audit_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str,
     statement = filtered_events(query)
     if (cursor := query.get("cursor")) is not None:
         last = Cursor.decode(cursor)
-        if not last.id.isdigit():
+        # A row id is a 64-bit integer (BIGINT, SQLite's INTEGER): a longer one fails the query.
+        if not last.id.isdigit() or int(last.id) > MAX_ROW_ID:
             raise InvalidRequest("cursor is not one this listing returned")
         statement = older_than(statement, last.at, int(last.id))
     statement = statement.order_by(*NEWEST_FIRST).limit(limit + 1)
@@ -88,6 +90,8 @@ def filtered_events(query: Mapping[str, str]) -> Select[Any]:
             continue
         if not value or len(value) > limit:
             raise InvalidRequest(f"{name} must be 1 to {limit} characters")
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL: no event has one
+            raise InvalidRequest(f"{name} must not contain NUL")
         statement = statement.where(AUDIT_TABLE.c[name] == value)
     action, actor = query.get("action"), query.get("actor")
     if (action is not None and action != ROTATED) or (

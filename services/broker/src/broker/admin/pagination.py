@@ -36,7 +36,7 @@ class Cursor:
             moment = dt.datetime.fromisoformat(at)
         except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
             raise InvalidRequest("cursor is not one this listing returned") from None
-        if moment.tzinfo is None or not isinstance(row_id, str):
+        if moment.tzinfo is None or not isinstance(row_id, str) or not _fits_in_utc(moment):
             raise InvalidRequest("cursor is not one this listing returned")
         return cls(at=moment, id=row_id)
 
@@ -59,4 +59,16 @@ def parse_instant(name: str, value: str | None) -> dt.datetime | None:
         raise InvalidRequest(f"{name} must be an RFC 3339 timestamp") from None
     if moment.tzinfo is None:
         raise InvalidRequest(f"{name} needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
+    if not _fits_in_utc(moment):
+        raise InvalidRequest(f"{name} is out of range")
     return moment
+
+
+def _fits_in_utc(moment: dt.datetime) -> bool:
+    """The database compares instants in UTC: one that is before year 1 or after 9999 there
+    (0001-01-01T00:00:00+01:00) would fail the query instead of the request."""
+    try:
+        moment.astimezone(dt.UTC)
+    except OverflowError:
+        return False
+    return True

@@ -12,26 +12,42 @@ from __future__ import annotations
 from typing import Any
 
 from shared.settings import Settings
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.http.pages import redirect_sources
 
+PREFLIGHT = {b"origin", b"access-control-request-method"}  # Fetch §3.2.2: a CORS preflight
+
 
 class BrowserCORS:
-    """``CORSMiddleware`` for requests with an ``Origin`` header; others pass through."""
+    """``CORSMiddleware`` for requests with an ``Origin`` header; others pass through.
+
+    The routes list OPTIONS for CORS preflights only. Any other OPTIONS request is a 405 naming
+    the route's methods: OPTIONS is safe (RFC 9110 §9.3.7), and the endpoint behind would
+    otherwise run as if POSTed to (a grant at /token, a revocation at /auth/oauth2/revoke).
+    """
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         self.app = app
         self.cors = CORSMiddleware(app, **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "OPTIONS" and not _is_preflight(scope):
+            route = scope.get("route")
+            methods = sorted(set(getattr(route, "methods", None) or ()) - {"OPTIONS"})
+            raise HTTPException(status_code=405, headers={"Allow": ", ".join(methods)})
         for name, _ in scope["headers"]:
             if name == b"origin":
                 await self.cors(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return PREFLIGHT.issubset(name for name, _ in scope["headers"])
 
 
 def client_origins(settings: Settings) -> list[str]:

@@ -13,16 +13,35 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import structlog
+from shared.models.oauth2_token import LINK_STATES
 from shared.providers.errors import ProviderError
+from shared.settings.base import ID_PATTERN
+from shared.settings.providers import PROVIDER_TYPES
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, Conflict, InvalidRequest, NotFound
 from broker.http.forms import json_object
+from broker.http.openapi import (
+    BEARER,
+    OPTIONAL_BEARER,
+    TIMESTAMP,
+    UUID,
+    Body,
+    Contract,
+    Operation,
+    Schema,
+    json_answer,
+    nullable,
+    path_parameter,
+    ref,
+    strict_object,
+)
 from broker.http.pages import error_page
 from broker.login.linking import (
     LinkNotAllowed,
@@ -31,7 +50,7 @@ from broker.login.linking import (
     unlink,
     upstream_tokens_to_revoke,
 )
-from broker.login.profile import edit_profile, linked_providers, profile_document
+from broker.login.profile import EDITABLE, edit_profile, linked_providers, profile_document
 from broker.oauth.callers import authenticated_caller
 from broker.routes.authorize import authorize_link
 
@@ -115,6 +134,9 @@ async def remove_link(request: Request) -> Response:
     runtime = runtime_of(request)
     caller = await authenticated_caller(request)
     provider_id = request.path_params["provider"]
+    if not re.fullmatch(ID_PATTERN, provider_id):
+        # Never a provider id, so never linked (and PostgreSQL could not even compare a NUL).
+        raise NotFound(f"no link to {provider_id!r}")
     now = runtime.clock.now()
     async with runtime.engine.begin() as connection:
         access_token, refresh_token = await upstream_tokens_to_revoke(
@@ -145,3 +167,154 @@ async def remove_link(request: Request) -> Response:
         "revoked_sessions": [str(revocation.session_id) for revocation in unlinked.revocations],
     }
     return JSONResponse(body, headers=NO_STORE)
+
+
+_TEXT: Schema = {"type": "string"}
+_MAYBE_TEXT = nullable(_TEXT)
+_MAYBE_TIME = nullable(TIMESTAMP)
+_PROVIDER_ID: Schema = {"type": "string", "pattern": ID_PATTERN}
+_LINK_STATE = nullable({"enum": list(LINK_STATES)})
+_PROFILE_ANSWER = json_answer(200, "the user and each linked profile", ref("Profile"))
+
+CONTRACT = Contract(
+    operations=(
+        Operation(
+            "GET",
+            "/auth/oauth2/providers",
+            "providers",
+            "Every configured provider with its status; with a token, which ones are linked",
+            "First-party API",
+            answers=(
+                json_answer(
+                    200,
+                    "the providers",
+                    strict_object(
+                        {"providers": {"type": "array", "items": ref("Provider")}},
+                        required=["providers"],
+                    ),
+                ),
+            ),
+            security=OPTIONAL_BEARER,
+        ),
+        Operation(
+            "GET",
+            "/auth/oauth2/profile",
+            "profile",
+            "The signed-in user and each linked provider profile",
+            "First-party API",
+            answers=(_PROFILE_ANSWER,),
+            security=BEARER,
+        ),
+        Operation(
+            "PUT",
+            "/auth/oauth2/profile",
+            "edit_profile",
+            "Edit what the broker owns; a provider-asserted field is a 400 naming it",
+            "First-party API",
+            body=Body(
+                "application/json",
+                strict_object(
+                    {
+                        "display_name": nullable({"type": "string", "maxLength": 200}),
+                        "primary_email_provider": nullable(_PROVIDER_ID),
+                        "primary_avatar_provider": nullable(_PROVIDER_ID),
+                    },
+                    description=f"any of {', '.join(EDITABLE)}; null restores the default",
+                ),
+            ),
+            answers=(_PROFILE_ANSWER,),
+            errors=(InvalidRequest,),
+            security=BEARER,
+        ),
+        Operation(
+            "DELETE",
+            "/auth/oauth2/links/{provider}",
+            "unlink",
+            "Unlink a provider; never the last way to sign in (409)",
+            "First-party API",
+            parameters=(path_parameter("provider", _PROVIDER_ID, "a provider id"),),
+            answers=(
+                json_answer(
+                    200,
+                    "unlinked; the sessions signed in through it ended",
+                    strict_object(
+                        {
+                            "unlinked": _TEXT,
+                            "revoked_sessions": {"type": "array", "items": UUID},
+                        },
+                        required=["unlinked", "revoked_sessions"],
+                    ),
+                ),
+            ),
+            errors=(NotFound, Conflict),
+            security=BEARER,
+        ),
+    ),
+    schemas={
+        "Provider": strict_object(
+            {
+                "id": _TEXT,
+                "type": {"enum": list(PROVIDER_TYPES)},
+                "display_name": _TEXT,
+                "status": {"enum": ["configured", "reachable", "disabled"]},
+                "reachable": nullable({"type": "boolean"}),
+                "checked_at": _MAYBE_TIME,
+                "login_url": nullable({"type": "string", "format": "uri"}),
+                "linked": {"type": "boolean", "description": "with a Bearer token only"},
+            },
+            required=[
+                "id",
+                "type",
+                "display_name",
+                "status",
+                "reachable",
+                "checked_at",
+                "login_url",
+            ],
+        ),
+        "Profile": strict_object(
+            {
+                "user": strict_object(
+                    {
+                        "id": UUID,
+                        "display_name": _MAYBE_TEXT,
+                        "custom_display_name": _MAYBE_TEXT,
+                        "email": _MAYBE_TEXT,
+                        "email_verified": {"type": "boolean"},
+                        "picture": _MAYBE_TEXT,
+                        "preferred_username": _MAYBE_TEXT,
+                        "primary_email_provider": _MAYBE_TEXT,
+                        "primary_avatar_provider": _MAYBE_TEXT,
+                        "status": {"enum": ["active", "disabled"]},
+                        "created_at": TIMESTAMP,
+                        "last_login_at": _MAYBE_TIME,
+                    },
+                    required=["id", "email", "email_verified", "status", "created_at"],
+                ),
+                "profiles": {"type": "array", "items": ref("LinkedProfile")},
+            },
+            required=["user", "profiles"],
+        ),
+        "LinkedProfile": strict_object(
+            {
+                "provider": _TEXT,
+                "provider_type": _TEXT,
+                "provider_configured": {"type": "boolean"},
+                "subject": _TEXT,
+                "email": _MAYBE_TEXT,
+                "email_verified": {"type": "boolean"},
+                "name": _MAYBE_TEXT,
+                "given_name": _MAYBE_TEXT,
+                "family_name": _MAYBE_TEXT,
+                "preferred_username": _MAYBE_TEXT,
+                "picture": _MAYBE_TEXT,
+                "link_state": _LINK_STATE,
+                "email_unverified_at": _MAYBE_TIME,
+                "linked_at": TIMESTAMP,
+                "last_login_at": _MAYBE_TIME,
+                "last_synced_at": _MAYBE_TIME,
+            },
+            required=["provider", "subject", "email_verified", "link_state", "linked_at"],
+        ),
+    },
+)

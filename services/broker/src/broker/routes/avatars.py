@@ -14,8 +14,10 @@ from starlette.responses import Response
 
 from broker.http.context import runtime_of
 from broker.http.errors import NotFound
+from broker.http.openapi import Answer, Contract, Operation, path_parameter
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST_PATTERN = r"^[0-9a-f]{64}$"
+_DIGEST = re.compile(_DIGEST_PATTERN)
 
 
 async def avatar(request: Request) -> Response:
@@ -40,3 +42,26 @@ async def avatar(request: Request) -> Response:
             "Cross-Origin-Resource-Policy": "cross-origin",
         },
     )
+
+
+CONTRACT = Contract(
+    operations=(
+        Operation(
+            "GET",
+            "/avatars/{digest}",
+            "avatar",
+            "An avatar the broker stores, named by the SHA-256 of its content",
+            "First-party API",
+            parameters=(
+                path_parameter(
+                    "digest", {"type": "string", "pattern": _DIGEST_PATTERN}, "lower-case hex"
+                ),
+            ),
+            answers=(
+                Answer(200, "the image; cacheable for a year", {"image/*": {}}),
+                Answer(304, "unchanged (If-None-Match)"),
+            ),
+            errors=(NotFound,),
+        ),
+    ),
+)

@@ -11,6 +11,17 @@ from shared.signing_keys import KeySnapshot, KeyStore
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from broker.http.openapi import (
+    Answer,
+    Contract,
+    Operation,
+    Parameter,
+    Schema,
+    json_answer,
+    ref,
+    strict_object,
+)
+
 
 def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[str, Any]:
     issuer = settings.issuer
@@ -154,3 +165,93 @@ def _matches(if_none_match: bytes, etag: bytes) -> bool:
     if if_none_match.strip() == b"*":
         return True
     return any(tag.strip().removeprefix(b"W/") == etag for tag in if_none_match.split(b","))
+
+
+_URL: Schema = {"type": "string", "format": "uri"}
+_NAMES: Schema = {"type": "array", "items": {"type": "string"}}
+_URLS = ("issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri")
+_MORE_URLS = ("revocation_endpoint", "introspection_endpoint", "end_session_endpoint")
+_LISTS = (
+    "scopes_supported",
+    "response_types_supported",
+    "response_modes_supported",
+    "grant_types_supported",
+    "subject_types_supported",
+    "id_token_signing_alg_values_supported",
+    "token_endpoint_auth_methods_supported",
+    "revocation_endpoint_auth_methods_supported",
+    "introspection_endpoint_auth_methods_supported",
+    "code_challenge_methods_supported",
+    "claims_supported",
+    "prompt_values_supported",
+)
+_FLAGS = (
+    "claims_parameter_supported",
+    "request_parameter_supported",
+    "request_uri_parameter_supported",
+    "authorization_response_iss_parameter_supported",
+)
+_PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
+_CACHE_HEADERS: dict[str, Schema] = {"Cache-Control": {"type": "string"}}
+
+CONTRACT = Contract(
+    operations=(
+        Operation(
+            "GET",
+            "/.well-known/openid-configuration",
+            "discovery",
+            "OpenID Provider metadata (OpenID Connect Discovery 1.0 §3)",
+            "OpenID Connect",
+            answers=(json_answer(200, "the provider metadata", ref("ProviderMetadata")),),
+            reads_database=False,
+        ),
+        Operation(
+            "GET",
+            "/.well-known/jwks.json",
+            "jwks",
+            "The public signing keys: current, next, and retired but unexpired (RFC 7517)",
+            "OpenID Connect",
+            parameters=(
+                Parameter(
+                    "If-None-Match",
+                    "header",
+                    {"type": "string"},
+                    "an ETag of an earlier answer: 304 while the keys are unchanged",
+                ),
+            ),
+            answers=(
+                json_answer(
+                    200, "the key set", ref("JWKSet"), ETag={"type": "string"}, **_CACHE_HEADERS
+                ),
+                Answer(304, "the keys have not changed", headers={"ETag": {"type": "string"}}),
+            ),
+            reads_database=False,
+        ),
+    ),
+    schemas={
+        "ProviderMetadata": strict_object(
+            {
+                **{name: _URL for name in (*_URLS, *_MORE_URLS)},
+                **{name: _NAMES for name in _LISTS},
+                **{name: {"type": "boolean"} for name in _FLAGS},
+            },
+            required=(*_URLS, *_MORE_URLS, *_LISTS, *_FLAGS),
+        ),
+        "JWKSet": strict_object(
+            {"keys": {"type": "array", "items": ref("JWK")}}, required=["keys"]
+        ),
+        "JWK": {
+            "type": "object",
+            "description": "A public key; private members never appear.",
+            "properties": {
+                "kty": {"enum": ["EC", "RSA"]},
+                "kid": {"type": "string"},
+                "alg": {"type": "string"},
+                "use": {"const": "sig"},
+                **{name: False for name in _PRIVATE_JWK_MEMBERS},
+            },
+            "required": ["kty", "kid", "alg", "use"],
+            "additionalProperties": {"type": "string"},
+        },
+    },
+)

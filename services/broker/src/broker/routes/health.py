@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from broker.http.context import runtime_of
+from broker.http.openapi import Answer, Contract, Operation, json_answer, strict_object
 
 CHECK_TIMEOUT = 2.0  # the manifests give the probe 3 s (the kubelet's default is 1 s)
 log = structlog.get_logger("broker.health")
@@ -52,3 +53,61 @@ async def readyz(request: Request) -> Response:
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+_READINESS = strict_object(
+    {
+        "status": {"enum": ["ready", "not_ready"]},
+        "checks": strict_object(
+            {
+                "keys": {"type": "boolean"},
+                "database": {"type": "boolean"},
+                "schema": {"type": "string"},
+                "shutting_down": {"type": "boolean"},
+            },
+            required=["keys", "database", "schema", "shutting_down"],
+        ),
+    },
+    required=["status", "checks"],
+)
+
+# The probes, and the scrape (``broker.http.metrics``): none of them reads the database
+# through the request path's error handling (readiness reports it instead of failing).
+CONTRACT = Contract(
+    operations=(
+        Operation(
+            "GET",
+            "/healthz",
+            "healthz",
+            "Liveness: the process answers",
+            "Operations",
+            answers=(
+                json_answer(
+                    200, "alive", strict_object({"status": {"const": "ok"}}, required=["status"])
+                ),
+            ),
+            reads_database=False,
+        ),
+        Operation(
+            "GET",
+            "/readyz",
+            "readyz",
+            "Readiness: database reachable, schema migrated, keys loaded, not shutting down",
+            "Operations",
+            answers=(
+                json_answer(200, "ready", _READINESS),
+                json_answer(503, "not ready, and why", _READINESS),
+            ),
+            reads_database=False,
+        ),
+        Operation(
+            "GET",
+            "/metrics",
+            "metrics",
+            "Prometheus metrics (text exposition format)",
+            "Operations",
+            answers=(Answer(200, "the metrics", {"text/plain": {"type": "string"}}),),
+            reads_database=False,
+        ),
+    ),
+)

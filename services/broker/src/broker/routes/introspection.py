@@ -15,7 +15,18 @@ from starlette.responses import JSONResponse, Response
 
 from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, InvalidClient, InvalidRequest
-from broker.http.forms import form_params
+from broker.http.forms import MAX_PARAM_LENGTH, form_params
+from broker.http.openapi import (
+    CLIENT_AUTHENTICATION,
+    UUID,
+    Body,
+    Contract,
+    Operation,
+    Schema,
+    json_answer,
+    ref,
+    strict_object,
+)
 from broker.oauth import abuse_limits
 from broker.oauth.presented_tokens import AccessToken, PresentedToken, identify
 
@@ -59,3 +70,77 @@ def _answer(presented: PresentedToken | None, caller: str) -> dict[str, Any]:
         "iat": int(state.created_at.timestamp()),
         "exp": int(state.expires_at.timestamp()),
     }
+
+
+_PARAM: Schema = {"type": "string", "maxLength": MAX_PARAM_LENGTH}
+_TIME: Schema = {"type": "integer", "description": "seconds since the epoch"}
+_AUDIENCE: Schema = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+
+CONTRACT = Contract(
+    operations=(
+        Operation(
+            "POST",
+            "/introspect",
+            "introspect",
+            "Token introspection (RFC 7662), for confidential clients",
+            "OAuth 2.0",
+            description="Any live broker access token, and the caller's own live refresh "
+            'tokens; anything else is exactly {"active": false}. A public client gets 401 '
+            "invalid_client.",
+            body=Body(
+                "application/x-www-form-urlencoded",
+                {
+                    "type": "object",
+                    "properties": {
+                        "token": _PARAM,
+                        "token_type_hint": _PARAM,
+                        "client_id": _PARAM,
+                        "client_secret": _PARAM,
+                    },
+                    "required": ["token"],
+                    "additionalProperties": {"type": "string"},
+                },
+            ),
+            answers=(json_answer(200, "what the token is", ref("Introspection")),),
+            errors=(InvalidRequest,),
+            security=CLIENT_AUTHENTICATION,
+        ),
+    ),
+    schemas={
+        "Introspection": {
+            "oneOf": [
+                strict_object({"active": {"const": False}}, required=["active"]),
+                strict_object(
+                    {
+                        "active": {"const": True},
+                        "token_type": {"const": "Bearer"},
+                        "iss": {"type": "string"},
+                        "sub": UUID,
+                        "aud": _AUDIENCE,
+                        "exp": _TIME,
+                        "iat": _TIME,
+                        "nbf": _TIME,
+                        "jti": {"type": "string"},
+                        "client_id": {"type": "string"},
+                        "scope": {"type": "string"},
+                        "sid": UUID,
+                    },
+                    required=["active", "token_type", "iss", "sub", "exp", "client_id", "sid"],
+                ),
+                strict_object(
+                    {
+                        "active": {"const": True},
+                        "token_type": {"const": "refresh_token"},
+                        "client_id": {"type": "string"},
+                        "sub": UUID,
+                        "scope": {"type": "string"},
+                        "sid": UUID,
+                        "iat": _TIME,
+                        "exp": _TIME,
+                    },
+                    required=["active", "token_type", "client_id", "sub", "scope", "sid"],
+                ),
+            ]
+        }
+    },
+)

@@ -19,7 +19,20 @@ from starlette.responses import JSONResponse, Response
 
 from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, InvalidRequest
-from broker.http.forms import form_params, json_params
+from broker.http.forms import MAX_PARAM_LENGTH, form_params, json_params
+from broker.http.openapi import (
+    BEARER,
+    CLIENT_AUTHENTICATION,
+    UUID,
+    Answer,
+    Body,
+    Contract,
+    Operation,
+    Schema,
+    json_answer,
+    query,
+    strict_object,
+)
 from broker.oauth import abuse_limits
 from broker.oauth.callers import Caller, authenticated_caller
 from broker.oauth.presented_tokens import identify
@@ -95,3 +108,67 @@ async def _target_session(
     if presented is None or presented.user_id != str(caller.user_id):
         return None  # unknown, or someone else's: nothing is revoked and nothing is told
     return presented.session_id
+
+
+_PARAM: Schema = {"type": "string", "maxLength": MAX_PARAM_LENGTH}
+
+CONTRACT = Contract(
+    operations=(
+        Operation(
+            "POST",
+            "/revoke",
+            "revoke",
+            "Token revocation (RFC 7009): the token's session ends; unknown tokens too get 200",
+            "OAuth 2.0",
+            body=Body(
+                "application/x-www-form-urlencoded",
+                {
+                    "type": "object",
+                    "properties": {
+                        "token": _PARAM,
+                        "token_type_hint": _PARAM,
+                        "client_id": _PARAM,
+                        "client_secret": _PARAM,
+                    },
+                    "required": ["token"],
+                    "additionalProperties": {"type": "string"},
+                },
+            ),
+            answers=(Answer(200, "revoked, or nothing to revoke (the same answer)"),),
+            errors=(InvalidRequest,),
+            security=CLIENT_AUTHENTICATION,
+        ),
+        Operation(
+            "DELETE",
+            "/auth/oauth2/revoke",
+            "revoke_own",
+            "End the caller's session, a session of one of their tokens, or all their sessions",
+            "First-party API",
+            parameters=(
+                query(
+                    "all",
+                    {"enum": ["true", "false"]},
+                    "true: every session of the user",
+                ),
+            ),
+            body=Body(
+                "application/json",
+                strict_object({"token": {"type": "string"}}),
+                required=False,
+                description="a token of the caller's user whose session ends instead",
+            ),
+            answers=(
+                json_answer(
+                    200,
+                    "the sessions ended",
+                    strict_object(
+                        {"revoked_sessions": {"type": "array", "items": UUID}},
+                        required=["revoked_sessions"],
+                    ),
+                ),
+            ),
+            errors=(InvalidRequest,),
+            security=BEARER,
+        ),
+    ),
+)

@@ -18,9 +18,26 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from broker.http.context import request_meta
-from broker.http.errors import NO_STORE, InvalidRequest, OAuthError, UnsupportedGrantType
-from broker.http.forms import form_params, json_params
+from broker.http.errors import (
+    NO_STORE,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    OAuthError,
+    UnsupportedGrantType,
+)
+from broker.http.forms import MAX_PARAM_LENGTH, form_params, json_params
 from broker.http.metrics import BrokerMetrics
+from broker.http.openapi import (
+    CLIENT_AUTHENTICATION,
+    Body,
+    Contract,
+    Operation,
+    Schema,
+    json_answer,
+    ref,
+    strict_object,
+)
 from broker.oauth import abuse_limits
 from broker.oauth.grants import GRANTS, Grant, RefreshTokenReused, refresh_grant
 
@@ -86,3 +103,80 @@ class RefreshEndpoint(_GrantEndpoint):
         document = await json_params(request)
         client = await self.client(request, document)
         return await self.grant(request, refresh_grant, "refresh_token", client, document)
+
+
+_PARAM: Schema = {"type": "string", "maxLength": MAX_PARAM_LENGTH}
+_CLIENT_FIELDS: dict[str, Schema] = {
+    "client_id": {**_PARAM, "description": "client_secret_post, or a public client"},
+    "client_secret": {**_PARAM, "description": "client_secret_post (never with HTTP Basic)"},
+}
+_GRANT_ERRORS = (InvalidRequest, InvalidGrant, InvalidScope)
+
+CONTRACT = Contract(
+    operations=(
+        Operation(
+            "POST",
+            "/token",
+            "token",
+            "The token endpoint (RFC 6749 §3.2): authorization_code and refresh_token grants",
+            "OAuth 2.0",
+            body=Body("application/x-www-form-urlencoded", ref("TokenRequest")),
+            answers=(json_answer(200, "the token pair and an ID token", ref("TokenResponse")),),
+            errors=(*_GRANT_ERRORS, UnsupportedGrantType),
+            security=CLIENT_AUTHENTICATION,
+        ),
+        Operation(
+            "POST",
+            "/auth/oauth2/refresh",
+            "refresh",
+            "The refresh grant as JSON (the same code path as the refresh_token grant)",
+            "First-party API",
+            body=Body("application/json", ref("RefreshRequest")),
+            answers=(json_answer(200, "the rotated token pair", ref("TokenResponse")),),
+            errors=_GRANT_ERRORS,
+            security=CLIENT_AUTHENTICATION,
+        ),
+    ),
+    schemas={
+        # RFC 6749 §3.2: parameters the server does not know are ignored.
+        "TokenRequest": {
+            "type": "object",
+            "properties": {
+                "grant_type": {"enum": ["authorization_code", "refresh_token"]},
+                "code": _PARAM,
+                "redirect_uri": _PARAM,
+                "code_verifier": _PARAM,
+                "refresh_token": _PARAM,
+                "scope": {**_PARAM, "description": "refresh: narrow the granted scope"},
+                **_CLIENT_FIELDS,
+            },
+            "required": ["grant_type"],
+            "additionalProperties": {"type": "string"},
+        },
+        "RefreshRequest": {
+            "type": "object",
+            "properties": {"refresh_token": {"type": "string"}, "scope": {"type": "string"}}
+            | {name: {"type": "string"} for name in _CLIENT_FIELDS},
+            "required": ["refresh_token"],
+            "additionalProperties": {"type": "string"},
+        },
+        "TokenResponse": strict_object(
+            {
+                "access_token": {"type": "string", "description": "a JWT (RFC 9068)"},
+                "token_type": {"const": "Bearer"},
+                "expires_in": {"type": "integer", "minimum": 1},
+                "refresh_token": {"type": "string", "description": "opaque, rotated on use"},
+                "id_token": {"type": "string"},
+                "scope": {"type": "string", "description": "the granted scope"},
+            },
+            required=[
+                "access_token",
+                "token_type",
+                "expires_in",
+                "refresh_token",
+                "id_token",
+                "scope",
+            ],
+        ),
+    },
+)
