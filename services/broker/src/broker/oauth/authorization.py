@@ -24,7 +24,8 @@ from broker.http.errors import (
 )
 from broker.oauth.dashboard_client import builtin_client
 
-_PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+# RFC 7636 §4.2; matched whole (fullmatch: "$" would also match before a trailing newline).
+_PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
 class ClientRejected(Exception):
@@ -143,7 +144,7 @@ def _check_pkce(client: ClientConfig, params: Mapping[str, str]) -> tuple[str | 
     if method != "S256":
         # `plain` (and the RFC 7636 default when the method is omitted) is refused.
         raise InvalidRequest("code_challenge_method must be S256")
-    if not _PKCE_CHALLENGE.match(challenge):
+    if not _PKCE_CHALLENGE.fullmatch(challenge):
         raise InvalidRequest("code_challenge is malformed")
     return challenge, method
 
