@@ -11,6 +11,7 @@ import pytest
 from broker.http.errors import InvalidRequest
 from broker.http.forms import (
     MAX_PARAM_LENGTH,
+    decimal,
     form_params,
     json_object,
     json_params,
@@ -20,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
-from tests.support.properties import any_text, budget, decoded_text
+from tests.support.properties import any_text, budget, decoded_text, tricky_text
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -148,6 +149,17 @@ async def test_json_in_another_encoding_than_utf8_is_refused(fields: dict[str, s
     # RFC 8259 §8.1: JSON between systems is UTF-8 (json.loads would guess UTF-16 and -32).
     with pytest.raises(InvalidRequest):
         await json_object(posted(json.dumps(fields).encode(codec), "application/json"))
+
+
+@budget(200)
+@given(st.one_of(tricky_text, st.integers(min_value=0).map(str)))
+def test_a_decimal_parameter_is_its_ascii_digits_or_none(value: str):
+    number = decimal(value)
+    if number is None:
+        assert not (value.isascii() and value.isdigit()) or len(value) > 4300
+    else:
+        assert value.isascii() and value.isdigit()
+        assert number == int(value) >= 0
 
 
 # Regressions these properties found, one plain example each.

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from broker.http.errors import InvalidRequest
+from broker.http.forms import decimal
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -34,7 +35,7 @@ class Cursor:
             padded = value + "=" * (-len(value) % 4)
             at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
             moment = dt.datetime.fromisoformat(at)
-        except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+        except (ValueError, TypeError, binascii.Error, UnicodeEncodeError, RecursionError):
             raise InvalidRequest("cursor is not one this listing returned") from None
         if moment.tzinfo is None or not isinstance(row_id, str):
             raise InvalidRequest("cursor is not one this listing returned")
@@ -44,17 +45,23 @@ class Cursor:
 def page_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    limit = decimal(value)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return int(value)
+    return limit
 
 
 def parse_instant(name: str, value: str | None) -> dt.datetime | None:
-    """An RFC 3339 timestamp with its offset (``Z`` or ``+hh:mm``)."""
+    """An RFC 3339 timestamp with its offset (``Z`` or ``+hh:mm``).
+
+    RFC 3339 §5.6 allows ``t`` and ``z`` in lower case; a ``+`` the client did not
+    percent-encode arrives as a space.
+    """
     if value is None:
         return None
+    text = value.replace("t", "T").replace("z", "Z").replace("Z", "+00:00").replace(" ", "+")
     try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+        moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise InvalidRequest(f"{name} must be an RFC 3339 timestamp") from None
     if moment.tzinfo is None:

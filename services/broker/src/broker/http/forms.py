@@ -30,6 +30,21 @@ def single_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return params
 
 
+def decimal(value: str) -> int | None:
+    """A parameter that must be a non-negative whole number: its value, None if it is not one.
+
+    Only ASCII digits: ``str.isdigit()`` is also true for "²" (which ``int()`` refuses) and
+    Arabic-Indic digits (which it reads), and ``int()`` refuses more than 4,300 digits (a
+    ``ValueError``, a 500 if it escaped).
+    """
+    if not value.isascii() or not value.isdigit():
+        return None
+    try:
+        return int(value)
+    except ValueError:  # over sys.get_int_max_str_digits(): larger than any limit anyway
+        return None
+
+
 async def form_params(request: Request) -> dict[str, str]:
     """The form body's parameters; ``InvalidRequest`` for another type or a repetition."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

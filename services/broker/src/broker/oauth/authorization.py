@@ -22,6 +22,7 @@ from broker.http.errors import (
     RequestUriNotSupported,
     UnsupportedResponseType,
 )
+from broker.http.forms import decimal
 from broker.oauth.dashboard_client import builtin_client
 
 # RFC 7636 §4.2; matched whole (fullmatch: "$" would also match before a trailing newline).
@@ -118,9 +119,10 @@ def _check_max_age(params: Mapping[str, str]) -> int | None:
     value = params.get("max_age")
     if value is None:
         return None
-    if not value.isdigit() or int(value) > MAX_AGE_LIMIT:
+    seconds = decimal(value)
+    if seconds is None or seconds > MAX_AGE_LIMIT:
         raise InvalidRequest("max_age must be a non-negative number of seconds")
-    return int(value)
+    return seconds
 
 
 def _granted_scope(client: ClientConfig, params: Mapping[str, str]) -> str:
