@@ -18,7 +18,7 @@ from broker.http.errors import InvalidRequest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.properties import any_text, budget, decoded_text, tricky_text
+from tests.support.properties import any_text, budget, decoded_text, nesting_depths, tricky_text
 
 offsets = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(
     lambda minutes: dt.timezone(dt.timedelta(minutes=minutes))
@@ -46,7 +46,7 @@ cursor_like = st.one_of(
     st.tuples(any_text | st.datetimes().map(dt.datetime.isoformat), json_values).map(
         lambda pair: b64(json.dumps(list(pair)).encode())
     ),
-    st.integers(1, 3000).map(lambda depth: b64(b"[" * depth)),
+    nesting_depths.map(lambda depth: b64(b"[" * depth)),
 )
 
 

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
-from tests.support.properties import any_text, budget, decoded_text, tricky_text
+from tests.support.properties import any_text, budget, decoded_text, nesting_depths, tricky_text
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -46,8 +46,8 @@ form_like = st.lists(
 hostile_bytes = st.one_of(
     st.binary(max_size=200),
     form_like,
-    st.integers(0, 3000).map(lambda depth: b"[" * depth + b"]" * depth),
-    st.integers(1, 3000).map(lambda depth: b'{"a":' * depth),
+    nesting_depths.map(lambda depth: b"[" * depth + b"]" * depth),
+    nesting_depths.map(lambda depth: b'{"a":' * depth),
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | any_text,
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
