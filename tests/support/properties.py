@@ -9,7 +9,7 @@ for a long local run. tests/conftest.py loads the profile.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 # Each profile's multiplier of a test's budget.
@@ -26,10 +26,19 @@ def register_profiles(selected: str | None) -> None:
     settings.load_profile(selected or "ci")
 
 
-def budget(examples: int) -> settings:
-    """``@budget(n)``: n examples under ``ci``, more under ``fuzz``."""
+def budget(examples: int, *, shrink: bool = True) -> settings:
+    """``@budget(n)``: n examples under ``ci``, more under ``fuzz``.
+
+    ``shrink=False`` for properties that drive the app: a 500 there costs a second or two (the
+    logged traceback), and shrinking would run a few hundred of them; their examples are small
+    enough to read as found.
+    """
     scale = SCALES.get(settings.get_current_profile_name(), 1)
-    return settings(max_examples=examples * scale)
+    if shrink:
+        return settings(max_examples=examples * scale)
+    return settings(
+        max_examples=examples * scale, phases=[phase for phase in Phase if phase != Phase.shrink]
+    )
 
 
 # Text as it reaches a handler after percent-decoding: any code point but a lone surrogate

@@ -28,6 +28,13 @@ odd_offsets = st.timedeltas(
     min_value=-dt.timedelta(hours=23, minutes=59), max_value=dt.timedelta(hours=23, minutes=59)
 ).map(dt.timezone)
 aware = st.datetimes(timezones=st.one_of(offsets, odd_offsets, st.just(dt.UTC)))
+# The first and last instants Python holds, with offsets that move them out of range in UTC.
+EDGES = [
+    dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=23, minutes=59))),
+    dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(minutes=1))),
+    dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.timezone(-dt.timedelta(hours=1))),
+]
+EDGE_TEXTS = ["0001-01-01T00:00:00+23:59", "0001-01-01T00:00+00:01", "9999-12-31T23:59-01:00"]
 
 
 def b64(raw: bytes) -> str:
@@ -58,14 +65,27 @@ def test_any_string_is_a_cursor_or_invalid_request(value: str):
     except InvalidRequest:
         return
     assert cursor.at.tzinfo is not None
+    cursor.at.astimezone(dt.UTC)  # an instant the database driver can convert
     assert isinstance(cursor.id, str)
 
 
+def _in_utc_range(moment: dt.datetime) -> bool:
+    try:
+        moment.astimezone(dt.UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 @budget(100)
-@given(aware, any_text)
+@given(aware | st.sampled_from(EDGES), any_text)
 def test_a_cursor_round_trips(at: dt.datetime, row_id: str):
     cursor = Cursor(at=at, id=row_id)
 
+    if not _in_utc_range(at):  # never a row's: a listing's times are UTC-representable
+        with pytest.raises(InvalidRequest):
+            Cursor.decode(cursor.encode())
+        return
     decoded = Cursor.decode(cursor.encode())
 
     assert decoded == cursor
@@ -124,13 +144,14 @@ def test_an_rfc3339_time_with_any_offset_is_that_instant(
 
 
 @budget(200)
-@given(tricky_text)
+@given(tricky_text | st.sampled_from(EDGE_TEXTS))
 def test_any_string_is_an_aware_time_or_invalid_request(value: str):
     try:
         parsed = parse_instant("after", value)
     except InvalidRequest:
         return
     assert parsed is not None and parsed.tzinfo is not None
+    parsed.astimezone(dt.UTC)  # an instant the database driver can convert
 
 
 FILTER_NAMES = ["actor", "action", "subject", "after", "before", "format", "unknown", "limit"]
@@ -205,3 +226,15 @@ def test_a_stats_range_to_the_first_day_a_date_holds_starts_there():
     # Was an OverflowError computing the default 30-day window: a 500.
     first_day = dt.date(1, 1, 1)
     assert _day_range({"to": "0001-01-01"}, dt.date(2026, 1, 1)) == (first_day, first_day)
+
+
+@pytest.mark.parametrize("value", EDGE_TEXTS)
+def test_a_time_outside_years_1_to_9999_in_utc_is_invalid_request(value: str):
+    # Was accepted, and the database driver's conversion to UTC raised OverflowError: a 500.
+    with pytest.raises(InvalidRequest, match="year"):
+        parse_instant("after", value)
+
+
+def test_a_cursor_outside_years_1_to_9999_in_utc_is_invalid_request():
+    with pytest.raises(InvalidRequest, match="cursor"):
+        Cursor.decode(Cursor(at=EDGES[0], id="1").encode())

@@ -11,6 +11,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from broker.http.errors import InvalidRequest
@@ -37,9 +38,19 @@ class Cursor:
             moment = dt.datetime.fromisoformat(at)
         except (ValueError, TypeError, binascii.Error, UnicodeEncodeError, RecursionError):
             raise InvalidRequest("cursor is not one this listing returned") from None
-        if moment.tzinfo is None or not isinstance(row_id, str):
+        if moment.tzinfo is None or not isinstance(row_id, str) or not _in_utc_range(moment):
             raise InvalidRequest("cursor is not one this listing returned")
         return cls(at=moment, id=row_id)
+
+
+def _in_utc_range(moment: dt.datetime) -> bool:
+    """Whether the instant exists in UTC: 0001-01-01T00:00+01:00 is in year 0 there, which
+    Python cannot hold (the database driver's conversion raised OverflowError: a 500)."""
+    try:
+        moment.astimezone(dt.UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def page_limit(value: str | None) -> int:
@@ -66,4 +77,14 @@ def parse_instant(name: str, value: str | None) -> dt.datetime | None:
         raise InvalidRequest(f"{name} must be an RFC 3339 timestamp") from None
     if moment.tzinfo is None:
         raise InvalidRequest(f"{name} needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
+    if not _in_utc_range(moment):
+        raise InvalidRequest(f"{name} is before year 1 or after year 9999 in UTC")
     return moment
+
+
+def refuse_nul(query: Mapping[str, str]) -> None:
+    """No listing parameter holds NUL: no id, time or cursor has one, and PostgreSQL text cannot
+    hold it (the driver raised DataError comparing a column with it: a 500)."""
+    for name, value in query.items():
+        if "\x00" in value:
+            raise InvalidRequest(f"{name} must not contain NUL")
