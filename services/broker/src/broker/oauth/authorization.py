@@ -125,6 +125,15 @@ def _check_max_age(params: Mapping[str, str]) -> int | None:
     return seconds
 
 
+def _check_kept_text(params: Mapping[str, str]) -> None:
+    """``state`` and ``nonce`` are kept as sent with the login in flight, and PostgreSQL text
+    cannot hold NUL (the insert raised DataError: a 500). Neither may have one anyway: RFC 6749
+    Appendix A.5 makes ``state`` printable ASCII."""
+    for name in ("state", "nonce"):
+        if "\x00" in params.get(name, ""):
+            raise InvalidRequest(f"{name} must not contain NUL")
+
+
 def _granted_scope(client: ClientConfig, params: Mapping[str, str]) -> str:
     requested = params.get("scope", "").split()
     if "openid" not in requested:
@@ -157,6 +166,7 @@ def validate_authorization_request(
     """Run the checks after the client is known; raises ``OAuthError`` to redirect back."""
     _check_response_type(params)
     _check_unsupported(params)
+    _check_kept_text(params)
     prompt = _check_prompt(params)
     max_age = _check_max_age(params)
     scope = _granted_scope(client, params)
