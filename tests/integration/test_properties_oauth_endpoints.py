@@ -10,11 +10,11 @@ import base64
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx2
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from shared.crypto.keyring import Keyring
 
@@ -104,6 +104,8 @@ class Mutation:
             yield pairs
 
 
+# Always tried as well as what the generator draws: a few dozen examples may not reach them.
+NUL_APPENDED = Mutation("append", "\x00")
 mutations = st.one_of(
     st.builds(Mutation, st.just("append"), st.sampled_from(ODD_CHARACTERS)),
     st.builds(Mutation, st.sampled_from(["replace", "repeat"]), hostile),
@@ -163,6 +165,7 @@ AUTHORIZE_NAMES = [*AUTHORIZE, "prompt", "max_age", "response_mode", "request", 
     st.sampled_from(["/authorize", "/auth/oauth2/corp/login", "/auth/oauth2/dev/login"]),
     mutations,
 )
+@example(path="/authorize", mutation=NUL_APPENDED)
 async def test_any_authorization_request_is_a_page_or_a_redirect_to_a_known_place(
     broker: Broker, path: str, mutation: Mutation
 ):
@@ -192,6 +195,8 @@ TOKEN_NAMES = ["grant_type", "code", "redirect_uri", "code_verifier", "refresh_t
 
 @budget(10, shrink=False)
 @given(st.sampled_from(TOKEN_FORMS), mutations, authorization_headers)
+@example(form=TOKEN_FORMS[0], mutation=NUL_APPENDED, authorization=None)
+@example(form=TOKEN_FORMS[1], mutation=NUL_APPENDED, authorization=None)
 async def test_any_token_request_is_an_oauth_error(
     broker: Broker, form: dict[str, str], mutation: Mutation, authorization: str | None
 ):
@@ -231,6 +236,8 @@ async def test_any_body_to_a_token_endpoint_is_an_oauth_error_or_its_answer(
 
 @budget(10, shrink=False)
 @given(st.sampled_from(["/revoke", "/introspect"]), mutations)
+@example(path="/revoke", mutation=NUL_APPENDED)
+@example(path="/introspect", mutation=NUL_APPENDED)
 async def test_any_revocation_or_introspection_is_its_answer_or_an_oauth_error(
     broker: Broker, path: str, mutation: Mutation
 ):
@@ -274,6 +281,8 @@ BROWSER_NAMES = [*BROWSER_RETURN, "post_logout_redirect_uri", "error", "error_de
     st.sampled_from(["/logout", "/auth/oauth2/corp/callback", "/auth/oauth2/dev/dev-login"]),
     mutations,
 )
+@example(path="/logout", mutation=NUL_APPENDED)
+@example(path="/auth/oauth2/corp/callback", mutation=NUL_APPENDED)
 async def test_any_browser_return_is_a_page(broker: Broker, path: str, mutation: Mutation):
     for pairs in mutation.applied(BROWSER_RETURN, BROWSER_NAMES):
         response = await broker.http.get(path, params=pairs)
@@ -333,6 +342,39 @@ async def test_any_profile_request_of_a_signed_in_user_is_its_answer_or_an_oauth
     assert_oauth_error(response, 200, 202, 404)
 
 
+path_segments = st.one_of(
+    hostile,
+    st.sampled_from(["corp", "dev", "github", "x" * 300]),
+    st.tuples(st.sampled_from(["corp", "dev"]), st.sampled_from(ODD_CHARACTERS)).map("".join),
+).filter(lambda segment: segment not in ("", ".", ".."))
+
+
+PATH_ENDPOINTS = [
+    "DELETE /auth/oauth2/links/{}",
+    "GET /auth/oauth2/{}/login",
+    "GET /auth/oauth2/{}/callback",
+    "GET /auth/oauth2/{}/link",
+    "GET /auth/oauth2/{}/dev-login",
+    "POST /auth/oauth2/{}/dev-login",
+    "GET /avatars/{}",
+]
+
+
+@budget(25, shrink=False)
+@given(path_segments)
+@example(segment="corp\x00")
+@example(segment="\u00b2")
+async def test_any_path_parameter_is_its_answer_or_a_4xx(broker: Broker, segment: str):
+    for endpoint in PATH_ENDPOINTS:  # each in turn, as with the mutations
+        method, template = endpoint.split()
+        path = template.format(quote(segment, safe=""))
+
+        response = await broker.http.request(method, path, headers=broker.user)
+
+        # The signed-in user has one link (corp): unlinking it is 409, the last way in.
+        assert 200 <= response.status_code < 500, (path, response.status_code, response.text[:300])
+
+
 # Regressions these properties found, one plain example each.
 
 
@@ -349,3 +391,11 @@ async def test_a_nul_in_state_or_nonce_goes_back_to_the_client_as_invalid_reques
     location = response.headers["location"]
     assert location.startswith(WEB_REDIRECT + "?error=invalid_request")
     assert f"{name}+must+not+contain+NUL" in location
+
+
+async def test_unlinking_a_provider_whose_id_has_nul_is_404(broker: Broker):
+    # Was a DataError looking the link's tokens up: a 500 for any signed-in user.
+    response = await broker.http.delete("/auth/oauth2/links/corp%00", headers=broker.user)
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "invalid_request"
