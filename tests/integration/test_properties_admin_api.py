@@ -1,6 +1,7 @@
-"""Properties of the admin API's listing queries, through the real app and PostgreSQL: any query
-string to ``/admin/oauth2/{users,tokens,audit,stats}`` is a page (never longer than its limit)
-or a ``400 invalid_request``, never a 500 (docs/admin.md "The admin API")."""
+"""Properties of the admin API's input, through the real app and PostgreSQL: any query string to
+``/admin/oauth2/{users,tokens,audit,stats}`` is a page (never longer than its limit) or a ``400
+invalid_request``, and any id in a path a 404 or the answer, never a 500 (docs/admin.md "The
+admin API")."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from shared.crypto.keyring import Keyring
 
@@ -138,6 +140,33 @@ async def test_any_listing_query_is_a_bounded_page_or_invalid_request(
     if key is not None:
         limit = int(dict(pairs).get("limit", "50"))
         assert len(body[key]) <= limit
+
+
+ADMIN_PATHS = [
+    "POST /admin/oauth2/users/{}/sync",
+    "POST /admin/oauth2/users/{}/disable",
+    "POST /admin/oauth2/users/{}/enable",
+    "DELETE /admin/oauth2/tokens/{}",
+]
+
+
+@budget(25, shrink=False)
+@given(
+    (st.uuids().map(str) | st.uuids().map(lambda value: value.hex.upper()) | hostile).filter(
+        lambda segment: segment not in ("", ".", "..")  # another path, not another id
+    )
+)
+@example(segment="\x00")
+@example(segment="\u0660" * 32)  # Arabic-Indic zeros: uuid.UUID reads them as 0
+async def test_any_id_in_an_admin_path_is_404_or_its_answer(admin_broker: Admin, segment: str):
+    _runtime, broker, headers, _admin_id = admin_broker
+    for endpoint in ADMIN_PATHS:  # each in turn
+        method, template = endpoint.split()
+        path = template.format(quote(segment, safe=""))
+
+        response = await broker.request(method, path, headers=headers)
+
+        assert response.status_code in (404, 405), (path, response.status_code, response.text)
 
 
 # Regressions this property found, one plain example each.
