@@ -2,7 +2,8 @@
 
 RFC 6749 §3.2 (and RFC 7009 §2.1, RFC 7662 §2.1): form-encoded, UTF-8, each parameter once.
 No size check here: every body reaches a handler already capped (``broker.http.body_limit``,
-docs/security.md "Body limits").
+docs/security.md "Body limits"). Bad input is ``InvalidRequest``, never another exception
+(docs/security.md "Request input is parsed into a 4xx").
 """
 
 from __future__ import annotations
