@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from broker.oauth.authorization import ClientRejected, redirect_with, validate_client
+from broker.routes.logout import LogoutRefused, _redirect_uri
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from shared.settings import Settings, make_settings
@@ -114,6 +115,24 @@ def test_a_uri_differing_from_the_registered_one_never_matches(pair: tuple[str, 
         validate_client(
             settings_with([registered]), {"client_id": "app", "redirect_uri": presented}
         )
+
+
+@budget(100)
+@given(registered_uris().flatmap(lambda uri: st.tuples(st.just(uri), variants(uri))))
+def test_a_post_logout_redirect_uri_matches_only_the_registered_one(pair: tuple[str, str]):
+    # docs/security.md "Logout needs proof": the same exact match, or no open redirect.
+    registered, presented = pair
+    settings = make_settings(
+        clients=[
+            {"id": "app", "redirect_uris": [registered], "post_logout_redirect_uris": [registered]}
+        ]
+    )
+    client = settings.client("app")
+
+    assert _redirect_uri(client, registered) == registered
+    if presented != registered:
+        with pytest.raises(LogoutRefused):
+            _redirect_uri(client, presented)
 
 
 @budget(100)
