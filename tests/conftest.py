@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +23,10 @@ from tests.support.databases import (
     redis_server_url,
 )
 from tests.support.processes import free_port, run_process
+from tests.support.properties import register_profiles
+
+# Hypothesis: the bounded ``ci`` profile, or HYPOTHESIS_PROFILE=fuzz for a long run.
+register_profiles(os.environ.get("HYPOTHESIS_PROFILE"))
 
 ROOT = Path(__file__).resolve().parent.parent
 

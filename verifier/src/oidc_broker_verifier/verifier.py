@@ -108,7 +108,7 @@ class AccessTokenVerifier:
             raise TokenRejected("not a JWS compact token")
         try:
             header = _b64json(token.split(".", 1)[0])
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):  # nested past json's depth limit
             raise TokenRejected("the token header is not JSON") from None
         if not isinstance(header, dict):
             raise TokenRejected("the token header is not a JSON object")

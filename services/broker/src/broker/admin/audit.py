@@ -31,12 +31,13 @@ from starlette.responses import StreamingResponse
 
 from broker.admin.audit_events import COLUMNS, NEWEST_FIRST, event_document, older_than
 from broker.admin.audit_export import EXPORT_FORMATS, MEDIA_TYPES, export_lines
-from broker.admin.pagination import Cursor, page_limit, parse_instant
+from broker.admin.pagination import Cursor, page_limit, parse_instant, refuse_nul
 from broker.http.errors import NO_STORE, InvalidRequest
+from broker.http.forms import decimal
 
 _FILTERS = {"actor", "action", "subject", "after", "before", "cursor", "limit", "format"}
-MAX_ROW_ID = 2**63 - 1
 _TEXT_LIMITS = {"actor": 330, "action": 64, "subject": 160}
+MAX_ROW_ID = 2**63 - 1  # audit ids are bigint: a larger one is no row's (and SQLite's overflow)
 
 
 def audit_export(runtime: Runtime, query: Mapping[str, str]) -> StreamingResponse:
@@ -60,10 +61,10 @@ async def audit_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str,
     statement = filtered_events(query)
     if (cursor := query.get("cursor")) is not None:
         last = Cursor.decode(cursor)
-        # A row id is a 64-bit integer (BIGINT, SQLite's INTEGER): a longer one fails the query.
-        if not last.id.isdigit() or int(last.id) > MAX_ROW_ID:
+        row_id = decimal(last.id)
+        if row_id is None or row_id > MAX_ROW_ID:
             raise InvalidRequest("cursor is not one this listing returned")
-        statement = older_than(statement, last.at, int(last.id))
+        statement = older_than(statement, last.at, row_id)
     statement = statement.order_by(*NEWEST_FIRST).limit(limit + 1)
     async with runtime.engine.connect() as connection:
         rows = (await connection.execute(statement)).all()
@@ -83,6 +84,7 @@ def filtered_events(query: Mapping[str, str]) -> Select[Any]:
     unknown = set(query) - _FILTERS
     if unknown:
         raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
+    refuse_nul(query)
     statement = select(*(AUDIT_TABLE.c[name] for name in COLUMNS))
     for name, limit in _TEXT_LIMITS.items():
         value = query.get(name)

@@ -11,9 +11,11 @@ import base64
 import binascii
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from broker.http.errors import InvalidRequest
+from broker.http.forms import decimal
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -34,41 +36,55 @@ class Cursor:
             padded = value + "=" * (-len(value) % 4)
             at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
             moment = dt.datetime.fromisoformat(at)
-        except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+        except (ValueError, TypeError, binascii.Error, UnicodeEncodeError, RecursionError):
             raise InvalidRequest("cursor is not one this listing returned") from None
-        if moment.tzinfo is None or not isinstance(row_id, str) or not _fits_in_utc(moment):
+        if moment.tzinfo is None or not isinstance(row_id, str) or not _in_utc_range(moment):
             raise InvalidRequest("cursor is not one this listing returned")
         return cls(at=moment, id=row_id)
 
 
-def page_limit(value: str | None) -> int:
-    if value is None:
-        return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
-        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return int(value)
-
-
-def parse_instant(name: str, value: str | None) -> dt.datetime | None:
-    """An RFC 3339 timestamp with its offset (``Z`` or ``+hh:mm``)."""
-    if value is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an RFC 3339 timestamp") from None
-    if moment.tzinfo is None:
-        raise InvalidRequest(f"{name} needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
-    if not _fits_in_utc(moment):
-        raise InvalidRequest(f"{name} is out of range")
-    return moment
-
-
-def _fits_in_utc(moment: dt.datetime) -> bool:
-    """The database compares instants in UTC: one that is before year 1 or after 9999 there
-    (0001-01-01T00:00:00+01:00) would fail the query instead of the request."""
+def _in_utc_range(moment: dt.datetime) -> bool:
+    """Whether the instant exists in UTC: 0001-01-01T00:00+01:00 is in year 0 there, which
+    Python cannot hold (the database driver's conversion raised OverflowError: a 500)."""
     try:
         moment.astimezone(dt.UTC)
     except OverflowError:
         return False
     return True
+
+
+def page_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    limit = decimal(value)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return limit
+
+
+def parse_instant(name: str, value: str | None) -> dt.datetime | None:
+    """An RFC 3339 timestamp with its offset (``Z`` or ``+hh:mm``).
+
+    RFC 3339 §5.6 allows ``t`` and ``z`` in lower case; a ``+`` the client did not
+    percent-encode arrives as a space.
+    """
+    if value is None:
+        return None
+    text = value.replace("t", "T").replace("z", "Z").replace("Z", "+00:00").replace(" ", "+")
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an RFC 3339 timestamp") from None
+    if moment.tzinfo is None:
+        raise InvalidRequest(f"{name} needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
+    if not _in_utc_range(moment):
+        raise InvalidRequest(f"{name} is before year 1 or after year 9999 in UTC")
+    return moment
+
+
+def refuse_nul(query: Mapping[str, str]) -> None:
+    """No listing parameter holds NUL: no id, time or cursor has one, and PostgreSQL text cannot
+    hold it (the driver raised DataError comparing a column with it: a 500)."""
+    for name, value in query.items():
+        if "\x00" in value:
+            raise InvalidRequest(f"{name} must not contain NUL")

@@ -117,9 +117,10 @@ async def stats_summary(runtime: Runtime, query: Mapping[str, str]) -> dict[str,
 
 def _day_range(query: Mapping[str, str], today: dt.date) -> tuple[dt.date, dt.date]:
     last = _day("to", query.get("to")) or today
-    # The default range never starts before the first day there is (to=0001-01-05).
-    default = min(dt.timedelta(days=DEFAULT_DAYS - 1), last - dt.date.min)
-    first = _day("from", query.get("from")) or last - default
+    # The default window ends at `to`, and starts no earlier than the first day a date holds
+    # (to=0001-01-01 would otherwise be an OverflowError: a 500).
+    back = min(DEFAULT_DAYS - 1, (last - dt.date.min).days)
+    first = _day("from", query.get("from")) or last - dt.timedelta(days=back)
     if first > last:
         raise InvalidRequest("from must not be after to")
     if (last - first).days >= MAX_DAYS:

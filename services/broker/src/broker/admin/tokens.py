@@ -32,7 +32,7 @@ from shared.upstream_tokens import revoke_upstream_link
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.admin.pagination import Cursor, page_limit
+from broker.admin.pagination import Cursor, page_limit, refuse_nul
 from broker.http.errors import InvalidRequest, NotFound
 
 EXPIRING_WITHIN = dt.timedelta(hours=24)
@@ -47,6 +47,7 @@ async def tokens_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str
     unknown = set(query) - _FILTERS
     if unknown:
         raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
+    refuse_nul(query)
     limit = page_limit(query.get("limit"))
     kinds = _kinds(query)
     state = query.get("state")

@@ -25,7 +25,7 @@ from shared.runtime import Runtime
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.admin.pagination import Cursor, page_limit, parse_instant
+from broker.admin.pagination import Cursor, page_limit, parse_instant, refuse_nul
 from broker.http.errors import InvalidRequest, NotFound
 
 STATUSES = ("active", "disabled")
@@ -46,6 +46,7 @@ async def users_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str,
     unknown = set(query) - _FILTERS
     if unknown:
         raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
+    refuse_nul(query)
     limit = page_limit(query.get("limit"))
     for name in ("provider", "email"):
         # PostgreSQL text cannot hold NUL (the driver refuses to send one): no stored value

@@ -2,7 +2,8 @@
 
 RFC 6749 §3.2 (and RFC 7009 §2.1, RFC 7662 §2.1): form-encoded, UTF-8, each parameter once.
 No size check here: every body reaches a handler already capped (``broker.http.body_limit``,
-docs/security.md "Body limits").
+docs/security.md "Body limits"). Bad input is ``InvalidRequest``, never another exception
+(docs/security.md "Request input is parsed into a 4xx").
 """
 
 from __future__ import annotations
@@ -30,6 +31,21 @@ def single_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return params
 
 
+def decimal(value: str) -> int | None:
+    """A parameter that must be a non-negative whole number: its value, None if it is not one.
+
+    Only ASCII digits: ``str.isdigit()`` is also true for "²" (which ``int()`` refuses) and
+    Arabic-Indic digits (which it reads), and ``int()`` refuses more than 4,300 digits (a
+    ``ValueError``, a 500 if it escaped).
+    """
+    if not value.isascii() or not value.isdigit():
+        return None
+    try:
+        return int(value)
+    except ValueError:  # over sys.get_int_max_str_digits(): larger than any limit anyway
+        return None
+
+
 async def form_params(request: Request) -> dict[str, str]:
     """The form body's parameters; ``InvalidRequest`` for another type or a repetition."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -37,7 +53,11 @@ async def form_params(request: Request) -> dict[str, str]:
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
     body = await request.body()
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        # errors="strict": a percent-escape that decodes to bytes other than UTF-8 is refused,
+        # not turned into U+FFFD (RFC 6749 Appendix B: names and values are UTF-8).
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, errors="strict"
+        )
     except UnicodeDecodeError:
         raise InvalidRequest("the body is not valid UTF-8") from None
     return single_params(pairs)
@@ -60,6 +80,17 @@ async def json_params(request: Request, *, empty_ok: bool = True) -> dict[str, s
     return document
 
 
+def _each_name_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Like form parameters, each name once: json.loads would keep the last of a repeated name,
+    where another parser in front of the broker may have read the first (RFC 8259 §4)."""
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise InvalidRequest(f"field {name} is repeated")
+        document[name] = value
+    return document
+
+
 async def json_object(request: Request, *, empty_ok: bool = True) -> dict[str, Any]:
     """A JSON object (any values: the caller checks the fields it knows)."""
     body = await request.body()
@@ -68,7 +99,9 @@ async def json_object(request: Request, *, empty_ok: bool = True) -> dict[str, A
             return {}
         raise InvalidRequest("the body must be a JSON object")
     try:
-        document: Any = json.loads(body)
+        # RFC 8259 §8.1: UTF-8 (json.loads alone would also guess UTF-16 and UTF-32), a BOM
+        # ignored as before.
+        document: Any = json.loads(body.decode("utf-8-sig"), object_pairs_hook=_each_name_once)
     except (ValueError, RecursionError):
         raise InvalidRequest("the body must be a JSON object") from None
     if not isinstance(document, dict):

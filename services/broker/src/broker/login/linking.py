@@ -221,6 +221,10 @@ async def upstream_tokens_to_revoke(
     connection: AsyncConnection, keyring: Keyring, user_id: uuid.UUID, provider_id: str
 ) -> tuple[str | None, str | None]:
     """The link's access and refresh tokens, decrypted, to revoke after unlinking."""
+    if "\x00" in provider_id:
+        # No provider id has NUL (a path parameter may), and PostgreSQL text cannot hold it
+        # (the query raised DataError: a 500); ``unlink`` then answers "not linked".
+        return None, None
     row = (
         await connection.execute(
             select(

@@ -37,6 +37,9 @@ async def queue_profile_syncs(
     runtime: Runtime, user_id: uuid.UUID, requested_by: str, only: str | None
 ) -> list[dict[str, Any]]:
     """Queue a sync of each of the user's links (only the link to ``only``, if given)."""
+    if only is not None and "\x00" in only:
+        # No provider id has NUL, and PostgreSQL text cannot hold it (DataError: a 500).
+        raise NotFound(f"no link to provider {only!r}")
     statement = (
         select(PROFILES.c.id, PROFILES.c.provider, PROFILES.c.provider_type, LINKS.c.state)
         .outerjoin(LINKS, LINKS.c.profile_id == PROFILES.c.id)

@@ -22,9 +22,11 @@ from broker.http.errors import (
     RequestUriNotSupported,
     UnsupportedResponseType,
 )
+from broker.http.forms import decimal
 from broker.oauth.dashboard_client import builtin_client
 
-_PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+# RFC 7636 §4.2; matched whole (fullmatch: "$" would also match before a trailing newline).
+_PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 
 
 class ClientRejected(Exception):
@@ -117,9 +119,19 @@ def _check_max_age(params: Mapping[str, str]) -> int | None:
     value = params.get("max_age")
     if value is None:
         return None
-    if not value.isdigit() or int(value) > MAX_AGE_LIMIT:
+    seconds = decimal(value)
+    if seconds is None or seconds > MAX_AGE_LIMIT:
         raise InvalidRequest("max_age must be a non-negative number of seconds")
-    return int(value)
+    return seconds
+
+
+def _check_kept_text(params: Mapping[str, str]) -> None:
+    """``state`` and ``nonce`` are kept as sent with the login in flight, and PostgreSQL text
+    cannot hold NUL (the insert raised DataError: a 500). Neither may have one anyway: RFC 6749
+    Appendix A.5 makes ``state`` printable ASCII."""
+    for name in ("state", "nonce"):
+        if "\x00" in params.get(name, ""):
+            raise InvalidRequest(f"{name} must not contain NUL")
 
 
 def _granted_scope(client: ClientConfig, params: Mapping[str, str]) -> str:
@@ -143,7 +155,7 @@ def _check_pkce(client: ClientConfig, params: Mapping[str, str]) -> tuple[str | 
     if method != "S256":
         # `plain` (and the RFC 7636 default when the method is omitted) is refused.
         raise InvalidRequest("code_challenge_method must be S256")
-    if not _PKCE_CHALLENGE.match(challenge):
+    if not _PKCE_CHALLENGE.fullmatch(challenge):
         raise InvalidRequest("code_challenge is malformed")
     return challenge, method
 
@@ -154,6 +166,7 @@ def validate_authorization_request(
     """Run the checks after the client is known; raises ``OAuthError`` to redirect back."""
     _check_response_type(params)
     _check_unsupported(params)
+    _check_kept_text(params)
     prompt = _check_prompt(params)
     max_age = _check_max_age(params)
     scope = _granted_scope(client, params)
