@@ -54,11 +54,6 @@ async def tokens_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str
     if state is not None and state not in SESSION_STATES + UPSTREAM_STATES:
         raise InvalidRequest(f"state must be one of {', '.join(UPSTREAM_STATES)}")
     user_id = _optional_uuid("user", query.get("user"))
-    for name in ("provider", "client"):
-        # PostgreSQL text cannot hold NUL (the driver refuses to send one): no stored value
-        # has it, so it is a bad value, never a query that fails.
-        if "\x00" in query.get(name, ""):
-            raise InvalidRequest(f"{name} must not contain NUL")
     cursor = Cursor.decode(query["cursor"]) if "cursor" in query else None
     cursor_id = _optional_uuid("cursor", cursor.id) if cursor else None
     now = runtime.clock.now()
