@@ -304,13 +304,15 @@ async def test_a_worker_outlives_a_redis_outage_and_works_again_when_redis_is_ba
     )
     env = {**worker_env, "BROKER_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     port_file = tmp_path / "port"
+    # A fixed port, as in Kubernetes: the next attempt must find it released.
+    http_port = str(free_port())
     try:
         async with worker(
             env,
             queue_name,
             tmp_path / "w.log",
             "--http-port",
-            "0",
+            http_port,
             "--http-port-file",
             str(port_file),
         ) as process:

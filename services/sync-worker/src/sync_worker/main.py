@@ -18,7 +18,7 @@ from shared.jobs.queue import DEFAULT_QUEUE_NAME
 from shared.logging import configure_logging
 from shared.settings import load_settings
 
-from sync_worker.options import WorkerOptions, build_worker_options
+from sync_worker.options import PROCESS_KEY, WorkerOptions, WorkerProcess, build_worker_options
 
 log = structlog.get_logger("sync_worker.main")
 # Seconds between attempts to start again after Redis went away: doubling, at most the max.
@@ -85,6 +85,12 @@ def run(options: WorkerOptions) -> int:
         worker = Worker(**options)
         worker.run()
     finally:
+        # arq skips its shutdown hook when Redis fails under it (it talks to Redis first):
+        # stop the process here then, so its monitoring port and clients are released before
+        # the next attempt binds them again.
+        process: WorkerProcess = options["ctx"][PROCESS_KEY]
+        if process.running:
+            loop.run_until_complete(process.stop())
         asyncio.set_event_loop(None)
         loop.close()
     if options["burst"] and worker.jobs_failed:
