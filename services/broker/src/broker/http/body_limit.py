@@ -135,6 +135,9 @@ class BodyLimit:
         try:
             await self.app(scope, limited, guarded)
         except Exception:
+            # Whatever the application raised once its body was cut off (our PayloadTooLarge,
+            # or its own error about a truncated body) is answered by the 413 below; any other
+            # failure goes on to the error handlers untouched.
             if not overflowed:
                 raise
         if overflowed:
