@@ -15,6 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 from shared.db.tables import ADMIN_GRANTS as GRANTS
+from shared.runtime import Runtime
 from sqlalchemy import delete, insert
 
 from tests.integration.test_admin_users import ENDPOINTS
@@ -22,6 +23,20 @@ from tests.support.accounts import CONSOLE, Admin, corp_profile, sign_in
 from tests.support.flows import login, refresh
 
 pytestmark = pytest.mark.integration
+
+
+async def _grant_admin(runtime: Runtime, user_id: uuid.UUID) -> None:
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            insert(GRANTS).values(
+                user_id=user_id, granted_by="test", granted_at=runtime.clock.now()
+            )
+        )
+
+
+async def _revoke_admin(runtime: Runtime, user_id: uuid.UUID) -> None:
+    async with runtime.engine.begin() as connection:
+        await connection.execute(delete(GRANTS).where(GRANTS.c.user_id == user_id))
 
 
 def _bearer(tokens: dict[str, Any]) -> dict[str, str]:
@@ -85,30 +100,19 @@ async def test_the_admin_role_is_checked_again_on_every_call(
     runtime, broker, admin_headers, _admin_id = admin
     _subject, plain = await sign_in(broker, idp)
     user_id = uuid.UUID((await corp_profile(broker, plain))["user"]["id"])
-    async with runtime.engine.begin() as connection:
-        await connection.execute(
-            insert(GRANTS).values(
-                user_id=user_id, granted_by="test", granted_at=runtime.clock.now()
-            )
-        )
+    await _grant_admin(runtime, user_id)
     headers = _bearer(await login(broker, **CONSOLE))
     assert "admin" in _scope_claim(headers)
     assert (await broker.get("/admin/oauth2/users", headers=headers)).status_code == 200
 
     # The grant is revoked: the token still carries the scope, but the role is gone at once.
-    async with runtime.engine.begin() as connection:
-        await connection.execute(delete(GRANTS).where(GRANTS.c.user_id == user_id))
+    await _revoke_admin(runtime, user_id)
     refused = await broker.get("/admin/oauth2/users", headers=headers)
     assert refused.status_code == 403
     assert refused.json()["error"] == "access_denied"
 
     # Granted again, then disabled by another admin: the token is refused outright.
-    async with runtime.engine.begin() as connection:
-        await connection.execute(
-            insert(GRANTS).values(
-                user_id=user_id, granted_by="test", granted_at=runtime.clock.now()
-            )
-        )
+    await _grant_admin(runtime, user_id)
     assert (await broker.get("/admin/oauth2/users", headers=headers)).status_code == 200
     disabled = await broker.post(f"/admin/oauth2/users/{user_id}/disable", headers=admin_headers)
     assert disabled.status_code == 200, disabled.text
@@ -133,15 +137,9 @@ async def test_a_refresh_after_the_role_is_gone_carries_no_admin_scope(
     runtime, broker, _headers, _admin_id = admin
     _subject, plain = await sign_in(broker, idp)
     user_id = uuid.UUID((await corp_profile(broker, plain))["user"]["id"])
-    async with runtime.engine.begin() as connection:
-        await connection.execute(
-            insert(GRANTS).values(
-                user_id=user_id, granted_by="test", granted_at=runtime.clock.now()
-            )
-        )
+    await _grant_admin(runtime, user_id)
     tokens = await login(broker, **CONSOLE)
-    async with runtime.engine.begin() as connection:
-        await connection.execute(delete(GRANTS).where(GRANTS.c.user_id == user_id))
+    await _revoke_admin(runtime, user_id)
 
     demoted = await refresh(broker, tokens["refresh_token"], client_id="console")
     assert demoted.status_code == 200, demoted.text
@@ -150,11 +148,6 @@ async def test_a_refresh_after_the_role_is_gone_carries_no_admin_scope(
 
     # Granted again: the session's next refresh carries the scope again (a live session that
     # was granted it), and the admin API checks the role on every call either way.
-    async with runtime.engine.begin() as connection:
-        await connection.execute(
-            insert(GRANTS).values(
-                user_id=user_id, granted_by="test", granted_at=runtime.clock.now()
-            )
-        )
+    await _grant_admin(runtime, user_id)
     regranted = await refresh(broker, demoted.json()["refresh_token"], client_id="console")
     assert "admin" in regranted.json()["scope"].split()
