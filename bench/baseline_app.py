@@ -2,7 +2,7 @@
 
 - ``GET /jwks`` answers with pre-serialised bytes (the broker's own JWKS response, read once at
   startup from the file named by ``BENCH_BASELINE_JWKS_FILE``): the static baseline.
-- ``POST /sign`` mints one access token: the sign-only baseline.
+- ``POST /sign`` mints one access token, the one ``/token`` makes: the sign-only baseline.
 - ``POST /token`` reads a refresh grant's form body and answers what the broker's refresh grant
   answers, without a database: an access token and an ID token with the same JOSE headers, the
   same claims in the same order (``iat``, ``nbf``, ``exp``, ``jti`` and ``at_hash`` made fresh per
@@ -14,9 +14,9 @@ What the tokens carry is copied, once at startup, from one real refresh response
 templates, so the baseline follows the broker's claims, algorithms and sizes for the bench's
 client and user and cannot drift from them (``tests/integration/test_bench_servers.py`` compares
 the two responses). The keys are the broker's own signing keys, private JWKs in
-``BENCH_BASELINE_SIGNING_JWKS`` (``{"keys": [...]}``, each picked by the ``kid`` of the sample's
-header): P-256 for the ES256 access token, RSA for an RS256 ID token, whichever the bench's client
-gets.
+``BENCH_BASELINE_SIGNING_JWKS`` (``{"keys": [...]}``), each token's picked by the ``kid`` of the
+sample's header: the P-256 key for the ES256 access token, and for the ID token the key of the
+algorithm the bench's client gets (RSA: RS256 is the default).
 
 Per request the baseline does what a minimal app built on the same libraries would: the form
 parsed with ``urllib.parse``, the claims copied from the template, each token signed with
