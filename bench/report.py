@@ -20,9 +20,10 @@ REFRESH_TAIL_TARGET = 3.0  # p99 / p50, at most, with TAIL_TARGET_CONNECTIONS wr
 TAIL_TARGET_CONNECTIONS = 32
 RSS_TARGET_MB = 150.0  # at most
 COMMITS_PER_ROTATION_TARGET = 1.0  # at most; grouped rotations take it below 1
-# Transactions in the bench database that are no rotation (the broker's periodic jobs) count
-# too: about 0.002 per rotation in earlier runs. Above this slack a rotation took two commits.
-COMMITS_PER_ROTATION_SLACK = 0.01
+# Transactions in the bench database that are no rotation count too: an idle bench broker commits
+# about two a second (its periodic jobs), a few thousandths per rotation over a full run, a few
+# hundredths over a --quick one. Above this slack a rotation took more than one commit.
+COMMITS_PER_ROTATION_SLACK = 0.05
 
 
 def _verdict(value: float, good: bool) -> str:
