@@ -1,14 +1,16 @@
 """``make bench``: load the broker with wrk and print how it compares with minimal baselines.
 
 Steps: create a throw-away PostgreSQL database and migrate it; start the broker (one uvicorn
-worker) and ``bench.baseline_app`` as subprocesses; seed one refresh token per refresh request;
-drive five targets with ``wrk -t1`` (a warm-up each, then rounds that run every target in
+worker), take one real refresh response from it, and start ``bench.baseline_app`` with the
+broker's signing keys and that response to copy; seed one refresh token per refresh request;
+drive six targets with ``wrk -t1`` (a warm-up each, then rounds that run every target in
 turn; the table shows medians over the rounds, and each ratio is the median of its per-round
-ratios, a target against the baseline run just before it);
-print a table, the ratios against their targets, the broker's RSS, the COMMITs per refresh
-rotation measured from ``pg_stat_database``, and the CPU time per refresh of the broker and of
-a local PostgreSQL server (``/proc``), which says where the time goes (the ratios say how the
-broker compares). Then ``bench.worker`` measures the sync worker
+ratios, a target against a baseline run within the same round);
+print a table, the headline (refresh grant / same-tokens baseline) and the other ratios against
+their targets, the broker's RSS, the COMMITs per refresh rotation measured from
+``pg_stat_database``, and the CPU time per refresh of the broker and of a local PostgreSQL
+server, and per response of the same-tokens baseline (``/proc``), which say where the time goes
+(the ratios say how the broker compares). Then ``bench.worker`` measures the sync worker
 (upstream refreshes/s with one and two processes, audit relay events/s; smaller with
 ``--quick``), and ``bench.admin`` the admin API at 100,000 users and 1,000,000 audit rows
 (``--skip-admin`` leaves it out, ``--admin-only`` runs only it). It prints numbers and exits 0
@@ -17,8 +19,9 @@ or an error.
 
 This module holds the options, the plan (what runs in which order) and ``main``; the parts:
 ``bench.wrk`` (running and parsing wrk), ``bench.rounds`` (warm-ups and round-robin rounds),
-``bench.token_supply`` (the refresh tokens), ``bench.cpu_share`` (CPU per refresh),
+``bench.token_supply`` (the refresh tokens), ``bench.cpu_share`` (CPU per request),
 ``bench.commits`` (COMMITs per rotation), ``bench.servers`` (the broker and the baseline app),
+``bench.broker_keys`` (the broker's signing keys, for the baseline),
 ``bench.introspection`` (introspection and the verifier) and ``bench.report`` (the verdicts).
 
 Usage: ``python -m bench.run [--quick] [--duration S] [--connections N] [--tokens N]
@@ -43,17 +46,21 @@ from shared.db.migrate import upgrade_to_head
 from sqlalchemy.engine import make_url
 
 from bench.admin import AdminBenchOptions, run_admin_bench
+from bench.broker_keys import signing_jwks
 from bench.commits import rotated_tokens, xact_commits
 from bench.cpu_share import CpuShare
 from bench.database import DEFAULT_SERVER_URL, SERVER_URL_ENV, bench_database
 from bench.introspection import INTROSPECTOR, INTROSPECTOR_SECRET, measure_extras
 from bench.processes import BenchError, http_get, report_server_log, run_guarded
-from bench.report import print_extras, print_report
+from bench.report import RunFacts, print_extras, print_report
 from bench.rounds import Rounds, Target, measure_all
 from bench.seed import CLIENT_ID, seed_refresh_tokens, write_tokens
 from bench.servers import start_baseline, start_broker
 from bench.token_supply import TokenSupply
 from bench.worker import WorkerBenchOptions, bench_redis_url, run_worker_bench
+
+# The same-tokens baseline's request: a refresh grant's form body (bench/same_tokens.lua).
+SAME_TOKENS_SCRIPT = Path(__file__).resolve().parent / "same_tokens.lua"
 
 
 @dataclass(frozen=True)
@@ -155,22 +162,44 @@ def _bench(server_url: str, options: Options) -> int:
         status, jwks_body = http_get(f"{issuer}/.well-known/jwks.json")
         if status != 200:
             raise BenchError(f"the broker's JWKS answered {status}")
-        baseline = start_baseline(stack, workdir, issuer, jwks_body)
+        # One real refresh: its access token is introspected, and the baseline copies it all.
+        sample = broker.refresh(for_introspection, CLIENT_ID)
+        baseline = start_baseline(
+            stack,
+            workdir,
+            jwks_body=jwks_body,
+            signing_jwks=asyncio.run(signing_jwks(broker.env)),
+            sample_response=sample,
+        )
         broker_log_start = len(broker.server.log())
-        print(f"broker on {issuer} (pid {broker.server.process.pid}), baseline on {baseline}")
+        print(
+            f"broker on {issuer} (pid {broker.server.process.pid}), "
+            f"baseline on {baseline.url} (pid {baseline.server.process.pid})"
+        )
 
-        access_token = broker.access_token(for_introspection, CLIENT_ID)
-        extras = measure_extras(workdir, issuer, jwks_body, access_token, rounds)
+        extras = measure_extras(workdir, issuer, jwks_body, sample["access_token"], rounds)
 
         post_script = workdir / "post.lua"
         post_script.write_text('wrk.method = "POST"\n', encoding="ascii")
-        cpu = CpuShare(broker.server.process.pid)
+        broker_cpu = CpuShare(broker.server.process.pid)
+        baseline_cpu = CpuShare(baseline.server.process.pid, "baseline", with_database=False)
         targets = [
-            Target("static", "baseline static JWKS", f"{baseline}/jwks"),
+            Target("static", "baseline static JWKS", f"{baseline.url}/jwks"),
             Target("jwks", "broker JWKS", f"{issuer}/.well-known/jwks.json"),
             Target("discovery", "broker discovery", f"{issuer}/.well-known/openid-configuration"),
-            Target("sign", "baseline ES256 sign", f"{baseline}/sign", script=post_script),
-            Target("refresh", "broker refresh grant", f"{issuer}/token", supply=supply, cpu=cpu),
+            Target("sign", "baseline sign-only", f"{baseline.url}/sign", script=post_script),
+            # Right before the refresh grant, so that each round's headline ratio compares two
+            # runs a few seconds apart.
+            Target(
+                "same_tokens",
+                "baseline same tokens",
+                f"{baseline.url}/token",
+                script=SAME_TOKENS_SCRIPT,
+                cpu=baseline_cpu,
+            ),
+            Target(
+                "refresh", "broker refresh grant", f"{issuer}/token", supply=supply, cpu=broker_cpu
+            ),
         ]
         # Only the refresh grant touches the database: this counts its commits alone.
         commits_before = xact_commits(server_url, database)
@@ -183,11 +212,15 @@ def _bench(server_url: str, options: Options) -> int:
 
         print_report(
             measurements,
-            rss_mb=rss_mb,
-            commits=commits,
-            rotations=rotations,
-            supply=supply,
-            cpu=cpu,
+            RunFacts(
+                connections=rounds.connections,
+                rss_mb=rss_mb,
+                commits=commits,
+                rotations=rotations,
+                supply=supply,
+                broker_cpu=broker_cpu,
+                baseline_cpu=baseline_cpu,
+            ),
         )
         print_extras(extras)
         report_server_log(broker.server, broker_log_start)

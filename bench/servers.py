@@ -1,7 +1,8 @@
 """The servers a bench loads: the broker with the YAML config it is given, and the baseline app.
 
 Each runs under uvicorn (one worker) on a free port, as a subprocess of :func:`bench.processes.
-server`: started when ready, stopped when the bench's exit stack closes.
+server`: started when ready, stopped when the bench's exit stack closes. The baseline app is given
+the broker's JWKS bytes, its signing keys and one of its refresh responses to copy.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from typing import Any
 
 import httpx2
 import yaml
-from joserfc.jwk import ECKey
 from shared.crypto.keyring import Keyring
 
-from bench.baseline_app import ISSUER_ENV, JWKS_FILE_ENV, SIGNING_JWK_ENV
+from bench.baseline_app import JWKS_FILE_ENV, SAMPLE_RESPONSE_ENV, SIGNING_JWKS_ENV
 from bench.processes import VENV_BIN, BenchError, Server, free_port, server, server_env
 
 
@@ -32,6 +32,11 @@ class Broker:
 
     def access_token(self, refresh_token: str, client_id: str) -> str:
         """One refresh grant at ``/token``: a live access token of the token's user."""
+        token: str = self.refresh(refresh_token, client_id)["access_token"]
+        return token
+
+    def refresh(self, refresh_token: str, client_id: str) -> dict[str, Any]:
+        """One refresh grant at ``/token``: its JSON response (the tokens, ``scope``...)."""
         response = httpx2.post(
             f"{self.issuer}/token",
             data={
@@ -45,8 +50,8 @@ class Broker:
             raise BenchError(
                 f"the refresh grant of {client_id} answered {response.status_code}: {response.text}"
             )
-        token: str = response.json()["access_token"]
-        return token
+        body: dict[str, Any] = response.json()
+        return body
 
 
 def start_broker(
@@ -86,20 +91,37 @@ def start_broker(
     return Broker(running, issuer, broker_env)
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The running baseline app and its base URL."""
+
+    server: Server
+    url: str
+
+
 def start_baseline(
-    stack: contextlib.ExitStack, workdir: Path, issuer: str, jwks_body: bytes
-) -> str:
-    """``bench.baseline_app`` under uvicorn (one worker, no access log); returns its base URL."""
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    *,
+    jwks_body: bytes,
+    signing_jwks: Mapping[str, Any],
+    sample_response: Mapping[str, Any],
+) -> Baseline:
+    """``bench.baseline_app`` under uvicorn (one worker, no access log), ready.
+
+    ``jwks_body`` is what its ``/jwks`` serves; ``signing_jwks`` are the broker's private keys
+    (``bench.broker_keys``) and ``sample_response`` one refresh response of the broker, which its
+    ``/sign`` and ``/token`` copy.
+    """
     jwks_path = workdir / "jwks.json"
     jwks_path.write_bytes(jwks_body)
-    signing_key = ECKey.generate_key(
-        "P-256", parameters={"kid": "bench-baseline", "alg": "ES256", "use": "sig"}
-    )
+    sample_path = workdir / "sample-refresh-response.json"
+    sample_path.write_text(json.dumps(dict(sample_response)), encoding="utf-8")
     env = server_env(
         {
             JWKS_FILE_ENV: str(jwks_path),
-            SIGNING_JWK_ENV: json.dumps(signing_key.as_dict(private=True)),
-            ISSUER_ENV: issuer,
+            SIGNING_JWKS_ENV: json.dumps(dict(signing_jwks)),
+            SAMPLE_RESPONSE_ENV: str(sample_path),
         }
     )
     port = free_port()
@@ -120,7 +142,7 @@ def start_baseline(
         "warning",
     ]
     base_url = f"http://127.0.0.1:{port}"
-    stack.enter_context(
+    running = stack.enter_context(
         server(
             "baseline",
             command,
@@ -129,4 +151,4 @@ def start_baseline(
             log_path=workdir / "baseline.log",
         )
     )
-    return base_url
+    return Baseline(running, base_url)
