@@ -103,6 +103,11 @@ class Settings(Strict):
     signing_key_lead: Annotated[int, Field(ge=1)] = 86400
     key_reload_interval: Annotated[float, Field(gt=0, le=300)] = 5.0
     db_pool_size: Annotated[int, Field(ge=1, le=500)] = 20
+    # PostgreSQL: the refresh rotations that reach the hot path in one event-loop turn share one
+    # statement and one commit, at most refresh_group_max of them (docs/decisions.md "Group
+    # commit of refresh rotations"). Off: one statement and one commit per rotation.
+    refresh_group_commit: bool = True
+    refresh_group_max: Annotated[int, Field(ge=1, le=1000)] = 64
     # Abuse limits (docs/security.md "Abuse limits"), counted in fixed windows of
     # abuse_window seconds, in Redis when redis_url is set, else in this process; 0 turns a
     # limit off. Failed client authentications per client and address, per address (any
