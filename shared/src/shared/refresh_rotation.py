@@ -328,7 +328,8 @@ async def rotate_group_on_hot_path(
     for index, rotation in enumerate(rotations):
         firsts.setdefault((rotation.presented_hash, rotation.client_id), index)
     order = sorted(firsts.values(), key=lambda index: rotations[index].presented_hash)
-    outcomes = dict(zip(order, await _rotate_together(pool, [rotations[i] for i in order])))
+    together = await _rotate_together(pool, [rotations[index] for index in order])
+    outcomes = dict(zip(order, together, strict=True))
     answers: list[GroupOutcome] = []
     for index, rotation in enumerate(rotations):
         if index in outcomes:
@@ -343,7 +344,7 @@ async def _rotate_together(
     pool: HotPathPool, rotations: Sequence[HotPathRotation]
 ) -> list[GroupOutcome]:
     """``rotate_group_on_hot_path`` for distinct tokens."""
-    params = [list(column) for column in zip(*(rotation.params for rotation in rotations))]
+    params = [list(column) for column in zip(*(r.params for r in rotations), strict=True)]
     outcome_unknown = False
     try:
         try:
