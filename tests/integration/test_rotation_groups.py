@@ -285,65 +285,106 @@ async def test_good_and_bad_tokens_in_one_group_each_get_their_own_answer(broker
     assert (await refresh(broker, fine.body["refresh_token"])).status_code == 200
 
 
+async def _waiting_on_a_lock(runtime: Runtime) -> bool:
+    """Whether a statement of this database waits for a lock (one the test holds)."""
+    async with runtime.engine.connect() as connection:
+        count = await connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+        )
+    return bool(count)
+
+
 async def test_an_answer_waits_for_its_group_to_commit(broker, runtime, idp):
     assert runtime.rotation_groups is not None
-    held, waiting = await login(broker), await login(broker)
+    sessions = [await login(broker) for _ in range(2)]
     now = dt.datetime.now(dt.UTC)
     async with runtime.engine.connect() as locker:
-        # Another transaction holds one member's token row: the group's statement waits for it.
+        # The group's statement rotates both, then waits to write its audit rows.
         await locker.execute(text("BEGIN"))
-        await locker.execute(
-            text("SELECT 1 FROM refresh_tokens WHERE token_hash = :h FOR UPDATE"),
-            {"h": token_hash(held["refresh_token"])},
-        )
+        await locker.execute(text("LOCK TABLE audit_actions IN SHARE MODE"))
         rotations = [
             asyncio.create_task(
                 runtime.rotation_groups.rotate(
                     presented=tokens["refresh_token"], client_id="web", now=now
                 )
             )
-            for tokens in (held, waiting)
+            for tokens in sessions
         ]
-
-        async def statement_waits() -> bool:
-            async with runtime.engine.connect() as connection:
-                count = await connection.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database() AND query LIKE '%refresh_tokens%'"
-                    )
-                )
-            return bool(count)
-
-        await eventually(statement_waits, within=10, interval=0.02)
-        # The neighbour's rotation is done on the server but not committed: no answer yet.
+        await eventually(lambda: _waiting_on_a_lock(runtime), within=10, interval=0.02)
+        # Not committed, so not answered: nobody holds a token the database could still lose.
         assert not any(rotation.done() for rotation in rotations)
-        assert (await _token_row(runtime, waiting["refresh_token"])).used_at is None
+        assert (await _token_row(runtime, sessions[0]["refresh_token"])).used_at is None
         await locker.execute(text("COMMIT"))
-    first, second = await asyncio.gather(*rotations)
-    assert first is not None and second is not None
-    # Answered after the commit: what the answers say is there for every other connection.
-    assert (await _token_row(runtime, waiting["refresh_token"])).used_at == now
-    assert (await _token_row(runtime, second.refresh_token)).created_at == now
+    grants = await asyncio.gather(*rotations)
+    for tokens, grant in zip(sessions, grants, strict=True):
+        # Answered after the commit: what the answer says is there for every other connection.
+        assert grant is not None
+        assert (await _token_row(runtime, tokens["refresh_token"])).used_at == now
+        assert (await _token_row(runtime, grant.refresh_token)).created_at == now
+
+
+async def test_a_token_whose_row_another_transaction_holds_never_holds_up_its_group(
+    broker, runtime, idp
+):
+    assert runtime.rotation_groups is not None
+    held, free = await login(broker), await login(broker)
+    now = dt.datetime.now(dt.UTC)
+    async with runtime.engine.connect() as locker:
+        await locker.execute(text("BEGIN"))
+        await locker.execute(
+            text("SELECT 1 FROM refresh_tokens WHERE token_hash = :h FOR UPDATE"),
+            {"h": token_hash(held["refresh_token"])},
+        )
+        waiting, answered = (
+            asyncio.create_task(
+                runtime.rotation_groups.rotate(
+                    presented=tokens["refresh_token"], client_id="web", now=now
+                )
+            )
+            for tokens in (held, free)
+        )
+        # The group left the held token out: its neighbour is answered while the lock stays.
+        grant = await asyncio.wait_for(answered, 30)
+        assert grant is not None and grant.session_id == _sid(free)
+        # The held one went on alone and waits there for the row, as a lone refresh would.
+        await eventually(lambda: _waiting_on_a_lock(runtime), within=10, interval=0.02)
+        assert not waiting.done()
+        await locker.execute(text("COMMIT"))
+    late = await waiting
+    assert late is not None and late.session_id == _sid(held)
+    assert (await _token_row(runtime, held["refresh_token"])).used_at == now
+    txids = await _rotation_txids(runtime, [_sid(held), _sid(free)])
+    assert len(set(txids)) == 2  # each in its own transaction
 
 
 async def test_a_statement_error_fails_only_its_own_member(broker, runtime, idp):
+    assert runtime.rotation_groups is not None
     sessions = [await login(broker) for _ in range(3)]
     now = dt.datetime.now(dt.UTC)
-    rotations = [_rotation(runtime, tokens["refresh_token"], now) for tokens in sessions]
     # The middle one's successor already exists (a corrupted row): its insert violates the key,
-    # which fails the whole statement; the group re-runs its members one by one.
+    # which fails the whole statement; the members then run one by one.
+    successor = _rotation(runtime, sessions[1]["refresh_token"], now).successor_hash
     async with runtime.engine.begin() as connection:
         await connection.execute(
             insert(TOKENS).values(
-                token_hash=rotations[1].successor_hash,
+                token_hash=successor,
                 session_id=uuid.uuid4(),
                 created_at=now,
                 expires_at=now + dt.timedelta(hours=1),
             )
         )
-    assert runtime.hot_path is not None
-    outcomes = await rotate_group_on_hot_path(runtime.hot_path, rotations)
+    outcomes = await asyncio.gather(
+        *(
+            runtime.rotation_groups.rotate(
+                presented=tokens["refresh_token"], client_id="web", now=now
+            )
+            for tokens in sessions
+        ),
+        return_exceptions=True,
+    )
     assert isinstance(outcomes[1], psycopg.errors.UniqueViolation)
     assert [getattr(outcome, "session_id", None) for outcome in outcomes] == [
         _sid(sessions[0]),

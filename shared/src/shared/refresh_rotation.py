@@ -28,7 +28,6 @@ request on its own), or answers the reuse interval's grant.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hmac
 from collections.abc import Sequence
@@ -178,13 +177,39 @@ class HotPathRotation:
 # successor's hash and expiry. One request: $1 ... $6 in that order (ord 1). A group: the same
 # six as arrays, one element per request (ord: its position, from 1).
 _ONE = """
-    SELECT 1::bigint AS ord, $1::timestamptz AS requested_at, $2::bytea AS presented,
-           $3::text AS client, $4::bytea AS successor, $5::timestamptz AS expires, $6::text AS ip
+    req AS (
+        SELECT 1::bigint AS ord, $1::timestamptz AS requested_at, $2::bytea AS presented,
+               $3::text AS client, $4::bytea AS successor, $5::timestamptz AS expires,
+               $6::text AS ip
+    )
 """
-_GROUP = """
+_UNNEST = """
     SELECT * FROM unnest($1::timestamptz[], $2::bytea[], $3::text[], $4::bytea[],
                          $5::timestamptz[], $6::text[])
         WITH ORDINALITY AS r(requested_at, presented, client, successor, expires, ip, ord)
+"""
+_GROUP = f"req AS ({_UNNEST})"
+# A group rotates only the tokens whose rows it can lock at once: a row another transaction
+# holds (that token's rotation elsewhere, a revocation) is ``skipped``, and that member runs
+# alone afterwards and waits for it there, so the group never waits on one member's lock.
+_CLAIMING = """
+    asked AS ({unnest}), claimed AS (
+        SELECT rt.token_hash FROM refresh_tokens AS rt
+        WHERE rt.token_hash = ANY ($2::bytea[]) AND rt.used_at IS NULL
+        FOR UPDATE SKIP LOCKED
+    ), skipped AS (
+        SELECT asked.ord FROM asked JOIN refresh_tokens AS rt ON rt.token_hash = asked.presented
+        WHERE rt.used_at IS NULL AND rt.token_hash NOT IN (SELECT token_hash FROM claimed)
+    ), req AS (
+        SELECT * FROM asked WHERE asked.presented IN (SELECT token_hash FROM claimed)
+    )
+"""
+_GROUP_CLAIMING = _CLAIMING.format(unnest=_UNNEST)
+# The skipped members' rows: their ord and nothing else.
+_SKIPPED = """
+    UNION ALL
+    SELECT skipped.ord, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM skipped
 """
 
 # The rotation, one statement (data-modifying CTEs) and so one transaction for every request in
@@ -194,7 +219,7 @@ _GROUP = """
 # time; return the session and the user's claims by ``ord``. A request that matched nothing has
 # no row. (A group holds each token at most once: see ``rotate_group_on_hot_path``.)
 _ROTATE = """
-    WITH req AS ({requests}), used AS (
+    WITH {requests}, used AS (
         UPDATE refresh_tokens AS rt SET used_at = req.requested_at
         FROM req, auth_sessions AS s JOIN users AS u ON u.id = s.user_id
         WHERE rt.token_hash = req.presented AND rt.used_at IS NULL
@@ -219,6 +244,7 @@ _ROTATE = """
     SELECT used.ord, used.session_id, used.user_id, used.provider, used.scope, used.auth_time,
            u.email, u.email_verified, u.display_name, u.picture, u.preferred_username, u.groups
     FROM used JOIN users AS u ON u.id = used.user_id
+    {skipped}
 """
 
 # After a connection failure: did this call's rotation commit? Only then does its successor row
@@ -226,7 +252,7 @@ _ROTATE = """
 # whose successor is the same, wrote another time: a replay that meets a connection failure is
 # still a replay). It still counts only for a live session and user.
 _ROTATED_TO = """
-    WITH req AS ({requests})
+    WITH {requests}
     SELECT req.ord, s.id, s.user_id, s.provider, s.scope, s.auth_time, u.email,
            u.email_verified, u.display_name, u.picture, u.preferred_username, u.groups
     FROM req JOIN refresh_tokens AS rt
@@ -235,14 +261,24 @@ _ROTATED_TO = """
     WHERE s.revoked_at IS NULL AND u.status = 'active'
 """
 
-_ROTATE_ONE = _ROTATE.format(requests=_ONE)
-_ROTATE_GROUP = _ROTATE.format(requests=_GROUP)
+_ROTATE_ONE = _ROTATE.format(requests=_ONE, skipped="")
+_ROTATE_GROUP = _ROTATE.format(requests=_GROUP_CLAIMING, skipped=_SKIPPED)
 _ROTATED_TO_ONE = _ROTATED_TO.format(requests=_ONE)
 _ROTATED_TO_GROUP = _ROTATED_TO.format(requests=_GROUP)
 
-# What each member of a group gets: its grant, None (nothing rotated: the caller runs
-# ``resolve_failed_rotation``), or the error its rotation raised on its own.
-GroupOutcome = SessionGrant | None | BaseException
+
+@dataclass(frozen=True)
+class RunAlone:
+    """A group member's outcome: rotate it on its own with ``rotate_alone`` (its row was locked
+    by another transaction, or the group's statement failed). ``outcome_unknown``: the group's
+    first attempt was lost with its connection, so finding nothing must ask its successor row."""
+
+    outcome_unknown: bool = False
+
+
+# What each member of a group gets: its grant; None (nothing rotated: the caller runs
+# ``resolve_failed_rotation``); or ``RunAlone``.
+GroupOutcome = SessionGrant | None | RunAlone
 
 
 def _granted(
@@ -283,14 +319,13 @@ async def rotate_on_hot_path(
     rotation = HotPathRotation.prepare(
         policy, presented=presented, client_id=client_id, now=now, ip=ip
     )
-    return await _rotate_alone(pool, rotation)
+    return await rotate_alone(pool, rotation)
 
 
-async def _rotate_alone(
+async def rotate_alone(
     pool: HotPathPool, rotation: HotPathRotation, *, outcome_unknown: bool = False
 ) -> SessionGrant | None:
-    """``rotate_on_hot_path`` for a prepared rotation; ``outcome_unknown``: an earlier attempt
-    of it (in a group) failed with its connection, so finding nothing asks its successor row."""
+    """``rotate_on_hot_path`` for a prepared rotation (a group member told ``RunAlone``)."""
     params = rotation.params
     try:
         row = await pool.fetchone(_ROTATE_ONE, params)
@@ -311,32 +346,32 @@ async def rotate_group_on_hot_path(
 
     A token presented twice with one client is rotated once, for its first presentation; the
     others get ``None`` (nothing rotated), so they go on to the reuse interval or the replay
-    verdict exactly as a request that came second — unless the first one failed with an error,
-    which they share. Members are sent in the order of their tokens' hashes, so concurrent groups
-    lock the rows they share in one order.
+    verdict exactly as a request that came second (or ``RunAlone`` with the first, racing it
+    for the row as two requests on their own would).
 
-    A statement error (a constraint, a value that does not fit) rolls the whole statement back,
-    so nothing of the group was written: every member then runs alone on the single path, and
-    only the one at fault gets the error. A connection failure is handled as on the single path,
-    for the group at once: the statement is atomic, so either every member's rotation committed
-    or none did; the group is run again, and a member that then finds nothing asks for its
-    successor row. Raises (for every member) only what the single path raises when the database
-    is unreachable: ``PoolTimeout``, or ``psycopg.OperationalError`` when the second attempt
-    fails too.
+    The group never waits for one member: a token whose row another transaction holds is left
+    out, and that member gets ``RunAlone`` (it waits on its own). A statement error (a
+    constraint, a value that does not fit) rolls the whole statement back, so nothing of the
+    group was written: every member gets ``RunAlone``, and only the one at fault then fails. A
+    connection failure is handled as on the single path, for the group at once: the statement
+    is atomic, so either every member's rotation committed or none did; the group runs again,
+    and a member that then finds nothing asks for its successor row. Raises (for every member)
+    only what the single path raises when the database is unreachable: ``PoolTimeout``, or
+    ``psycopg.OperationalError`` when the second attempt fails too.
     """
     firsts: dict[tuple[bytes, str], int] = {}
     for index, rotation in enumerate(rotations):
         firsts.setdefault((rotation.presented_hash, rotation.client_id), index)
-    order = sorted(firsts.values(), key=lambda index: rotations[index].presented_hash)
-    together = await _rotate_together(pool, [rotations[index] for index in order])
-    outcomes = dict(zip(order, together, strict=True))
+    distinct = list(firsts.values())
+    together = await _rotate_together(pool, [rotations[index] for index in distinct])
+    outcomes = dict(zip(distinct, together, strict=True))
     answers: list[GroupOutcome] = []
     for index, rotation in enumerate(rotations):
-        if index in outcomes:
-            answers.append(outcomes[index])
-        else:  # a second presentation: nothing rotated for it, unless the first one failed
-            first = outcomes[firsts[(rotation.presented_hash, rotation.client_id)]]
-            answers.append(first if isinstance(first, BaseException) else None)
+        first = outcomes[firsts[(rotation.presented_hash, rotation.client_id)]]
+        if index in outcomes or isinstance(first, RunAlone):
+            answers.append(first)
+        else:  # a second presentation of a token the group rotated or found nothing for
+            answers.append(None)
     return answers
 
 
@@ -354,25 +389,27 @@ async def _rotate_together(
         except psycopg.OperationalError:
             outcome_unknown = True
             rows = await pool.fetchall(_ROTATE_GROUP, params)
-            # Rows the second run rotated come back from both; the first one's answer wins.
+            # Rows the second run rotated come back from both queries, with the same grant.
             rows += await pool.fetchall(_ROTATED_TO_GROUP, params)
     except psycopg.OperationalError:
         raise
     except psycopg.Error:
         # Nothing of the statement was written: each member alone, so only its own error fails it.
-        return list(
-            await asyncio.gather(
-                *(_rotate_alone(pool, r, outcome_unknown=outcome_unknown) for r in rotations),
-                return_exceptions=True,
-            )
-        )
+        return [RunAlone(outcome_unknown)] * len(rotations)
     by_ord: dict[int, Sequence[Any]] = {}
     for row in rows:
-        by_ord.setdefault(row[0], row)
-    return [
-        None if (row := by_ord.get(ord_)) is None else rotation.granted(row)
-        for ord_, rotation in enumerate(rotations, start=1)
-    ]
+        if row[0] not in by_ord or by_ord[row[0]][1] is None:  # a grant over a "skipped"
+            by_ord[row[0]] = row
+    outcomes: list[GroupOutcome] = []
+    for ord_, rotation in enumerate(rotations, start=1):
+        answer = by_ord.get(ord_)
+        if answer is None:
+            outcomes.append(None)
+        elif answer[1] is None:  # skipped: its row was locked
+            outcomes.append(RunAlone(outcome_unknown))
+        else:
+            outcomes.append(rotation.granted(answer))
+    return outcomes
 
 
 # --------------------------------------------------------------------------- portable

@@ -8,9 +8,11 @@ is sent as it is, and the next rotation starts another) travel together, as one 
 one transaction (``refresh_rotation.rotate_group_on_hot_path``, which owns the SQL and the
 rules). Each rotation keeps its own time, successor and audit row; each caller gets its own
 answer, and only once the group's statement has returned, that is committed. A rotation that
-matched nothing comes back ``None`` and its caller resolves it alone, as on the single path; an
-error of one member's rotation fails that member only. Nothing waits for a group to fill: under
-light load groups are single rotations, and they grow with the load.
+matched nothing comes back ``None`` and its caller resolves it alone, as on the single path. A
+member the group could not take — its token's row locked by another transaction, or a
+statement error that rolled the group back — is rotated on its own afterwards, in its caller's
+task: it waits, or fails, alone. Nothing waits for a group to fill: under light load groups
+are single rotations, and they grow with the load.
 
 Why in the loop, not on a timer: waiting for company would add latency to every refresh, while
 requests that arrive together are already waiting for the same loop turn. Why per process: each
@@ -27,13 +29,20 @@ import psycopg
 
 from shared.auth_sessions import SessionGrant
 from shared.db.hot_path import HotPathPool
-from shared.refresh_rotation import HotPathRotation, RotationPolicy, rotate_group_on_hot_path
+from shared.refresh_rotation import (
+    GroupOutcome,
+    HotPathRotation,
+    RotationPolicy,
+    RunAlone,
+    rotate_alone,
+    rotate_group_on_hot_path,
+)
 
 
 @dataclass(frozen=True)
 class _Member:
     rotation: HotPathRotation
-    answer: asyncio.Future[SessionGrant | None]
+    answer: asyncio.Future[GroupOutcome]
 
 
 class RotationGroups:
@@ -76,7 +85,11 @@ class RotationGroups:
         group.append(member)
         if len(group) >= self._max_size:
             self._filling = None  # full: it goes as it is; the next rotation starts a new one
-        return await member.answer
+        outcome = await member.answer
+        if isinstance(outcome, RunAlone):
+            # Its row was locked, or the group's statement failed: on its own, in this task.
+            return await rotate_alone(self._pool, rotation, outcome_unknown=outcome.outcome_unknown)
+        return outcome
 
     async def close(self) -> None:
         """Refuse new rotations; the groups already formed are sent and answered."""
@@ -100,9 +113,5 @@ class RotationGroups:
                     member.answer.set_exception(exc)
             return
         for member, outcome in zip(group, outcomes, strict=True):
-            if member.answer.done():  # its caller gave up (cancelled)
-                continue
-            if isinstance(outcome, BaseException):
-                member.answer.set_exception(outcome)
-            else:
+            if not member.answer.done():  # else its caller gave up (cancelled)
                 member.answer.set_result(outcome)
