@@ -153,6 +153,27 @@ async def test_concurrent_rotations_share_one_commit_and_each_keeps_its_own_time
     )
 
 
+async def test_a_lone_rotation_takes_the_single_statement(database_url, broker, runtime, idp):
+    tokens = await login(broker)
+    pool = HotPathPool(
+        make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False),
+        max_size=1,
+    )
+    await pool.open()
+    try:
+        groups = RotationGroups(pool, runtime.rotation, max_size=8)
+        now = dt.datetime.now(dt.UTC)
+        grant = await groups.rotate(presented=tokens["refresh_token"], client_id="web", now=now)
+        assert grant is not None and grant.session_id == _sid(tokens)
+        await groups.close()
+        # The pool's one connection prepared what it ran: the single path's statement only.
+        prepared = await pool.fetchall("SELECT statement FROM pg_prepared_statements", ())
+    finally:
+        await pool.close()
+    (rotation,) = [statement for (statement,) in prepared if "UPDATE refresh_tokens" in statement]
+    assert "unnest" not in rotation  # one request's parameters, no arrays
+
+
 async def test_a_full_group_is_sent_as_it_is_and_the_next_rotation_starts_another(broker_with, idp):
     async with broker_with(refresh_group_max=2) as (broker, runtime):
         assert runtime.rotation_groups is not None and runtime.rotation_groups.max_size == 2
@@ -425,8 +446,8 @@ async def test_a_group_whose_answer_was_lost_answers_each_member_from_its_commit
         _rotation(runtime, good[1]["refresh_token"], now + dt.timedelta(milliseconds=3)),
     ]
     async with _proxied_pool(database_url) as (pool, proxy):
-        warm = _rotation(runtime, "never-issued", now)  # prepares the statement
-        assert await rotate_group_on_hot_path(pool, [warm]) == [None]
+        warm = [_rotation(runtime, f"never-issued-{n}", now) for n in (1, 2)]
+        assert await rotate_group_on_hot_path(pool, warm) == [None, None]  # prepared now
         proxy.cut_next_reply()
         outcomes = await rotate_group_on_hot_path(pool, rotations)
     assert proxy.cuts == 1

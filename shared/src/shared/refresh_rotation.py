@@ -349,6 +349,7 @@ async def rotate_group_on_hot_path(
     verdict exactly as a request that came second (or ``RunAlone`` with the first, racing it
     for the row as two requests on their own would).
 
+    A group of one token is answered ``RunAlone`` at once: the single path is its group.
     The group never waits for one member: a token whose row another transaction holds is left
     out, and that member gets ``RunAlone`` (it waits on its own). A statement error (a
     constraint, a value that does not fit) rolls the whole statement back, so nothing of the
@@ -363,6 +364,8 @@ async def rotate_group_on_hot_path(
     for index, rotation in enumerate(rotations):
         firsts.setdefault((rotation.presented_hash, rotation.client_id), index)
     distinct = list(firsts.values())
+    if len(distinct) == 1:  # a lone rotation has no neighbour to share with: the single path
+        return [RunAlone()] * len(rotations)
     together = await _rotate_together(pool, [rotations[index] for index in distinct])
     outcomes = dict(zip(distinct, together, strict=True))
     answers: list[GroupOutcome] = []
