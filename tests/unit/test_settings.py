@@ -471,3 +471,21 @@ def test_link_max_auth_age_defaults_to_five_minutes_and_is_set_by_its_variable(
     assert load_settings({**env, "BROKER_LINK_MAX_AUTH_AGE": "0"}).link_max_auth_age == 0
     with pytest.raises(ConfigError, match="BROKER_LINK_MAX_AUTH_AGE"):
         load_settings({**env, "BROKER_LINK_MAX_AUTH_AGE": "-1"})
+
+
+def test_refresh_group_commit_is_on_with_groups_of_64_and_its_variables_set_both(
+    env: dict[str, str],
+) -> None:
+    settings = load_settings(env)
+    assert (settings.refresh_group_commit, settings.refresh_group_max) == (True, 64)
+    for off in ("0", "false", "off", "no"):
+        assert (
+            load_settings({**env, "BROKER_REFRESH_GROUP_COMMIT": off}).refresh_group_commit is False
+        )
+    assert load_settings({**env, "BROKER_REFRESH_GROUP_COMMIT": "on"}).refresh_group_commit is True
+    for size in ("1", "1000"):
+        settings = load_settings({**env, "BROKER_REFRESH_GROUP_MAX": size})
+        assert settings.refresh_group_max == int(size)
+    for size in ("0", "1001", "many"):
+        with pytest.raises(ConfigError, match="BROKER_REFRESH_GROUP_MAX"):
+            load_settings({**env, "BROKER_REFRESH_GROUP_MAX": size})

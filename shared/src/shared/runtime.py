@@ -21,6 +21,7 @@ from shared.providers.base import Provider
 from shared.providers.health import ProviderHealth
 from shared.refresh_rotation import RotationPolicy
 from shared.revocations import RevocationPublisher
+from shared.rotation_groups import RotationGroups
 from shared.settings import Settings
 from shared.signing_keys import KeyStore
 from shared.window_counters import (
@@ -34,7 +35,7 @@ from shared.window_counters import (
 class Runtime:
     """The broker's process: the shared ``ProcessResources`` plus what only the broker runs
     (signing keys and their maintenance, the rotation policy, the job queue and timer, the
-    abuse counters, the refresh hot path)."""
+    abuse counters, the refresh hot path and its rotation groups)."""
 
     resources: ProcessResources
     provider_health: ProviderHealth
@@ -46,6 +47,8 @@ class Runtime:
     abuse_counters: RedisWindowCounters | LocalWindowCounters
     # PostgreSQL only: raw psycopg connections for one-statement hot paths (refresh rotation).
     hot_path: HotPathPool | None = None
+    # On the hot path, unless BROKER_REFRESH_GROUP_COMMIT=0: concurrent rotations share a commit.
+    rotation_groups: RotationGroups | None = None
     # The embedded default (no Redis): the periodic jobs run in this process.
     scheduler: PeriodicScheduler | None = None
     started: bool = field(default=False)
@@ -92,6 +95,8 @@ class Runtime:
             await self.scheduler.stop()
         await self.jobs.aclose()
         await self.abuse_counters.aclose()
+        if self.rotation_groups is not None:
+            await self.rotation_groups.close()
         if self.hot_path is not None:
             await self.hot_path.close()
         await self.resources.aclose()
@@ -107,9 +112,21 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     if isinstance(jobs, InProcessJobQueue) and settings.periodic_jobs:
         scheduler = PeriodicScheduler(jobs, periodic_jobs(settings), clock, namespace="local")
     keys = KeyStore(settings.keyring, clock, settings.signing_algorithms)
+    rotation = RotationPolicy.build(
+        settings.keyring,
+        refresh_ttl=settings.refresh_token_ttl,
+        reuse_interval=settings.refresh_reuse_interval,
+        reuse_response=settings.reuse_response,
+    )
+    hot_path = create_hot_path_pool(settings.database_url, max_size=settings.db_pool_size)
     return Runtime(
         resources=resources,
-        hot_path=create_hot_path_pool(settings.database_url, max_size=settings.db_pool_size),
+        hot_path=hot_path,
+        rotation_groups=(
+            RotationGroups(hot_path, rotation, max_size=settings.refresh_group_max)
+            if hot_path is not None and settings.refresh_group_commit
+            else None
+        ),
         provider_health=ProviderHealth(resources.providers, clock),
         keys=keys,
         key_maintainer=KeyMaintainer(
@@ -120,12 +137,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
             clock,
             settings.key_reload_interval,
         ),
-        rotation=RotationPolicy.build(
-            settings.keyring,
-            refresh_ttl=settings.refresh_token_ttl,
-            reuse_interval=settings.refresh_reuse_interval,
-            reuse_response=settings.reuse_response,
-        ),
+        rotation=rotation,
         abuse_counters=build_window_counters(settings.redis_url, clock),
         jobs=jobs,
         scheduler=scheduler,

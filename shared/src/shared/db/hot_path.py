@@ -95,10 +95,23 @@ class HotPathPool:
         Raises ``psycopg.OperationalError`` when the connection fails (whether the statement
         committed is then unknown to the caller) and ``PoolTimeout`` when none is free.
         """
+        rows = await self._execute(query, params, every_row=False)
+        return rows[0] if rows else None
+
+    async def fetchall(self, query: str, params: Sequence[Any]) -> list[Row]:
+        """Run one statement in its own transaction and return all its rows (errors as
+        ``fetchone``)."""
+        return await self._execute(query, params, every_row=True)
+
+    async def _execute(self, query: str, params: Sequence[Any], *, every_row: bool) -> list[Row]:
         cursor = await self._checkout()
         try:
             await cursor.execute(query, params, prepare=True, binary=True)
-            row = await cursor.fetchone()
+            if every_row:
+                rows = await cursor.fetchall()
+            else:
+                row = await cursor.fetchone()
+                rows = [] if row is None else [row]
         except BaseException as exc:
             # A statement error leaves an autocommit connection idle and usable; a failed or
             # interrupted one is dropped, and after a connection failure the idle ones too.
@@ -110,7 +123,7 @@ class HotPathPool:
                     await self._discard_idle()
             raise
         await self._give_back(cursor)
-        return row
+        return rows
 
     async def _checkout(self) -> Cursor:
         if self._closed:

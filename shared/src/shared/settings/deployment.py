@@ -87,6 +87,11 @@ class Settings(Strict):
     # lost rotations: 30 s revoked those sessions, 60 s did not. Okta defaults to 30 s, Cognito
     # allows up to 60 s. Bounded so a stolen token cannot ride for long: at most 300 s.
     refresh_reuse_interval: Annotated[int, Field(ge=0, le=300)] = 60
+    # PostgreSQL: the refresh rotations that reach the hot path in one event-loop turn share one
+    # statement and one commit, at most refresh_group_max of them (docs/decisions.md "Group
+    # commit of refresh rotations"). Off: one statement and one commit per rotation.
+    refresh_group_commit: bool = True
+    refresh_group_max: Annotated[int, Field(ge=1, le=1000)] = 64
     # A link flow starts only from a browser whose broker session signed in at most this many
     # seconds ago; otherwise the browser signs in again first (docs/security.md "Linking needs
     # a fresh browser sign-in").

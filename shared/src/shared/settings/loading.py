@@ -31,6 +31,8 @@ _ENV_FIELDS = {
     "BROKER_ID_TOKEN_TTL": "id_token_ttl",
     "BROKER_REFRESH_TOKEN_TTL": "refresh_token_ttl",
     "BROKER_REFRESH_REUSE_INTERVAL": "refresh_reuse_interval",
+    "BROKER_REFRESH_GROUP_COMMIT": "refresh_group_commit",
+    "BROKER_REFRESH_GROUP_MAX": "refresh_group_max",
     "BROKER_REUSE_RESPONSE": "reuse_response",
     "BROKER_REVOCATION_STREAM": "revocation_stream",
     "BROKER_AUDIT_STREAM": "audit_stream",
@@ -64,6 +66,10 @@ _ENV_FIELDS = {
     "BROKER_VAR_DIR": "var_dir",
 }
 _FIELD_TO_ENV = {field: env for env, field in _ENV_FIELDS.items()}
+# Switches: 1, true, yes or on (any case) turn them on, anything else off.
+_BOOL_FIELDS = frozenset(
+    {"allow_private_network_fetch", "insecure_dev", "periodic_jobs", "refresh_group_commit"}
+)
 _YAML_FIELDS = {"issuer", "providers", "clients", "admins"}
 DEV_KEYRING_FILE = "dev-encryption-keys"
 
@@ -112,7 +118,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     for env_name, field in _ENV_FIELDS.items():
         value = environ.get(env_name)
         if value is not None and value != "":
-            if field in ("allow_private_network_fetch", "insecure_dev", "periodic_jobs"):
+            if field in _BOOL_FIELDS:
                 data[field] = value.strip().lower() in ("1", "true", "yes", "on")
             else:
                 data[field] = value

@@ -190,15 +190,21 @@ async def refresh_grant(
     requested_scope = params.get("scope")
     now = runtime.clock.now()
     if runtime.hot_path is not None and requested_scope is None:
-        # PostgreSQL, the common case: one statement, one round trip, one commit.
-        grant = await rotate_on_hot_path(
-            runtime.hot_path,
-            runtime.rotation,
-            presented=presented,
-            client_id=client.id,
-            now=now,
-            ip=meta.ip,
-        )
+        # PostgreSQL, the common case: one statement, one round trip; the rotations that arrive
+        # together share its commit (docs/decisions.md "Group commit of refresh rotations").
+        if runtime.rotation_groups is not None:
+            grant = await runtime.rotation_groups.rotate(
+                presented=presented, client_id=client.id, now=now, ip=meta.ip
+            )
+        else:
+            grant = await rotate_on_hot_path(
+                runtime.hot_path,
+                runtime.rotation,
+                presented=presented,
+                client_id=client.id,
+                now=now,
+                ip=meta.ip,
+            )
         if grant is None:
             grant = await _resolve_failed_rotation(runtime, presented, client.id, now, meta)
     else:
