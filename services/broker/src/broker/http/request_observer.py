@@ -120,7 +120,8 @@ class RequestObserver:
             if not quiet:
                 known = structlog.contextvars.get_contextvars()
                 client_id, user_id = known.get("client_id"), known.get("user_id")
-                self.access_log.info(
+                log = self.access_log if traced is None else self.access_log.bind(**traced.ids)
+                log.info(
                     "http.request",
                     request_id=request_id,
                     method=method,
@@ -129,7 +130,6 @@ class RequestObserver:
                     duration_ms=round(elapsed * 1000, 2),
                     client_id=client_id,
                     user_id=user_id,
-                    **({} if traced is None else traced.trace_ids),
                 )
                 structlog.contextvars.clear_contextvars()
                 if traced is not None:

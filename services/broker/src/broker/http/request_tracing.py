@@ -40,7 +40,7 @@ class RequestSpan:
     method: str
 
     @property
-    def trace_ids(self) -> dict[str, str]:
+    def ids(self) -> dict[str, str]:
         """``trace_id`` and ``span_id`` for the access line."""
         ids = self.span.get_span_context()
         return {
