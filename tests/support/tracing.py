@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from shared.tracing.install import build_tracer_provider
+from shared.tracing.provider import build_tracer_provider
 
 
 def recording_provider() -> tuple[TracerProvider, InMemorySpanExporter]:

@@ -3,7 +3,11 @@ processes keep, the trace context a job carries, and trace ids in log lines."""
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +114,32 @@ def test_with_tracing_off_nothing_is_installed_and_nothing_is_traced(tmp_path: P
     assert isinstance(app, RequestObserver) and app.spans is None
     pool = create_hot_path_pool("postgresql+psycopg://db/broker", max_size=1)
     assert type(pool) is HotPathPool
+
+
+def test_with_tracing_off_a_process_never_imports_the_sdk_exporter_or_instrumentation() -> None:
+    # In a fresh interpreter: this one has imported the SDK for the other tests.
+    program = textwrap.dedent(
+        """
+        import sys
+        from broker.app import create_app
+        from shared.runtime import build_runtime
+        from shared.settings import make_settings
+        from shared.tracing.install import install_tracing
+        import sync_worker.main
+
+        settings = make_settings()
+        assert install_tracing(settings, service_name="oidc-broker") is None
+        create_app(build_runtime(settings))
+        print(sorted(name for name in sys.modules if name.startswith("opentelemetry.")))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = ast.literal_eval(done.stdout.strip())
+    assert "opentelemetry.trace" in loaded  # the API: no-op objects, nothing installed
+    heavy = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.instrumentation")
+    assert [name for name in loaded if name.startswith(heavy)] == []
 
 
 def test_with_a_provider_every_component_makes_spans() -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from opentelemetry.instrumentation.sqlalchemy.version import __version__
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
 from psycopg.conninfo import conninfo_to_dict
@@ -30,6 +28,10 @@ HOT_PATH_TRACER = "shared.db.hot_path"
 
 def trace_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
     """A client span per statement ``engine`` executes, from ``provider``."""
+    # Imported here: the instrumentation's imports (about 0.1 s) are for processes that trace.
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__
+
     # The instrumentation also counts pool connections on a meter: the broker exports its own
     # Prometheus metrics, so that counter goes nowhere.
     connections = (
