@@ -1,8 +1,9 @@
-"""Fixtures for the provider tests: control clients of each stand-in (reset per test) and a
-broker configured with every provider type."""
+"""Fixtures for the provider tests: control clients of each stand-in (reset per test), a
+broker configured with every provider type, and a host for the pictures of avatar tests."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,8 @@ from shared.runtime import Runtime
 
 from tests.conftest import broker_settings
 from tests.support.accounts import Admin, corp_profile, sign_in
+from tests.support.pictures import PNG
+from tests.support.processes import free_port
 from tests.support.provider_broker import provider_settings, running_broker
 
 
@@ -76,3 +79,28 @@ async def admin(
         _subject, headers = await sign_in(broker, idp, sub=admin_subject, admin_scope=True)
         admin_id = (await corp_profile(broker, headers))["user"]["id"]
         yield runtime, broker, headers, admin_id
+
+
+@pytest.fixture
+async def picture_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """A plain HTTP server on 127.0.0.1 serving a PNG at /alice.png; the paths it was asked."""
+    asked: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        asked.append(request.split(b" ")[1].decode())
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            + f"Content-Length: {len(PNG)}\r\nConnection: close\r\n\r\n".encode()
+            + PNG
+        )
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}", asked
+    finally:
+        server.close()
+        await server.wait_closed()

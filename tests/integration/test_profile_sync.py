@@ -4,11 +4,10 @@ with its audit event; avatars are fetched, stored by content hash and served by 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx2
@@ -26,15 +25,11 @@ from tests.support.accounts import audit_rows, corp_profile, sign_in
 from tests.support.flows import login
 from tests.support.job_deps import job_deps
 from tests.support.links import create_link, mint_grants
-from tests.support.processes import free_port
+from tests.support.pictures import PNG
 from tests.support.provider_broker import running_broker
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-)
 
 
 def changed_to(
@@ -122,31 +117,6 @@ async def test_the_periodic_scan_syncs_links_not_synced_within_the_interval(
             await queue.aclose()
     (link,) = (await corp_profile(broker, headers))["profiles"]
     assert dt.datetime.fromisoformat(link["last_synced_at"]) > stale
-
-
-@pytest.fixture
-async def picture_server() -> AsyncIterator[tuple[str, list[str]]]:
-    """A plain HTTP server on 127.0.0.1 serving a PNG at /alice.png; the paths it was asked."""
-    asked: list[str] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        asked.append(request.split(b" ")[1].decode())
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-            + f"Content-Length: {len(PNG)}\r\nConnection: close\r\n\r\n".encode()
-            + PNG
-        )
-        await writer.drain()
-        writer.close()
-
-    port = free_port()
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    try:
-        yield f"http://127.0.0.1:{port}", asked
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_provider_picture_is_fetched_stored_by_hash_and_served_by_the_broker(

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2
 from broker.app import create_app
+from opentelemetry.trace import TracerProvider
 from shared.clock import SystemClock
 from shared.crypto.keyring import Keyring
 from shared.runtime import Runtime, build_runtime
@@ -113,13 +114,23 @@ def provider_settings(
 
 
 @asynccontextmanager
-async def running_broker(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:
-    runtime = build_runtime(settings, clock=SystemClock())
+async def running_broker(
+    settings: Settings, *, tracer_provider: TracerProvider | None = None
+) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:
+    """A broker app in-process over a started runtime (with spans from ``tracer_provider``)."""
+    runtime = build_runtime(settings, clock=SystemClock(), tracer_provider=tracer_provider)
+    async with serving(runtime) as client:
+        yield runtime, client
+
+
+@asynccontextmanager
+async def serving(runtime: Runtime) -> AsyncIterator[httpx2.AsyncClient]:
+    """The app over ``runtime``, started here and stopped afterwards."""
     await runtime.start()
     try:
         transport = httpx2.ASGITransport(app=create_app(runtime))
         async with httpx2.AsyncClient(transport=transport, base_url=BROKER_ISSUER) as client:
-            yield runtime, client
+            yield client
     finally:
         await runtime.stop()
 

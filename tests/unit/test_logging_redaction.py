@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
 from shared.logging import REDACTED, configure_logging, redact_secrets
+
+from tests.support.logging_state import restore_logging  # noqa: F401 - a fixture
 
 JWT = (
     "eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9"
@@ -130,21 +131,6 @@ def test_strings_in_lists_are_scrubbed() -> None:
 
 
 # --- the configured pipeline --------------------------------------------------------------------
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state: put it back afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    names = ("authlib", "httpx", "httpx2", "httpcore", "uvicorn.access")
-    saved_levels = {name: logging.getLogger(name).level for name in names}
-    yield
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
-    for name, level in saved_levels.items():
-        logging.getLogger(name).setLevel(level)
-    structlog.reset_defaults()
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

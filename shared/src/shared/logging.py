@@ -5,6 +5,9 @@ string value that looks like a JWT or a bearer credential is masked, at every le
 (docs/security.md "No secrets in logs"). authlib's logger is kept at INFO: it logs the PKCE verifier
 at DEBUG.
 
+With tracing on, every line logged while a span is current carries its ``trace_id`` and
+``span_id`` (W3C hex), so an operator can go from a log line to its trace.
+
 ``build_access_logger`` is the one-line-per-request logger: same output format, its own lean
 pipeline.
 """
@@ -19,6 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from opentelemetry import trace
 
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(
@@ -63,8 +67,20 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library through one redacting pipeline to stderr."""
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's trace and span ids, when there is one."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event_dict.setdefault("trace_id", trace.format_trace_id(span.trace_id))
+        event_dict.setdefault("span_id", trace.format_span_id(span.span_id))
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", *, trace_ids: bool = False) -> None:
+    """Route structlog and the standard library through one redacting pipeline to stderr;
+    ``trace_ids`` (tracing on) adds the current span's ids to every line."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -75,6 +91,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *([add_trace_ids] if trace_ids else []),
         structlog.processors.format_exc_info,
         redact_secrets,
     ]

@@ -6,6 +6,10 @@ client, the revocation publisher, a Redis client when Redis is configured, and t
 dependencies over all of these. ``ProcessResources.build`` makes them without I/O;
 ``aclose`` closes them in the reverse order of their use (providers before the HTTP client they
 share, the engine last).
+
+Given the process's tracer provider (tracing on: ``shared.tracing.install``), the engine, the
+HTTP client and the providers' token calls make spans from it; without one, none of them holds
+anything of tracing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from opentelemetry.trace import Tracer, TracerProvider
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,17 +32,24 @@ from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
 from shared.revocations import RevocationPublisher, build_revocation_publisher
 from shared.settings import Settings
+from shared.tracing import http_client as http_tracing
+from shared.tracing.database import trace_engine
+from shared.tracing.spans import tracer_of
 
 USER_AGENT = "oidc-broker/0.1"
 
 
-def build_http_client() -> httpx2.AsyncClient:
-    """The outbound HTTP client of a process (upstream calls): no redirects followed."""
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(10.0),
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-    )
+def build_http_client(tracer: Tracer | None = None) -> httpx2.AsyncClient:
+    """The outbound HTTP client of a process (upstream calls): no redirects followed; a span
+    per request when given a ``tracer``."""
+    options: dict[str, Any] = {
+        "timeout": httpx2.Timeout(10.0),
+        "follow_redirects": False,
+        "headers": {"User-Agent": USER_AGENT},
+    }
+    if tracer is None:
+        return httpx2.AsyncClient(**options)
+    return http_tracing.TracedAsyncClient(tracer=tracer, **options)
 
 
 @dataclass
@@ -51,6 +63,12 @@ class ProcessResources:
     # A client for the job bodies that talk to Redis (the audit relay) and the worker's health
     # checks; None without Redis. It connects on first use.
     redis: Redis | None
+    # The process's tracer provider when tracing is on (docs/configuration.md "Tracing").
+    tracer_provider: TracerProvider | None = None
+
+    def tracer(self, name: str) -> Tracer | None:
+        """A tracer for one component, or None when tracing is off."""
+        return tracer_of(self.tracer_provider, name)
 
     @classmethod
     def build(
@@ -60,22 +78,31 @@ class ProcessResources:
         *,
         pool_size: int | None = None,
         redis_url: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> ProcessResources:
         """Everything, constructed without I/O. ``pool_size`` overrides the settings' pool
         (tests and benchmarks keep theirs small); ``redis_url`` names a Redis for the job
-        bodies when the settings do not."""
+        bodies when the settings do not; ``tracer_provider`` turns spans on."""
         clock = clock or SystemClock()
-        http = build_http_client()
+        http_tracer = tracer_of(tracer_provider, http_tracing.TRACER_NAME)
+        http = build_http_client(http_tracer)
+        engine = create_engine(settings.database_url, pool_size=pool_size or settings.db_pool_size)
+        if tracer_provider is not None:
+            trace_engine(engine, tracer_provider)
         redis_url = redis_url or settings.redis_url
         return cls(
             settings=settings,
             clock=clock,
             http=http,
-            engine=create_engine(
-                settings.database_url, pool_size=pool_size or settings.db_pool_size
-            ),
+            engine=engine,
             providers=build_providers(
-                ProviderDeps(settings=settings, http=http, clock=clock, keyring=settings.keyring)
+                ProviderDeps(
+                    settings=settings,
+                    http=http,
+                    clock=clock,
+                    keyring=settings.keyring,
+                    tracer=http_tracer,
+                )
             ),
             revocations=build_revocation_publisher(settings.redis_url, settings.revocation_stream),
             redis=(
@@ -88,6 +115,7 @@ class ProcessResources:
                 if redis_url
                 else None
             ),
+            tracer_provider=tracer_provider,
         )
 
     @classmethod

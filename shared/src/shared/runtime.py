@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import httpx2
+from opentelemetry.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.clock import Clock
@@ -24,6 +25,8 @@ from shared.revocations import RevocationPublisher
 from shared.rotation_groups import RotationGroups
 from shared.settings import Settings
 from shared.signing_keys import KeyStore
+from shared.tracing import database as database_tracing
+from shared.tracing import jobs as job_tracing
 from shared.window_counters import (
     LocalWindowCounters,
     RedisWindowCounters,
@@ -102,12 +105,21 @@ class Runtime:
         await self.resources.aclose()
 
 
-def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
-    resources = ProcessResources.build(settings, clock)
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Runtime:
+    """The broker's process, without I/O; ``tracer_provider`` (tracing on) gives every
+    component its spans."""
+    resources = ProcessResources.build(settings, clock, tracer_provider=tracer_provider)
     clock = resources.clock
     # Redis-backed when BROKER_REDIS_URL is set (the sync workers run the jobs and the timer),
     # else the jobs and their timer run in this process.
-    jobs = build_job_queue(settings, resources.job_deps())
+    jobs = build_job_queue(
+        settings, resources.job_deps(), tracer=resources.tracer(job_tracing.TRACER_NAME)
+    )
     scheduler = None
     if isinstance(jobs, InProcessJobQueue) and settings.periodic_jobs:
         scheduler = PeriodicScheduler(jobs, periodic_jobs(settings), clock, namespace="local")
@@ -118,7 +130,11 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         reuse_interval=settings.refresh_reuse_interval,
         reuse_response=settings.reuse_response,
     )
-    hot_path = create_hot_path_pool(settings.database_url, max_size=settings.db_pool_size)
+    hot_path = create_hot_path_pool(
+        settings.database_url,
+        max_size=settings.db_pool_size,
+        tracer=resources.tracer(database_tracing.HOT_PATH_TRACER),
+    )
     return Runtime(
         resources=resources,
         hot_path=hot_path,

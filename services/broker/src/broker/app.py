@@ -32,6 +32,7 @@ from broker.http.errors import OAuthError, TemporarilyUnavailable
 from broker.http.metrics import BrokerMetrics, metrics_endpoint
 from broker.http.request_observer import ObservedRoute as Route
 from broker.http.request_observer import RequestObserver
+from broker.http.request_tracing import TRACER_NAME, RequestSpans
 from broker.oauth.dashboard_client import check_reserved_id
 from broker.routes import (
     accounts,
@@ -203,9 +204,9 @@ def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
 def create_app(runtime: Runtime) -> ASGIApp:
     """The broker application over a built (not yet started) runtime.
 
-    Outermost, the request observer sees every request (its id, access line and metrics, a
-    500 or a 413 included); then the body cap, in front of every route (docs/security.md
-    "Body limits"); then the direct routes; then the Starlette app.
+    Outermost, the request observer sees every request (its id, access line, metrics and, with
+    tracing on, its span; a 500 or a 413 included); then the body cap, in front of every route
+    (docs/security.md "Body limits"); then the direct routes; then the Starlette app.
     """
 
     @contextlib.asynccontextmanager
@@ -231,4 +232,10 @@ def create_app(runtime: Runtime) -> ASGIApp:
     app.state.schema_revisions = SchemaRevisions.load()
     direct = DirectRoutes(app, direct_endpoints(table, DIRECT), EXCEPTION_HANDLERS)
     capped = BodyLimit(direct, max_bytes=runtime.settings.max_body_bytes)
-    return RequestObserver(capped, metrics=metrics, access_log=access_log)
+    tracer = runtime.resources.tracer(TRACER_NAME)
+    return RequestObserver(
+        capped,
+        metrics=metrics,
+        access_log=access_log,
+        spans=None if tracer is None else RequestSpans(tracer),
+    )

@@ -17,6 +17,7 @@ from shared.config_file import ConfigError
 from shared.jobs.queue import DEFAULT_QUEUE_NAME
 from shared.logging import configure_logging
 from shared.settings import load_settings
+from shared.tracing.install import WORKER_SERVICE, install_tracing
 
 from sync_worker.options import PROCESS_KEY, WorkerOptions, WorkerProcess, build_worker_options
 
@@ -106,10 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sync-worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, trace_ids=settings.tracing)
     if settings.redis_url is None:
         print(NO_REDIS, file=sys.stderr)
         return 2
+    tracer_provider = install_tracing(settings, service_name=WORKER_SERVICE)
     delay = REDIS_RETRY_FIRST
     while True:
         # Built anew for each attempt: a stopped worker has closed its clients and engine.
@@ -123,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 http_host=args.http_host,
                 http_port=None if args.http_port < 0 else args.http_port,
                 http_port_file=args.http_port_file,
+                tracer_provider=tracer_provider,
             )
         except ConfigError as exc:
             print(f"sync-worker: configuration error: {exc}", file=sys.stderr)

@@ -3,7 +3,8 @@ the process's lifecycle (job dependencies, the periodic-job timer, health and me
 
 Each registered job becomes an arq function that adapts arq's ``ctx`` to the job body's
 ``(payload, deps)`` and records the run in the worker's metrics; the bodies themselves live in
-``shared.jobs`` and know nothing of arq.
+``shared.jobs`` and know nothing of arq. With tracing on, each run is a span, a child of the
+span that enqueued the job (its ``trace_context`` argument), else the root of its own trace.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from arq.connections import RedisSettings
 from arq.jobs import Deserializer, Serializer
 from arq.typing import StartupShutdown
 from arq.worker import Function, func
+from opentelemetry.trace import TracerProvider
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from shared.clock import Clock, SystemClock
@@ -29,6 +31,8 @@ from shared.jobs.registry import JOBS, JobSpec
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
 from shared.process_resources import ProcessResources
 from shared.settings import Settings
+from shared.tracing.jobs import TRACER_NAME, JobSpans, context_of
+from shared.tracing.spans import tracer_of
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -161,10 +165,20 @@ def write_port_file(path: Path, port: int) -> None:
     partial.replace(path)
 
 
-def arq_function(spec: JobSpec[Any]) -> Function:
-    """Wrap a shared job body as an arq function registered under the job's name."""
+def arq_function(spec: JobSpec[Any], spans: JobSpans | None = None) -> Function:
+    """Wrap a shared job body as an arq function registered under the job's name; with
+    ``spans`` (tracing on) each run is a span."""
 
-    async def run(ctx: dict[Any, Any], payload: dict[str, Any]) -> JobResult:
+    async def run(
+        ctx: dict[Any, Any], payload: dict[str, Any], trace_context: object = None
+    ) -> JobResult:
+        if spans is None:
+            return await run_body(ctx, payload)
+        parent = context_of(trace_context)
+        with spans.processing(spec.name.value, ctx.get("job_id"), parent):
+            return await run_body(ctx, payload)
+
+    async def run_body(ctx: dict[Any, Any], payload: dict[str, Any]) -> JobResult:
         deps: JobDeps = ctx[DEPS_KEY]
         process: WorkerProcess | None = ctx.get(PROCESS_KEY)
         started = time.perf_counter()
@@ -225,11 +239,15 @@ def build_worker_process(
     http_host: str,
     http_port: int | None,
     http_port_file: Path | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> WorkerProcess:
     """Everything a worker process needs, constructed without I/O."""
     assert settings.redis_url is not None
-    resources = ProcessResources.build(settings, clock)
-    queue = ArqJobQueue(settings.redis_url, queue_name=queue_name)
+    resources = ProcessResources.build(settings, clock, tracer_provider=tracer_provider)
+    # Follow-up jobs (a scan's per-link jobs) carry the trace of the job that queued them.
+    queue = ArqJobQueue(
+        settings.redis_url, queue_name=queue_name, tracer=resources.tracer(TRACER_NAME)
+    )
     deps = resources.job_deps(queue=queue)
     scheduler = (
         PeriodicScheduler(queue, periodic_jobs(settings), clock, namespace=queue_name)
@@ -269,11 +287,12 @@ def build_worker_options(
     http_host: str = "127.0.0.1",
     http_port: int | None = None,
     http_port_file: Path | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> WorkerOptions:
     """Options for a worker consuming ``queue_name``; needs ``settings.redis_url``.
 
     No I/O: arq connects when the worker starts. Raises ``ConfigError`` when Redis is not
-    configured or its URL is unusable.
+    configured or its URL is unusable. ``tracer_provider`` (tracing on): a span per job run.
     """
     if settings.redis_url is None:
         raise ConfigError("BROKER_REDIS_URL: the worker needs Redis")
@@ -285,11 +304,14 @@ def build_worker_options(
         http_host=http_host,
         http_port=http_port,
         http_port_file=http_port_file,
+        tracer_provider=tracer_provider,
     )
+    tracer = tracer_of(tracer_provider, TRACER_NAME)
+    spans = None if tracer is None else JobSpans(tracer, queue_name)
     if burst:
         process.scheduler = None  # burst mode drains the queue; it adds no periodic work
     return WorkerOptions(
-        functions=[arq_function(spec) for spec in JOBS.values()],
+        functions=[arq_function(spec, spans) for spec in JOBS.values()],
         queue_name=queue_name,
         redis_settings=redis_settings,
         burst=burst,

@@ -9,6 +9,10 @@ its result is kept).
 Jobs and results cross Redis as JSON (:func:`dumps_job_data` / :func:`loads_job_data`), never
 pickle, so whoever can write to Redis cannot run code in the worker.
 
+With tracing on, both carry the enqueuer's trace context into the job
+(``shared.tracing.jobs``): arq as the job's ``trace_context`` keyword argument, the in-process
+queue as the task's own context.
+
 Errors: :class:`UnknownJobError` (a name not in the registry), ``TypeError`` (a payload of the
 wrong type), :class:`QueueUnavailableError` (Redis cannot be reached).
 """
@@ -26,6 +30,7 @@ from typing import Any
 import structlog
 from arq.connections import ArqRedis
 from arq.jobs import Job
+from opentelemetry.trace import Tracer
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
@@ -38,6 +43,7 @@ from shared.jobs.base import (
 )
 from shared.jobs.registry import JobSpec, job_spec
 from shared.settings import Settings
+from shared.tracing.jobs import TRACE_CONTEXT_ARGUMENT, JobSpans
 
 __all__ = [
     "DEFAULT_QUEUE_NAME",
@@ -49,6 +55,7 @@ __all__ = [
 ]
 
 DEFAULT_QUEUE_NAME = "broker:jobs"
+IN_PROCESS_QUEUE_NAME = "in-process"
 
 log = structlog.get_logger("shared.jobs")
 
@@ -82,7 +89,13 @@ def loads_job_data(raw: bytes) -> dict[str, Any]:
 class ArqJobQueue:
     """Enqueues onto an arq queue in Redis; the pool is created lazily (no I/O here)."""
 
-    def __init__(self, redis_url: str, *, queue_name: str = DEFAULT_QUEUE_NAME) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        queue_name: str = DEFAULT_QUEUE_NAME,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.queue_name = queue_name
         self._redis = ArqRedis(
             ConnectionPool.from_url(redis_url),
@@ -90,18 +103,32 @@ class ArqJobQueue:
             job_deserializer=loads_job_data,
             default_queue_name=queue_name,
         )
+        self._spans = None if tracer is None else JobSpans(tracer, queue_name)
 
     async def enqueue(
         self, name: JobName, payload: JobPayload, *, job_id: str | None = None
     ) -> str | None:
         """Put the job on the queue; None when a job with ``job_id`` is queued or kept."""
         spec = _checked(name, payload)
+        if self._spans is None:
+            return await self._put(spec, payload, job_id, {})
+        with self._spans.sending(spec.name.value, job_id) as carrier:
+            return await self._put(spec, payload, job_id, {TRACE_CONTEXT_ARGUMENT: carrier})
+
+    async def _put(
+        self,
+        spec: JobSpec[Any],
+        payload: JobPayload,
+        job_id: str | None,
+        arguments: dict[str, Any],
+    ) -> str | None:
         try:
             job = await self._redis.enqueue_job(
                 spec.name.value,
                 payload.model_dump(mode="json"),
                 _job_id=job_id,
                 _queue_name=self.queue_name,
+                **arguments,
             )
         except (RedisError, OSError) as exc:
             raise QueueUnavailableError(f"cannot enqueue {spec.name.value!r}: {exc}") from exc
@@ -123,7 +150,14 @@ class InProcessJobQueue:
     available to :meth:`result`.
     """
 
-    def __init__(self, deps: JobDeps, *, keep_results: int = 100, max_jobs: int = 4) -> None:
+    def __init__(
+        self,
+        deps: JobDeps,
+        *,
+        keep_results: int = 100,
+        max_jobs: int = 4,
+        tracer: Tracer | None = None,
+    ) -> None:
         # Follow-up jobs a body enqueues (a scan's per-token jobs) run here too.
         self._deps = dataclasses.replace(deps, queue=self)
         # At most this many run at once (a scan may queue a thousand): the broker's own
@@ -132,6 +166,7 @@ class InProcessJobQueue:
         self._keep_results = keep_results
         self._pending: dict[str, asyncio.Task[JobResult]] = {}
         self._finished: OrderedDict[str, asyncio.Task[JobResult]] = OrderedDict()
+        self._spans = None if tracer is None else JobSpans(tracer, IN_PROCESS_QUEUE_NAME)
 
     async def enqueue(
         self, name: JobName, payload: JobPayload, *, job_id: str | None = None
@@ -151,7 +186,11 @@ class InProcessJobQueue:
     async def _run(self, spec: JobSpec[Any], payload: JobPayload, job_id: str) -> JobResult:
         try:
             async with self._running:
-                return await spec.run(payload, self._deps)
+                if self._spans is None:
+                    return await spec.run(payload, self._deps)
+                # The task was created with the enqueuer's context: its span is the parent.
+                with self._spans.processing(spec.name.value, job_id, parent=None):
+                    return await spec.run(payload, self._deps)
         except Exception:
             log.exception("job.failed", job=spec.name.value, job_id=job_id)
             raise
@@ -183,9 +222,13 @@ class InProcessJobQueue:
 
 
 def build_job_queue(
-    settings: Settings, deps: JobDeps, *, queue_name: str = DEFAULT_QUEUE_NAME
+    settings: Settings,
+    deps: JobDeps,
+    *,
+    queue_name: str = DEFAULT_QUEUE_NAME,
+    tracer: Tracer | None = None,
 ) -> ArqJobQueue | InProcessJobQueue:
     """Redis-backed when ``settings.redis_url`` is set, else in-process (the embedded default)."""
     if settings.redis_url is None:
-        return InProcessJobQueue(deps)
-    return ArqJobQueue(settings.redis_url, queue_name=queue_name)
+        return InProcessJobQueue(deps, tracer=tracer)
+    return ArqJobQueue(settings.redis_url, queue_name=queue_name, tracer=tracer)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from opentelemetry.trace import Tracer
 
 from shared.clock import Clock
 from shared.crypto.keyring import Keyring
@@ -35,6 +36,8 @@ class ProviderDeps:
     http: httpx2.AsyncClient
     clock: Clock
     keyring: Keyring
+    # Spans for the upstream calls when tracing is on (the token endpoints' included).
+    tracer: Tracer | None = None
 
 
 def build_oidc(config: Any, deps: ProviderDeps) -> Provider:
@@ -50,6 +53,7 @@ def build_oidc(config: Any, deps: ProviderDeps) -> Provider:
         scopes=config.scopes,
         clock=deps.clock,
         timeout=config.timeout,
+        tracer=deps.tracer,
     )
     return OIDCProvider(
         provider_id=config.id,
@@ -65,17 +69,17 @@ def build_oidc(config: Any, deps: ProviderDeps) -> Provider:
 
 def build_google(config: Any, deps: ProviderDeps) -> Provider:
     assert isinstance(config, GoogleProviderConfig)
-    return build_google_provider(config, http=deps.http, clock=deps.clock)
+    return build_google_provider(config, http=deps.http, clock=deps.clock, tracer=deps.tracer)
 
 
 def build_github(config: Any, deps: ProviderDeps) -> Provider:
     assert isinstance(config, GitHubProviderConfig)
-    return GitHubProvider(config, http=deps.http, clock=deps.clock)
+    return GitHubProvider(config, http=deps.http, clock=deps.clock, tracer=deps.tracer)
 
 
 def build_microsoft(config: Any, deps: ProviderDeps) -> Provider:
     assert isinstance(config, MicrosoftProviderConfig)
-    return build_microsoft_provider(config, http=deps.http, clock=deps.clock)
+    return build_microsoft_provider(config, http=deps.http, clock=deps.clock, tracer=deps.tracer)
 
 
 def build_dev(config: Any, deps: ProviderDeps) -> Provider:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx2
+from opentelemetry.trace import Tracer
 
 from shared.clock import Clock
 from shared.providers.base import LoginStart, UpstreamLogin, UpstreamProfile, UpstreamTokens
@@ -43,7 +44,12 @@ MAX_PAGES = 10
 
 class GitHubProvider:
     def __init__(
-        self, config: GitHubProviderConfig, *, http: httpx2.AsyncClient, clock: Clock
+        self,
+        config: GitHubProviderConfig,
+        *,
+        http: httpx2.AsyncClient,
+        clock: Clock,
+        tracer: Tracer | None = None,
     ) -> None:
         assert config.client_secret is not None
         self._config = config
@@ -59,6 +65,7 @@ class GitHubProvider:
             scopes=config.requested_scopes,
             clock=clock,
             timeout=config.timeout,
+            tracer=tracer,
         )
         self._endpoints = OAuth2Endpoints(
             authorization_endpoint=f"{config.base_url}/login/oauth/authorize",

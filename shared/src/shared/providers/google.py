@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
+from opentelemetry.trace import Tracer
 
 from shared.clock import Clock
 from shared.providers.base import LoginStart, UpstreamProfile
@@ -62,7 +63,11 @@ def google_profile(
 
 
 def build_google_provider(
-    config: GoogleProviderConfig, *, http: httpx2.AsyncClient, clock: Clock
+    config: GoogleProviderConfig,
+    *,
+    http: httpx2.AsyncClient,
+    clock: Clock,
+    tracer: Tracer | None = None,
 ) -> OIDCProvider:
     issuers = accepted_issuers(config.issuer)
 
@@ -85,6 +90,7 @@ def build_google_provider(
         scopes=config.scopes,
         clock=clock,
         timeout=config.timeout,
+        tracer=tracer,
     )
     return OIDCProvider(
         provider_id=config.id,

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx2
+from opentelemetry.trace import Tracer
 
 from shared.avatars import AvatarUnavailable, fetch_bearer_image
 from shared.clock import Clock
@@ -108,7 +109,11 @@ def microsoft_profile(claims: Mapping[str, Any], issuer: str) -> UpstreamProfile
 
 
 def build_microsoft_provider(
-    config: MicrosoftProviderConfig, *, http: httpx2.AsyncClient, clock: Clock
+    config: MicrosoftProviderConfig,
+    *,
+    http: httpx2.AsyncClient,
+    clock: Clock,
+    tracer: Tracer | None = None,
 ) -> OIDCProvider:
     issuers = MicrosoftIssuer(config.authority, config.tenant, config.allowed_tenants)
     photo_url = f"{config.graph_url}/v1.0/me/photo/$value"
@@ -130,6 +135,7 @@ def build_microsoft_provider(
         scopes=config.scopes,
         clock=clock,
         timeout=config.timeout,
+        tracer=tracer,
     )
     tenant_path = f"{config.authority}/{config.tenant}/v2.0"
     return OIDCProvider(

@@ -19,6 +19,7 @@ from urllib.parse import quote_plus
 import httpx2
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
+from opentelemetry.trace import Tracer
 
 from shared.clock import Clock
 from shared.providers.base import LoginStart, UpstreamTokens
@@ -28,6 +29,7 @@ from shared.providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from shared.tracing.http_client import TracedTransport
 
 # Errors a token endpoint uses to say "this grant is dead" (RFC 6749 §5.2; GitHub's own name).
 _REJECTED = frozenset(
@@ -170,6 +172,7 @@ class OAuth2Flow:
         clock: Clock,
         timeout: float = 10.0,
         transport: httpx2.AsyncBaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._credentials = credentials
         self._scopes = scopes
@@ -178,6 +181,11 @@ class OAuth2Flow:
         # One transport for every operation's client: its TLS context (tens of milliseconds of
         # CPU to build) and kept-alive connections are shared; the clients are not.
         self._transport = _KeptOpen(transport)
+        # What the clients send through: with tracing on, a span per request (never its body,
+        # which carries the code, the verifier, refresh tokens and the client secret).
+        self._sending: httpx2.AsyncBaseTransport = (
+            self._transport if tracer is None else TracedTransport(self._transport, tracer)
+        )
 
     async def aclose(self) -> None:
         """Close the kept-alive upstream connections (at shutdown)."""
@@ -198,7 +206,7 @@ class OAuth2Flow:
             code_challenge_method="S256",
             timeout=self._timeout,
             follow_redirects=False,
-            transport=self._transport,
+            transport=self._sending,
         )
         client.register_client_auth_method(("client_secret_basic", _client_secret_basic))
         for hook in ("access_token_response", "refresh_token_response"):

@@ -126,6 +126,9 @@ class Settings(Strict):
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     allow_private_network_fetch: bool = False
     insecure_dev: bool = False
+    # Traces are exported over OTLP (docs/configuration.md "Tracing"): decided from the standard
+    # OTEL_* variables by load_settings; the SDK reads the rest of them when the process starts.
+    tracing: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     var_dir: Path = Path("var")

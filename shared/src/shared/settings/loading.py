@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -70,6 +71,12 @@ _FIELD_TO_ENV = {field: env for env, field in _ENV_FIELDS.items()}
 _BOOL_FIELDS = frozenset(
     {"allow_private_network_fetch", "insecure_dev", "periodic_jobs", "refresh_group_commit"}
 )
+# The OpenTelemetry SDK's standard variables that decide whether traces are exported: an OTLP
+# endpoint turns tracing on (the SDK itself reads these and the other OTEL_* variables when the
+# process installs it: shared.tracing.install).
+OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+OTLP_PROTOCOL = "http/protobuf"
 _YAML_FIELDS = {"issuer", "providers", "clients", "admins"}
 DEV_KEYRING_FILE = "dev-encryption-keys"
 
@@ -111,6 +118,44 @@ def _dev_keyring(var_dir: Path) -> str:
     return spec
 
 
+def _first(environ: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def tracing_enabled(environ: Mapping[str, str]) -> bool:
+    """Whether this process exports traces: an OTLP endpoint is set, and neither
+    ``OTEL_SDK_DISABLED=true`` nor ``OTEL_TRACES_EXPORTER=none`` says otherwise.
+
+    What the SDK would only report at the first export fails startup here, naming the
+    variable: an endpoint that is not an http(s) URL, a protocol or exporter the broker does
+    not ship (OTLP over HTTP/protobuf only).
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() or "otlp"
+    if exporter == "none":
+        return False
+    if exporter != "otlp":
+        raise ConfigError(f"OTEL_TRACES_EXPORTER: expected otlp or none, not {exporter!r}")
+    endpoint = _first(environ, OTLP_ENDPOINTS)
+    if endpoint is None:
+        return False
+    name, url = endpoint
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}: expected an http:// or https:// URL")
+    protocol = _first(environ, OTLP_PROTOCOLS)
+    if protocol is not None and protocol[1] != OTLP_PROTOCOL:
+        raise ConfigError(
+            f"{protocol[0]}: only {OTLP_PROTOCOL} is supported (OTLP over HTTP, port 4318)"
+        )
+    return True
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build the settings from ``BROKER_*`` variables and the YAML file named by BROKER_CONFIG."""
     data: dict[str, Any] = {}
@@ -123,6 +168,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             else:
                 data[field] = value
             from_env.add(field)
+    data["tracing"] = tracing_enabled(environ)
     config_path = environ.get("BROKER_CONFIG")
     if config_path:
         document = read_config_file(config_path, environ)

@@ -73,13 +73,15 @@ def migrate(settings: Settings) -> None:
 def serve(settings: Settings, host: str, port: int, migrate_first: bool) -> None:
     import uvicorn
     from shared.runtime import build_runtime
+    from shared.tracing.install import BROKER_SERVICE, install_tracing
 
     from broker.app import create_app
 
     if migrate_first:
         migrate(settings)
     _warn_about_development_settings(settings)
-    app = create_app(build_runtime(settings))
+    tracer_provider = install_tracing(settings, service_name=BROKER_SERVICE)
+    app = create_app(build_runtime(settings, tracer_provider=tracer_provider))
     print(
         f"\n  OIDC broker on {settings.issuer}\n"
         f"  discovery: {settings.issuer}/.well-known/openid-configuration\n"
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
 
     settings = _settings(environ)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, trace_ids=settings.tracing)
     if args.command == "migrate":
         migrate(settings)
     elif args.command == "serve":
