@@ -243,12 +243,14 @@ def counts(
     refresh_tokens: int = 0,
     sessions: int = 0,
     tokens_of_sessions: int = 0,
+    logout_deliveries: int = 0,
 ) -> JobResult:
     return {
         "authorization_codes": codes,
         "login_states": login_states,
         "refresh_tokens": refresh_tokens,
         "sessions": sessions,
+        "logout_deliveries": logout_deliveries,
         "refresh_tokens_of_sessions": tokens_of_sessions,
     }
 

@@ -2,7 +2,8 @@
 
 The broker, the sync worker, the tests that run job bodies and the benchmarks all need the
 same things: the outbound HTTP client, the database engine, the upstream providers over that
-client, the revocation publisher, a Redis client when Redis is configured, and the job bodies'
+client, the revocation publisher, a Redis client when Redis is configured, the store of the
+signing keys (the broker signs tokens with it, the worker Logout Tokens), and the job bodies'
 dependencies over all of these. ``ProcessResources.build`` makes them without I/O;
 ``aclose`` closes them in the reverse order of their use (providers before the HTTP client they
 share, the engine last).
@@ -27,6 +28,7 @@ from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
 from shared.revocations import RevocationPublisher, build_revocation_publisher
 from shared.settings import Settings
+from shared.signing_keys import KeyStore
 
 USER_AGENT = "oidc-broker/0.1"
 
@@ -51,6 +53,9 @@ class ProcessResources:
     # A client for the job bodies that talk to Redis (the audit relay) and the worker's health
     # checks; None without Redis. It connects on first use.
     redis: Redis | None
+    # The signing keys, empty until loaded: the broker's key maintenance keeps them current,
+    # the jobs that sign reload them from the database before they do.
+    keys: KeyStore
 
     @classmethod
     def build(
@@ -88,6 +93,7 @@ class ProcessResources:
                 if redis_url
                 else None
             ),
+            keys=KeyStore(settings.keyring, clock, settings.signing_algorithms),
         )
 
     @classmethod
@@ -116,6 +122,7 @@ class ProcessResources:
             "redis": self.redis,
             "revocations": self.revocations,
             "slots": ProviderSlots.from_settings(self.settings),
+            "keys": self.keys,
         }
         return JobDeps(**{**values, **fields})
 

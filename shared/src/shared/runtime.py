@@ -106,7 +106,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     scheduler = None
     if isinstance(jobs, InProcessJobQueue) and settings.periodic_jobs:
         scheduler = PeriodicScheduler(jobs, periodic_jobs(settings), clock, namespace="local")
-    keys = KeyStore(settings.keyring, clock, settings.signing_algorithms)
+    keys = resources.keys
     return Runtime(
         resources=resources,
         hot_path=create_hot_path_pool(settings.database_url, max_size=settings.db_pool_size),
