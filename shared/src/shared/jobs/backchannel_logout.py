@@ -21,9 +21,10 @@ followed), a timeout, a refused connection — is tried again after
 ``backchannel_logout_retry_base * 2^(n-1)`` seconds (equal jitter, at most
 ``backchannel_logout_retry_max``). Nothing is lost while the worker, Redis or the relying party
 is down: the rows wait in the database. A delivery still failing
-``backchannel_logout_give_up_after`` seconds after its session ended, or whose client no longer
-registers a ``backchannel_logout_uri``, is given up. Audited: ``backchannel_logout.delivered``
-and ``backchannel_logout.failed`` (``sid``, ``jti``, ``attempts``; the last error when given up).
+``backchannel_logout_give_up_after`` seconds after its session ended is given up (so, by then,
+is one whose client no longer registers a ``backchannel_logout_uri``). Audited:
+``backchannel_logout.delivered`` and ``backchannel_logout.failed`` (``sid``, ``jti``,
+``attempts``; the last error when given up).
 """
 
 from __future__ import annotations
@@ -79,11 +80,10 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Attempt:
-    """How one POST went: delivered, or the reason it was not (``final``: no retry helps)."""
+    """How one POST went: delivered, or the reason it was not."""
 
     delivered: bool
     error: str | None = None
-    final: bool = False
 
 
 async def deliver_backchannel_logouts(
@@ -102,11 +102,11 @@ async def deliver_backchannel_logouts(
         # No broker has created its keys yet: nothing can be signed, no attempt is spent.
         return {"outcome": "ok", "collected": collected or 0, "reason": "no_signing_keys"}
     while time.monotonic() < deadline:
-        claimed = await _claim(deps, payload.batch_size)
+        claimed = await claim_due(deps, payload.batch_size)
         snapshot = deps.keys.snapshot
         attempts = await asyncio.gather(*(_attempt(deps, snapshot, row) for row in claimed))
         for row, attempt in zip(claimed, attempts, strict=True):
-            outcomes[await _record(deps, row, attempt)] += 1
+            outcomes[await record_outcome(deps, row, attempt)] += 1
         if len(claimed) < payload.batch_size:
             break
     return {
@@ -130,7 +130,7 @@ async def pending_deliveries(deps: JobDeps) -> int:
     return int(count or 0)
 
 
-async def _claim(deps: JobDeps, limit: int) -> list[Claimed]:
+async def claim_due(deps: JobDeps, limit: int) -> list[Claimed]:
     """Up to ``limit`` due deliveries, counted as attempted and not due again until the POST
     has had its time (see the module docstring)."""
     now = deps.clock.now()
@@ -172,7 +172,9 @@ async def _attempt(deps: JobDeps, keys: KeySnapshot, row: Claimed) -> Attempt:
     """Sign a fresh Logout Token and POST it (§2.5); never follows a redirect."""
     client = deps.settings.client(row.ended.client_id)
     if client is None or client.backchannel_logout_uri is None:
-        return Attempt(False, "the client registers no backchannel_logout_uri", final=True)
+        # Not in this process's configuration: during a rolling change another worker may
+        # have it. Tried again like any failure, and given up at the bound if it never returns.
+        return Attempt(False, "the client registers no backchannel_logout_uri here")
     claims = logout_token_claims(deps.settings.issuer, row.ended, deps.clock.now())
     token = sign_logout_token(keys, client.id_token_signed_response_alg, claims)
     if token is None:
@@ -194,7 +196,7 @@ async def _attempt(deps: JobDeps, keys: KeySnapshot, row: Claimed) -> Attempt:
     return Attempt(False, f"HTTP {status}")
 
 
-async def _record(deps: JobDeps, row: Claimed, attempt: Attempt) -> str:
+async def record_outcome(deps: JobDeps, row: Claimed, attempt: Attempt) -> str:
     """Write the attempt's outcome (and its audit row) if the row is still this attempt's;
     ``delivered``, ``retried``, ``failed``, or ``lost`` (its claim lapsed meanwhile)."""
     settings = deps.settings
@@ -204,7 +206,7 @@ async def _record(deps: JobDeps, row: Claimed, attempt: Attempt) -> str:
     if attempt.delivered:
         outcome = "delivered"
         values = {"delivered_at": now, "next_attempt_at": None, "last_error": None}
-    elif attempt.final or now >= give_up_at:
+    elif now >= give_up_at:
         outcome = "failed"
         values = {"failed_at": now, "next_attempt_at": None, "last_error": attempt.error}
     else:
