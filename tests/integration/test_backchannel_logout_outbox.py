@@ -311,7 +311,8 @@ async def test_concurrent_readers_write_each_delivery_once(bcl, idp):
     assert sorted(row.session_id for row in rows) == sorted(sessions)
 
 
-async def test_the_outbox_cursor_is_a_row_that_audit_retention_waits_for(bcl, idp):
+async def test_the_outbox_cursor_is_a_row_of_audit_relay_cursors(bcl, idp):
+    # Audit retention keeps every row some cursor there has not passed: none is dropped unread.
     await collect_batch(bcl.deps, 10)
     async with bcl.deps.engine.connect() as connection:
         streams = set(await connection.scalars(select(AUDIT_CURSORS.c.stream)))
