@@ -22,7 +22,14 @@ from shared.clock import FrozenClock
 from shared.crypto.opaque import token_hash
 from shared.db.database import create_engine
 from shared.db.migrate import upgrade_to_head
-from shared.db.tables import CODES, LOGIN_STATES, REFRESH_TOKENS, SESSIONS, USERS
+from shared.db.tables import (
+    CODES,
+    LOGIN_STATES,
+    LOGOUT_DELIVERIES,
+    REFRESH_TOKENS,
+    SESSIONS,
+    USERS,
+)
 from shared.jobs.base import JobDeps, JobName, JobResult
 from shared.jobs.housekeeping import HousekeepingPayload, run_housekeeping
 from shared.jobs.registry import job_spec
@@ -181,6 +188,30 @@ class Rows:
         self.login_state_ids.append(state_id)
         return state_id
 
+    async def delivery(
+        self,
+        *,
+        next_attempt_at: dt.datetime | None,
+        delivered_at: dt.datetime | None = None,
+        failed_at: dt.datetime | None = None,
+    ) -> uuid.UUID:
+        """A Logout Token owed to ``CLIENT`` for a session of this user."""
+        delivery_id = uuid.uuid4()
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                insert(LOGOUT_DELIVERIES).values(
+                    id=delivery_id, event_id=uuid.uuid4(), client_id=CLIENT,
+                    session_id=uuid.uuid4(), user_id=self.user_id, jti=delivery_id.hex,
+                    revoked_at=EPOCH, created_at=EPOCH, attempts=1,
+                    next_attempt_at=next_attempt_at, delivered_at=delivered_at,
+                    failed_at=failed_at,
+                )
+            )  # fmt: skip
+        return delivery_id
+
+    async def delivery_exists(self, delivery_id: uuid.UUID) -> bool:
+        return await self._exists(LOGOUT_DELIVERIES.c.id, delivery_id)
+
     async def session_exists(self, session_id: uuid.UUID) -> bool:
         return await self._exists(SESSIONS.c.id, session_id)
 
@@ -208,6 +239,9 @@ class Rows:
             )
             await connection.execute(
                 delete(LOGIN_STATES).where(LOGIN_STATES.c.id.in_(self.login_state_ids))
+            )
+            await connection.execute(
+                delete(LOGOUT_DELIVERIES).where(LOGOUT_DELIVERIES.c.user_id == self.user_id)
             )
             # Sessions and codes go with their user (ON DELETE CASCADE).
             await connection.execute(delete(USERS).where(USERS.c.id == self.user_id))
@@ -243,12 +277,14 @@ def counts(
     refresh_tokens: int = 0,
     sessions: int = 0,
     tokens_of_sessions: int = 0,
+    logout_deliveries: int = 0,
 ) -> JobResult:
     return {
         "authorization_codes": codes,
         "login_states": login_states,
         "refresh_tokens": refresh_tokens,
         "sessions": sessions,
+        "logout_deliveries": logout_deliveries,
         "refresh_tokens_of_sessions": tokens_of_sessions,
     }
 
@@ -391,6 +427,31 @@ async def test_batches_are_bounded_and_the_next_run_carries_on(
     # The counts survive the log redactor (fields named like tokens or codes would not).
     redacted = redact_secrets(None, "info", dict(event))
     assert dict(redacted["purged"]) == first
+
+
+async def test_finished_logout_deliveries_are_kept_for_the_retention_window_then_purged(
+    engine: AsyncEngine, rows: Rows, http: httpx2.AsyncClient
+) -> None:
+    now = EPOCH + dt.timedelta(days=30)
+
+    def ago(days: float) -> dt.datetime:
+        return now - dt.timedelta(days=days)
+
+    delivered_long_ago = await rows.delivery(next_attempt_at=None, delivered_at=ago(7.01))
+    given_up_long_ago = await rows.delivery(next_attempt_at=None, failed_at=ago(8))
+    delivered_lately = await rows.delivery(next_attempt_at=None, delivered_at=ago(6.99))
+    # Still owed, however old: never purged (it is given up, and audited, by its own job).
+    pending = await rows.delivery(next_attempt_at=ago(20))
+
+    result = await run_housekeeping(
+        HousekeepingPayload(), job_deps(engine, http, FrozenClock(now), retention=7 * DAY)
+    )
+
+    assert result == counts(logout_deliveries=2)
+    assert not await rows.delivery_exists(delivered_long_ago)
+    assert not await rows.delivery_exists(given_up_long_ago)
+    assert await rows.delivery_exists(delivered_lately)
+    assert await rows.delivery_exists(pending)
 
 
 def test_the_payload_bounds_its_batches() -> None:

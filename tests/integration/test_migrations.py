@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from shared.db.base import Base
 from shared.db.database import create_engine
 from shared.db.migrate import (
@@ -181,3 +182,31 @@ async def test_0007_email_authority_and_labelled_groups_upgrade_and_downgrade_on
     tmp_path: Path,
 ):
     await _assert_0007_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def _assert_0012_upgrades_and_downgrades(url: str) -> None:
+    before = ScriptDirectory.from_config(alembic_config(url)).get_revision("0012").down_revision
+    assert isinstance(before, str)
+    await _migrate(url, "upgrade", "0012")
+    assert "logout_deliveries" in await _tables(url)
+    await _migrate(url, "downgrade", before)
+    assert "logout_deliveries" not in await _tables(url)
+    await _assert_matches_models(url)  # and up again, to exactly the models
+
+
+async def test_0012_logout_deliveries_upgrade_and_downgrade_on_postgresql():
+    with postgres_server_url() as server, fresh_database(server) as url:
+        await _assert_0012_upgrades_and_downgrades(url)
+
+
+async def test_0012_logout_deliveries_upgrade_and_downgrade_on_sqlite(tmp_path: Path):
+    await _assert_0012_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")

@@ -9,7 +9,7 @@ import pytest
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey, RSAKey
-from shared.crypto.jwt_signer import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWTSigner
+from shared.crypto.jwt_signer import ACCESS_TOKEN_TYPE, JWT_TYPES, JWTSigner
 from shared.crypto.keyring import Keyring
 from shared.signing_keys import build_snapshot, generate_signing_key
 
@@ -39,7 +39,7 @@ def _public(signer: JWTSigner) -> ECKey | RSAKey:
 
 
 @pytest.mark.parametrize("alg", ["ES256", "RS256"])
-@pytest.mark.parametrize("typ", [ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE])
+@pytest.mark.parametrize("typ", JWT_TYPES)
 def test_signed_jwt_verifies_with_joserfc_and_carries_the_protected_header(alg, typ):
     signer = _signer(alg)
     decoded = jwt.decode(signer.sign(typ, dict(CLAIMS)), _public(signer), algorithms=[alg])
@@ -47,7 +47,7 @@ def test_signed_jwt_verifies_with_joserfc_and_carries_the_protected_header(alg, 
     assert decoded.claims == CLAIMS
 
 
-@pytest.mark.parametrize("typ", [ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE])
+@pytest.mark.parametrize("typ", JWT_TYPES)
 def test_signed_jwt_is_byte_for_byte_what_joserfc_encodes(typ):
     # RS256 (PKCS #1 v1.5) signatures are deterministic, so whole tokens can be compared.
     signer = _signer("RS256")

@@ -180,6 +180,15 @@ async def revoke_key(
     return rows
 
 
+async def load_keys(engine: AsyncEngine, store: KeyStore) -> None:
+    """Install the keys as stored, changing nothing: for a process that signs but leaves the
+    schedule to the brokers (the worker's Logout Tokens). Like the brokers, it signs only with
+    a key that is already published and not revoked (``can_sign``)."""
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        rows = list((await session.scalars(select(SigningKey))).all())
+    store.install(rows)
+
+
 class KeyMaintainer:
     """Keeps a ``KeyStore`` current: runs the schedule and reloads the keys every ``interval``.
 

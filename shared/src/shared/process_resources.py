@@ -2,7 +2,8 @@
 
 The broker, the sync worker, the tests that run job bodies and the benchmarks all need the
 same things: the outbound HTTP client, the database engine, the upstream providers over that
-client, the revocation publisher, a Redis client when Redis is configured, and the job bodies'
+client, the revocation publisher, a Redis client when Redis is configured, the store of the
+signing keys (the broker signs tokens with it, the worker Logout Tokens), and the job bodies'
 dependencies over all of these. ``ProcessResources.build`` makes them without I/O;
 ``aclose`` closes them in the reverse order of their use (providers before the HTTP client they
 share, the engine last).
@@ -32,6 +33,7 @@ from shared.providers.base import Provider
 from shared.providers.factory import ProviderDeps, build_providers
 from shared.revocations import RevocationPublisher, build_revocation_publisher
 from shared.settings import Settings
+from shared.signing_keys import KeyStore
 from shared.tracing import http_client as http_tracing
 from shared.tracing.database import trace_engine
 from shared.tracing.spans import tracer_of
@@ -63,6 +65,9 @@ class ProcessResources:
     # A client for the job bodies that talk to Redis (the audit relay) and the worker's health
     # checks; None without Redis. It connects on first use.
     redis: Redis | None
+    # The signing keys, empty until loaded: the broker's key maintenance keeps them current,
+    # the jobs that sign reload them from the database before they do.
+    keys: KeyStore
     # The process's tracer provider when tracing is on (docs/configuration.md "Tracing").
     tracer_provider: TracerProvider | None = None
 
@@ -116,6 +121,7 @@ class ProcessResources:
                 else None
             ),
             tracer_provider=tracer_provider,
+            keys=KeyStore(settings.keyring, clock, settings.signing_algorithms),
         )
 
     @classmethod
@@ -144,6 +150,7 @@ class ProcessResources:
             "redis": self.redis,
             "revocations": self.revocations,
             "slots": ProviderSlots.from_settings(self.settings),
+            "keys": self.keys,
         }
         return JobDeps(**{**values, **fields})
 

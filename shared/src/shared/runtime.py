@@ -123,7 +123,7 @@ def build_runtime(
     scheduler = None
     if isinstance(jobs, InProcessJobQueue) and settings.periodic_jobs:
         scheduler = PeriodicScheduler(jobs, periodic_jobs(settings), clock, namespace="local")
-    keys = KeyStore(settings.keyring, clock, settings.signing_algorithms)
+    keys = resources.keys
     rotation = RotationPolicy.build(
         settings.keyring,
         refresh_ttl=settings.refresh_token_ttl,

@@ -85,6 +85,18 @@ class WorkerMetrics:
             "Audit events relayed to the audit sink.",
             registry=self.registry,
         )
+        self._logouts = Counter(
+            "sync_worker_backchannel_logouts_total",
+            "Back-channel Logout Token deliveries attempted, by outcome (delivered; retried: "
+            "the relying party did not take it, tried again later; failed: given up).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._logouts_pending = Gauge(
+            "sync_worker_backchannel_logouts_pending",
+            "Logout Tokens neither delivered nor given up, as of this worker's last delivery run.",
+            registry=self.registry,
+        )
         self._queue_depth = Gauge(
             "sync_worker_queue_depth",
             "Jobs waiting in the queue, read at scrape time (NaN when the read failed).",
@@ -111,6 +123,14 @@ class WorkerMetrics:
     def audit_published(self, count: int) -> None:
         """Count ``count`` audit events relayed (zero is fine, negative is an error)."""
         self._audit_published.inc(count)
+
+    def backchannel_logouts(
+        self, *, delivered: int, retried: int, failed: int, pending: int
+    ) -> None:
+        """Count one delivery run's outcomes and record the deliveries still pending."""
+        for outcome, count in (("delivered", delivered), ("retried", retried), ("failed", failed)):
+            self._logouts.labels(outcome=outcome).inc(count)
+        self._logouts_pending.set(pending)
 
     def set_queue_depth(self, depth: int) -> None:
         """Record the queue depth just read (the ``/metrics`` handler calls this)."""

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from shared.clock import Clock, SystemClock
 from shared.config_file import ConfigError
 from shared.db.migrate import SchemaRevisions, current_revision
-from shared.jobs.base import JobDeps, JobResult
+from shared.jobs.base import JobDeps, JobName, JobResult
 from shared.jobs.queue import DEFAULT_QUEUE_NAME, ArqJobQueue, dumps_job_data, loads_job_data
 from shared.jobs.registry import JOBS, JobSpec
 from shared.jobs.schedule import PeriodicScheduler, periodic_jobs
@@ -209,7 +209,8 @@ UPSTREAM_OUTCOMES = {
 
 
 def record_result(metrics: WorkerMetrics, job: str, result: JobResult, seconds: float) -> None:
-    """Count a finished job from what its body reported (outcome, upstream call, relay)."""
+    """Count a finished job from what its body reported (outcome, upstream call, relay,
+    back-channel logouts)."""
     outcome = result.get("outcome", "ok")
     metrics.job_finished(job, outcome if outcome in ("ok", "retried") else "failed", seconds)
     provider, upstream = result.get("provider"), result.get("upstream_seconds")
@@ -219,6 +220,14 @@ def record_result(metrics: WorkerMetrics, job: str, result: JobResult, seconds: 
     published = result.get("published")
     if isinstance(published, int) and published > 0:
         metrics.audit_published(published)
+    pending = result.get("pending")
+    if job == JobName.DELIVER_BACKCHANNEL_LOGOUTS.value and isinstance(pending, int):
+        metrics.backchannel_logouts(
+            delivered=int(result.get("delivered", 0)),
+            retried=int(result.get("retried", 0)),
+            failed=int(result.get("failed", 0)),
+            pending=pending,
+        )
 
 
 def redis_settings_from_url(url: str) -> RedisSettings:

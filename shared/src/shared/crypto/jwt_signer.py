@@ -26,7 +26,8 @@ from shared.crypto.opaque import b64url
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
 ID_TOKEN_TYPE = "JWT"
-JWT_TYPES = (ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE)
+LOGOUT_TOKEN_TYPE = "logout+jwt"  # OpenID Connect Back-Channel Logout 1.0 §2.4
+JWT_TYPES = (ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, LOGOUT_TOKEN_TYPE)
 
 
 def _protected_header(typ: str, alg: str, kid: str) -> bytes:

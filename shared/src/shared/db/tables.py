@@ -12,6 +12,7 @@ from shared.models import (
     AuthSession,
     Avatar,
     LoginState,
+    LogoutDelivery,
     OAuth2Profile,
     OAuth2Token,
     RefreshToken,
@@ -29,6 +30,7 @@ CODES = table(AuthorizationCode)
 # ``oauth2_tokens``: one row per linked profile holding its upstream grant (an upstream link).
 LINKS = table(OAuth2Token)
 LOGIN_STATES = table(LoginState)
+LOGOUT_DELIVERIES = table(LogoutDelivery)
 PROFILES = table(OAuth2Profile)
 REFRESH_TOKENS = table(RefreshToken)
 SESSIONS = table(AuthSession)

@@ -7,7 +7,8 @@ Layers, each importing only those below it (an import-linter contract):
 * ``registry``: the job table, every job's name, typed payload and body.
 * one module per job, its payload and its body, independent of arq: ``upstream_refresh``,
   ``profile_sync``, ``audit_relay``, ``audit_rollup``, ``stats_snapshot``, ``housekeeping``,
-  ``noop`` (with ``audit_cursor``, the position a reader of the audit log has reached).
+  ``backchannel_logout`` (with ``logout_outbox``, its reader of ended sessions), ``noop`` (with
+  ``audit_cursor``, the position a reader of the audit log has reached).
 * ``base``: the job names, the payload base, the result type, ``JobDeps`` and the ``JobQueue``
   interface; ``provider_slots``, the per-provider concurrency limit in ``JobDeps``.
 

@@ -23,6 +23,7 @@ from shared.jobs.provider_slots import ProviderSlots
 from shared.providers.base import Provider
 from shared.revocations import NoRevocationStream, RevocationPublisher
 from shared.settings import Settings
+from shared.signing_keys import KeyStore
 
 __all__ = [
     "JobDeps",
@@ -46,6 +47,7 @@ class JobName(StrEnum):
     SCAN_PROFILES = "scan_profiles"
     SYNC_PROFILE = "sync_profile"
     HOUSEKEEPING = "housekeeping"
+    DELIVER_BACKCHANNEL_LOGOUTS = "deliver_backchannel_logouts"
 
 
 JobResult = dict[str, Any]
@@ -76,7 +78,8 @@ class JobDeps:
 
     ``queue`` is where a job puts follow-up jobs (a scan enqueues one job per token); ``redis``
     is the client the audit relay publishes with (None in the embedded default); ``slots``
-    limits concurrent upstream calls per provider; ``rng`` draws the retry jitter.
+    limits concurrent upstream calls per provider; ``rng`` draws the retry jitter; ``keys``
+    holds the broker's signing keys for the jobs that sign (None: such a job does nothing).
     """
 
     settings: Settings
@@ -89,3 +92,4 @@ class JobDeps:
     revocations: RevocationPublisher = field(default_factory=NoRevocationStream)
     slots: ProviderSlots = field(default_factory=ProviderSlots)
     rng: random.Random = field(default_factory=random.SystemRandom)
+    keys: KeyStore | None = None

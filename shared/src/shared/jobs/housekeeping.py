@@ -13,6 +13,8 @@ What goes (``now`` from the injected clock, ``cutoff = now - settings.session_re
 * ``auth_sessions`` revoked before the cutoff, or none of whose refresh tokens lives past it
   (kept that long for the admin views), together with their refresh tokens, in one transaction.
   ``refresh_tokens`` has no foreign key; ``authorization_codes.session_id`` is set NULL.
+* ``logout_deliveries`` delivered or given up before the cutoff (the audit log keeps their
+  ``backchannel_logout.delivered`` or ``.failed`` row); a pending one is never purged.
 
 Upstream links and profiles, users, avatars and audit rows are never touched here.
 
@@ -34,14 +36,14 @@ from pydantic import Field
 from sqlalchemy import ColumnElement, Delete, FromClause, Table, and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db.tables import CODES, LOGIN_STATES, REFRESH_TOKENS, SESSIONS
+from shared.db.tables import CODES, LOGIN_STATES, LOGOUT_DELIVERIES, REFRESH_TOKENS, SESSIONS
 from shared.jobs.base import JobDeps, JobPayload, JobResult
 
 log = structlog.get_logger("shared.jobs.housekeeping")
 
 
 # The kinds a run reports, in the order it purges them (sessions last: fewer codes to unlink).
-KINDS = ("authorization_codes", "login_states", "refresh_tokens", "sessions")
+KINDS = ("authorization_codes", "login_states", "refresh_tokens", "sessions", "logout_deliveries")
 SESSION_TOKENS = "refresh_tokens_of_sessions"  # deleted along with their sessions
 
 Batch = Callable[[AsyncConnection, int], Awaitable[Counter[str]]]
@@ -63,6 +65,7 @@ async def run_housekeeping(payload: HousekeepingPayload, deps: JobDeps) -> JobRe
         "login_states": _expired_rows(LOGIN_STATES, "id", now),
         "refresh_tokens": _spent_refresh_tokens(now),
         "sessions": _retired_sessions(cutoff),
+        "logout_deliveries": _finished_deliveries(cutoff),
     }
     counts: Counter[str] = Counter(dict.fromkeys((*KINDS, SESSION_TOKENS), 0))
     unfinished = []
@@ -118,6 +121,22 @@ def _spent_refresh_tokens(now: dt.datetime) -> Batch:
     async def batch(connection: AsyncConnection, limit: int) -> Counter[str]:
         statement = _bounded_delete(REFRESH_TOKENS, "token_hash", spent, limit)
         return Counter({"refresh_tokens": (await connection.execute(statement)).rowcount})
+
+    return batch
+
+
+def _finished_deliveries(cutoff: dt.datetime) -> Batch:
+    """Logout deliveries delivered or given up before the cutoff."""
+
+    def finished(rows: FromClause) -> ColumnElement[bool]:
+        return and_(
+            rows.c.next_attempt_at.is_(None),
+            or_(rows.c.delivered_at <= cutoff, rows.c.failed_at <= cutoff),
+        )
+
+    async def batch(connection: AsyncConnection, limit: int) -> Counter[str]:
+        statement = _bounded_delete(LOGOUT_DELIVERIES, "id", finished, limit)
+        return Counter({"logout_deliveries": (await connection.execute(statement)).rowcount})
 
     return batch
 

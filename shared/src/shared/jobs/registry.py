@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
 from shared.jobs.audit_rollup import AuditRollupPayload, roll_up_audit_events
+from shared.jobs.backchannel_logout import BackchannelLogoutPayload, deliver_backchannel_logouts
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
 from shared.jobs.housekeeping import HousekeepingPayload, run_housekeeping
 from shared.jobs.noop import NoopPayload, run_noop
@@ -89,6 +90,12 @@ JOBS: Mapping[JobName, JobSpec[Any]] = MappingProxyType(
             JobSpec(JobName.SCAN_PROFILES, ProfileSyncScanPayload, scan_profiles),
             JobSpec(JobName.SYNC_PROFILE, ProfileSyncPayload, sync_profile, keep_result=0),
             JobSpec(JobName.HOUSEKEEPING, HousekeepingPayload, run_housekeeping),
+            JobSpec(
+                JobName.DELIVER_BACKCHANNEL_LOGOUTS,
+                BackchannelLogoutPayload,
+                deliver_backchannel_logouts,
+                keep_result=60,
+            ),
         )
     }
 )

@@ -19,6 +19,7 @@ import structlog
 from shared.clock import Clock
 from shared.jobs.audit_relay import AuditRelayPayload
 from shared.jobs.audit_rollup import AuditRollupPayload
+from shared.jobs.backchannel_logout import BackchannelLogoutPayload
 from shared.jobs.base import JobName, JobPayload, JobQueue, QueueUnavailableError
 from shared.jobs.housekeeping import HousekeepingPayload
 from shared.jobs.profile_sync import ProfileSyncScanPayload
@@ -42,7 +43,8 @@ class PeriodicJob:
 
 def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     """What runs on a timer; the audit relay only where there is a Redis to publish to (the
-    rollup needs only the database: it runs everywhere, whatever state Redis is in)."""
+    rollup and the back-channel logouts need only the database: they run everywhere, whatever
+    state Redis is in)."""
     jobs = [
         PeriodicJob(
             JobName.SCAN_UPSTREAM_TOKENS,
@@ -61,6 +63,13 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     )
     jobs.append(
         PeriodicJob(JobName.SNAPSHOT_STATS, settings.audit_rollup_interval, StatsSnapshotPayload())
+    )
+    jobs.append(
+        PeriodicJob(
+            JobName.DELIVER_BACKCHANNEL_LOGOUTS,
+            settings.backchannel_logout_interval,
+            BackchannelLogoutPayload(),
+        )
     )
     if settings.redis_url is not None:
         jobs.append(PeriodicJob(JobName.RELAY_AUDIT_EVENTS, 1.0, AuditRelayPayload()))

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.audit import record_audit_core
+from shared.backoff import backoff_delay
 from shared.db.tables import LINKS
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
 from shared.providers.base import Provider, UpstreamTokens
@@ -145,9 +146,9 @@ class RefreshOutcome:
 def retry_delay(settings: Settings, failures: int, retry_after: float | None, draw: float) -> float:
     """Seconds until the next attempt after ``failures`` consecutive transient failures;
     ``draw`` is uniform in [0, 1) (equal jitter: half fixed, half random)."""
-    growth = float(2 ** min(failures - 1, 32))
-    cap = min(settings.upstream_retry_max, settings.upstream_retry_base * growth)
-    delay: float = cap / 2 + draw * cap / 2
+    delay = backoff_delay(
+        failures, base=settings.upstream_retry_base, cap=settings.upstream_retry_max, draw=draw
+    )
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.upstream_retry_max))
     return delay

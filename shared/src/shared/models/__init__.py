@@ -8,6 +8,7 @@ from shared.models.auth_session import AuthSession
 from shared.models.authorization_code import AuthorizationCode
 from shared.models.avatar import Avatar
 from shared.models.login_state import LoginState
+from shared.models.logout_delivery import LogoutDelivery
 from shared.models.oauth2_profile import OAuth2Profile
 from shared.models.oauth2_token import OAuth2Token
 from shared.models.refresh_token import RefreshToken
@@ -24,6 +25,7 @@ __all__ = [
     "AuthorizationCode",
     "Avatar",
     "LoginState",
+    "LogoutDelivery",
     "OAuth2Profile",
     "OAuth2Token",
     "RefreshToken",

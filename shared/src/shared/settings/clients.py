@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from shared.settings.base import Strict
+from shared.settings.base import Strict, check_url
 
 SigningAlg = Literal["ES256", "RS256"]
 # A confidential client's secret is a shared key, not a password: 32 characters at the least.
@@ -27,6 +27,11 @@ class ClientConfig(Strict):
     # OIDC Core §2 (client metadata) and DESIGN: RS256 unless the client registered another;
     # relying parties at their default settings accept nothing else for ID tokens.
     id_token_signed_response_alg: SigningAlg = "RS256"
+    # OpenID Connect Back-Channel Logout 1.0 §2.2: where the broker POSTs a Logout Token when a
+    # session of this client ends (docs/security.md "Back-channel Logout Tokens"), and whether
+    # the client needs its `sid` (the spec's default is false; the broker always sends it).
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -50,6 +55,18 @@ class ClientConfig(Strict):
                     f"at least {MIN_CLIENT_SECRET_LENGTH} are required"
                 )
         return self
+
+    @field_validator("backchannel_logout_uri")
+    @classmethod
+    def _backchannel_logout_uri(cls, value: str | None) -> str | None:
+        # The Logout Token travels in the request body: https, unless the RP is on loopback
+        # (as for the issuer); §2.2 forbids a fragment.
+        if value is None:
+            return None
+        check_url(value, "backchannel_logout_uri")
+        if urlsplit(value).fragment or value.endswith("#"):
+            raise ValueError(f"{value!r} must not contain a fragment (Back-Channel Logout §2.2)")
+        return value
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod

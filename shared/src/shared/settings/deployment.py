@@ -65,6 +65,15 @@ class Settings(Strict):
     # sync-worker with it). Off: jobs run only when enqueued on demand.
     periodic_jobs: bool = True
     session_retention: Annotated[int, Field(ge=0)] = 7 * 86400
+    # Back-channel logout (docs/worker.md "Back-channel logout"): the delivery job runs this
+    # often; one POST to a relying party may take the timeout; a failed delivery is tried again
+    # after base * 2**(n-1) seconds (equal jitter), at most max, and given up this long after
+    # its session ended.
+    backchannel_logout_interval: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    backchannel_logout_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    backchannel_logout_retry_base: Annotated[float, Field(gt=0)] = 10.0
+    backchannel_logout_retry_max: Annotated[float, Field(gt=0)] = 3600.0
+    backchannel_logout_give_up_after: Annotated[int, Field(ge=60)] = 3 * 86400
     keyring: Keyring
     providers: tuple[ProviderConfig, ...] = Field(
         default_factory=lambda: tuple(_default_providers()), validate_default=True

@@ -78,6 +78,10 @@ def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
+        # OpenID Connect Back-Channel Logout 1.0 §2.1: Logout Tokens to each client's
+        # backchannel_logout_uri, always with sid (docs/security.md "Back-channel Logout Tokens").
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
     }
 
@@ -190,6 +194,8 @@ _FLAGS = (
     "request_parameter_supported",
     "request_uri_parameter_supported",
     "authorization_response_iss_parameter_supported",
+    "backchannel_logout_supported",
+    "backchannel_logout_session_supported",
 )
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
 _CACHE_HEADERS: dict[str, Schema] = {"Cache-Control": {"type": "string"}}
