@@ -14,6 +14,7 @@ from shared.models import (
     LoginState,
     OAuth2Profile,
     OAuth2Token,
+    ProviderState,
     RefreshToken,
     SigningKey,
     StatSnapshot,
@@ -30,6 +31,7 @@ CODES = table(AuthorizationCode)
 LINKS = table(OAuth2Token)
 LOGIN_STATES = table(LoginState)
 PROFILES = table(OAuth2Profile)
+PROVIDER_STATES = table(ProviderState)
 REFRESH_TOKENS = table(RefreshToken)
 SESSIONS = table(AuthSession)
 SIGNING_KEYS = table(SigningKey)
