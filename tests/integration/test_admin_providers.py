@@ -21,6 +21,8 @@ from shared.audit import record_audit_core
 from shared.clock import SystemClock
 from shared.crypto.keyring import Keyring
 from shared.db.tables import AUDIT_TABLE, SESSIONS
+from shared.jobs.stats_snapshot import StatsSnapshotPayload, snapshot_stats
+from shared.jobs.upstream_refresh import UpstreamRefreshPayload, refresh_upstream_token
 from shared.providers.health import ProviderHealth
 from shared.runtime import Runtime
 from sqlalchemy import select
@@ -28,6 +30,8 @@ from sqlalchemy import select
 from tests.conftest import broker_settings
 from tests.support.accounts import CONSOLE, corp_profile
 from tests.support.flows import authorize, login, query_of, refresh, relative
+from tests.support.job_deps import job_deps
+from tests.support.links import create_link, mint_grants
 from tests.support.provider_broker import running_broker
 
 pytestmark = pytest.mark.integration
@@ -183,9 +187,12 @@ async def test_the_listing_describes_every_configured_provider_and_never_a_secre
     assert (partner["enabled"], partner["source"], partner["override"]) == (True, "config", None)
     assert partner["health"]["reachable"] is True
     assert [c["name"] for c in partner["health"]["checks"]] == ["discovery", "jwks"]
-    assert partner["links"] == {
-        "total": 0,
-        "states": {"ok": 0, "refresh_failing": 0, "needs_reauth": 0, "revoked": 0},
+    assert partner["links"]["total"] == 0
+    assert partner["links"]["states"] == {
+        "ok": 0,
+        "refresh_failing": 0,
+        "needs_reauth": 0,
+        "revoked": 0,
     }
     assert partner["sign_ins_24h"] == 0 and partner["last_error"] is None
     github = by_id[setup.github]
@@ -201,7 +208,12 @@ async def test_the_listing_describes_every_configured_provider_and_never_a_secre
     )
     assert retired["health"] is None  # never loaded, never probed
     one = await setup.broker.get(f"/admin/oauth2/providers/{setup.github}", headers=setup.admin)
-    assert one.status_code == 200 and one.json() == github
+    assert one.status_code == 200
+
+    def described(entry: dict[str, Any]) -> dict[str, Any]:
+        return {name: value for name, value in entry.items() if name != "links"}
+
+    assert described(one.json()) == described(github)  # links.as_of: counted now, each time
     for secret in setup.secrets:
         assert secret not in one.text
 
@@ -291,11 +303,60 @@ async def test_sign_ins_of_the_last_24_hours_are_counted(
     entry = await _entry(setup, setup.partner)
 
     assert entry["sign_ins_24h"] == 2
-    assert entry["links"]["total"] == 2
-    assert entry["links"]["states"]["ok"] == 2  # the stand-in hands out refresh tokens
     listing = await setup.broker.get("/admin/oauth2/providers", headers=setup.admin)
     (listed,) = [e for e in listing.json()["providers"] if e["id"] == setup.partner]
     assert listed["sign_ins_24h"] == 2
+
+
+async def test_links_are_counted_by_state_with_the_last_upstream_error(
+    setup: Setup, idp: httpx2.AsyncClient
+) -> None:
+    await _sign_in_through(setup, idp, setup.partner)  # a link whose grant is fine
+    async with job_deps(setup.runtime.settings) as deps:
+        links = []
+        for _ in range(3):
+            subject = f"sub-{uuid.uuid4().hex[:12]}"
+            (grant,) = await mint_grants(idp, {"sub": subject, "email": f"{subject}@x.example"})
+            links.append(
+                await create_link(
+                    deps.engine,
+                    deps.settings.keyring,
+                    grant,
+                    subject=subject,
+                    provider=setup.partner,
+                    expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60),
+                )
+            )
+        failing, dead, revoked_by_admin = links
+        # The worker's refreshes: the upstream is down for one link, refuses the other's grant.
+        await idp.post("/_control/refresh_faults", json={"mode": "unavailable"})
+        retry = await refresh_upstream_token(
+            UpstreamRefreshPayload(token_id=failing.token_id), deps
+        )
+        await idp.post("/_control/refresh_faults", json={"mode": "invalid_grant"})
+        gone = await refresh_upstream_token(UpstreamRefreshPayload(token_id=dead.token_id), deps)
+        assert (retry["status"], gone["status"]) == ("retry", "revoked")
+        # An admin's revocation comes last, and is not an error of the upstream.
+        deleted = await setup.broker.delete(
+            f"/admin/oauth2/tokens/{revoked_by_admin.token_id}", headers=setup.admin
+        )
+        assert deleted.status_code == 200, deleted.text
+        await snapshot_stats(StatsSnapshotPayload(), deps)
+
+    entry = await _entry(setup, setup.partner)
+
+    assert entry["links"]["total"] == 4
+    assert entry["links"]["states"] == {
+        "ok": 1,
+        "refresh_failing": 1,
+        "needs_reauth": 0,
+        "revoked": 2,
+    }
+    assert entry["last_error"]["link_state"] == "revoked"
+    assert entry["last_error"]["error"] == "invalid_grant"
+    listing = await setup.broker.get("/admin/oauth2/providers", headers=setup.admin)
+    (listed,) = [e for e in listing.json()["providers"] if e["id"] == setup.partner]
+    assert listed["links"] == entry["links"] and listed["last_error"] == entry["last_error"]
 
 
 async def test_disabling_is_kept_audited_and_refuses_new_sign_ins_until_enabled(

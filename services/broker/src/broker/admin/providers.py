@@ -10,8 +10,9 @@ from, with the cost at the admin benchmark's scale in mind:
 - health: this replica's cached probes (``shared.providers.health``: at most one probe per
   provider a minute, none waited on longer than its timeout); none for a provider the YAML
   disables, which is not loaded;
-- links: identities linked through the provider (``oauth2_profiles``), and their upstream
-  grants by state (``oauth2_tokens``);
+- links: identities linked through the provider, and their upstream grants by state, from the
+  stats snapshot (``shared.jobs.stats_snapshot``, taken every ``audit_rollup_interval``; counted
+  now before its first run): counting 130,000 links per request took ~0.1 s;
 - the last upstream error: the newest error recorded on one of its links — a refresh the
   upstream refused or could not answer, or why a link died — through the partial index
   ``ix_oauth2_tokens_provider_error``; revocations the broker made itself (an admin, a
@@ -28,8 +29,8 @@ import re
 from typing import Any
 
 from shared.clock import rfc3339
-from shared.db.tables import AUDIT_TABLE, LINKS, PROFILES
-from shared.models.oauth2_token import LINK_STATES
+from shared.db.tables import AUDIT_TABLE, LINKS
+from shared.jobs.stats_snapshot import IDENTITIES, LINK_COUNTS, link_counts, read_snapshot
 from shared.provider_states import ProviderOverride, effective_state, read_overrides
 from shared.providers.health import ProbeResult
 from shared.runtime import Runtime
@@ -95,8 +96,11 @@ async def _described(
     health: dict[str, ProbeResult],
 ) -> list[dict[str, Any]]:
     ids = [config.id for config in configs]
-    identities, grants = await _links(connection, ids)
-    sign_ins = await _sign_ins(connection, ids, runtime.clock.now() - SIGN_IN_WINDOW)
+    now = runtime.clock.now()
+    counts, taken = await read_snapshot(connection)
+    if taken is None:  # before the snapshot job's first run (a new install): count now
+        counts, taken = await link_counts(connection), now
+    sign_ins = await _sign_ins(connection, ids, now - SIGN_IN_WINDOW)
     entries = []
     for config in configs:
         override = overrides.get(config.id)
@@ -111,8 +115,12 @@ async def _described(
                 "health": _health(health.get(config.id)),
                 "last_error": await _last_error(connection, config.id),
                 "links": {
-                    "total": identities.get(config.id, 0),
-                    "states": {s: grants.get((config.id, s), 0) for s in LINK_STATES},
+                    "total": counts.get((IDENTITIES, config.id), 0),
+                    "states": {
+                        state: counts.get((name, config.id), 0)
+                        for state, name in LINK_COUNTS.items()
+                    },
+                    "as_of": _iso(taken),
                 },
                 "sign_ins_24h": sign_ins.get(config.id, 0),
             }
@@ -178,26 +186,6 @@ def _health(probe: ProbeResult | None) -> dict[str, Any] | None:
             for check in probe.checks
         ],
     }
-
-
-async def _links(
-    connection: AsyncConnection, ids: list[str]
-) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-    """Identities linked per provider, and their upstream grants per provider and state."""
-    identities = await connection.execute(
-        select(PROFILES.c.provider, func.count())
-        .where(PROFILES.c.provider.in_(ids))
-        .group_by(PROFILES.c.provider)
-    )
-    grants = await connection.execute(
-        select(LINKS.c.provider, LINKS.c.state, func.count())
-        .where(LINKS.c.provider.in_(ids))
-        .group_by(LINKS.c.provider, LINKS.c.state)
-    )
-    return (
-        {row[0]: int(row[1]) for row in identities},
-        {(row[0], row[1]): int(row[2]) for row in grants},
-    )
 
 
 async def _sign_ins(

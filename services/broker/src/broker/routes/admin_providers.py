@@ -228,8 +228,9 @@ CONTRACT = Contract(
                         "states": strict_object(
                             {state: _COUNT for state in LINK_STATES}, required=list(LINK_STATES)
                         ),
+                        "as_of": TIMESTAMP,
                     },
-                    required=["total", "states"],
+                    required=["total", "states", "as_of"],
                 ),
                 "sign_ins_24h": _COUNT,
             },
