@@ -23,7 +23,8 @@ new ID token), ``/_control/requests`` lists the token-endpoint requests and
 ``/_control/authorize_requests`` the query of every accepted ``/authorize``. One-shot
 misbehaviours: an ID token with the ``wrong_aud``, ``wrong_iss``, ``bad_nonce``, ``expired``,
 ``bad_signature`` or ``alg_none``; ``userinfo_sub_mismatch``; ``token_error_500`` (the next code
-exchange); ``deny`` (the next authorization). Its own control routes:
+exchange); ``deny`` (the next authorization). Sticky (until reset): ``jwks_503``, the JWKS
+answers 503 while discovery still answers. Its own control routes:
 
 * ``POST /_control/discovery_issuer`` ``{"issuer": str | null}`` — discovery advertises another
   issuer (null: the real one);
@@ -92,7 +93,10 @@ ID_TOKEN_MISBEHAVIOURS = frozenset(
     {"wrong_aud", "wrong_iss", "bad_nonce", "expired", "bad_signature", "alg_none"}
 )
 MISBEHAVE_MODES = ID_TOKEN_MISBEHAVIOURS | {"userinfo_sub_mismatch", "token_error_500", "deny"}
-"""Modes accepted by ``POST /_control/misbehave``; each one applies once."""
+"""Modes accepted by ``POST /_control/misbehave`` that apply once."""
+
+STICKY_MODES = frozenset({"jwks_503"})
+"""Modes accepted by ``POST /_control/misbehave`` that hold until a reset."""
 
 OTHER_CLIENT_ID = "some-other-client"
 """Audience used by the ``wrong_aud`` misbehaviour."""
@@ -189,7 +193,9 @@ class _State:
     """Everything a reset forgets; ``controls`` is the kit's part."""
 
     controls: Controls = field(
-        default_factory=lambda: Controls(Misbehaviours(MISBEHAVE_MODES), ProfileChanges("sub"))
+        default_factory=lambda: Controls(
+            Misbehaviours(MISBEHAVE_MODES, STICKY_MODES), ProfileChanges("sub")
+        )
     )
     user: dict[str, Any] = field(default_factory=default_user)
     discovery_issuer: str | None = None
@@ -414,6 +420,8 @@ class OpenIDProvider:
         )
 
     async def jwks(self, request: Request) -> Response:
+        if self.state.controls.misbehaviours.is_on("jwks_503"):
+            return JSONResponse({"error": "simulated JWKS outage"}, status_code=503)
         key = signing.public_jwk(self.tokens.key, kid=self.tokens.kid, alg=self.config.signing_alg)
         return JSONResponse({"keys": [key]})
 

@@ -162,6 +162,9 @@ def test_the_postgresql_broker_keeps_its_contract(
     )
 
 
+DEV = {"provider_id": "dev"}
+
+
 def _sid(tokens: dict[str, Any]) -> str:
     payload = tokens["access_token"].split(".")[1]
     sid: str = json.loads(base64.urlsafe_b64decode(payload + "=="))["sid"]
@@ -221,6 +224,22 @@ def test_live_credentials_get_successful_answers_in_their_documented_shape(
             "POST",
             "/admin/oauth2/users/{user_id}/enable",
             {"path_parameters": {"user_id": target_id}},
+            admin,
+        ),
+        ("GET", "/admin/oauth2/providers", {}, admin),
+        ("GET", "/admin/oauth2/providers/{provider_id}", {"path_parameters": DEV}, admin),
+        # Switched on explicitly, then back to the configuration: dev stays enabled (the
+        # PostgreSQL broker shares the run's database with every other test).
+        (
+            "PATCH",
+            "/admin/oauth2/providers/{provider_id}",
+            {"path_parameters": DEV, "body": {"enabled": True, "reason": "fuzzed"}},
+            admin,
+        ),
+        (
+            "PATCH",
+            "/admin/oauth2/providers/{provider_id}",
+            {"path_parameters": DEV, "body": {"enabled": None}},
             admin,
         ),
     ]

@@ -24,6 +24,9 @@ ENDPOINTS = [
     ("DELETE", "/admin/oauth2/tokens/{token}"),
     ("GET", "/admin/oauth2/stats"),
     ("GET", "/admin/oauth2/audit"),
+    ("GET", "/admin/oauth2/providers"),
+    ("GET", "/admin/oauth2/providers/corp"),
+    ("PATCH", "/admin/oauth2/providers/corp"),
 ]
 
 

@@ -207,6 +207,18 @@ async def revoke_link_sessions(
     return await _revoke_live(connection, SESSIONS.c.profile_id == profile_id, now, reason, actor)
 
 
+async def revoke_provider_sessions(
+    connection: AsyncConnection,
+    provider_id: str,
+    *,
+    now: dt.datetime,
+    reason: str,
+    actor: str,
+) -> list[Revocation]:
+    """Revoke the live sessions signed in through one provider (an admin disabling it)."""
+    return await _revoke_live(connection, SESSIONS.c.provider == provider_id, now, reason, actor)
+
+
 async def revoke_browser_sessions(
     connection: AsyncConnection,
     browser_hash: bytes,

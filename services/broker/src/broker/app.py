@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 
 from broker.admin.dashboard import audit as dashboard_audit
 from broker.admin.dashboard import overview as dashboard_overview
+from broker.admin.dashboard import providers as dashboard_providers
 from broker.admin.dashboard import signin as dashboard_signin
 from broker.admin.dashboard import tokens as dashboard_tokens
 from broker.admin.dashboard import users as dashboard_users
@@ -37,6 +38,7 @@ from broker.oauth.dashboard_client import check_reserved_id
 from broker.routes import (
     accounts,
     admin_audit,
+    admin_providers,
     admin_stats,
     admin_tokens,
     admin_users,
@@ -172,6 +174,15 @@ def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
         Route("/admin/oauth2/users/{user_id}/enable", admin_users.enable_user, methods=["POST"]),
         Route("/admin/oauth2/tokens", admin_tokens.list_tokens, methods=["GET"]),
         Route("/admin/oauth2/tokens/{token_id}", admin_tokens.delete_token, methods=["DELETE"]),
+        Route("/admin/oauth2/providers", admin_providers.list_providers, methods=["GET"]),
+        Route(
+            "/admin/oauth2/providers/{provider_id}", admin_providers.get_provider, methods=["GET"]
+        ),
+        Route(
+            "/admin/oauth2/providers/{provider_id}",
+            admin_providers.change_provider,
+            methods=["PATCH"],
+        ),
         Route("/admin/oauth2/stats", admin_stats.get_stats, methods=["GET"]),
         Route("/admin/oauth2/audit", admin_audit.list_audit, methods=["GET"]),
         # Signing in through an upstream provider.
@@ -196,6 +207,22 @@ def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
         Route("/admin/users/{user_id}/status", form(dashboard_users.set_status), methods=["POST"]),
         Route("/admin/tokens", page(dashboard_tokens.tokens_page), methods=["GET"]),
         Route("/admin/tokens/{token_id}/revoke", form(dashboard_tokens.revoke), methods=["POST"]),
+        Route("/admin/providers", page(dashboard_providers.providers_page), methods=["GET"]),
+        Route(
+            "/admin/providers/{provider_id}",
+            page(dashboard_providers.provider_page),
+            methods=["GET"],
+        ),
+        Route(
+            "/admin/providers/{provider_id}/disable",
+            page(dashboard_providers.confirm_disable),
+            methods=["GET"],
+        ),
+        Route(
+            "/admin/providers/{provider_id}/state",
+            form(dashboard_providers.set_state),
+            methods=["POST"],
+        ),
         Route("/admin/audit", page(dashboard_audit.audit_page), methods=["GET"]),
         Route("/admin/audit/export", page(dashboard_audit.export), methods=["GET"]),
     ]

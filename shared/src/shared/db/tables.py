@@ -15,6 +15,7 @@ from shared.models import (
     LogoutDelivery,
     OAuth2Profile,
     OAuth2Token,
+    ProviderState,
     RefreshToken,
     SigningKey,
     StatSnapshot,
@@ -32,6 +33,7 @@ LINKS = table(OAuth2Token)
 LOGIN_STATES = table(LoginState)
 LOGOUT_DELIVERIES = table(LogoutDelivery)
 PROFILES = table(OAuth2Profile)
+PROVIDER_STATES = table(ProviderState)
 REFRESH_TOKENS = table(RefreshToken)
 SESSIONS = table(AuthSession)
 SIGNING_KEYS = table(SigningKey)

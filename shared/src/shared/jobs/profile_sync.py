@@ -31,6 +31,7 @@ from shared.guarded_fetch import FetchRefused, fetch_image
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
 from shared.jobs.upstream_refresh import REFRESHABLE_STATES, WORKER_ACTOR, refresh_locked_link
 from shared.profile_columns import UnusableIdentity, fit_columns
+from shared.provider_states import is_switched_off, switched_off
 from shared.providers.base import AvatarImage, UpstreamProfile, UpstreamTokens
 from shared.providers.errors import ProviderError, ProviderUnavailable
 from shared.upstream_tokens import unseal_upstream_token
@@ -85,10 +86,13 @@ async def scan_profiles(payload: ProfileSyncScanPayload, deps: JobDeps) -> JobRe
         raise RuntimeError("the profile scan needs a job queue")
     now = deps.clock.now()
     enqueued = due = 0
+    async with deps.engine.connect() as connection:
+        # docs/security.md "Switching a provider off": paused while disabled.
+        paused = await switched_off(connection)
     for provider_id, provider in deps.providers.items():
         config = deps.settings.provider(provider_id)
         interval = getattr(config, "profile_sync_interval", 0)
-        if provider.type == "dev" or not interval:
+        if provider.type == "dev" or not interval or provider_id in paused:
             continue
         # The last attempt, successful or not: a link that fails is retried an interval later
         # and never holds back the others.
@@ -142,6 +146,9 @@ async def _usable_tokens(
         ).first()
         if profile is None:
             return None, _result("skipped", reason="gone")
+        if await is_switched_off(connection, profile.provider):
+            # Nothing is read from a provider an admin disabled (and no attempt is recorded).
+            return profile, _result("skipped", profile.provider, reason="provider_disabled")
         provider = deps.providers.get(profile.provider)
         # The profile row first, then the link's: the order a sign-in writes them in.
         await connection.execute(

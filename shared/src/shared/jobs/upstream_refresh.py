@@ -37,6 +37,7 @@ from shared.audit import record_audit_core
 from shared.backoff import backoff_delay
 from shared.db.tables import LINKS
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
+from shared.provider_states import is_switched_off, switched_off
 from shared.providers.base import Provider, UpstreamTokens
 from shared.providers.errors import ProviderError, ProviderRejected, ProviderUnavailable
 from shared.revocations import Revocation
@@ -84,6 +85,9 @@ async def scan_upstream_tokens(payload: UpstreamScanPayload, deps: JobDeps) -> J
     now = deps.clock.now()
     horizon = now + dt.timedelta(seconds=deps.settings.upstream_refresh_margin)
     async with deps.engine.connect() as connection:
+        # docs/security.md "Switching a provider off": paused while disabled.
+        paused = await switched_off(connection)
+        providers = [pid for pid in refreshable_providers(deps) if pid not in paused]
         candidates = (
             await connection.execute(
                 # Only what the decision needs: never the sealed tokens of a thousand links.
@@ -96,7 +100,7 @@ async def scan_upstream_tokens(payload: UpstreamScanPayload, deps: JobDeps) -> J
                     LINKS.c.failure_count,
                 )
                 .where(
-                    LINKS.c.provider.in_(refreshable_providers(deps)),
+                    LINKS.c.provider.in_(providers),
                     LINKS.c.refresh_token_enc.is_not(None),
                     LINKS.c.state.in_(REFRESHABLE_STATES),
                     LINKS.c.expires_at.is_not(None),
@@ -352,6 +356,9 @@ async def _refresh_upstream_token(payload: UpstreamRefreshPayload, deps: JobDeps
         provider = deps.providers.get(row.provider)
         if provider is None:
             return RefreshOutcome("skipped", row.provider, "provider_not_configured").result()
+        if await is_switched_off(connection, row.provider):
+            # Queued before an admin disabled the provider: its links wait until it is back.
+            return RefreshOutcome("skipped", row.provider, "provider_disabled").result()
         sealed = row.refresh_token_enc is not None
         if not is_due(row, deps.settings, deps.clock.now(), has_refresh_token=sealed):
             return RefreshOutcome("skipped", row.provider, "not_due").result()

@@ -11,6 +11,7 @@ from shared.models.login_state import LoginState
 from shared.models.logout_delivery import LogoutDelivery
 from shared.models.oauth2_profile import OAuth2Profile
 from shared.models.oauth2_token import OAuth2Token
+from shared.models.provider_state import ProviderState
 from shared.models.refresh_token import RefreshToken
 from shared.models.signing_key import SigningKey
 from shared.models.stat_snapshot import StatSnapshot
@@ -28,6 +29,7 @@ __all__ = [
     "LogoutDelivery",
     "OAuth2Profile",
     "OAuth2Token",
+    "ProviderState",
     "RefreshToken",
     "SigningKey",
     "StatSnapshot",

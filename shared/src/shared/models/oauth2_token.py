@@ -5,13 +5,24 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, LargeBinary, String, Text, Uuid
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
 from shared.db.types import UTCDateTime
 
 LINK_STATES = ("ok", "refresh_failing", "needs_reauth", "revoked")
+HAS_ERROR = text("last_error IS NOT NULL")
 
 
 class OAuth2Token(Base):
@@ -22,6 +33,16 @@ class OAuth2Token(Base):
         ),
         # The admin token listing, newest first (created_at never changes: updates stay HOT).
         Index("ix_oauth2_tokens_created_at_id", "created_at", "id"),
+        # The admin providers listing: each provider's latest link error. Partial: a link
+        # holds an error only while its refresh fails or after it died (a successful refresh
+        # clears it), so the index stays small and most link updates never touch it.
+        Index(
+            "ix_oauth2_tokens_provider_error",
+            "provider",
+            "updated_at",
+            postgresql_where=HAS_ERROR,
+            sqlite_where=HAS_ERROR,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,6 +80,16 @@ class LoginStart:
     max_age: int | None = None
 
 
+@dataclass(frozen=True)
+class ProbeStep:
+    """One upstream endpoint a health probe reads (``shared.providers.health``): its name
+    (``discovery``, ``jwks``, GitHub's ``api``) and the read, which raises ``ProviderError``
+    when the endpoint does not answer as it must."""
+
+    name: str
+    read: Callable[[], Awaitable[None]]
+
+
 class Provider(Protocol):
     """What the broker needs from an upstream: start a login, finish it, refresh, revoke."""
 
@@ -102,8 +112,9 @@ class Provider(Protocol):
         """True when fresh profile claims come only with a refresh (Microsoft: the ID token of
         a refresh response is the profile); the profile sync then refreshes first."""
 
-    async def probe(self) -> None:
-        """One cheap request showing the upstream answers; raises ``ProviderError`` if not."""
+    def probe_steps(self) -> tuple[ProbeStep, ...]:
+        """What a health probe reads, in order, each step only once the one before answered
+        (the JWKS URL comes from discovery); none for a provider the broker serves itself."""
 
     async def authorization_url(self, start: LoginStart) -> str:
         """Where to send the browser (PKCE S256, state and nonce included)."""

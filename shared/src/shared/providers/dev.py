@@ -17,7 +17,13 @@ from urllib.parse import urlencode
 
 from shared.clock import Clock
 from shared.crypto.keyring import DecryptionError, Keyring
-from shared.providers.base import LoginStart, UpstreamLogin, UpstreamProfile, UpstreamTokens
+from shared.providers.base import (
+    LoginStart,
+    ProbeStep,
+    UpstreamLogin,
+    UpstreamProfile,
+    UpstreamTokens,
+)
 from shared.providers.errors import ProviderInvalidResponse
 from shared.providers.oauth2 import check_callback
 
@@ -48,8 +54,8 @@ class DevProvider:
     def reprompts_for_refresh_token(self) -> bool:
         return False
 
-    async def probe(self) -> None:
-        return None  # served by the broker itself
+    def probe_steps(self) -> tuple[ProbeStep, ...]:
+        return ()  # served by the broker itself
 
     @property
     def form_url(self) -> str:

@@ -25,7 +25,13 @@ import httpx2
 from opentelemetry.trace import Tracer
 
 from shared.clock import Clock
-from shared.providers.base import LoginStart, UpstreamLogin, UpstreamProfile, UpstreamTokens
+from shared.providers.base import (
+    LoginStart,
+    ProbeStep,
+    UpstreamLogin,
+    UpstreamProfile,
+    UpstreamTokens,
+)
 from shared.providers.errors import ProviderDenied, ProviderInvalidResponse
 from shared.providers.http import get_json, get_json_object
 from shared.providers.oauth2 import (
@@ -82,14 +88,19 @@ class GitHubProvider:
 
     @property
     def display_name(self) -> str:
-        return self._config.display_name or "GitHub"
+        return self._config.title
 
     @property
     def reprompts_for_refresh_token(self) -> bool:
         return False
 
-    async def probe(self) -> None:
-        await get_json(self._http, f"{self._config.api_url}/meta", "probe", headers=API_HEADERS)
+    def probe_steps(self) -> tuple[ProbeStep, ...]:
+        # Plain OAuth 2.0: no discovery or JWKS to read. The REST API's unauthenticated
+        # `/meta` shows that the API the sign-in needs answers.
+        return (ProbeStep("api", self._probe_api),)
+
+    async def _probe_api(self) -> None:
+        await get_json(self._http, f"{self._config.api_url}/meta", "api", headers=API_HEADERS)
 
     async def authorization_url(self, start: LoginStart) -> str:
         # GitHub has no OIDC nonce, prompt or max_age; `prompt=select_account` is its only

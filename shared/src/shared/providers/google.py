@@ -95,7 +95,7 @@ def build_google_provider(
     return OIDCProvider(
         provider_id=config.id,
         provider_type="google",
-        display_name=config.display_name or "Google",
+        display_name=config.title,
         issuer=config.issuer,
         flow=flow,
         http=http,

@@ -1,9 +1,15 @@
-"""Whether each upstream answers, from a cached probe (discovery, or GitHub's ``/meta``).
+"""Whether each upstream answers, from a cached probe of the endpoints a sign-in needs.
 
-``GET /auth/oauth2/providers`` is public and polled by sign-in pages, so it must never wait on
-an upstream or let callers drive requests to one: a provider is probed at most once per
-``ttl`` seconds, concurrent callers share that probe, and a probe that takes longer than
-``timeout`` counts as unreachable.
+What a probe reads is each provider's ``probe_steps``: discovery, then the JWKS it names
+(OpenID providers: ``oidc``, ``google``, ``microsoft``); GitHub's REST API ``/meta`` (GitHub has
+no discovery or JWKS); nothing for ``dev``, which the broker serves itself. A step runs only
+once the step before it answered; the result says which step failed and why.
+
+``GET /auth/oauth2/providers`` is public and polled by sign-in pages, and the admin listing
+shows the same results, so neither may wait on an upstream or let callers drive requests to
+one: a provider is probed at most once per ``ttl`` seconds, concurrent callers share that
+probe, and a probe still running after ``timeout`` seconds (all its steps together) stops and
+counts as unreachable.
 """
 
 from __future__ import annotations
@@ -25,10 +31,21 @@ PROBE_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
+class CheckResult:
+    """One step of a probe: ``reachable`` None when it did not run (a step before it failed,
+    or the probe ran out of time first)."""
+
+    name: str
+    reachable: bool | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     reachable: bool
     checked_at: dt.datetime
     reason: str | None = None
+    checks: tuple[CheckResult, ...] = ()
 
 
 class ProviderHealth:
@@ -48,14 +65,28 @@ class ProviderHealth:
         self._running: dict[str, asyncio.Task[ProbeResult]] = {}
 
     async def _probe(self, provider: Provider) -> ProbeResult:
+        steps = provider.probe_steps()
+        done: list[CheckResult] = []
         try:
-            await asyncio.wait_for(provider.probe(), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                for step in steps:
+                    try:
+                        await step.read()
+                    except ProviderError as exc:
+                        done.append(CheckResult(step.name, False, str(exc)))
+                        break
+                    done.append(CheckResult(step.name, True))
         except TimeoutError:
-            result = ProbeResult(False, self._clock.now(), "timed out")
-        except ProviderError as exc:
-            result = ProbeResult(False, self._clock.now(), str(exc))
-        else:
-            result = ProbeResult(True, self._clock.now())
+            name = steps[len(done)].name  # the step the deadline interrupted
+            done.append(CheckResult(name, False, f"{name}: timed out"))
+        checks = (*done, *(CheckResult(step.name, None) for step in steps[len(done) :]))
+        failed = next((check for check in checks if check.reachable is False), None)
+        result = ProbeResult(
+            reachable=failed is None,
+            checked_at=self._clock.now(),
+            reason=failed.error if failed is not None else None,
+            checks=checks,
+        )
         if not result.reachable:
             log.info("provider.unreachable", provider=provider.id, reason=result.reason)
         self._results[provider.id] = result

@@ -141,7 +141,7 @@ def build_microsoft_provider(
     return OIDCProvider(
         provider_id=config.id,
         provider_type="microsoft",
-        display_name=config.display_name or "Microsoft",
+        display_name=config.title,
         issuer=tenant_path,
         discovery_url=f"{tenant_path}/.well-known/openid-configuration",
         flow=flow,

@@ -22,7 +22,13 @@ from joserfc.errors import BadSignatureError, InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from shared.clock import Clock
-from shared.providers.base import LoginStart, UpstreamLogin, UpstreamProfile, UpstreamTokens
+from shared.providers.base import (
+    LoginStart,
+    ProbeStep,
+    UpstreamLogin,
+    UpstreamProfile,
+    UpstreamTokens,
+)
 from shared.providers.errors import ProviderError, ProviderInvalidResponse
 from shared.providers.http import get_json_object
 from shared.providers.oauth2 import OAuth2Endpoints, OAuth2Flow, check_callback
@@ -151,7 +157,10 @@ class OIDCProvider:
     def reprompts_for_refresh_token(self) -> bool:
         return self._quirks.reprompts_for_refresh_token
 
-    async def probe(self) -> None:
+    def probe_steps(self) -> tuple[ProbeStep, ...]:
+        return (ProbeStep("discovery", self._probe_discovery), ProbeStep("jwks", self._fetch_keys))
+
+    async def _probe_discovery(self) -> None:
         await self.metadata(refresh=True)
 
     def _issuer_accepted(self, advertised: Any) -> bool:
@@ -201,14 +210,19 @@ class OIDCProvider:
             or stale
             or (refresh and self._now() - self._jwks_at > JWKS_REFETCH_INTERVAL)
         ):
-            metadata = await self.metadata()
-            document = await self._get_json(metadata["jwks_uri"], "jwks")
-            try:
-                self._jwks = KeySet.import_key_set(document)  # type: ignore[arg-type]
-            except (JoseError, ValueError, KeyError, TypeError):
-                raise ProviderInvalidResponse("the upstream JWKS could not be read") from None
-            self._jwks_at = self._now()
+            await self._fetch_keys()
+        assert self._jwks is not None
         return self._jwks
+
+    async def _fetch_keys(self) -> None:
+        """Read the upstream's JWKS now (from discovery's ``jwks_uri``) and keep it."""
+        metadata = await self.metadata()
+        document = await self._get_json(metadata["jwks_uri"], "jwks")
+        try:
+            self._jwks = KeySet.import_key_set(document)  # type: ignore[arg-type]
+        except (JoseError, ValueError, KeyError, TypeError):
+            raise ProviderInvalidResponse("the upstream JWKS could not be read") from None
+        self._jwks_at = self._now()
 
     async def _endpoints(self) -> OAuth2Endpoints:
         metadata = await self.metadata()

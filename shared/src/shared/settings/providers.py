@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -16,10 +16,12 @@ class _ProviderBase(Strict):
     display_name: str | None = None
     disabled: bool = False
     link_by_email: bool = False
+    # The name shown when ``display_name`` is not set: the id, or the company's name.
+    default_title: ClassVar[str | None] = None
 
     @property
     def title(self) -> str:
-        return self.display_name or self.id
+        return self.display_name or self.default_title or self.id
 
 
 class _UpstreamClient(_ProviderBase):
@@ -80,6 +82,7 @@ class GoogleProviderConfig(_OpenIDClient):
     """Google: OpenID Connect with Google's defaults; ``issuer`` is overridable for tests."""
 
     type: Literal["google"]
+    default_title: ClassVar[str | None] = "Google"
     client_secret: SecretStr
     issuer: str = "https://accounts.google.com"
     # Ask for a refresh token (access_type=offline) and keep it for the worker.
@@ -103,6 +106,7 @@ class GitHubProviderConfig(_UpstreamClient):
     """GitHub or GitHub Enterprise: OAuth 2.0 (no ID token), identity from the REST API."""
 
     type: Literal["github"]
+    default_title: ClassVar[str | None] = "GitHub"
     client_secret: SecretStr
     base_url: str = "https://github.com"
     api_url: str = "https://api.github.com"
@@ -132,6 +136,7 @@ class MicrosoftProviderConfig(_OpenIDClient):
     """Microsoft Entra ID (identity platform v2.0); ``authority`` and ``graph_url`` overridable."""
 
     type: Literal["microsoft"]
+    default_title: ClassVar[str | None] = "Microsoft"
     client_secret: SecretStr
     tenant: Annotated[str, Field(pattern=_TENANT)] = "common"
     # Tenant ids (`tid`) allowed to sign in; empty: any tenant the `tenant` setting admits.

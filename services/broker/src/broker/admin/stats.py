@@ -53,6 +53,10 @@ COUNTED = {
 }
 DAILY = ("sign_ins", "new_users")
 _FILTERS = {"from", "to"}
+# What the statistics show of the snapshot per provider.
+PROVIDER_STATE = frozenset(
+    {"active_sessions", "links_refresh_failing", "links_need_reauth", "links_sync_failing"}
+)
 
 
 async def stats_summary(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
@@ -89,7 +93,7 @@ async def stats_summary(runtime: Runtime, query: Mapping[str, str]) -> dict[str,
         if name in DAILY:
             daily[name].append({"day": day.isoformat(), "provider": provider, "count": count})
     for (name, provider), count in state.items():
-        if provider:
+        if provider and name in PROVIDER_STATE:  # the snapshot also counts for other pages
             provider_counts(provider)[name] = count
     totals = {
         name: sum(counts[name] for counts in by_provider.values())

@@ -20,6 +20,7 @@ from shared.crypto.opaque import new_opaque_token, token_hash
 from shared.jobs.base import JobName, QueueUnavailableError
 from shared.jobs.profile_sync import ProfileSyncPayload, avatar_job_id
 from shared.profile_columns import UnusableIdentity
+from shared.provider_states import is_switched_off
 from shared.providers.base import Provider, UpstreamLogin
 from shared.providers.errors import ProviderError
 from shared.runtime import Runtime
@@ -51,7 +52,7 @@ from broker.login.logins import (
     set_login_cookie,
     start_login,
 )
-from broker.login.refusals import back_to_client, client_error, refused
+from broker.login.refusals import back_to_client, client_error, provider_disabled, refused
 from broker.oauth.codes import issue_code
 from broker.oauth.responses import authorization_response
 
@@ -207,6 +208,9 @@ async def _link_after_sign_in(
     link_provider = runtime.providers.get(before_link.link_provider)
     if link_provider is None:
         return back_to_client(request, pending, InvalidRequest("that provider is gone"))
+    async with runtime.engine.connect() as connection:
+        if await is_switched_off(connection, link_provider.id):
+            return back_to_client(request, pending, provider_disabled(link_provider.id))
     context = _context(request, pending)
     for attempt in range(2):
         try:

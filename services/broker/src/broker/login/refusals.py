@@ -82,6 +82,13 @@ def client_error(exc: ProviderError) -> OAuthError:
     return ServerError("the identity provider's response failed validation")
 
 
+def provider_disabled(provider_id: str) -> OAuthError:
+    """An admin disabled the provider (docs/security.md "Switching a provider off"): RFC 6749
+    §4.1.2.1 ``temporarily_unavailable``, so the client offers another way in or a retry later
+    rather than reading it as the user's refusal (``access_denied``)."""
+    return TemporarilyUnavailable(f"the identity provider {provider_id!r} is disabled")
+
+
 def back_to_client(request: Request, pending: PendingLogin, error: OAuthError) -> Response:
     """The sign-in failed after the upstream answered: tell the client, and count it."""
     client_id = pending.request.client_id

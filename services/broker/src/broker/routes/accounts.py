@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from shared.models.oauth2_token import LINK_STATES
+from shared.provider_states import switched_off
 from shared.providers.errors import ProviderError
 from shared.settings.base import ID_PATTERN
 from shared.settings.providers import PROVIDER_TYPES
@@ -63,26 +64,27 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 async def providers(request: Request) -> Response:
     runtime = runtime_of(request)
-    linked: set[str] | None = None
+    caller = None
     if request.headers.get("authorization"):
         caller = await authenticated_caller(request)
-        async with runtime.engine.connect() as connection:
+    linked: set[str] | None = None
+    async with runtime.engine.connect() as connection:
+        # Disabled in the YAML or by an admin now (docs/security.md "Switching a provider off").
+        paused = await switched_off(connection)
+        if caller is not None:
             linked = await linked_providers(connection, caller.user_id)
     health = await runtime.provider_health.statuses()
     listed = []
     for config in runtime.settings.providers:
         probe = health.get(config.id)
+        disabled = config.disabled or config.id in paused
         entry: dict[str, Any] = {
             "id": config.id,
             "type": config.type,
-            "display_name": (
-                runtime.providers[config.id].display_name
-                if config.id in runtime.providers
-                else config.title
-            ),
+            "display_name": config.title,
             "status": (
                 "disabled"
-                if config.disabled
+                if disabled
                 else "reachable"
                 if probe is not None and probe.reachable
                 else "configured"
@@ -90,9 +92,7 @@ async def providers(request: Request) -> Response:
             "reachable": None if probe is None else probe.reachable,
             "checked_at": None if probe is None else _iso(probe.checked_at),
             "login_url": (
-                None
-                if config.disabled
-                else f"{runtime.settings.issuer}/auth/oauth2/{config.id}/login"
+                None if disabled else f"{runtime.settings.issuer}/auth/oauth2/{config.id}/login"
             ),
         }
         if linked is not None:

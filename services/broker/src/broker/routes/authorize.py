@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
+from shared.provider_states import switched_off_now
 from shared.providers.base import Provider
 from shared.providers.errors import ProviderError
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from broker.login.logins import (
     set_login_cookie,
     start_login,
 )
+from broker.login.refusals import provider_disabled
 from broker.oauth.abuse_limits import login_start_refused
 from broker.oauth.authorization import (
     ClientRejected,
@@ -54,7 +56,12 @@ async def authorize_link(
     if isinstance(start, LinkOwner):
         return await _authorize(request, fixed_provider=link_provider, link_owner=start)
     runtime = runtime_of(request)
-    usable = start.provider in runtime.providers and start.provider != link_provider
+    paused = await switched_off_now(runtime.engine)
+    usable = (
+        start.provider in runtime.providers
+        and start.provider not in paused
+        and start.provider != link_provider
+    )
     return await _authorize(
         request,
         fixed_provider=start.provider if usable else None,
@@ -88,12 +95,20 @@ async def _authorize(
     try:
         auth_request = validate_authorization_request(settings, client, redirect_uri, params)
         provider_id = fixed_provider or auth_request.provider
+        # Read at every start, so an admin's switch reaches every replica at once
+        # (docs/security.md "Switching a provider off").
+        paused = await switched_off_now(runtime.engine)
+        if before_link is not None and before_link.link_provider in paused:
+            raise provider_disabled(before_link.link_provider)
         choices = {
             provider_id: provider
             for provider_id, provider in runtime.providers.items()
-            if before_link is None or provider_id != before_link.link_provider
+            if provider_id not in paused
+            and (before_link is None or provider_id != before_link.link_provider)
         }
         if provider_id is None:
+            if not choices:
+                raise TemporarilyUnavailable("no identity provider is enabled")
             if len(choices) == 1:
                 provider_id = next(iter(choices))
             else:
@@ -103,6 +118,8 @@ async def _authorize(
             raise InvalidRequest(f"sign in with another provider before linking {provider_id!r}")
         provider = choices.get(provider_id)
         if provider is None:
+            if provider_id in paused and provider_id in runtime.providers:
+                raise provider_disabled(provider_id)
             raise InvalidRequest(f"unknown provider {provider_id!r}")
         retry_after = await login_start_refused(runtime, request)
         if retry_after is not None:

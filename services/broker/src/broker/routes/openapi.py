@@ -27,6 +27,7 @@ from broker.http.openapi import (
 from broker.routes import (
     accounts,
     admin_audit,
+    admin_providers,
     admin_stats,
     admin_tokens,
     admin_users,
@@ -60,6 +61,10 @@ EXCLUDED: Mapping[str, str] = {
     "/admin/users/{user_id}/status": _DASHBOARD,
     "/admin/tokens": _DASHBOARD,
     "/admin/tokens/{token_id}/revoke": _DASHBOARD,
+    "/admin/providers": _DASHBOARD,
+    "/admin/providers/{provider_id}": _DASHBOARD,
+    "/admin/providers/{provider_id}/disable": _DASHBOARD,
+    "/admin/providers/{provider_id}/state": _DASHBOARD,
     "/admin/audit": _DASHBOARD,
     "/admin/audit/export": _DASHBOARD,
 }
@@ -89,6 +94,7 @@ CONTRACTS: tuple[Contract, ...] = (
     avatars.CONTRACT,
     admin_users.CONTRACT,
     admin_tokens.CONTRACT,
+    admin_providers.CONTRACT,
     admin_stats.CONTRACT,
     admin_audit.CONTRACT,
     health.CONTRACT,

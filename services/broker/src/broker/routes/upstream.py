@@ -6,6 +6,7 @@ import re
 from urllib.parse import parse_qsl, urlencode
 
 import structlog
+from shared.provider_states import is_switched_off
 from shared.providers.dev import DevProvider
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -16,6 +17,7 @@ from broker.http.forms import single_params
 from broker.http.pages import dev_login_page, error_page, redirect_sources
 from broker.login.callback import finish_callback
 from broker.login.logins import consume_login, cookie_name
+from broker.login.refusals import back_to_client, provider_disabled
 
 log = structlog.get_logger("broker.upstream")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
@@ -45,6 +47,14 @@ async def callback(request: Request) -> Response:
             "Return to the application and sign in again.",
         )
     structlog.contextvars.bind_contextvars(client_id=pending.request.client_id)
+    async with runtime.engine.connect() as connection:
+        disabled = await is_switched_off(connection, provider_id)
+    if disabled:
+        # Disabled while the browser was upstream: its answer is not even read (no code
+        # exchange, no ID token), the state is spent (docs/security.md "Switching a provider
+        # off").
+        log.info("login.provider_disabled", provider=provider_id)
+        return back_to_client(request, pending, provider_disabled(provider_id))
     return await finish_callback(request, provider, pending, params, login_cookie)
 
 

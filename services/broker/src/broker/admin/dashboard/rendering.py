@@ -25,6 +25,13 @@ NOTICES = {
     "disabled": "The user is disabled and their sessions are revoked.",
     "enabled": "The user is enabled again.",
     "unchanged": "Nothing changed: the user already had that status.",
+    "provider_disabled": "The provider is disabled: sign-ins through it are refused now.",
+    "provider_disabled_sessions": (
+        "The provider is disabled and every session signed in through it is revoked."
+    ),
+    "provider_enabled": "The provider is enabled: people can sign in through it again.",
+    "provider_default": "The provider follows the configuration again.",
+    "provider_unchanged": "Nothing changed: the provider was already in that state.",
 }
 
 
