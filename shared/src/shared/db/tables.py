@@ -11,10 +11,12 @@ from shared.models import (
     AuthorizationCode,
     AuthSession,
     Avatar,
+    ClientAssertion,
     LoginState,
     OAuth2Profile,
     OAuth2Token,
     RefreshToken,
+    RevokedAccessToken,
     SigningKey,
     StatSnapshot,
     User,
@@ -25,12 +27,14 @@ AUDIT_TABLE = table(AuditAction)
 AUDIT_CURSORS = table(AuditRelayCursor)
 AUDIT_DAILY_COUNTS = table(AuditDailyCount)
 AVATARS = table(Avatar)
+CLIENT_ASSERTIONS = table(ClientAssertion)
 CODES = table(AuthorizationCode)
 # ``oauth2_tokens``: one row per linked profile holding its upstream grant (an upstream link).
 LINKS = table(OAuth2Token)
 LOGIN_STATES = table(LoginState)
 PROFILES = table(OAuth2Profile)
 REFRESH_TOKENS = table(RefreshToken)
+REVOKED_ACCESS_TOKENS = table(RevokedAccessToken)
 SESSIONS = table(AuthSession)
 SIGNING_KEYS = table(SigningKey)
 STAT_SNAPSHOTS = table(StatSnapshot)

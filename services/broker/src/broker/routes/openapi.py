@@ -27,6 +27,7 @@ from broker.http.openapi import (
 from broker.routes import (
     accounts,
     admin_audit,
+    admin_clients,
     admin_stats,
     admin_tokens,
     admin_users,
@@ -91,6 +92,7 @@ CONTRACTS: tuple[Contract, ...] = (
     admin_tokens.CONTRACT,
     admin_stats.CONTRACT,
     admin_audit.CONTRACT,
+    admin_clients.CONTRACT,
     health.CONTRACT,
     CONTRACT,
 )
