@@ -31,14 +31,14 @@ def import_client_keys(jwks: Mapping[str, Any]) -> KeySet:
     for index, key in enumerate(keys):
         if not isinstance(key, dict):
             raise ValueError(f"jwks.keys[{index}] is not a JSON object")
+        if key.get("kty") not in _ALGORITHMS_BY_KEY_TYPE:
+            raise ValueError(f"jwks.keys[{index}]: kty must be RSA or EC")
         private = [name for name in _PRIVATE_MEMBERS if name in key]
         if private:
             raise ValueError(
                 f"jwks.keys[{index}] has the private member {private[0]!r}: configure the "
                 "client's public keys only"
             )
-        if key.get("kty") not in _ALGORITHMS_BY_KEY_TYPE:
-            raise ValueError(f"jwks.keys[{index}]: kty must be RSA or EC")
         if "alg" in key and key["alg"] not in _ALGORITHMS_BY_KEY_TYPE[key["kty"]]:
             allowed = ", ".join(_ALGORITHMS_BY_KEY_TYPE[key["kty"]])
             raise ValueError(f"jwks.keys[{index}]: alg must be one of {allowed} for this key")

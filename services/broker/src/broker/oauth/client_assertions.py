@@ -175,8 +175,9 @@ async def record_assertion(engine: AsyncEngine, assertion: VerifiedAssertion) ->
             expires_at=assertion.expires_at,
         )
         .on_conflict_do_nothing()
+        .returning(CLIENT_ASSERTIONS.c.jti_hash)
     )
     async with engine.begin() as connection:
-        inserted = (await connection.execute(statement)).rowcount
-    if inserted != 1:
+        inserted = (await connection.execute(statement)).first()
+    if inserted is None:
         raise InvalidClient("the client assertion was already used (its jti is spent)")

@@ -41,8 +41,9 @@ async def revoke_service_token(
             expires_at=dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC),
         )
         .on_conflict_do_nothing()
+        .returning(REVOKED_ACCESS_TOKENS.c.jti)
     )
-    if inserted.rowcount != 1:
+    if inserted.first() is None:
         return False
     await record_audit_core(
         connection,
