@@ -19,6 +19,7 @@ from typing import Any
 import httpx2
 import pytest
 from broker.app import create_app
+from broker.oauth.tokens import service_token_claims, sign_service_token
 from oidc_broker_verifier import AccessTokenVerifier, TokenRejected, token_kind
 from shared.clock import SystemClock
 from shared.crypto.keyring import Keyring
@@ -629,6 +630,30 @@ async def test_the_verifier_accepts_a_service_token_and_says_so(services: Servic
         await users_only.verify(token)
     with pytest.raises(TokenRejected, match="another audience"):
         await AccessTokenVerifier(BROKER_ISSUER, audience=BILLING_API, http=http).verify(token)
+
+
+async def test_a_token_without_a_session_that_names_a_user_is_refused_everywhere(
+    services: Services,
+):
+    # The broker never signs one: a user's token always carries its sid. Signed with the
+    # broker's own key here, so only the missing sid gives it away.
+    client = services.runtime.settings.client(services.billing)
+    assert client is not None
+    claims = service_token_claims(
+        services.runtime.settings, client=client, scope="", audience=(API,), now=SystemClock().now()
+    )
+    forged = sign_service_token(
+        services.runtime.keys.snapshot,
+        services.runtime.settings,
+        {**claims, "sub": str(uuid.uuid4())},
+    )
+
+    verifier = AccessTokenVerifier(BROKER_ISSUER, audience=API, http=services.broker)
+    with pytest.raises(TokenRejected, match="sub = client_id"):
+        await verifier.verify(forged)
+    assert await _introspect(services, forged) == {"active": False}
+    userinfo = await services.broker.get("/userinfo", headers={"Authorization": f"Bearer {forged}"})
+    assert userinfo.status_code == 401
 
 
 # --------------------------------------------------------------------------- the admin listing
