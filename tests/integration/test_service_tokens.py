@@ -284,7 +284,7 @@ def _now() -> int:
 
 BAD_ASSERTIONS = {
     "expired": lambda client: assertion(EC, client, TOKEN_ENDPOINT, exp=_now() - 120),
-    "exp-too-far-ahead": lambda client: assertion(EC, client, TOKEN_ENDPOINT, exp=_now() + 3600),
+    "exp-too-far-ahead": lambda client: assertion(EC, client, TOKEN_ENDPOINT, exp=_now() + 3700),
     "another-audience": lambda client: assertion(EC, client, "https://other.example/token"),
     "alg-the-key-does-not-have": lambda client: assertion(
         RSA, client, TOKEN_ENDPOINT, header={"kid": "ec1"}

@@ -147,7 +147,7 @@ def test_the_client_id_parameter_may_name_the_asserted_client(settings: Settings
 
 REFUSED_ASSERTIONS = {
     "expired": lambda: assertion(EC, "signer", ISSUER, exp=int(time.time()) - 120),
-    "exp-too-far-ahead": lambda: assertion(EC, "signer", ISSUER, exp=int(time.time()) + 3600),
+    "exp-too-far-ahead": lambda: assertion(EC, "signer", ISSUER, exp=int(time.time()) + 3700),
     "no-exp": lambda: assertion(EC, "signer", ISSUER, exp=DROP),
     "no-jti": lambda: assertion(EC, "signer", ISSUER, jti=DROP),
     "empty-jti": lambda: assertion(EC, "signer", ISSUER, jti=""),
@@ -242,3 +242,14 @@ def test_each_client_authenticates_only_the_way_it_registered(settings: Settings
     # A public client has no keys to sign with.
     with pytest.raises(InvalidClient, match="public client"):
         _authenticate(settings, assertion_params(assertion(EC, "spa", ISSUER)))
+
+
+def test_the_lifetime_bound_is_the_deployments_setting(settings: Settings):
+    strict = settings.model_copy(update={"client_assertion_max_lifetime": 300})
+    ten_minutes = assertion(EC, "signer", ISSUER, exp=int(time.time()) + 600)
+
+    assert _authenticate(settings, assertion_params(ten_minutes)).client.id == "signer"
+    with pytest.raises(InvalidClient, match="within 300 seconds"):
+        _authenticate(
+            strict, assertion_params(assertion(EC, "signer", ISSUER, exp=int(time.time()) + 600))
+        )

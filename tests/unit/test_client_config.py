@@ -217,3 +217,18 @@ def test_a_service_client_in_the_yaml_file_loads(tmp_path: Path) -> None:
     (client,) = settings.clients
     assert client.auth_methods == ("private_key_jwt",)
     assert client.service_scopes == ("billing.read",)
+
+
+def test_the_client_assertion_lifetime_bound_comes_from_the_environment(tmp_path: Path) -> None:
+    environ = {"BROKER_VAR_DIR": str(tmp_path / "var")}
+
+    assert load_settings(environ).client_assertion_max_lifetime == 3600
+    assert (
+        load_settings(
+            {**environ, "BROKER_CLIENT_ASSERTION_MAX_LIFETIME": "300"}
+        ).client_assertion_max_lifetime
+        == 300
+    )
+    for refused in ("30", "100000", "soon"):
+        with pytest.raises(ConfigError, match="BROKER_CLIENT_ASSERTION_MAX_LIFETIME"):
+            load_settings({**environ, "BROKER_CLIENT_ASSERTION_MAX_LIFETIME": refused})

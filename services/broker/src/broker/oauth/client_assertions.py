@@ -10,7 +10,8 @@ RFC 7523 §2.2 and §3, OIDC Core §9; docs/security.md "Client assertions". The
 - ``iss`` and ``sub`` are both the client id;
 - ``aud`` names this broker: its issuer, or the URL of an endpoint that authenticates clients
   (``/token``, ``/revoke``, ``/introspect``, ``/auth/oauth2/refresh``);
-- ``exp`` has not passed and is at most ``MAX_LIFETIME`` seconds ahead (a long-lived assertion
+- ``exp`` has not passed and is at most ``BROKER_CLIENT_ASSERTION_MAX_LIFETIME`` seconds ahead
+  (an hour by default, what authlib and Google's client libraries sign: a long-lived assertion
   would be a password in all but name); ``nbf`` and ``iat``, when present, are not in the
   future (``CLOCK_LEEWAY`` either way);
 - ``jti`` is present, and never seen before for this client: :func:`record_assertion` inserts
@@ -47,7 +48,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.http.errors import InvalidClient
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-MAX_LIFETIME = 300  # seconds an assertion's exp may lie ahead
 CLOCK_LEEWAY = 30
 MAX_JTI_LENGTH = 256
 # Every endpoint that authenticates clients; an assertion may name any as its audience.
@@ -119,8 +119,10 @@ def verify_assertion(
     *,
     audiences: Collection[str],
     now: dt.datetime,
+    max_lifetime: int,
 ) -> VerifiedAssertion:
-    """RFC 7523 §3: the assertion's signature and claims, or ``InvalidClient``."""
+    """RFC 7523 §3: the assertion's signature and claims, or ``InvalidClient``; its ``exp`` at
+    most ``max_lifetime`` seconds ahead."""
     try:
         header = _segment(assertion, 0)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -144,8 +146,8 @@ def verify_assertion(
     except JoseError as exc:
         raise InvalidClient(f"the client assertion is not valid: {exc.description}") from None
     exp, jti = claims["exp"], claims["jti"]
-    if not isinstance(exp, int | float) or exp > epoch + MAX_LIFETIME + CLOCK_LEEWAY:
-        raise InvalidClient(f"the client assertion must expire within {MAX_LIFETIME} seconds")
+    if not isinstance(exp, int | float) or exp > epoch + max_lifetime + CLOCK_LEEWAY:
+        raise InvalidClient(f"the client assertion must expire within {max_lifetime} seconds")
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
         raise InvalidClient(f"the client assertion's jti must be 1 to {MAX_JTI_LENGTH} characters")
     return VerifiedAssertion(

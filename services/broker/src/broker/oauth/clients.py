@@ -132,7 +132,13 @@ def verify_client(
             f"not {credentials.method}"
         )
     elif credentials.assertion is not None:
-        assertion = verify_assertion(client, credentials.assertion, audiences=audiences, now=now)
+        assertion = verify_assertion(
+            client,
+            credentials.assertion,
+            audiences=audiences,
+            now=now,
+            max_lifetime=settings.client_assertion_max_lifetime,
+        )
     elif (
         credentials.secret is None
         or client.secret is None
