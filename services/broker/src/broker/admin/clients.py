@@ -122,6 +122,9 @@ async def service_token_activity(
         }
     for actor, client_id in actors.items():
         if activity[client_id]["last_issued_at"] is None:
-            last = await connection.scalar(select(func.max(occurred)).where(*_issued_by([actor])))
+            # Newest first along the actor index, stopping at its first service token.
+            last = await connection.scalar(
+                select(occurred).where(*_issued_by([actor])).order_by(occurred.desc()).limit(1)
+            )
             activity[client_id]["last_issued_at"] = rfc3339(last) if last else None
     return activity
