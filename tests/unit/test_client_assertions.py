@@ -17,6 +17,8 @@ import pytest
 from broker.http.errors import InvalidClient, InvalidRequest
 from broker.oauth.client_assertions import assertion_audiences
 from broker.oauth.clients import AuthenticatedClient, presented_credentials, verify_client
+from hypothesis import given
+from hypothesis import strategies as st
 from joserfc.jwk import ECKey, RSAKey
 from shared.settings import Settings, make_settings
 
@@ -29,6 +31,7 @@ from tests.support.client_assertions import (
     public_jwks,
     rsa_key,
 )
+from tests.support.properties import any_text, budget, nesting_depths
 
 ISSUER = "http://127.0.0.1:8000"
 TOKEN_ENDPOINT = f"{ISSUER}/token"
@@ -253,3 +256,34 @@ def test_the_lifetime_bound_is_the_deployments_setting(settings: Settings):
         _authenticate(
             strict, assertion_params(assertion(EC, "signer", ISSUER, exp=int(time.time()) + 600))
         )
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=6,
+)
+segments = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["alg", "kid", "typ", "iss", "sub", "aud", "exp", "jti", "crit"]),
+        json_values | st.sampled_from(["signer", "ec1", "ES256", "none", "HS256"]),
+    ).map(lambda value: _b64(json.dumps(value).encode())),
+    json_values.map(lambda value: _b64(json.dumps(value).encode())),
+    nesting_depths.map(lambda depth: _b64(b"[" * depth)),
+    st.binary(max_size=60).map(_b64),
+    any_text,
+)
+
+
+@budget(150)
+@given(segments, segments, segments)
+def test_any_assertion_is_its_client_or_the_documented_error(
+    settings: Settings, header: str, payload: str, signature: str
+):
+    try:
+        _authenticate(settings, assertion_params(f"{header}.{payload}.{signature}"))
+    except InvalidClient as exc:
+        assert exc.status_code == 401
+        exc.response()  # renders: a 401, never a 500
+        return
+    raise AssertionError("an unsigned assertion authenticated a client")
