@@ -1,7 +1,7 @@
 """service tokens: client assertion jti records, revoked service tokens
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0012
 Create Date: 2026-12-14 09:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0008"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
