@@ -184,8 +184,18 @@ def test_live_credentials_get_successful_answers_in_their_documented_shape(
     target_id = user_id_of(broker.issuer, target["access_token"])
     client = {"Authorization": basic(*BACKEND)}
     admin = broker.bearer(broker.admin)
+    service_token = httpx2.post(
+        f"{broker.issuer}/token",
+        data={"grant_type": "client_credentials"},
+        headers=client,
+        timeout=10,
+    ).json()["access_token"]
     calls: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
         ("POST", "/introspect", {"body": {"token": web["access_token"]}}, client),
+        ("POST", "/introspect", {"body": {"token": service_token}}, client),
+        ("POST", "/token", {"body": {"grant_type": "client_credentials"}}, client),
+        ("POST", "/revoke", {"body": {"token": service_token}}, client),
+        ("GET", "/admin/oauth2/clients", {}, admin),
         ("POST", "/introspect", {"body": {"token": service["refresh_token"]}}, client),
         (
             "POST",

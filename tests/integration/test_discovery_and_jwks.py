@@ -22,8 +22,19 @@ async def test_discovery_advertises_the_contract(broker):
     assert set(document["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
         "none",
     }
+    assert set(document["introspection_endpoint_auth_methods_supported"]) == {
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    }
+    for endpoint in ("token", "revocation", "introspection"):
+        # RFC 8414 §2: the algorithms of private_key_jwt assertions; never none or HMAC.
+        algorithms = document[f"{endpoint}_endpoint_auth_signing_alg_values_supported"]
+        assert set(algorithms) == {"ES256", "PS256", "RS256"}
+    assert "client_credentials" in document["grant_types_supported"]
 
 
 async def test_jwks_has_public_members_only_with_kid_alg_and_use(broker):

@@ -16,6 +16,9 @@ from typing import Any
 import httpx2
 import pytest
 import structlog
+from broker.http.errors import InvalidClient
+from broker.oauth.client_assertions import VerifiedAssertion, record_assertion
+from broker.oauth.service_tokens import revoke_service_token
 from pydantic import ValidationError
 from shared.auth_sessions import create_session, revoke_session
 from shared.clock import FrozenClock
@@ -23,10 +26,13 @@ from shared.crypto.opaque import token_hash
 from shared.db.database import create_engine
 from shared.db.migrate import upgrade_to_head
 from shared.db.tables import (
+    AUDIT_TABLE,
+    CLIENT_ASSERTIONS,
     CODES,
     LOGIN_STATES,
     LOGOUT_DELIVERIES,
     REFRESH_TOKENS,
+    REVOKED_ACCESS_TOKENS,
     SESSIONS,
     USERS,
 )
@@ -48,6 +54,7 @@ pytestmark = pytest.mark.integration
 
 EPOCH = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
 DAY = 86400
+SECOND = dt.timedelta(seconds=1)
 CLIENT = "web"
 
 
@@ -278,10 +285,14 @@ def counts(
     sessions: int = 0,
     tokens_of_sessions: int = 0,
     logout_deliveries: int = 0,
+    client_assertions: int = 0,
+    revoked_access_tokens: int = 0,
 ) -> JobResult:
     return {
         "authorization_codes": codes,
         "login_states": login_states,
+        "client_assertions": client_assertions,
+        "revoked_access_tokens": revoked_access_tokens,
         "refresh_tokens": refresh_tokens,
         "sessions": sessions,
         "logout_deliveries": logout_deliveries,
@@ -348,6 +359,47 @@ async def test_expired_rows_go_and_a_rotated_token_stays_until_its_own_expiry(
                 connection, policy, presented=newest, client_id=CLIENT, now=clock.now()
             )
     assert after.value.failure is RotationFailure.REVOKED
+
+
+async def test_spent_assertion_jtis_and_revoked_service_tokens_go_once_they_expire(
+    engine: AsyncEngine, http: httpx2.AsyncClient
+) -> None:
+    now = EPOCH + dt.timedelta(days=1)
+    client_id = f"svc-{uuid.uuid4().hex[:8]}"
+    spent = VerifiedAssertion(client_id, "spent", now - dt.timedelta(seconds=1))
+    current = VerifiedAssertion(client_id, "current", now + dt.timedelta(seconds=60))
+    for assertion in (spent, current):
+        await record_assertion(engine, assertion)
+    async with engine.begin() as connection:
+        for jti, exp in (
+            (f"gone-{client_id}", now - 1 * SECOND),
+            (f"kept-{client_id}", now + 60 * SECOND),
+        ):
+            claims = {"jti": jti, "client_id": client_id, "exp": int(exp.timestamp())}
+            await revoke_service_token(connection, claims, now=EPOCH, actor=f"client:{client_id}")
+
+    result = await run_housekeeping(
+        HousekeepingPayload(), job_deps(engine, http, FrozenClock(now), retention=7 * DAY)
+    )
+
+    assert result == counts(client_assertions=1, revoked_access_tokens=1)
+    # The current assertion is still spent: presented again, it is refused.
+    with pytest.raises(InvalidClient):
+        await record_assertion(engine, current)
+    async with engine.begin() as connection:
+        kept = await connection.scalars(
+            select(REVOKED_ACCESS_TOKENS.c.jti).where(
+                REVOKED_ACCESS_TOKENS.c.client_id == client_id
+            )
+        )
+        assert list(kept) == [f"kept-{client_id}"]
+        await connection.execute(
+            delete(REVOKED_ACCESS_TOKENS).where(REVOKED_ACCESS_TOKENS.c.client_id == client_id)
+        )
+        await connection.execute(
+            delete(CLIENT_ASSERTIONS).where(CLIENT_ASSERTIONS.c.client_id == client_id)
+        )
+        await connection.execute(delete(AUDIT_TABLE).where(AUDIT_TABLE.c.client_id == client_id))
 
 
 async def test_sessions_are_kept_for_the_retention_window_then_purged_with_their_tokens(
@@ -423,7 +475,7 @@ async def test_batches_are_bounded_and_the_next_run_carries_on(
         "login_states",
         "refresh_tokens",
         "sessions",
-    ]
+    ]  # not client_assertions or revoked_access_tokens: this test made none
     # The counts survive the log redactor (fields named like tokens or codes would not).
     redacted = redact_secrets(None, "info", dict(event))
     assert dict(redacted["purged"]) == first

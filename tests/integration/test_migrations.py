@@ -184,6 +184,9 @@ async def test_0007_email_authority_and_labelled_groups_upgrade_and_downgrade_on
     await _assert_0007_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")
 
 
+SERVICE_TOKEN_TABLES = {"client_assertions", "revoked_access_tokens"}
+
+
 async def _tables(url: str) -> set[str]:
     engine = create_engine(url)
     try:
@@ -210,3 +213,20 @@ async def test_0012_logout_deliveries_upgrade_and_downgrade_on_postgresql():
 
 async def test_0012_logout_deliveries_upgrade_and_downgrade_on_sqlite(tmp_path: Path):
     await _assert_0012_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")
+
+
+async def _assert_0013_upgrades_and_downgrades(url: str) -> None:
+    await _migrate(url, "upgrade", "0013")
+    assert await _tables(url) >= SERVICE_TOKEN_TABLES
+    await _migrate(url, "downgrade", "0013-1")  # the revision before it, whichever that is
+    assert not SERVICE_TOKEN_TABLES & await _tables(url)
+    await _assert_matches_models(url)  # and up again, to exactly the models
+
+
+async def test_0013_service_token_tables_upgrade_and_downgrade_on_postgresql():
+    with postgres_server_url() as server, fresh_database(server) as url:
+        await _assert_0013_upgrades_and_downgrades(url)
+
+
+async def test_0013_service_token_tables_upgrade_and_downgrade_on_sqlite(tmp_path: Path):
+    await _assert_0013_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")

@@ -2,9 +2,10 @@
 
 The broker runs with the dev provider and two clients: ``web`` (public, allowed the ``admin``
 scope) and ``backend`` (confidential: HTTP Basic at ``/token``, ``/revoke`` and
-``/introspect``). Users sign in through the real dev form over HTTP (``tests.support.flows``);
-the admin is made one with ``broker admins grant``, as an operator would (the dev provider
-cannot name admins in the configuration), then signs in again to get the ``admin`` scope.
+``/introspect``; it signs users in and gets service tokens too). Users sign in through the real
+dev form over HTTP (``tests.support.flows``); the admin is made one with ``broker admins
+grant``, as an operator would (the dev provider cannot name admins in the configuration), then
+signs in again to get the ``admin`` scope.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ FUZZ_BROKER_CONFIG = textwrap.dedent(
       - id: {BACKEND[0]}
         secret: {BACKEND[1]}
         redirect_uris: ["{BACKEND_REDIRECT}"]
+        grant_types: [authorization_code, refresh_token, client_credentials]
+        scopes: [openid, email, profile, groups, offline_access, reports.read]
     """
 )
 

@@ -4,12 +4,14 @@ authentication failures")."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
+from collections.abc import Mapping
 from urllib.parse import quote_plus
 
 import pytest
 from broker.http.errors import InvalidClient, InvalidRequest
-from broker.oauth.clients import authenticate_client
-from shared.settings import Settings, make_settings
+from broker.oauth.clients import presented_credentials, verify_client
+from shared.settings import ClientConfig, Settings, make_settings
 
 # A secret with characters that RFC 6749 §2.3.1 form-urlencoding changes.
 ODD_SECRET = "p@ss:w+rd/é % and at least 32 characters"
@@ -28,6 +30,15 @@ def settings() -> Settings:
             {"id": "spa", "redirect_uris": ["http://127.0.0.1:3000/callback"]},
         ]
     )
+
+
+def authenticate_client(
+    settings: Settings, authorization: str | None, params: Mapping[str, str]
+) -> ClientConfig:
+    """The checks of ``abuse_limits.authenticate`` without its counters (no assertion here)."""
+    credentials = presented_credentials(authorization, params)
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    return verify_client(settings, credentials, now=now, audiences=()).client
 
 
 def basic(client_id: str, secret: str) -> str:

@@ -161,6 +161,8 @@ def test_errors_carry_the_codes_of_the_broker_error_classes(document) -> None:
         "invalid_grant",
         "invalid_request",
         "invalid_scope",
+        "invalid_target",
+        "unauthorized_client",
         "unsupported_grant_type",
     ]
     assert _error_codes(document, "post", "/token", 401) == ["invalid_client"]

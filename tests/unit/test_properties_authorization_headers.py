@@ -6,6 +6,7 @@ exception."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from tests.support.properties import budget, decoded_text, header_text
 
 SECRET = "web-secret-at-least-32-characters-long"
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_any_authorization_header_is_credentials_or_the_documented_error(
 def test_basic_credentials_round_trip_through_form_urlencoding(client_id: str, secret: str):
     credentials = presented_credentials(basic(client_id, secret), {})
 
-    assert credentials == Credentials(client_id, secret)
+    assert credentials == Credentials(client_id, secret, "client_secret_basic")
 
 
 @budget(50)
@@ -93,8 +95,11 @@ def test_basic_credentials_without_a_colon_are_invalid_client(user_pass: str):
 def test_only_the_registered_secret_authenticates(
     settings: Settings, client_id: str, secret: str | None
 ):
+    method = "none" if secret is None else "client_secret_post"
     try:
-        client = verify_client(settings, Credentials(client_id, secret))
+        client = verify_client(
+            settings, Credentials(client_id, secret, method), now=NOW, audiences=()
+        ).client
     except InvalidClient as exc:
         assert exc.status_code == 401
         assert exc.headers()["WWW-Authenticate"].startswith("Basic ")

@@ -9,7 +9,7 @@ from urllib.parse import unquote_plus
 import httpx2
 import pytest
 from broker.http.errors import InvalidClient
-from broker.oauth.clients import authenticate_client
+from broker.oauth.clients import presented_credentials
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
 from shared.profile_columns import UnusableIdentity, fit_columns
@@ -86,4 +86,4 @@ def test_an_unusable_subject_is_refused_not_truncated(subject):
 
 def test_non_ascii_basic_credentials_are_invalid_client_not_a_crash():
     with pytest.raises(InvalidClient):
-        authenticate_client(make_settings(), "Basic \xe9\xe9", {})
+        presented_credentials("Basic \xe9\xe9", {})

@@ -15,8 +15,11 @@ from broker.oauth.tokens import (
     CLOCK_LEEWAY,
     TokenInvalid,
     UserClaims,
+    is_service_token,
     mint_access_token,
     mint_id_token,
+    service_token_claims,
+    sign_service_token,
     verify_access_token,
 )
 from joserfc import jwt
@@ -396,3 +399,69 @@ def test_garbage_is_rejected(
 ) -> None:
     with pytest.raises(TokenInvalid):
         verify_access_token(garbage, keys, settings, clock.now())
+
+
+# --- service tokens (client_credentials) --------------------------------------------------------
+
+
+def service_token(
+    keys: KeySnapshot, settings: Settings, now: dt.datetime, **claims: Any
+) -> tuple[str, dict[str, Any]]:
+    values = service_token_claims(
+        settings,
+        client=client(settings, "api-bound"),
+        scope="ledger.read",
+        audience=("https://api.example.com",),
+        now=now,
+    )
+    values.update(claims)
+    return sign_service_token(keys, settings, values), values
+
+
+def test_a_service_token_is_an_rfc9068_token_about_its_client_without_a_session(
+    keys: KeySnapshot, settings: Settings, clock: FrozenClock
+) -> None:
+    token, _ = service_token(keys, settings, clock.now())
+
+    header, claims = segments(token)
+
+    assert header["typ"] == "at+jwt" and header["alg"] == "ES256"
+    assert claims["sub"] == claims["client_id"] == "api-bound"
+    assert claims["aud"] == "https://api.example.com"
+    assert claims["scope"] == "ledger.read"
+    assert claims["exp"] - claims["iat"] == settings.access_token_ttl
+    assert {"iss", "jti", "nbf"} <= claims.keys()
+    assert "sid" not in claims and "auth_time" not in claims
+    verified = verify_access_token(token, keys, settings, clock.now())
+    assert is_service_token(verified)
+
+
+def test_a_service_token_without_scope_carries_no_scope_claim(
+    keys: KeySnapshot, settings: Settings, clock: FrozenClock
+) -> None:
+    claims = service_token_claims(
+        settings, client=client(settings, "multi"), scope="", audience=("a", "b"), now=clock.now()
+    )
+
+    assert "scope" not in claims
+    assert claims["aud"] == ["a", "b"]
+
+
+def test_a_token_without_a_session_whose_subject_is_not_its_client_is_rejected(
+    keys: KeySnapshot, settings: Settings, clock: FrozenClock
+) -> None:
+    # The broker signs no such token: a user's token always has its sid.
+    token, _ = service_token(keys, settings, clock.now(), sub="user-123")
+
+    with pytest.raises(TokenInvalid):
+        verify_access_token(token, keys, settings, clock.now())
+
+
+def test_a_users_token_is_not_a_service_token(
+    keys: KeySnapshot, settings: Settings, clock: FrozenClock
+) -> None:
+    claims = verify_access_token(
+        access_token(keys, settings, clock.now()), keys, settings, clock.now()
+    )
+
+    assert not is_service_token(claims)

@@ -17,6 +17,14 @@ are cached, verifying is CPU work only.
 A revoked session's tokens keep verifying here until they expire (15 minutes by default); a
 service that must refuse them sooner reads the broker's revocation stream (``broker:revocations``)
 or asks ``/introspect``. A key revoked at the broker is refused once the cached JWKS is refreshed.
+
+Two kinds of token (:func:`token_kind`): a **user** token carries ``sid`` (the broker session)
+and its ``sub`` is the broker user id; a **service** token, from the ``client_credentials``
+grant, has no ``sid`` and its ``sub`` is the client id (a token without ``sid`` whose ``sub`` is
+not its ``client_id`` is rejected: the broker issues none). ``accept`` says which kinds a
+verifier lets through (both by default): an endpoint that acts for a user passes
+``accept=("user",)``, one for machine callers only ``accept=("service",)``. A revoked service
+token keeps verifying here until it expires; only ``/introspect`` knows it was revoked.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 from joserfc import jws
@@ -41,6 +49,19 @@ _MAX_AGE = re.compile(r"max-age=(\d+)")
 _MAX_TOKEN_LENGTH = 8192
 
 Key = ECKey | RSAKey
+TokenKind = Literal["user", "service"]
+TOKEN_KINDS: tuple[TokenKind, ...] = ("user", "service")
+
+
+def token_kind(claims: Mapping[str, Any]) -> TokenKind:
+    """``user`` for a token issued to a signed-in user (it has ``sid``), ``service`` for a
+    ``client_credentials`` token (no ``sid``; ``sub`` is the client id)."""
+    return "user" if "sid" in claims else "service"
+
+
+def is_service_token(claims: Mapping[str, Any]) -> bool:
+    """Whether verified claims are a service token's (no user behind them)."""
+    return token_kind(claims) == "service"
 
 
 class TokenRejected(Exception):
@@ -71,9 +92,13 @@ class AccessTokenVerifier:
         max_cache: float = 3600,
         refetch_interval: float = 60,
         clock: Callable[[], float] = time.time,
+        accept: Collection[TokenKind] = TOKEN_KINDS,
     ) -> None:
         if not algorithms or not set(algorithms) <= {"ES256", "ES384", "RS256", "PS256"}:
             raise ValueError("algorithms must be asymmetric JWS algorithms (ES256, RS256, ...)")
+        if not accept or not set(accept) <= set(TOKEN_KINDS):
+            raise ValueError("accept takes user and/or service")
+        self.accept = frozenset(accept)
         self.issuer = issuer.rstrip("/")
         self.audience = audience
         self.algorithms = tuple(algorithms)
@@ -133,6 +158,11 @@ class AccessTokenVerifier:
             raise TokenRejected(f"claim {missing[0]} is missing")
         if claims["iss"] != self.issuer:
             raise TokenRejected("the token is from another issuer")
+        kind = token_kind(claims)
+        if kind == "service" and claims["sub"] != claims["client_id"]:
+            raise TokenRejected("a token without sid must be a service token (sub = client_id)")
+        if kind not in self.accept:
+            raise TokenRejected(f"{kind} tokens are not accepted here")
         audience = claims["aud"]
         if audience != self.audience and not (
             isinstance(audience, list) and self.audience in audience

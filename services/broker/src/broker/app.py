@@ -38,6 +38,7 @@ from broker.oauth.dashboard_client import check_reserved_id
 from broker.routes import (
     accounts,
     admin_audit,
+    admin_clients,
     admin_providers,
     admin_stats,
     admin_tokens,
@@ -185,6 +186,7 @@ def routes(runtime: Runtime, metrics: BrokerMetrics) -> list[Route]:
         ),
         Route("/admin/oauth2/stats", admin_stats.get_stats, methods=["GET"]),
         Route("/admin/oauth2/audit", admin_audit.list_audit, methods=["GET"]),
+        Route("/admin/oauth2/clients", admin_clients.list_clients, methods=["GET"]),
         # Signing in through an upstream provider.
         Route("/auth/oauth2/{provider}/login", authorize.provider_login),
         Route("/auth/oauth2/{provider}/callback", upstream.callback),

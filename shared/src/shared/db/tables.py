@@ -11,12 +11,14 @@ from shared.models import (
     AuthorizationCode,
     AuthSession,
     Avatar,
+    ClientAssertion,
     LoginState,
     LogoutDelivery,
     OAuth2Profile,
     OAuth2Token,
     ProviderState,
     RefreshToken,
+    RevokedAccessToken,
     SigningKey,
     StatSnapshot,
     User,
@@ -27,6 +29,7 @@ AUDIT_TABLE = table(AuditAction)
 AUDIT_CURSORS = table(AuditRelayCursor)
 AUDIT_DAILY_COUNTS = table(AuditDailyCount)
 AVATARS = table(Avatar)
+CLIENT_ASSERTIONS = table(ClientAssertion)
 CODES = table(AuthorizationCode)
 # ``oauth2_tokens``: one row per linked profile holding its upstream grant (an upstream link).
 LINKS = table(OAuth2Token)
@@ -35,6 +38,7 @@ LOGOUT_DELIVERIES = table(LogoutDelivery)
 PROFILES = table(OAuth2Profile)
 PROVIDER_STATES = table(ProviderState)
 REFRESH_TOKENS = table(RefreshToken)
+REVOKED_ACCESS_TOKENS = table(RevokedAccessToken)
 SESSIONS = table(AuthSession)
 SIGNING_KEYS = table(SigningKey)
 STAT_SNAPSHOTS = table(StatSnapshot)

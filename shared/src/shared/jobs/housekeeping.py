@@ -1,10 +1,14 @@
-"""The housekeeping job: purge expired codes, login states, refresh tokens and old sessions.
+"""The housekeeping job: purge expired codes, login states, jti records, refresh tokens and old
+sessions.
 
 What goes (``now`` from the injected clock, ``cutoff = now - settings.session_retention``):
 
 * ``authorization_codes`` past their expiry, used or not. Until then a used code stays: presented
   again, it revokes the session its first exchange created (RFC 6749 §4.1.2).
 * ``login_states`` past their expiry.
+* ``client_assertions`` (the ``jti`` of each ``private_key_jwt`` assertion accepted) once the
+  assertion has expired: it can no longer be presented, so there is nothing left to replay.
+* ``revoked_access_tokens`` (revoked service tokens) once the token has expired anyway.
 * ``refresh_tokens`` that were rotated (used) and are past their own expiry, and expired ones
   whose session no longer exists. A rotated token is kept for its whole lifetime, however many
   rotations followed: presenting it again is how a stolen token shows itself, and it revokes the
@@ -36,14 +40,30 @@ from pydantic import Field
 from sqlalchemy import ColumnElement, Delete, FromClause, Table, and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db.tables import CODES, LOGIN_STATES, LOGOUT_DELIVERIES, REFRESH_TOKENS, SESSIONS
+from shared.db.tables import (
+    CLIENT_ASSERTIONS,
+    CODES,
+    LOGIN_STATES,
+    LOGOUT_DELIVERIES,
+    REFRESH_TOKENS,
+    REVOKED_ACCESS_TOKENS,
+    SESSIONS,
+)
 from shared.jobs.base import JobDeps, JobPayload, JobResult
 
 log = structlog.get_logger("shared.jobs.housekeeping")
 
 
 # The kinds a run reports, in the order it purges them (sessions last: fewer codes to unlink).
-KINDS = ("authorization_codes", "login_states", "refresh_tokens", "sessions", "logout_deliveries")
+KINDS = (
+    "authorization_codes",
+    "login_states",
+    "client_assertions",
+    "revoked_access_tokens",
+    "refresh_tokens",
+    "sessions",
+    "logout_deliveries",
+)
 SESSION_TOKENS = "refresh_tokens_of_sessions"  # deleted along with their sessions
 
 Batch = Callable[[AsyncConnection, int], Awaitable[Counter[str]]]
@@ -63,6 +83,8 @@ async def run_housekeeping(payload: HousekeepingPayload, deps: JobDeps) -> JobRe
     batches: dict[str, Batch] = {
         "authorization_codes": _expired_rows(CODES, "code_hash", now),
         "login_states": _expired_rows(LOGIN_STATES, "id", now),
+        "client_assertions": _expired_rows(CLIENT_ASSERTIONS, "jti_hash", now),
+        "revoked_access_tokens": _expired_rows(REVOKED_ACCESS_TOKENS, "jti", now),
         "refresh_tokens": _spent_refresh_tokens(now),
         "sessions": _retired_sessions(cutoff),
         "logout_deliveries": _finished_deliveries(cutoff),

@@ -128,6 +128,10 @@ class Settings(Strict):
     client_auth_address_failure_limit: Annotated[int, Field(ge=0)] = 100
     client_auth_client_failure_limit: Annotated[int, Field(ge=0)] = 200
     login_start_limit: Annotated[int, Field(ge=0)] = 1000
+    # How far ahead a private_key_jwt client assertion's exp may lie, in seconds (docs/security.md
+    # "Client assertions"): an hour is what authlib and Google's client libraries sign, and a
+    # spent jti is refused for the assertion's whole lifetime whatever this is.
+    client_assertion_max_lifetime: Annotated[int, Field(ge=60, le=86400)] = 3600
     # The counters' Redis key prefix (replicas of one deployment share it).
     abuse_key_prefix: Annotated[str, Field(min_length=1, max_length=100)] = "broker:limits"
     # docs/security.md "Body limits": every request body is read through this cap (bytes); a

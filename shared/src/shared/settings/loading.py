@@ -62,6 +62,7 @@ _ENV_FIELDS = {
     "BROKER_CLIENT_AUTH_FAILURE_LIMIT": "client_auth_failure_limit",
     "BROKER_CLIENT_AUTH_ADDRESS_FAILURE_LIMIT": "client_auth_address_failure_limit",
     "BROKER_CLIENT_AUTH_CLIENT_FAILURE_LIMIT": "client_auth_client_failure_limit",
+    "BROKER_CLIENT_ASSERTION_MAX_LIFETIME": "client_assertion_max_lifetime",
     "BROKER_LOGIN_START_LIMIT": "login_start_limit",
     "BROKER_ABUSE_KEY_PREFIX": "abuse_key_prefix",
     "BROKER_MAX_BODY_BYTES": "max_body_bytes",

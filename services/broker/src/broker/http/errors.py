@@ -7,6 +7,7 @@ OAuthError                      {"error": code, "error_description": ...}
 ├── UnauthorizedClient          400
 ├── UnsupportedGrantType        400
 ├── InvalidScope                400
+├── InvalidTarget               400  RFC 8707 §2 (a resource or audience the client may not have)
 ├── UnsupportedResponseType     400  RFC 6749 §4.1.2.1 (authorization endpoint)
 ├── AccessDenied                403
 ├── LoginRequired               400  OIDC Core §3.1.2.6
@@ -93,6 +94,10 @@ class UnsupportedGrantType(OAuthError):
 
 class InvalidScope(OAuthError):
     error = "invalid_scope"
+
+
+class InvalidTarget(OAuthError):
+    error = "invalid_target"
 
 
 class UnsupportedResponseType(OAuthError):

@@ -14,9 +14,9 @@ This module only turns those small definitions into OpenAPI objects:
   may meet the body cap (413, and 400 for a malformed ``Content-Length``), an endpoint that
   reads the database may find it down (503), and a path parameter holding a ``/`` reaches no
   route (404 ``not_found``, the router's);
-- security schemes: client authentication (HTTP Basic, or ``client_id``/``client_secret`` in
-  the body, which OpenAPI cannot name as a scheme), a Bearer access token, and the broker's
-  own OAuth 2.0 flow for the ``admin`` scope.
+- security schemes: client authentication (HTTP Basic, or ``client_id``/``client_secret`` or a
+  ``client_assertion`` in the body, which OpenAPI cannot name as a scheme), a Bearer access
+  token, and the broker's own OAuth 2.0 flow for the ``admin`` scope.
 """
 
 from __future__ import annotations
@@ -84,6 +84,26 @@ def strict_object(
 
 
 UUID: Schema = {"type": "string", "format": "uuid"}
+
+
+def client_authentication_fields(value: Schema) -> dict[str, Schema]:
+    """The body fields of client authentication, each a ``value``: ``client_secret_post`` (RFC
+    6749 §2.3.1), ``private_key_jwt`` (RFC 7523 §2.2), or a public client's ``client_id``."""
+    return {
+        "client_id": {**value, "description": "client_secret_post, or a public client"},
+        "client_secret": {**value, "description": "client_secret_post (never with HTTP Basic)"},
+        "client_assertion_type": {
+            **value,
+            "description": "private_key_jwt: urn:ietf:params:oauth:client-assertion-type:"
+            "jwt-bearer",
+        },
+        "client_assertion": {
+            **value,
+            "description": "private_key_jwt: a JWT signed with one of the client's keys",
+        },
+    }
+
+
 TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
 
 
@@ -278,7 +298,8 @@ def security_schemes(issuer: str, scopes: Mapping[str, str]) -> Schema:
             "scheme": "basic",
             "description": "client_secret_basic (RFC 6749 §2.3.1): the client id and secret, "
             "each form-urlencoded. client_secret_post sends client_id and client_secret in the "
-            "body instead (never both); a public client sends only client_id.",
+            "body instead, private_key_jwt a client_assertion (RFC 7523 §2.2), each client the "
+            "one way it registered (never two at once); a public client sends only client_id.",
         },
         ACCESS_TOKEN: {
             "type": "http",

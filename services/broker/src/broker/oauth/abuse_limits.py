@@ -6,7 +6,7 @@ off.
 
 **Client authentication** (``/token``, ``/revoke``, ``/introspect``, ``POST
 /auth/oauth2/refresh``) counts each failure — unknown client, wrong secret, malformed
-credentials — three ways:
+credentials, a client assertion that fails its checks or was used before — three ways:
 
 - per (client, address): past ``client_auth_failure_limit`` that address may not try that
   client again this window. A brute force meets this limit first, and the client's own servers,
@@ -60,6 +60,7 @@ from shared.window_counters import Window
 from starlette.requests import Request
 
 from broker.http.errors import InvalidClient, TooManyRequests
+from broker.oauth.client_assertions import assertion_audiences, record_assertion
 from broker.oauth.clients import Credentials, presented_credentials, verify_client
 
 PAIR = "client_address"
@@ -131,7 +132,7 @@ def _throttled_by(counters: Sequence[_Counter], counts: Sequence[int]) -> str | 
 
 
 def _public_and_secretless(settings: Settings, credentials: Credentials | None) -> bool:
-    if credentials is None or credentials.secret is not None:
+    if credentials is None or credentials.method != "none":
         return False
     client = settings.client(credentials.client_id)
     return client is not None and client.is_public
@@ -145,11 +146,26 @@ def _limits_client_auth(settings: Settings) -> bool:
     )
 
 
+async def _verified(runtime: Runtime, credentials: Credentials) -> ClientConfig:
+    """``broker.oauth.clients.verify_client``, then an assertion's ``jti`` spent (a replayed
+    assertion is ``InvalidClient``, counted like a wrong secret)."""
+    settings = runtime.settings
+    authenticated = verify_client(
+        settings,
+        credentials,
+        now=runtime.clock.now(),
+        audiences=assertion_audiences(settings),
+    )
+    if authenticated.assertion is not None:
+        await record_assertion(runtime.engine, authenticated.assertion)
+    return authenticated.client
+
+
 async def authenticate(
     runtime: Runtime, request: Request, params: Mapping[str, str]
 ) -> ClientConfig:
-    """``broker.oauth.clients.authenticate_client`` behind the failure limits: the client, or
-    ``TooManyRequests`` (429), ``InvalidClient`` (401), ``InvalidRequest`` (400)."""
+    """Client authentication (``broker.oauth.clients``) behind the failure limits: the client,
+    or ``TooManyRequests`` (429), ``InvalidClient`` (401), ``InvalidRequest`` (400)."""
     settings = runtime.settings
     authorization = request.headers.get("authorization")
     address = source_address(request)
@@ -169,7 +185,7 @@ async def authenticate(
         if failure is not None:
             raise failure
         assert credentials is not None
-        return verify_client(settings, credentials)
+        return await _verified(runtime, credentials)
     window = Window.at(runtime.clock.now(), settings.abuse_window)
     client_id = None
     if credentials is not None and settings.client(credentials.client_id) is not None:
@@ -185,7 +201,7 @@ async def authenticate(
     if failure is None:
         assert credentials is not None
         try:
-            return verify_client(settings, credentials)
+            return await _verified(runtime, credentials)
         except InvalidClient as exc:
             failure = exc
     await _count_failure(runtime, window, address, client_id, counters)

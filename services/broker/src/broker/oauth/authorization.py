@@ -63,6 +63,11 @@ def validate_client(settings: Settings, params: Mapping[str, str]) -> tuple[Clie
     client = settings.client(client_id) or builtin_client(settings, client_id)
     if client is None:
         raise ClientRejected("Unknown application", "This application is not registered.")
+    if not client.signs_users_in:
+        # A service (client_credentials only) has no redirect URI to send anything to.
+        raise ClientRejected(
+            "Not a sign-in application", "This application does not sign users in."
+        )
     redirect_uri = params.get("redirect_uri")
     if redirect_uri is None:  # OIDC Core §3.1.2.1: required
         raise ClientRejected("Invalid request", "The request has no redirect_uri.")

@@ -2,7 +2,8 @@
 
 The broker's own APIs accept any access token it issued, whatever its ``aud`` (DESIGN §5), as long
 as its signature, ``typ``, ``iss`` and ``exp`` check out and its session and user are still alive:
-a revoked session's token is refused at once, not when it expires.
+a revoked session's token is refused at once, not when it expires. A service token
+(``client_credentials``) has no user: it is refused with ``invalid_token``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.requests import Request
 
 from broker.http.context import runtime_of
 from broker.http.errors import InvalidRequest, InvalidToken
-from broker.oauth.tokens import TokenInvalid, verify_access_token
+from broker.oauth.tokens import TokenInvalid, is_service_token, verify_access_token
 
 
 async def bearer_token(request: Request, *, allow_form: bool = False) -> str:
@@ -77,8 +78,17 @@ async def authenticated_caller(request: Request, *, allow_form: bool = False) ->
         claims = verify_access_token(
             token, runtime.keys.snapshot, runtime.settings, runtime.clock.now()
         )
+    except TokenInvalid:
+        raise InvalidToken("the access token is invalid or expired") from None
+    if is_service_token(claims):
+        # docs/security.md "Service tokens": a client_credentials token has no user, so it is
+        # no caller of /userinfo, the first-party API or the admin API.
+        raise InvalidToken(
+            "a service token (client_credentials) has no user; this needs a user's token"
+        )
+    try:
         session_id = uuid.UUID(str(claims["sid"]))
-    except (TokenInvalid, ValueError):
+    except ValueError:
         raise InvalidToken("the access token is invalid or expired") from None
     user = await live_session_user(runtime, session_id)
     if user is None:

@@ -1,4 +1,4 @@
-"""The token endpoint's grants: ``authorization_code`` and ``refresh_token``.
+"""The sign-in grants of the token endpoint: ``authorization_code`` and ``refresh_token``.
 
 Both produce the token *pair* (JWT access token + opaque rotating refresh token) and an ID
 token. ``POST /token`` and ``POST /auth/oauth2/refresh`` share ``refresh_grant``. Database work
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +38,11 @@ from broker.oauth.tokens import UserClaims, mint_access_token, mint_id_token
 
 @dataclass(frozen=True)
 class IssuedTokens:
-    """A grant's RFC 6749 §5.1 response, and whose session it is (for logs and metrics)."""
+    """A grant's RFC 6749 §5.1 response, and whose session it is (for logs and metrics); a
+    service token (``client_credentials``) has no user and no provider."""
 
     body: dict[str, Any]
-    user_id: uuid.UUID
+    user_id: uuid.UUID | None
     provider: str
 
 
@@ -288,7 +289,3 @@ async def _rotate_in_transaction(
     if failure is not None:
         raise await _invalid_grant(runtime, failure)
     return grant
-
-
-Grant = Callable[[Runtime, ClientConfig, Mapping[str, str], RequestMeta], Awaitable[IssuedTokens]]
-GRANTS: dict[str, Grant] = {"authorization_code": code_grant, "refresh_token": refresh_grant}

@@ -4,6 +4,9 @@ Access tokens are JWTs (three dot-separated parts); refresh tokens are opaque ba
 without dots. So the kind follows from the token itself and ``token_type_hint`` is only a hint
 (RFC 7009 §2.1, RFC 7662 §2.1: a server that finds nothing under the hinted type searches the
 others). Anything malformed, forged, expired or unknown is simply "not a live token".
+
+An access token is a user's (``sid``: alive while its session is) or a service token from the
+``client_credentials`` grant (no ``sid``: alive until revoked by its ``jti``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.oauth.callers import live_session_user
-from broker.oauth.tokens import TokenInvalid, verify_access_token
+from broker.oauth.service_tokens import is_revoked
+from broker.oauth.tokens import TokenInvalid, is_service_token, verify_access_token
 
 MAX_TOKEN_LENGTH = 8192
 
@@ -61,7 +65,21 @@ class RefreshToken:
         return str(self.state.user_id)
 
 
-PresentedToken = AccessToken | RefreshToken
+@dataclass(frozen=True)
+class ServiceToken:
+    """A ``client_credentials`` access token (no ``sid``: no user, no session) with a valid
+    signature, ``typ``, ``iss`` and ``exp``; ``live`` unless it was revoked by its ``jti``."""
+
+    claims: Mapping[str, Any]
+    client_id: str
+    live: bool
+
+    @property
+    def jti(self) -> str:
+        return str(self.claims["jti"])
+
+
+PresentedToken = AccessToken | ServiceToken | RefreshToken
 
 
 async def session_alive(
@@ -82,6 +100,15 @@ async def session_alive(
     return alive is not None
 
 
+async def _service_token_revoked(
+    runtime: Runtime, jti: str, connection: AsyncConnection | None
+) -> bool:
+    if connection is None:
+        async with runtime.engine.connect() as own:
+            return await is_revoked(own, jti)
+    return await is_revoked(connection, jti)
+
+
 async def identify(
     runtime: Runtime, token: str, connection: AsyncConnection | None = None
 ) -> PresentedToken | None:
@@ -96,6 +123,9 @@ async def identify(
     if token.count(".") == 2:
         try:
             claims = verify_access_token(token, runtime.keys.snapshot, runtime.settings, now)
+            if is_service_token(claims):
+                revoked = await _service_token_revoked(runtime, str(claims["jti"]), connection)
+                return ServiceToken(claims, str(claims["client_id"]), live=not revoked)
             session_id = uuid.UUID(str(claims["sid"]))
         except (TokenInvalid, ValueError):
             return None

@@ -4,6 +4,10 @@ Signing uses the in-memory ``KeySnapshot``: no database work on this path. Verif
 algorithms and checks ``typ``, ``iss`` and ``exp`` (docs/security.md "Access-token format",
 "ID-token claims", "Token verification"); the broker's own APIs
 accept any audience, so ``aud`` is checked by callers that care.
+
+Two kinds of access token: a user's (``sub`` the broker user id, ``sid`` its session) and a
+service token from the ``client_credentials`` grant (``sub`` the client id, no ``sid``:
+``is_service_token``; docs/security.md "Service tokens").
 """
 
 from __future__ import annotations
@@ -77,6 +81,33 @@ def access_token_audience(settings: Settings, client: ClientConfig) -> str | lis
     return audience[0] if len(audience) == 1 else list(audience)
 
 
+def new_jti() -> str:
+    """128 random bits (RFC 9068 §2.2: unique per token)."""
+    return secrets.token_urlsafe(16)
+
+
+def _access_claims(
+    settings: Settings,
+    *,
+    client: ClientConfig,
+    subject: str,
+    audience: str | list[str],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """RFC 9068 §2.2: the claims every access token carries."""
+    issued = _epoch(now)
+    return {
+        "iss": settings.issuer,
+        "sub": subject,
+        "aud": audience,
+        "exp": issued + settings.access_token_ttl,
+        "iat": issued,
+        "nbf": issued,
+        "jti": new_jti(),
+        "client_id": client.id,
+    }
+
+
 def mint_access_token(
     keys: KeySnapshot,
     settings: Settings,
@@ -89,22 +120,48 @@ def mint_access_token(
     now: dt.datetime,
 ) -> str:
     """RFC 9068 §2: typ at+jwt, iss sub aud exp iat jti client_id scope (+ sid, auth_time)."""
-    signer = keys.signer(settings.signing_alg)
-    issued = _epoch(now)
-    claims = {
-        "iss": settings.issuer,
-        "sub": subject,
-        "aud": access_token_audience(settings, client),
-        "exp": issued + settings.access_token_ttl,
-        "iat": issued,
-        "nbf": issued,
-        "jti": secrets.token_urlsafe(16),  # 128 random bits (RFC 9068 §2.2: unique)
-        "client_id": client.id,
-        "scope": scope,
-        "sid": session_id,
-        "auth_time": _epoch(auth_time),
-    }
-    return signer.sign(ACCESS_TOKEN_TYPE, claims)
+    claims = _access_claims(
+        settings,
+        client=client,
+        subject=subject,
+        audience=access_token_audience(settings, client),
+        now=now,
+    )
+    claims.update(scope=scope, sid=session_id, auth_time=_epoch(auth_time))
+    return keys.signer(settings.signing_alg).sign(ACCESS_TOKEN_TYPE, claims)
+
+
+def service_token_claims(
+    settings: Settings,
+    *,
+    client: ClientConfig,
+    scope: str,
+    audience: tuple[str, ...],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """A ``client_credentials`` token's claims (RFC 9068 §2.2, RFC 6749 §4.4): ``sub`` is the
+    client itself, and there is no ``sid`` or ``auth_time``: no user, no session. ``scope``
+    only when some was granted."""
+    claims = _access_claims(
+        settings,
+        client=client,
+        subject=client.id,
+        audience=audience[0] if len(audience) == 1 else list(audience),
+        now=now,
+    )
+    if scope:
+        claims["scope"] = scope
+    return claims
+
+
+def sign_service_token(keys: KeySnapshot, settings: Settings, claims: Mapping[str, Any]) -> str:
+    return keys.signer(settings.signing_alg).sign(ACCESS_TOKEN_TYPE, dict(claims))
+
+
+def is_service_token(claims: Mapping[str, Any]) -> bool:
+    """A ``client_credentials`` token: no ``sid``. Every token issued to a user has one (the
+    broker session), so its absence is what marks a token that has no user."""
+    return "sid" not in claims
 
 
 def mint_id_token(
@@ -161,12 +218,16 @@ def verify_access_token(
             iss={"essential": True, "value": settings.issuer},
             sub={"essential": True},
             exp={"essential": True},
+            jti={"essential": True},
             client_id={"essential": True},
-            sid={"essential": True},
         ).validate(decoded.claims)
     except JoseError:
         raise TokenInvalid("the access token is expired or not issued by this broker") from None
-    return decoded.claims
+    claims = decoded.claims
+    if is_service_token(claims) and claims["sub"] != claims["client_id"]:
+        # A token without a session is a service token, whose subject is its client.
+        raise TokenInvalid("the access token is not issued by this broker")
+    return claims
 
 
 def verify_id_token_hint(token: str, keys: KeySnapshot, settings: Settings) -> Mapping[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.settings import Settings
+from shared.settings.client_keys import ASSERTION_ALGORITHMS
 from shared.signing_keys import KeySnapshot, KeyStore
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -21,6 +22,10 @@ from broker.http.openapi import (
     ref,
     strict_object,
 )
+
+# OIDC Core §9: how a confidential client may authenticate; private_key_jwt's assertions are
+# signed with one of ASSERTION_ALGORITHMS (RFC 8414 §2: the *_auth_signing_alg_values_supported).
+CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 
 
 def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[str, Any]:
@@ -37,24 +42,16 @@ def discovery_document(settings: Settings, signing_algs: Sequence[str]) -> dict[
         "scopes_supported": ["openid", "email", "profile", "groups", "offline_access"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         # RS256 first: the default for a client that registered no preference (OIDC Core §2).
         "id_token_signing_alg_values_supported": sorted(signing_algs, key=lambda a: a != "RS256"),
-        "token_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ],
-        "revocation_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ],
-        "introspection_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-        ],
+        "token_endpoint_auth_methods_supported": [*CONFIDENTIAL_AUTH_METHODS, "none"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "revocation_endpoint_auth_methods_supported": [*CONFIDENTIAL_AUTH_METHODS, "none"],
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_AUTH_METHODS),
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": [
             "sub",
@@ -183,8 +180,11 @@ _LISTS = (
     "subject_types_supported",
     "id_token_signing_alg_values_supported",
     "token_endpoint_auth_methods_supported",
+    "token_endpoint_auth_signing_alg_values_supported",
     "revocation_endpoint_auth_methods_supported",
+    "revocation_endpoint_auth_signing_alg_values_supported",
     "introspection_endpoint_auth_methods_supported",
+    "introspection_endpoint_auth_signing_alg_values_supported",
     "code_challenge_methods_supported",
     "claims_supported",
     "prompt_values_supported",

@@ -1,9 +1,10 @@
 """``POST /introspect`` (RFC 7662): is this token live, and what does it say?
 
 Only confidential clients may introspect (a public client cannot authenticate: 401
-``invalid_client``). A client may introspect any broker access token and its own refresh tokens;
-anything else — unknown, malformed, expired, revoked, another client's refresh token, signed by
-a revoked key — is exactly ``{"active": false}`` (§2.2), so the answer tells nothing more.
+``invalid_client``). A client may introspect any broker access token (a user's, or a service
+token) and its own refresh tokens; anything else — unknown, malformed, expired, revoked, another
+client's refresh token, signed by a revoked key — is exactly ``{"active": false}`` (§2.2), so
+the answer tells nothing more.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from broker.http.openapi import (
     Contract,
     Operation,
     Schema,
+    client_authentication_fields,
     json_answer,
     ref,
     strict_object,
 )
 from broker.oauth import abuse_limits
-from broker.oauth.presented_tokens import AccessToken, PresentedToken, identify
+from broker.oauth.presented_tokens import AccessToken, PresentedToken, ServiceToken, identify
 
 INACTIVE: dict[str, Any] = {"active": False}
 ACCESS_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "sid")
@@ -50,7 +52,7 @@ async def introspect(request: Request) -> Response:
 def _answer(presented: PresentedToken | None, caller: str) -> dict[str, Any]:
     if presented is None or not presented.live:
         return INACTIVE
-    if isinstance(presented, AccessToken):
+    if isinstance(presented, AccessToken | ServiceToken):
         claims = presented.claims
         return {
             "active": True,
@@ -84,9 +86,10 @@ CONTRACT = Contract(
             "introspect",
             "Token introspection (RFC 7662), for confidential clients",
             "OAuth 2.0",
-            description="Any live broker access token, and the caller's own live refresh "
-            'tokens; anything else is exactly {"active": false}. A public client gets 401 '
-            "invalid_client.",
+            description="Any live broker access token (a user's, or a service token from the "
+            "client_credentials grant, whose sub is its client and which has no sid), and the "
+            'caller\'s own live refresh tokens; anything else is exactly {"active": false}. A '
+            "public client gets 401 invalid_client.",
             body=Body(
                 "application/x-www-form-urlencoded",
                 {
@@ -94,8 +97,7 @@ CONTRACT = Contract(
                     "properties": {
                         "token": _PARAM,
                         "token_type_hint": _PARAM,
-                        "client_id": _PARAM,
-                        "client_secret": _PARAM,
+                        **client_authentication_fields(_PARAM),
                     },
                     "required": ["token"],
                     "additionalProperties": {"type": "string"},
@@ -126,6 +128,23 @@ CONTRACT = Contract(
                         "sid": UUID,
                     },
                     required=["active", "token_type", "iss", "sub", "exp", "client_id", "sid"],
+                ),
+                strict_object(
+                    {
+                        "active": {"const": True},
+                        "token_type": {"const": "Bearer"},
+                        "iss": {"type": "string"},
+                        "sub": {"type": "string", "description": "the client id"},
+                        "aud": _AUDIENCE,
+                        "exp": _TIME,
+                        "iat": _TIME,
+                        "nbf": _TIME,
+                        "jti": {"type": "string"},
+                        "client_id": {"type": "string"},
+                        "scope": {"type": "string"},
+                    },
+                    required=["active", "token_type", "iss", "sub", "exp", "client_id", "jti"],
+                    description="a service token (client_credentials): no sid, no user",
                 ),
                 strict_object(
                     {

@@ -27,6 +27,7 @@ from broker.http.openapi import (
 from broker.routes import (
     accounts,
     admin_audit,
+    admin_clients,
     admin_providers,
     admin_stats,
     admin_tokens,
@@ -97,6 +98,7 @@ CONTRACTS: tuple[Contract, ...] = (
     admin_providers.CONTRACT,
     admin_stats.CONTRACT,
     admin_audit.CONTRACT,
+    admin_clients.CONTRACT,
     health.CONTRACT,
     CONTRACT,
 )

@@ -1,9 +1,11 @@
 """``POST /revoke`` (RFC 7009) and ``DELETE /auth/oauth2/revoke`` (the first-party API).
 
-A broker access token cannot be revoked on its own (it is verified offline), so revoking either
+A user's access token cannot be revoked on its own (it is verified offline), so revoking either
 kind of token revokes its session: the refresh-token family dies, and the session's access
 tokens are refused at ``/userinfo`` and introspection at once and published on the revocation
-stream (RFC 7009 §2.1 allows revoking the grant behind an access token).
+stream (RFC 7009 §2.1 allows revoking the grant behind an access token). A service token
+(``client_credentials``) has no session: it alone is revoked, by its ``jti``
+(``broker.oauth.service_tokens``).
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from broker.http.openapi import (
     Contract,
     Operation,
     Schema,
+    client_authentication_fields,
     json_answer,
     query,
     strict_object,
 )
 from broker.oauth import abuse_limits
 from broker.oauth.callers import Caller, authenticated_caller
-from broker.oauth.presented_tokens import identify
+from broker.oauth.presented_tokens import ServiceToken, identify
+from broker.oauth.service_tokens import revoke_service_token
 
 
 async def revoke(request: Request) -> Response:
@@ -49,15 +53,19 @@ async def revoke(request: Request) -> Response:
     revocations: list[Revocation] = []
     async with runtime.engine.begin() as connection:
         presented = await identify(runtime, token, connection)
-        # §2.1: a client revokes only its own tokens; another client's token is left alone
-        # and the answer is the same 200, so the caller learns nothing about it.
-        if presented is not None and presented.client_id == client.id:
+        now = runtime.clock.now()
+        actor = f"client:{client.id}"
+        if presented is None or presented.client_id != client.id:
+            # §2.1: a client revokes only its own tokens; another client's token is left
+            # alone and the answer is the same 200, so the caller learns nothing about it.
+            pass
+        elif isinstance(presented, ServiceToken):
+            # A service token has no session: it alone is revoked (docs/security.md
+            # "Service tokens").
+            await revoke_service_token(connection, presented.claims, now=now, actor=actor)
+        else:
             revocation = await revoke_session(
-                connection,
-                presented.session_id,
-                now=runtime.clock.now(),
-                reason="revoked_by_client",
-                actor=f"client:{client.id}",
+                connection, presented.session_id, now=now, reason="revoked_by_client", actor=actor
             )
             revocations += [revocation] if revocation else []
     await runtime.revocations.publish(revocations)
@@ -105,6 +113,8 @@ async def _target_session(
     if token is None:
         return caller.session_id
     presented = await identify(runtime, token, connection)
+    if isinstance(presented, ServiceToken):
+        return None  # no user's token: nothing of the caller's to end
     if presented is None or presented.user_id != str(caller.user_id):
         return None  # unknown, or someone else's: nothing is revoked and nothing is told
     return presented.session_id
@@ -118,7 +128,8 @@ CONTRACT = Contract(
             "POST",
             "/revoke",
             "revoke",
-            "Token revocation (RFC 7009): the token's session ends; unknown tokens too get 200",
+            "Token revocation (RFC 7009): the token's session (a service token: the token) ends; "
+            "unknown tokens too get 200",
             "OAuth 2.0",
             body=Body(
                 "application/x-www-form-urlencoded",
@@ -127,8 +138,7 @@ CONTRACT = Contract(
                     "properties": {
                         "token": _PARAM,
                         "token_type_hint": _PARAM,
-                        "client_id": _PARAM,
-                        "client_secret": _PARAM,
+                        **client_authentication_fields(_PARAM),
                     },
                     "required": ["token"],
                     "additionalProperties": {"type": "string"},

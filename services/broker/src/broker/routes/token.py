@@ -23,7 +23,9 @@ from broker.http.errors import (
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
+    InvalidTarget,
     OAuthError,
+    UnauthorizedClient,
     UnsupportedGrantType,
 )
 from broker.http.forms import MAX_PARAM_LENGTH, form_params, json_params
@@ -34,12 +36,14 @@ from broker.http.openapi import (
     Contract,
     Operation,
     Schema,
+    client_authentication_fields,
     json_answer,
     ref,
     strict_object,
 )
 from broker.oauth import abuse_limits
-from broker.oauth.grants import GRANTS, Grant, RefreshTokenReused, refresh_grant
+from broker.oauth.grant_types import GRANTS, Grant, grant_for
+from broker.oauth.grants import RefreshTokenReused, refresh_grant
 
 
 class _GrantEndpoint:
@@ -76,7 +80,8 @@ class _GrantEndpoint:
                 self.metrics.refresh_reuse_detected(client.id)
             raise
         self.metrics.token_granted(grant_type, client.id, issued.provider)
-        structlog.contextvars.bind_contextvars(user_id=str(issued.user_id))
+        if issued.user_id is not None:  # a service token has no user
+            structlog.contextvars.bind_contextvars(user_id=str(issued.user_id))
         # orjson: the refresh grant is CPU-bound and this is its third JSON document per request.
         return Response(orjson.dumps(issued.body), media_type="application/json", headers=NO_STORE)
 
@@ -90,9 +95,7 @@ class TokenEndpoint(_GrantEndpoint):
         grant_type = params.get("grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is required")
-        handler = GRANTS.get(grant_type)
-        if handler is None:
-            raise UnsupportedGrantType("supported: authorization_code, refresh_token")
+        handler = grant_for(client, grant_type)
         return await self.grant(request, handler, grant_type, client, params)
 
 
@@ -102,15 +105,15 @@ class RefreshEndpoint(_GrantEndpoint):
     async def respond(self, request: Request) -> Response:
         document = await json_params(request)
         client = await self.client(request, document)
+        grant_for(client, "refresh_token")  # unauthorized_client for a service
         return await self.grant(request, refresh_grant, "refresh_token", client, document)
 
 
 _PARAM: Schema = {"type": "string", "maxLength": MAX_PARAM_LENGTH}
-_CLIENT_FIELDS: dict[str, Schema] = {
-    "client_id": {**_PARAM, "description": "client_secret_post, or a public client"},
-    "client_secret": {**_PARAM, "description": "client_secret_post (never with HTTP Basic)"},
-}
-_GRANT_ERRORS = (InvalidRequest, InvalidGrant, InvalidScope)
+_GRANT_ERRORS = (InvalidRequest, InvalidGrant, InvalidScope, UnauthorizedClient)
+_ACCESS_TOKEN: Schema = {"type": "string", "description": "a JWT (RFC 9068)"}
+_EXPIRES_IN: Schema = {"type": "integer", "minimum": 1}
+_SCOPE: Schema = {"type": "string", "description": "the granted scope"}
 
 CONTRACT = Contract(
     operations=(
@@ -118,11 +121,21 @@ CONTRACT = Contract(
             "POST",
             "/token",
             "token",
-            "The token endpoint (RFC 6749 §3.2): authorization_code and refresh_token grants",
+            "The token endpoint (RFC 6749 §3.2): authorization_code, refresh_token and "
+            "client_credentials grants",
             "OAuth 2.0",
+            description="A grant the client's grant_types do not list is unauthorized_client. "
+            "client_credentials (RFC 6749 §4.4) answers a service token only: no refresh or "
+            "ID token.",
             body=Body("application/x-www-form-urlencoded", ref("TokenRequest")),
-            answers=(json_answer(200, "the token pair and an ID token", ref("TokenResponse")),),
-            errors=(*_GRANT_ERRORS, UnsupportedGrantType),
+            answers=(
+                json_answer(
+                    200,
+                    "the token pair and an ID token, or a service token",
+                    ref("TokenResponse"),
+                ),
+            ),
+            errors=(*_GRANT_ERRORS, InvalidTarget, UnsupportedGrantType),
             security=CLIENT_AUTHENTICATION,
         ),
         Operation(
@@ -132,7 +145,7 @@ CONTRACT = Contract(
             "The refresh grant as JSON (the same code path as the refresh_token grant)",
             "First-party API",
             body=Body("application/json", ref("RefreshRequest")),
-            answers=(json_answer(200, "the rotated token pair", ref("TokenResponse")),),
+            answers=(json_answer(200, "the rotated token pair", ref("TokenPair")),),
             errors=_GRANT_ERRORS,
             security=CLIENT_AUTHENTICATION,
         ),
@@ -142,13 +155,26 @@ CONTRACT = Contract(
         "TokenRequest": {
             "type": "object",
             "properties": {
-                "grant_type": {"enum": ["authorization_code", "refresh_token"]},
+                "grant_type": {"enum": list(GRANTS)},
                 "code": _PARAM,
                 "redirect_uri": _PARAM,
                 "code_verifier": _PARAM,
                 "refresh_token": _PARAM,
-                "scope": {**_PARAM, "description": "refresh: narrow the granted scope"},
-                **_CLIENT_FIELDS,
+                "scope": {
+                    **_PARAM,
+                    "description": "refresh: narrow the granted scope; client_credentials: "
+                    "the service scopes wanted (default: all the client's)",
+                },
+                "audience": {
+                    **_PARAM,
+                    "description": "client_credentials: the token's aud, space-separated, "
+                    "among the client's audience",
+                },
+                "resource": {
+                    **_PARAM,
+                    "description": "client_credentials: one audience (RFC 8707)",
+                },
+                **client_authentication_fields(_PARAM),
             },
             "required": ["grant_type"],
             "additionalProperties": {"type": "string"},
@@ -156,18 +182,19 @@ CONTRACT = Contract(
         "RefreshRequest": {
             "type": "object",
             "properties": {"refresh_token": {"type": "string"}, "scope": {"type": "string"}}
-            | {name: {"type": "string"} for name in _CLIENT_FIELDS},
+            | client_authentication_fields({"type": "string"}),
             "required": ["refresh_token"],
             "additionalProperties": {"type": "string"},
         },
-        "TokenResponse": strict_object(
+        "TokenResponse": {"oneOf": [ref("TokenPair"), ref("ServiceTokenResponse")]},
+        "TokenPair": strict_object(
             {
-                "access_token": {"type": "string", "description": "a JWT (RFC 9068)"},
+                "access_token": _ACCESS_TOKEN,
                 "token_type": {"const": "Bearer"},
-                "expires_in": {"type": "integer", "minimum": 1},
+                "expires_in": _EXPIRES_IN,
                 "refresh_token": {"type": "string", "description": "opaque, rotated on use"},
                 "id_token": {"type": "string"},
-                "scope": {"type": "string", "description": "the granted scope"},
+                "scope": _SCOPE,
             },
             required=[
                 "access_token",
@@ -177,6 +204,16 @@ CONTRACT = Contract(
                 "id_token",
                 "scope",
             ],
+        ),
+        "ServiceTokenResponse": strict_object(
+            {
+                "access_token": {**_ACCESS_TOKEN, "description": "a JWT (RFC 9068), no sid"},
+                "token_type": {"const": "Bearer"},
+                "expires_in": _EXPIRES_IN,
+                "scope": {**_SCOPE, "description": "the granted service scopes (may be empty)"},
+            },
+            required=["access_token", "token_type", "expires_in", "scope"],
+            description="client_credentials (RFC 6749 §4.4.3): no refresh token, no ID token",
         ),
     },
 )
