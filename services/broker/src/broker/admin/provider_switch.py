@@ -1,6 +1,7 @@
 """Switching a provider off or on at runtime, or back to its YAML value: an admin's override.
 
-Serves ``PATCH /admin/oauth2/providers/{id}`` and the dashboard's provider form. The change
+Serves ``PATCH /admin/oauth2/providers/{id}``, the dashboard's provider form and
+``broker providers`` (the way back when no admin can sign in any more). The change
 (``{"enabled": false | true | null, "reason": …, "revoke_sessions": …}``) is one transaction:
 the ``provider_states`` row, its audit event (``provider.disabled`` / ``provider.enabled``, the
 admin as actor) and, when asked, the revocation of every live session signed in through the
@@ -29,9 +30,11 @@ from shared.provider_states import (
     read_override,
     write_override,
 )
-from shared.revocations import Revocation
+from shared.clock import Clock
+from shared.revocations import Revocation, RevocationPublisher
 from shared.runtime import Runtime
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.admin.providers import configured
 from broker.http.errors import Conflict, InvalidRequest
@@ -89,9 +92,36 @@ async def switch_provider(
             f"{provider_id!r} is disabled in the configuration (disabled: true) and not loaded; "
             "enable it there"
         )
+    return await apply_switch(
+        SwitchDeps(runtime.engine, runtime.clock, runtime.revocations),
+        f"user:{admin_id}",
+        provider_id,
+        config.disabled,
+        change,
+    )
+
+
+@dataclass(frozen=True)
+class SwitchDeps:
+    """What a switch writes to and publishes on: the broker's runtime, or the CLI's own."""
+
+    engine: AsyncEngine
+    clock: Clock
+    revocations: RevocationPublisher
+
+
+async def apply_switch(
+    deps: SwitchDeps,
+    actor: str,
+    provider_id: str,
+    config_disabled: bool,
+    change: ProviderChange,
+) -> dict[str, Any]:
+    """Apply ``change`` by ``actor`` (``user:<id>`` from the API, ``cli:<login>`` from
+    ``broker providers``) to a provider the configuration names."""
     for attempt in range(2):
         try:
-            return await _switch(runtime, admin_id, provider_id, config.disabled, change)
+            return await _switch(deps, actor, provider_id, config_disabled, change)
         except IntegrityError:
             # Two first overrides of one provider raced; the retry finds the row and locks it.
             if attempt == 1:
@@ -100,16 +130,15 @@ async def switch_provider(
 
 
 async def _switch(
-    runtime: Runtime,
-    admin_id: uuid.UUID,
+    deps: SwitchDeps,
+    actor: str,
     provider_id: str,
     config_disabled: bool,
     change: ProviderChange,
 ) -> dict[str, Any]:
-    actor = f"user:{admin_id}"
-    now = runtime.clock.now()
+    now = deps.clock.now()
     revocations: list[Revocation] = []
-    async with runtime.engine.begin() as connection:
+    async with deps.engine.begin() as connection:
         existing = await read_override(connection, provider_id, for_update=True)
         before = effective_state(config_disabled=config_disabled, override=existing)
         override = existing
@@ -155,7 +184,7 @@ async def _switch(
                 },
                 now=now,
             )
-    await runtime.revocations.publish(revocations)
+    await deps.revocations.publish(revocations)
     return {
         "id": provider_id,
         "enabled": after.enabled,

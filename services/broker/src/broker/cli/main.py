@@ -1,4 +1,4 @@
-"""``broker``: serve, migrate, manage keys, and grant bootstrap admins."""
+"""``broker``: serve, migrate, manage keys, grant bootstrap admins, and switch providers."""
 
 from __future__ import annotations
 
@@ -145,6 +145,25 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             "profile; never an email",
         )
     admin_commands.add_parser("list", help="list the admins: granted ones and configured ones")
+    providers_cmd = commands.add_parser(
+        "providers", help="switch a provider off or on at runtime (over the configuration)"
+    )
+    provider_commands = providers_cmd.add_subparsers(dest="provider_command", required=True)
+    provider_commands.add_parser("list", help="each provider: enabled or not, and what decided")
+    for name, help_text in (
+        ("disable", "stop sign-ins, links and upstream refreshes through PROVIDER"),
+        ("enable", "let PROVIDER sign people in again"),
+        ("reset", "drop the runtime switch: the configuration decides again"),
+    ):
+        provider_cmd = provider_commands.add_parser(name, help=help_text)
+        provider_cmd.add_argument("provider", metavar="PROVIDER", help="the provider's id")
+        provider_cmd.add_argument("--reason", help="why, for the audit log (one line)")
+        if name == "disable":
+            provider_cmd.add_argument(
+                "--revoke-sessions",
+                action="store_true",
+                help="also end every live session signed in through PROVIDER",
+            )
     args = parser.parse_args(argv)
 
     settings = _settings(environ)
@@ -163,4 +182,16 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
         raise SystemExit(
             run_admin_command(settings, args.admin_command, getattr(args, "user", None))
+        )
+    elif args.command == "providers":
+        from broker.cli.providers import run_provider_command
+
+        raise SystemExit(
+            run_provider_command(
+                settings,
+                args.provider_command,
+                getattr(args, "provider", None),
+                reason=getattr(args, "reason", None),
+                revoke_sessions=getattr(args, "revoke_sessions", False),
+            )
         )
