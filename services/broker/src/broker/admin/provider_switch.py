@@ -23,6 +23,7 @@ from typing import Any
 
 from shared.audit import record_audit_core
 from shared.auth_sessions import revoke_provider_sessions
+from shared.clock import Clock
 from shared.models.provider_state import REASON_LENGTH
 from shared.provider_states import (
     delete_override,
@@ -30,7 +31,6 @@ from shared.provider_states import (
     read_override,
     write_override,
 )
-from shared.clock import Clock
 from shared.revocations import Revocation, RevocationPublisher
 from shared.runtime import Runtime
 from sqlalchemy.exc import IntegrityError
