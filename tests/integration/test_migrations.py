@@ -20,6 +20,7 @@ from shared.db.migrate import (
     alembic_config,
     current_revision,
     head_revision,
+    include_name,
     upgrade_to_head_async,
 )
 from shared.db.types import JSONType
@@ -28,7 +29,9 @@ from tests.support.databases import fresh_database, postgres_server_url
 
 
 def _diff(sync_connection):
-    context = MigrationContext.configure(sync_connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        sync_connection, opts={"compare_type": True, "include_name": include_name}
+    )
     return compare_metadata(context, Base.metadata)
 
 

@@ -46,6 +46,7 @@ class JobName(StrEnum):
     SCAN_PROFILES = "scan_profiles"
     SYNC_PROFILE = "sync_profile"
     HOUSEKEEPING = "housekeeping"
+    MAINTAIN_AUDIT_LOG = "maintain_audit_log"
 
 
 JobResult = dict[str, Any]

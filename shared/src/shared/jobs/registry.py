@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
+from shared.jobs.audit_retention import AuditRetentionPayload, maintain_audit_log
 from shared.jobs.audit_rollup import AuditRollupPayload, roll_up_audit_events
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
 from shared.jobs.housekeeping import HousekeepingPayload, run_housekeeping
@@ -89,6 +90,7 @@ JOBS: Mapping[JobName, JobSpec[Any]] = MappingProxyType(
             JobSpec(JobName.SCAN_PROFILES, ProfileSyncScanPayload, scan_profiles),
             JobSpec(JobName.SYNC_PROFILE, ProfileSyncPayload, sync_profile, keep_result=0),
             JobSpec(JobName.HOUSEKEEPING, HousekeepingPayload, run_housekeeping),
+            JobSpec(JobName.MAINTAIN_AUDIT_LOG, AuditRetentionPayload, maintain_audit_log),
         )
     }
 )

@@ -65,6 +65,10 @@ class Settings(Strict):
     # sync-worker with it). Off: jobs run only when enqueued on demand.
     periodic_jobs: bool = True
     session_retention: Annotated[int, Field(ge=0)] = 7 * 86400
+    # Days audit rows are kept (shared.jobs.audit_retention): older ones go once the audit
+    # relay and the rollup have read them, a week's partition at a time on PostgreSQL. 0: kept
+    # for ever.
+    audit_retention: Annotated[int, Field(ge=0, le=36500)] = 400
     keyring: Keyring
     providers: tuple[ProviderConfig, ...] = Field(
         default_factory=lambda: tuple(_default_providers()), validate_default=True

@@ -42,6 +42,7 @@ _ENV_FIELDS = {
     "BROKER_HOUSEKEEPING_INTERVAL": "housekeeping_interval",
     "BROKER_AUDIT_ROLLUP_INTERVAL": "audit_rollup_interval",
     "BROKER_SESSION_RETENTION": "session_retention",
+    "BROKER_AUDIT_RETENTION": "audit_retention",
     "BROKER_PERIODIC_JOBS": "periodic_jobs",
     "BROKER_CODE_TTL": "code_ttl",
     "BROKER_LINK_MAX_AUTH_AGE": "link_max_auth_age",
