@@ -471,3 +471,17 @@ def test_link_max_auth_age_defaults_to_five_minutes_and_is_set_by_its_variable(
     assert load_settings({**env, "BROKER_LINK_MAX_AUTH_AGE": "0"}).link_max_auth_age == 0
     with pytest.raises(ConfigError, match="BROKER_LINK_MAX_AUTH_AGE"):
         load_settings({**env, "BROKER_LINK_MAX_AUTH_AGE": "-1"})
+
+
+def test_audit_retention_is_400_days_unless_its_variable_says_otherwise(
+    env: dict[str, str], keys: str
+) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys)
+    assert load_settings(env).audit_retention == 400
+    env.update(BROKER_AUDIT_RETENTION="30")
+    assert load_settings(env).audit_retention == 30
+    env.update(BROKER_AUDIT_RETENTION="0")  # kept for ever
+    assert load_settings(env).audit_retention == 0
+    env.update(BROKER_AUDIT_RETENTION="-1")
+    with pytest.raises(ConfigError, match="BROKER_AUDIT_RETENTION"):
+        load_settings(env)

@@ -285,11 +285,11 @@ async def _held_rows(
 ) -> list[dict[str, Any]]:
     """The consumers keeping rows past the retention (they have not read them yet)."""
     async with engine.connect() as connection:
-        first = await connection.scalar(
-            select(func.min(AUDIT_TABLE.c.id)).where(AUDIT_TABLE.c.occurred_at < cutoff)
+        last = await connection.scalar(
+            select(func.max(AUDIT_TABLE.c.id)).where(AUDIT_TABLE.c.occurred_at < cutoff)
         )
-        if first is None:
+        if last is None:
             return []
         positions = await _positions(connection, names)
-    unread = [name for name, position in positions.items() if position[1] < first]
+    unread = [name for name, position in positions.items() if position[1] < last]
     return [{"before": rfc3339(cutoff), "unread_by": unread}] if unread else []
