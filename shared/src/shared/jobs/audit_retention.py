@@ -92,33 +92,37 @@ def retention_cutoff(deps: JobDeps) -> dt.datetime | None:
 
 
 async def _maintain_partitions(payload: AuditRetentionPayload, deps: JobDeps) -> dict[str, Any]:
-    engine, now = deps.engine, deps.clock.now()
     created: list[str] = []
     deferred: list[str] = []
-    for week in weeks_ahead(now):
-        outcome = await _create(engine, week)
-        _note(week, outcome, created, deferred)
+
+    async def make(week: Week) -> int | None:
+        outcome = await _create(deps.engine, week)
+        if outcome is None:
+            deferred.append(week.name)
+        elif outcome >= 0:
+            created.append(week.name)
+        return outcome
+
+    for week in weeks_ahead(deps.clock.now()):
+        await make(week)
     moved = 0
     for _ in range(payload.max_weeks):
-        async with engine.connect() as connection:
+        async with deps.engine.connect() as connection:
             oldest = await oldest_in_default(connection)
         if oldest is None:
             break
-        outcome = await _create(engine, Week.of(oldest))
-        _note(Week.of(oldest), outcome, created, deferred)
-        if outcome is None:
-            break  # the default partition is locked: the next run
+        outcome = await make(Week.of(oldest))
+        if outcome is None or outcome < 0:
+            break  # the default partition is locked (or busy): the next run
         moved += outcome
-    result: dict[str, Any] = {"created": created, "moved_from_default": moved}
     dropped, held = await _drop_expired(deps, deferred)
-    return {**result, "dropped": dropped, "held": held, "deferred": deferred}
-
-
-def _note(week: Week, outcome: int | None, created: list[str], deferred: list[str]) -> None:
-    if outcome is None:
-        deferred.append(week.name)
-    elif outcome >= 0:
-        created.append(week.name)
+    return {
+        "created": created,
+        "moved_from_default": moved,
+        "dropped": dropped,
+        "held": held,
+        "deferred": deferred,
+    }
 
 
 async def _create(engine: AsyncEngine, week: Week) -> int | None:
