@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 from shared.crypto.opaque import new_opaque_token, token_hash
+from shared.db.audit_partitions import Week, create_partition_sql
 
 from bench.admin_seed_sql import REFRESH_TTL, SESSION_PLAN, SeedScale, SeedSql
 from bench.database import libpq_url
@@ -58,7 +59,8 @@ def seed_admin_data(
     reference is made consistent by construction, and a row-by-row check would double the time.
     """
     scale = scale or SeedScale()
-    plan = SeedSql(scale, now or dt.datetime.now(dt.UTC))
+    now = now or dt.datetime.now(dt.UTC)
+    plan = SeedSql(scale, now)
     url = libpq_url(database_url)
     seconds: dict[str, float] = {}
     steps: list[tuple[str, list[str]]] = [
@@ -78,6 +80,7 @@ def seed_admin_data(
                             connection.execute(statement)
                     seconds[name] = time.perf_counter() - started
                 started = time.perf_counter()
+                _audit_partitions(connection, now - dt.timedelta(days=scale.audit_days), now)
                 chunks = [plan.audit(first, last) for first, last in plan.audit_chunks()]
                 with ThreadPoolExecutor(max_workers=AUDIT_WRITERS) as pool:
                     list(pool.map(lambda statement: _run_alone(url, statement), chunks))
@@ -125,13 +128,37 @@ def _secondary_indexes_dropped(
     ).fetchall()
     for name, _definition in rows:
         connection.execute(f"DROP INDEX {name}")
+    # A partitioned table's index is defined ON ONLY the parent; built without ONLY, it is
+    # built on every partition too (dropping it dropped theirs).
+    definitions = [definition.replace(" ON ONLY ", " ON ", 1) for _name, definition in rows]
     try:
         yield
     finally:
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=AUDIT_WRITERS) as pool:
-            list(pool.map(lambda row: _run_alone(url, row[1]), rows))
+            list(pool.map(lambda definition: _run_alone(url, definition), definitions))
         seconds[f"{len(rows)} secondary indexes"] = time.perf_counter() - started
+
+
+def _audit_partitions(
+    connection: psycopg.Connection[Any], start: dt.datetime, end: dt.datetime
+) -> None:
+    """The weekly partitions of ``audit_actions`` from ``start`` to ``end`` (as the worker's
+    job keeps them), so the seeded rows land in their weeks rather than the default partition."""
+    existing = {
+        row[0]
+        for row in connection.execute(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'audit_actions'::regclass"
+        )
+    }
+    week = Week.of(start)
+    while week.start <= end:
+        if week.name not in existing:
+            with connection.transaction():
+                for statement in create_partition_sql(week):
+                    connection.execute(statement)
+        week = week.later(1)
 
 
 def _run_alone(url: str, statement: str) -> None:

@@ -12,6 +12,7 @@ import shared.models  # noqa: F401  (registers every table on the metadata)
 from alembic import context
 from shared.db.base import Base
 from shared.db.database import create_engine
+from shared.db.migrate import include_name
 from sqlalchemy.engine import Connection
 
 config = context.config
@@ -33,6 +34,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

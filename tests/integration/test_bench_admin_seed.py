@@ -352,3 +352,29 @@ def test_the_rollup_job_and_its_backlog_stand_in_agree(seeded):
     # And the other way round: the job finds nothing after the stand-in.
     assert asyncio.run(_one_job_batch(url, 1_200)) == 0
     assert _rollup_state(url) == by_job
+
+
+def test_the_audit_rows_sit_in_their_weeks_with_every_index_built(seeded):
+    """The seed keeps the broker's layout: no row in the default partition, and the indexes
+    dropped for the load are built again on every partition (a partitioned index rebuilt
+    ``ON ONLY`` the parent would stay invalid, its partitions without it)."""
+    url, _report = seeded
+    partitions = dict(
+        _rows(url, "SELECT tableoid::regclass::text, count(*) FROM audit_actions GROUP BY 1")
+    )
+    assert "audit_actions_default" not in partitions
+    assert len(partitions) >= SCALE.audit_days // 7
+    invalid = _rows(
+        url,
+        "SELECT indexrelid::regclass::text FROM pg_index JOIN pg_inherits AS i "
+        "ON i.inhrelid = pg_index.indrelid OR pg_index.indrelid = i.inhparent "
+        "WHERE i.inhparent = 'audit_actions'::regclass AND NOT indisvalid",
+    )
+    assert invalid == []
+    per_partition = _rows(
+        url,
+        "SELECT c.relname, count(x.indexrelid) FROM pg_inherits AS i "
+        "JOIN pg_class AS c ON c.oid = i.inhrelid LEFT JOIN pg_index AS x ON x.indrelid = c.oid "
+        "WHERE i.inhparent = 'audit_actions'::regclass GROUP BY 1",
+    )
+    assert {count for _name, count in per_partition} == {6}  # the key and five indexes

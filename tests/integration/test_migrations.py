@@ -21,6 +21,7 @@ from shared.db.migrate import (
     alembic_config,
     current_revision,
     head_revision,
+    include_name,
     upgrade_to_head_async,
 )
 from shared.db.types import JSONType
@@ -29,7 +30,9 @@ from tests.support.databases import fresh_database, postgres_server_url
 
 
 def _diff(sync_connection):
-    context = MigrationContext.configure(sync_connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        sync_connection, opts={"compare_type": True, "include_name": include_name}
+    )
     return compare_metadata(context, Base.metadata)
 
 
@@ -196,6 +199,48 @@ async def _tables(url: str) -> set[str]:
         await engine.dispose()
 
 
+# audit_actions as revision 0008 left it.
+AUDIT_0008 = sa.table(
+    "audit_actions",
+    sa.column("id", sa.BigInteger()),
+    sa.column("event_id", sa.Uuid()),
+    sa.column("action", sa.String()),
+    sa.column("actor", sa.String()),
+    sa.column("subject", sa.String()),
+    sa.column("data", JSONType),
+    sa.column("occurred_at", sa.DateTime(timezone=True)),
+    sa.column("txid", sa.BigInteger()),
+)
+# Both sides of a week boundary (Monday 2026-01-05 00:00 UTC) and a week long past.
+AUDIT_TIMES = [
+    dt.datetime(2026, 1, 4, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
+    dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC),
+    dt.datetime(2026, 1, 11, 23, 59, 59, tzinfo=dt.UTC),
+]
+
+
+async def _audit_rows(url: str) -> list[Any]:
+    """Every audit row with the table (partition) holding it, by id."""
+    engine = create_engine(url)
+    holder = "tableoid::regclass::text" if url.startswith("postgresql") else "'audit_actions'"
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(
+                sa.select(
+                    AUDIT_0008.c.id,
+                    AUDIT_0008.c.txid,
+                    AUDIT_0008.c.event_id,
+                    AUDIT_0008.c.occurred_at,
+                    AUDIT_0008.c.data,
+                    sa.literal_column(holder).label("held_by"),
+                ).order_by(AUDIT_0008.c.id)
+            )
+            return list(result.all())
+    finally:
+        await engine.dispose()
+
+
 async def _assert_0012_upgrades_and_downgrades(url: str) -> None:
     before = ScriptDirectory.from_config(alembic_config(url)).get_revision("0012").down_revision
     assert isinstance(before, str)
@@ -230,3 +275,77 @@ async def test_0013_service_token_tables_upgrade_and_downgrade_on_postgresql():
 
 async def test_0013_service_token_tables_upgrade_and_downgrade_on_sqlite(tmp_path: Path):
     await _assert_0013_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")
+
+
+async def _seed_audit_0008(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        for n, at in enumerate(AUDIT_TIMES):
+            async with engine.begin() as connection:  # a transaction each: txids differ
+                await connection.execute(
+                    sa.insert(AUDIT_0008).values(
+                        event_id=uuid.uuid4(), action="test.migrated", actor="test",
+                        subject="s", data={"n": n}, occurred_at=at,
+                    )
+                )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def _insert_now(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            result = await connection.execute(
+                sa.insert(AUDIT_0008)
+                .values(
+                    event_id=uuid.uuid4(), action="test.after", actor="test", data={},
+                    occurred_at=dt.datetime.now(dt.UTC),
+                )
+                .returning(AUDIT_0008.c.id)
+            )  # fmt: skip
+            return int(result.scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def _assert_0009_upgrades_and_downgrades(url: str) -> None:
+    postgres = url.startswith("postgresql")
+    await _migrate(url, "upgrade", "0008")
+    await _seed_audit_0008(url)
+    before = await _audit_rows(url)
+
+    await _migrate(url, "upgrade", "0009")
+    after = await _audit_rows(url)
+    # Every row kept with its id and transaction id: the relay's and the rollup's cursors hold.
+    assert [row[:5] for row in after] == [row[:5] for row in before]
+    if postgres:
+        assert [row.held_by for row in after] == [
+            "audit_actions_p20251229",
+            "audit_actions_p20260105",
+            "audit_actions_p20250526",
+            "audit_actions_p20260105",
+        ]
+    else:
+        assert {row.held_by for row in after} == {"audit_actions"}
+    # The id sequence carries on, and a row of today has its week (or SQLite's one table).
+    new_id = await _insert_now(url)
+    assert new_id > max(row.id for row in after)
+    today = (await _audit_rows(url))[-1]
+    assert today.held_by != "audit_actions_default"
+
+    await _migrate(url, "downgrade", "0008")
+    down = await _audit_rows(url)
+    assert [row[:5] for row in down] == [row[:5] for row in [*after, today]]
+    assert {row.held_by for row in down} == {"audit_actions"}
+    assert await _insert_now(url) > new_id
+    await _assert_matches_models(url)  # and up again, to exactly the models
+
+
+async def test_0009_partitions_the_audit_rows_by_week_and_joins_them_again_on_postgresql():
+    with postgres_server_url() as server, fresh_database(server) as url:
+        await _assert_0009_upgrades_and_downgrades(url)
+
+
+async def test_0009_keeps_one_audit_table_on_sqlite(tmp_path: Path):
+    await _assert_0009_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")

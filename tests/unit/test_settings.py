@@ -489,3 +489,17 @@ def test_refresh_group_commit_is_on_with_groups_of_64_and_its_variables_set_both
     for size in ("0", "1001", "many"):
         with pytest.raises(ConfigError, match="BROKER_REFRESH_GROUP_MAX"):
             load_settings({**env, "BROKER_REFRESH_GROUP_MAX": size})
+
+
+def test_audit_retention_is_400_days_unless_its_variable_says_otherwise(
+    env: dict[str, str], keys: str
+) -> None:
+    env.update(BROKER_ENCRYPTION_KEYS=keys)
+    assert load_settings(env).audit_retention == 400
+    env.update(BROKER_AUDIT_RETENTION="30")
+    assert load_settings(env).audit_retention == 30
+    env.update(BROKER_AUDIT_RETENTION="0")  # kept for ever
+    assert load_settings(env).audit_retention == 0
+    env.update(BROKER_AUDIT_RETENTION="-1")
+    with pytest.raises(ConfigError, match="BROKER_AUDIT_RETENTION"):
+        load_settings(env)

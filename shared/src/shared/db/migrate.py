@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db.audit_partitions import is_partition
 
 VERSION_TABLE = "alembic_version"  # alembic's default; migrations/env.py keeps it
 
@@ -26,6 +30,17 @@ def migrations_dir() -> Path:
         if (candidate / "env.py").exists():
             return candidate
     raise FileNotFoundError("the migrations folder could not be found")
+
+
+def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+    """What schema comparisons look at (Alembic's ``include_name`` hook): everything but the
+    partitions of ``audit_actions``, which the models describe as one table and which
+    ``shared.jobs.audit_retention`` creates and drops as time passes."""
+    if type_ == "table":
+        return name is None or not is_partition(name)
+    if type_ == "index":
+        return not is_partition(str(parent_names.get("table_name") or ""))
+    return True
 
 
 def alembic_config(database_url: str) -> Config:

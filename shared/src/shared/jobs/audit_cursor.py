@@ -13,6 +13,10 @@ On SQLite writers are serialised (``BEGIN IMMEDIATE``) and the row id is commit 
 its name) holding the last ``(txid, id)`` it took. :func:`lock_cursor` locks that row for the
 caller's transaction (``SKIP LOCKED``: a second reader finds it taken and stops), so a consumer
 that moves its cursor in the transaction that applies the rows takes each row exactly once.
+
+**Who must have read a row before it is deleted** (:func:`consumers`): the rollup, always, and
+the relay where there is a Redis to relay to. The audit retention deletes no row that one of
+them has not passed.
 """
 
 from __future__ import annotations
@@ -28,9 +32,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.tables import AUDIT_CURSORS, AUDIT_TABLE
+from shared.settings import Settings
 
 Position = tuple[int, int]
 """``(txid, id)`` of an audit row; txid is 0 on SQLite. ``(0, 0)`` is before the first row."""
+
+ROLLUP_CURSOR = "rollup:audit_daily_counts"
+"""The audit rollup's row in ``audit_relay_cursors`` (the relay's rows are keyed by stream name)."""
+
+LOGOUT_OUTBOX_CURSOR = "backchannel_logout:session.revoked"
+"""The back-channel logout outbox's row (``shared.jobs.logout_outbox``)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,15 @@ class CursorState:
     position: Position
     rows: int  # rows taken since the cursor was created (the table's ``published``)
     updated_at: dt.datetime
+
+
+def consumers(settings: Settings) -> tuple[str, ...]:
+    """The cursors of the consumers running in this deployment: the rollup's and the
+    back-channel logout outbox's (they need only the database), and the relay's, named by its
+    stream, when there is a Redis to publish to."""
+    if settings.redis_url is None:
+        return (ROLLUP_CURSOR, LOGOUT_OUTBOX_CURSOR)
+    return (ROLLUP_CURSOR, LOGOUT_OUTBOX_CURSOR, settings.audit_stream)
 
 
 async def lock_cursor(

@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.tables import AUDIT_DAILY_COUNTS, AUDIT_TABLE, SESSIONS, USERS
 from shared.jobs.audit_cursor import (
+    ROLLUP_CURSOR,
     CursorState,
     Position,
     committed_rows,
@@ -62,8 +63,6 @@ from shared.models.audit_action import ROTATED
 log = structlog.get_logger("shared.jobs.audit_rollup")
 
 
-ROLLUP_CURSOR = "rollup:audit_daily_counts"
-"""The rollup's row in ``audit_relay_cursors`` (the relay's rows are keyed by stream name)."""
 SEEN_ACTIONS = frozenset({"user.signed_in", ROTATED})
 # Only the two keys of ``data`` the rollup needs, extracted by the database (no JSON decoding).
 ROW_COLUMNS = (

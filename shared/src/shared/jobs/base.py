@@ -48,6 +48,7 @@ class JobName(StrEnum):
     SYNC_PROFILE = "sync_profile"
     HOUSEKEEPING = "housekeeping"
     DELIVER_BACKCHANNEL_LOGOUTS = "deliver_backchannel_logouts"
+    MAINTAIN_AUDIT_LOG = "maintain_audit_log"
 
 
 JobResult = dict[str, Any]

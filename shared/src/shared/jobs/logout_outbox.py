@@ -34,6 +34,7 @@ from sqlalchemy.engine import Row
 
 from shared.db.tables import AUDIT_TABLE, LOGOUT_DELIVERIES
 from shared.jobs.audit_cursor import (
+    LOGOUT_OUTBOX_CURSOR,
     committed_rows,
     cursor_position,
     lock_cursor,
@@ -42,7 +43,7 @@ from shared.jobs.audit_cursor import (
 )
 from shared.jobs.base import JobDeps
 
-OUTBOX_CURSOR = "backchannel_logout:session.revoked"
+OUTBOX_CURSOR = LOGOUT_OUTBOX_CURSOR
 """The outbox's row in ``audit_relay_cursors``."""
 SESSION_REVOKED = "session.revoked"
 ROW_COLUMNS = (

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from shared.jobs.audit_relay import AuditRelayPayload, relay_audit_events
+from shared.jobs.audit_retention import AuditRetentionPayload, maintain_audit_log
 from shared.jobs.audit_rollup import AuditRollupPayload, roll_up_audit_events
 from shared.jobs.backchannel_logout import BackchannelLogoutPayload, deliver_backchannel_logouts
 from shared.jobs.base import JobDeps, JobName, JobPayload, JobResult
@@ -96,6 +97,7 @@ JOBS: Mapping[JobName, JobSpec[Any]] = MappingProxyType(
                 deliver_backchannel_logouts,
                 keep_result=60,
             ),
+            JobSpec(JobName.MAINTAIN_AUDIT_LOG, AuditRetentionPayload, maintain_audit_log),
         )
     }
 )

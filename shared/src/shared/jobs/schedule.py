@@ -18,6 +18,7 @@ import structlog
 
 from shared.clock import Clock
 from shared.jobs.audit_relay import AuditRelayPayload
+from shared.jobs.audit_retention import AuditRetentionPayload
 from shared.jobs.audit_rollup import AuditRollupPayload
 from shared.jobs.backchannel_logout import BackchannelLogoutPayload
 from shared.jobs.base import JobName, JobPayload, JobQueue, QueueUnavailableError
@@ -55,6 +56,12 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     jobs.append(PeriodicJob(JobName.SCAN_PROFILES, PROFILE_SCAN_INTERVAL, ProfileSyncScanPayload()))
     jobs.append(
         PeriodicJob(JobName.HOUSEKEEPING, settings.housekeeping_interval, HousekeepingPayload())
+    )
+    # Audit partitions ahead of time and the audit retention, on the housekeeping's timer.
+    jobs.append(
+        PeriodicJob(
+            JobName.MAINTAIN_AUDIT_LOG, settings.housekeeping_interval, AuditRetentionPayload()
+        )
     )
     jobs.append(
         PeriodicJob(

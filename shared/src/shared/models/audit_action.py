@@ -1,4 +1,10 @@
-"""``audit_actions``: every security-relevant change, written in the transaction that made it."""
+"""``audit_actions``: every security-relevant change, written in the transaction that made it.
+
+On PostgreSQL the table is partitioned by week on ``occurred_at`` (migration 0009,
+``shared.db.audit_partitions``), and its primary key is ``(id, occurred_at)``: a partitioned
+table's unique keys contain the partition key. The model keeps ``id`` alone, which is what
+SQLite's one table has; ids are unique on both (one sequence draws them).
+"""
 
 from __future__ import annotations
 

@@ -74,6 +74,10 @@ class Settings(Strict):
     backchannel_logout_retry_base: Annotated[float, Field(gt=0)] = 10.0
     backchannel_logout_retry_max: Annotated[float, Field(gt=0)] = 3600.0
     backchannel_logout_give_up_after: Annotated[int, Field(ge=60)] = 3 * 86400
+    # Days audit rows are kept (shared.jobs.audit_retention): older ones go once every consumer
+    # (relay, rollup, logout outbox) has read them, a week's partition at a time on PostgreSQL.
+    # 0: kept for ever.
+    audit_retention: Annotated[int, Field(ge=0, le=36500)] = 400
     keyring: Keyring
     providers: tuple[ProviderConfig, ...] = Field(
         default_factory=lambda: tuple(_default_providers()), validate_default=True

@@ -50,6 +50,7 @@ _ENV_FIELDS = {
     "BROKER_BACKCHANNEL_LOGOUT_RETRY_BASE": "backchannel_logout_retry_base",
     "BROKER_BACKCHANNEL_LOGOUT_RETRY_MAX": "backchannel_logout_retry_max",
     "BROKER_BACKCHANNEL_LOGOUT_GIVE_UP_AFTER": "backchannel_logout_give_up_after",
+    "BROKER_AUDIT_RETENTION": "audit_retention",
     "BROKER_PERIODIC_JOBS": "periodic_jobs",
     "BROKER_CODE_TTL": "code_ttl",
     "BROKER_LINK_MAX_AUTH_AGE": "link_max_auth_age",
