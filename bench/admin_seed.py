@@ -17,6 +17,7 @@ from shared.crypto.opaque import new_opaque_token, token_hash
 
 from bench.admin_seed_sql import REFRESH_TTL, SESSION_PLAN, SeedScale, SeedSql
 from bench.database import libpq_url
+from bench.seeded_tokens import new_token_seed
 
 # The admin's session is of the console client, the one configured for the admin scope.
 ADMIN_CLIENT = "console"
@@ -30,15 +31,18 @@ SEEDED_TABLES = (
     "audit_actions",
 )
 AUDIT_WRITERS = 2  # connections inserting audit chunks at once
+INDEX_BUILD_MEMORY = "256MB"  # per connection building an index (two at once)
 
 
 @dataclass(frozen=True)
 class SeedReport:
-    """The seeded admin, the seconds of each step and the rows of each table."""
+    """The seeded admin, the seconds of each step, the rows of each table, and the seed of the
+    sessions' current refresh tokens (``bench.seeded_tokens``)."""
 
     admin_id: uuid.UUID
     seconds: dict[str, float]
     counts: dict[str, int]
+    token_seed: str
 
     @property
     def total_seconds(self) -> float:
@@ -51,6 +55,7 @@ def seed_admin_data(
     *,
     now: dt.datetime | None = None,
     vacuum: bool = True,
+    token_seed: str | None = None,
 ) -> SeedReport:
     """Seed the tables the admin API reads (into a freshly migrated database); time each step.
 
@@ -58,7 +63,7 @@ def seed_admin_data(
     reference is made consistent by construction, and a row-by-row check would double the time.
     """
     scale = scale or SeedScale()
-    plan = SeedSql(scale, now or dt.datetime.now(dt.UTC))
+    plan = SeedSql(scale, now or dt.datetime.now(dt.UTC), token_seed or new_token_seed())
     url = libpq_url(database_url)
     seconds: dict[str, float] = {}
     steps: list[tuple[str, list[str]]] = [
@@ -96,13 +101,17 @@ def seed_admin_data(
         counts = {
             name: int(_scalar(connection, f"SELECT count(*) FROM {name}")) for name in SEEDED_TABLES
         }
-    return SeedReport(admin_id=plan.admin_id, seconds=seconds, counts=counts)
+    return SeedReport(
+        admin_id=plan.admin_id, seconds=seconds, counts=counts, token_seed=plan.token_seed
+    )
 
 
 def _seed_connection(url: str) -> psycopg.Connection[Any]:
     """An autocommit connection for seeding: no synchronous commit, no FK triggers if allowed."""
     connection = psycopg.connect(url, autocommit=True)
     connection.execute("SET synchronous_commit = off")
+    # The indexes rebuilt after the load sort in memory up to this (millions of rows).
+    connection.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
     # Not a superuser: the foreign keys are checked, which is only slower.
     with contextlib.suppress(psycopg.Error):
         connection.execute("SET session_replication_role = replica")

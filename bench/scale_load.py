@@ -1,0 +1,126 @@
+"""``bench.scale``'s load: the refresh grant and introspection under wrk, with the seeded tokens.
+
+The refresh grant presents the current tokens of seeded live sessions of the public client
+``web`` (``bench.seeded_tokens``), in random order, one request per token. Where there are fewer
+live sessions than the run needs (the small sizes), the file goes on with each session's
+successor, then the successor's successor...: a successor is what the broker derives from the
+token it rotates (``shared.refresh_rotation``), which the bench can derive too since it made the
+broker's keyring. Each session's next token is a whole pass of the sessions later in the file,
+long after its predecessor was rotated.
+
+Introspection cycles through the current tokens of live sessions of ``cli``, which the scale
+bench configures as a confidential client so it may introspect its own refresh tokens: each
+request looks a different token up, over the whole table, as resource servers would.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.refresh_rotation import RotationPolicy
+from shared.settings import load_settings
+
+from bench.cpu_share import CpuShare
+from bench.processes import BenchError
+from bench.rounds import Measurement, Rounds, Target, measure_all
+from bench.seeded_tokens import current_tokens, live_sessions
+from bench.servers import Broker
+from bench.token_supply import TokenSupply
+
+REFRESH_CLIENT = "web"  # public: the grant needs only client_id
+INTROSPECTOR = "cli"  # confidential in the scale bench's configuration
+INTROSPECTOR_SECRET = "bench-scale-cli-secret-0123456789abcdef"
+INTROSPECT_SCRIPT = Path(__file__).resolve().parent / "introspect.lua"
+MAX_RATE = 4_000  # refreshes/s the token file is sized for
+INTROSPECTION_TOKENS = 20_000
+# A token must outlive the run; a session's next token in the file must come well after its
+# predecessor was answered: a pass over this many sessions takes the broker about a second.
+ALIVE_FOR = dt.timedelta(hours=2)
+MIN_SESSIONS_PER_PASS = 1_000
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the scale bench measured under load at one size."""
+
+    refresh: Measurement
+    introspection: Measurement
+    cpu: CpuShare
+    supply: TokenSupply
+    live_sessions: int  # live sessions of the refresh client the tokens were drawn from
+    token_passes: int  # 1: each request a seeded token; more: successors too
+
+
+def refresh_supply(
+    workdir: Path, database_url: str, token_seed: str, broker: Broker, rounds: Rounds
+) -> tuple[TokenSupply, int, int]:
+    """The token file for the refresh grant; also how many live sessions it draws from and how
+    many passes over them it holds."""
+    needed = MAX_RATE * (rounds.warmup + rounds.repeats * rounds.duration)
+    alive_until = dt.datetime.now(dt.UTC) + ALIVE_FOR
+    sessions = live_sessions(database_url, REFRESH_CLIENT, alive_until=alive_until, limit=needed)
+    if not sessions:
+        raise BenchError(f"the seed has no live session of {REFRESH_CLIENT!r}: seed more sessions")
+    passes = math.ceil(needed / len(sessions))
+    if passes > 1 and len(sessions) < MIN_SESSIONS_PER_PASS:
+        print(
+            f"  WARNING: only {len(sessions)} live sessions: a successor may be presented before "
+            "its predecessor was rotated, which fails it and the rest of its chain; seed more "
+            "sessions"
+        )
+    settings = load_settings(dict(broker.env))
+    policy = RotationPolicy.build(
+        settings.keyring,
+        refresh_ttl=settings.refresh_token_ttl,
+        reuse_interval=settings.refresh_reuse_interval,
+    )
+    tokens = current_tokens(token_seed, sessions)
+    path = workdir / "refresh-tokens.txt"
+    with path.open("w", encoding="ascii") as out:
+        for index in range(passes):
+            if index:
+                tokens = [policy.successor(token) for token in tokens]
+            out.writelines(f"{token}\n" for token in tokens)
+    return TokenSupply(path, passes * len(sessions), REFRESH_CLIENT), len(sessions), passes
+
+
+def introspection_target(workdir: Path, database_url: str, token_seed: str, issuer: str) -> Target:
+    """Introspection by ``cli`` of its own live refresh tokens, in turn."""
+    alive_until = dt.datetime.now(dt.UTC) + ALIVE_FOR
+    sessions = live_sessions(
+        database_url, INTROSPECTOR, alive_until=alive_until, limit=INTROSPECTION_TOKENS
+    )
+    if not sessions:
+        raise BenchError(f"the seed has no live session of {INTROSPECTOR!r}: seed more sessions")
+    path = workdir / "introspection-tokens.txt"
+    path.write_text("".join(f"{t}\n" for t in current_tokens(token_seed, sessions)), "ascii")
+    credentials = base64.b64encode(f"{INTROSPECTOR}:{INTROSPECTOR_SECRET}".encode()).decode()
+    return Target(
+        "introspect",
+        "broker introspection",
+        f"{issuer}/introspect",
+        script=INTROSPECT_SCRIPT,
+        script_args=(str(path), credentials),
+    )
+
+
+def measure_load(
+    workdir: Path, database_url: str, token_seed: str, broker: Broker, rounds: Rounds
+) -> Load:
+    """The refresh grant and introspection, warmed up, then in turn for ``rounds.repeats``."""
+    supply, sessions, passes = refresh_supply(workdir, database_url, token_seed, broker, rounds)
+    print(
+        f"refresh grant: {supply.total:,} tokens of {sessions:,} live sessions of "
+        f"{REFRESH_CLIENT!r}" + (f", then their successors ({passes} passes)" if passes > 1 else "")
+    )
+    cpu = CpuShare(broker.server.process.pid)
+    refresh = Target(
+        "refresh", "broker refresh grant", f"{broker.issuer}/token", supply=supply, cpu=cpu
+    )
+    introspection = introspection_target(workdir, database_url, token_seed, broker.issuer)
+    measured = measure_all([refresh, introspection], rounds)
+    return Load(measured["refresh"], measured["introspect"], cpu, supply, sessions, passes)
