@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -98,9 +98,7 @@ def seed_admin_data(
         tables = ", ".join(SEEDED_TABLES)
         connection.execute(f"VACUUM (ANALYZE) {tables}" if vacuum else f"ANALYZE {tables}")
         seconds["vacuum (analyze)" if vacuum else "analyze"] = time.perf_counter() - started
-        counts = {
-            name: int(_scalar(connection, f"SELECT count(*) FROM {name}")) for name in SEEDED_TABLES
-        }
+        counts = table_rows(connection, SEEDED_TABLES)
     return SeedReport(
         admin_id=plan.admin_id, seconds=seconds, counts=counts, token_seed=plan.token_seed
     )
@@ -146,6 +144,11 @@ def _secondary_indexes_dropped(
 def _run_alone(url: str, statement: str) -> None:
     with _seed_connection(url) as connection, connection.transaction():
         connection.execute(statement)
+
+
+def table_rows(connection: psycopg.Connection[Any], tables: Sequence[str]) -> dict[str, int]:
+    """The rows of each table (exact counts)."""
+    return {name: int(_scalar(connection, f"SELECT count(*) FROM {name}")) for name in tables}
 
 
 def _scalar(connection: psycopg.Connection[Any], query: str, params: Any = None) -> Any:

@@ -264,7 +264,8 @@ FROM {SESSION_PLAN}
     def refresh_tokens(self) -> str:
         """Token j of k is created ``(j - 1) * step`` after its session; all but the last are
         used (rotated), the last is the session's current token, the one a bench can present
-        (``bench.seeded_tokens``)."""
+        (``bench.seeded_tokens``). Rotated tokens past their expiry are left out: housekeeping
+        purges them (``shared.jobs.housekeeping``)."""
         current = current_token_hash_sql(self.token_seed, "t.id")
         return f"""
 INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at, used_at)
@@ -275,6 +276,7 @@ SELECT t.id, CASE WHEN j = t.tokens THEN {current} ELSE sha256(uuid_send(gen_ran
 FROM (SELECT id, created, tokens, ({self.now} - created) * h_step / tokens AS step
       FROM {SESSION_PLAN}) AS t
 CROSS JOIN LATERAL generate_series(1, t.tokens) AS j
+WHERE j = t.tokens OR t.created + (j - 1) * t.step + interval '{REFRESH_TTL.days} days' > {self.now}
 """
 
     def audit(self, first: int, last: int) -> str:

@@ -2,16 +2,20 @@
 grows — 10k, 100k and 1M sessions, 1M and 10M audit rows.
 
 For each size, a throw-away PostgreSQL database is migrated and seeded in set-based SQL
-(``bench.admin_seed``: users, linked profiles and upstream links, the sessions with their
-refresh-token history — up to ``--tokens-per-session`` tokens each, all but the newest rotated —
-and the audit rows over 60 days), the audit rollup and the stats snapshot run as the worker runs
-them, and a real ``broker serve`` (one uvicorn worker, no periodic jobs) starts on it. Then wrk
+(``bench.admin_seed``: two users for three sessions, their linked profiles and upstream links,
+the sessions with their refresh-token history — up to ``--tokens-per-session`` tokens each, all
+but the newest rotated — and the audit rows over 60 days); the worker's jobs then run as a
+deployment would have run them: housekeeping until it has purged what it would (sessions past
+their retention), the audit rollup (``--rollup-seconds`` of the job, then its set-based
+stand-in for the rest) and the stats snapshot. A real ``broker serve`` (one uvicorn worker, no
+periodic jobs) starts on it. Then wrk
 drives the refresh grant with the current tokens of seeded live sessions and introspection of
 others (``bench.scale_load``), round-robin after a warm-up, and the admin API is timed from an
 admin's token (``bench.admin_probes``: each listing with its filters, page 2 and a deep keyset
 page, and the statistics; the exports are left out, their time is their size). Requests whose
-p95 is above 100 ms get their SQL's ``EXPLAIN (ANALYZE, BUFFERS)``. The database is dropped
-before the next size.
+p95 is above 100 ms get their SQL's ``EXPLAIN (ANALYZE, BUFFERS)``. Once the broker has stopped,
+the share of the rotations' ``UPDATE`` of ``refresh_tokens`` that were HOT (no index written) is
+read from ``pg_stat_user_tables``. The database is dropped before the next size.
 
 It prints one row per size (``bench.scale_report``), each admin request's p95 by size, and the
 goals: the refresh grant's p50 at the largest session count at most 1.2 times its p50 at the
@@ -40,21 +44,33 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import psycopg
 from shared.db.migrate import upgrade_to_head
 from sqlalchemy.engine import make_url
 
 from bench.admin import broker_config as admin_broker_config
-from bench.admin_jobs import roll_up, run_stats_snapshot
+from bench.admin_jobs import roll_up, run_housekeeping_to_the_end, run_stats_snapshot
 from bench.admin_plans import explain_requests
 from bench.admin_probes import build_probes, time_probe
 from bench.admin_report import EXPLAIN_OVER_MS, print_plans, print_rollup, print_seed_report
 from bench.admin_report import print_table as print_admin_table
-from bench.admin_seed import ADMIN_CLIENT, seed_admin_data, seed_admin_session
+from bench.admin_seed import (
+    ADMIN_CLIENT,
+    SEEDED_TABLES,
+    seed_admin_data,
+    seed_admin_session,
+    table_rows,
+)
 from bench.admin_seed_sql import SeedScale
-from bench.database import DEFAULT_SERVER_URL, SERVER_URL_ENV, bench_database
+from bench.database import DEFAULT_SERVER_URL, SERVER_URL_ENV, bench_database, libpq_url
 from bench.processes import report_server_log, run_guarded
 from bench.rounds import Rounds
-from bench.scale_load import INTROSPECTOR, INTROSPECTOR_SECRET, measure_load
+from bench.scale_load import (
+    INTROSPECTOR,
+    INTROSPECTOR_SECRET,
+    measure_load,
+    refresh_token_updates,
+)
 from bench.scale_report import (
     Size,
     SizeResult,
@@ -188,6 +204,15 @@ def measure_size(server_url: str, size: Size, options: Options) -> SizeResult:
         print("seeding (set-based INSERT ... SELECT):")
         report = seed_admin_data(database_url, seed_scale(size, options.tokens_per_session))
         print_seed_report(report)
+        housekeeping_seconds, purged = asyncio.run(run_housekeeping_to_the_end(database_url))
+        print(
+            f"housekeeping (shared.jobs.housekeeping) until done: {housekeeping_seconds:.1f} s, "
+            "deleted " + ", ".join(f"{kind} {count:,}" for kind, count in purged.items())
+        )
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
+            connection.execute("VACUUM (ANALYZE) auth_sessions, refresh_tokens")
+            counts = table_rows(connection, SEEDED_TABLES)
+        print("  rows: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()))
         started = time.monotonic()
         rollup = roll_up(
             database_url, report.counts["audit_actions"], time_limit=options.rollup_seconds
@@ -233,15 +258,23 @@ def measure_size(server_url: str, size: Size, options: Options) -> SizeResult:
         if slow:
             print_plans(slow, explain_requests(database_url, broker.env, admin_token, slow))
         report_server_log(broker.server, log_start)
+        broker.server.stop()  # its connections' backends publish their counts as they exit
+        (updated, hot), (updated_before, hot_before) = (
+            refresh_token_updates(database_url),
+            load.updates_before,
+        )
     return SizeResult(
         size=size,
-        counts=report.counts,
+        counts=counts,
         seed_seconds=report.total_seconds,
+        housekeeping_seconds=housekeeping_seconds,
         rollup_seconds=rollup_seconds,
         snapshot_seconds=snapshot_seconds,
         load=load,
         probes=results,
         rss_mb=rss_mb,
+        token_updates=updated - updated_before,
+        hot_token_updates=hot - hot_before,
     )
 
 

@@ -49,13 +49,20 @@ class SizeResult:
     """Everything measured at one size."""
 
     size: Size
-    counts: dict[str, int]  # rows per seeded table
+    counts: dict[str, int]  # rows per seeded table, after housekeeping
     seed_seconds: float
+    housekeeping_seconds: float
     rollup_seconds: float
     snapshot_seconds: float
     load: Load
     probes: list[ProbeResult]
     rss_mb: float | None
+    token_updates: int  # refresh_tokens rows updated during the load (rotations)
+    hot_token_updates: int  # of which HOT: no index entry written
+
+    @property
+    def hot_share(self) -> float:
+        return self.hot_token_updates / self.token_updates if self.token_updates else math.nan
 
     def listings(self) -> list[ProbeResult]:
         return [probe for probe in self.probes if not probe.probe.path.startswith(STATS)]
@@ -101,6 +108,7 @@ def print_summary(results: Sequence[SizeResult]) -> None:
         print(
             f"  {result.size.label}: refresh CPU {result.load.cpu.summary()}; broker RSS "
             + ("n/a" if result.rss_mb is None else f"{result.rss_mb:.0f} MB")
+            + f"; HOT rotations {100 * result.hot_share:.0f} %"
             + (f"; slowest listing {worst.probe.label}" if worst else "")
         )
 
@@ -192,6 +200,7 @@ def as_json(results: Sequence[SizeResult]) -> dict[str, Any]:
                 "audit_rows": result.size.audit_rows,
                 "rows": result.counts,
                 "seed_seconds": result.seed_seconds,
+                "housekeeping_seconds": result.housekeeping_seconds,
                 "rollup_seconds": result.rollup_seconds,
                 "snapshot_seconds": result.snapshot_seconds,
                 "refresh": _measurement(result.load.refresh),
@@ -205,6 +214,8 @@ def as_json(results: Sequence[SizeResult]) -> dict[str, Any]:
                 if cpu.requests and cpu.database_seen
                 else None,
                 "broker_rss_mb": result.rss_mb,
+                "refresh_token_updates": result.token_updates,
+                "hot_refresh_token_updates": result.hot_token_updates,
                 "admin": [
                     {
                         "request": probe.probe.label,

@@ -30,7 +30,8 @@ def new_token_seed() -> str:
 
 def current_token(seed: str, session_id: uuid.UUID) -> str:
     """The current refresh token the seed gave session ``session_id``."""
-    return b64url(hashlib.sha256(f"{seed}:{session_id}".encode()).digest()).decode("ascii")
+    digest = hashlib.sha256(f"{seed}:{session_id}".encode()).digest()
+    return bytes(b64url(digest)).decode("ascii")
 
 
 def current_token_sql(seed: str, session_id: str) -> str:
@@ -49,17 +50,18 @@ def current_token_hash_sql(seed: str, session_id: str) -> str:
 
 
 def live_sessions(
-    database_url: str, client_id: str, *, alive_until: dt.datetime, limit: int
+    database_url: str, seed: str, client_id: str, *, alive_until: dt.datetime, limit: int
 ) -> list[uuid.UUID]:
-    """Up to ``limit`` seeded sessions of ``client_id``, in random order, whose current token the
-    refresh grant would rotate until ``alive_until``: session not revoked, user active, upstream
-    link not blocking (``shared.refresh_rotation``), token unused and unexpired."""
-    query = """
+    """Up to ``limit`` seeded sessions of ``client_id``, in random order, whose current token is
+    still the one ``seed`` gave them and would be rotated until ``alive_until``: session not
+    revoked, user active, upstream link not blocking (``shared.refresh_rotation``), token unused
+    and unexpired."""
+    query = f"""
         SELECT s.id FROM auth_sessions AS s
         JOIN users AS u ON u.id = s.user_id
         JOIN refresh_tokens AS r ON r.session_id = s.id AND r.used_at IS NULL
         WHERE s.client_id = %(client)s AND s.revoked_at IS NULL AND u.status = 'active'
-          AND r.expires_at > %(until)s
+          AND r.expires_at > %(until)s AND r.token_hash = {current_token_hash_sql(seed, "s.id")}
           AND NOT EXISTS (SELECT 1 FROM oauth2_tokens AS t WHERE t.profile_id = s.profile_id
                           AND t.state = ANY(%(blocking)s))
         ORDER BY random() LIMIT %(limit)s

@@ -185,7 +185,9 @@ def test_sessions_and_refresh_tokens(seeded):
         _one(
             url,
             "SELECT count(*) FROM refresh_tokens WHERE used_at < created_at "
-            "OR created_at > %(now)s OR expires_at <> created_at + interval '30 days'",
+            "OR created_at > %(now)s OR expires_at <> created_at + interval '30 days' "
+            # Rotated tokens past their expiry: housekeeping would have purged them.
+            "OR (used_at IS NOT NULL AND expires_at <= %(now)s)",
             {"now": NOW},
         )
         == 0
@@ -229,9 +231,11 @@ def test_each_sessions_current_token_is_the_one_the_bench_derives(seeded):
 
 
 def test_live_sessions_are_those_a_refresh_would_rotate(seeded):
-    url, _report = seeded
+    url, report = seeded
     alive_until = NOW + dt.timedelta(hours=2)
-    live = live_sessions(url, "web", alive_until=alive_until, limit=SCALE.sessions)
+    live = live_sessions(
+        url, report.token_seed, "web", alive_until=alive_until, limit=SCALE.sessions
+    )
     assert 0 < len(live) == len(set(live))
     refused = _one(
         url,
@@ -244,7 +248,12 @@ def test_live_sessions_are_those_a_refresh_would_rotate(seeded):
         {"live": live, "until": alive_until},
     )
     assert refused == 0
-    assert len(live_sessions(url, "web", alive_until=alive_until, limit=5)) == 5
+    assert len(live_sessions(url, report.token_seed, "web", alive_until=alive_until, limit=5)) == 5
+    # A session whose current token is no longer the seeded one (rotated since) is not live here.
+    assert (
+        live_sessions(url, "other" + report.token_seed, "web", alive_until=alive_until, limit=5)
+        == []
+    )
 
 
 def test_audit_rows(seeded):
