@@ -17,7 +17,7 @@ help:
 	@echo "make check-deploy  validate Dockerfiles, compose.yaml and Kubernetes manifests (offline)"
 	@echo "make migrate  apply database migrations"
 	@echo "make bench    benchmark JWKS, discovery and the refresh grant against baselines"
-	@echo "make bench-scale  refresh grant, introspection and admin API at 10k-1M sessions (~30 min)"
+	@echo "make bench-scale  refresh grant, introspection and admin API at 10k-1M sessions (~15 min)"
 	@echo "make soak     two brokers and two workers under load while faults are injected (MINUTES=5)"
 	@echo "make worker   start a sync-worker (needs BROKER_REDIS_URL)"
 

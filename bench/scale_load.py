@@ -56,9 +56,9 @@ MIN_SESSIONS_PER_PASS = 1_000
 
 
 class ChainedSupply(TokenSupply):
-    """The token file with successors after the seeded tokens: after each run, the tokens it
-    took that were never rotated are presented again, unmeasured, so their successors are valid
-    when their turn comes."""
+    """The token file with successors after the seeded tokens. The tokens wrk takes without
+    rotating them are presented here, unmeasured, so their successors are valid when their turn
+    comes: the run's first one before it starts, any other left unrotated after it."""
 
     def __init__(
         self, path: Path, tokens: list[str], client_id: str, issuer: str, database_url: str
@@ -72,13 +72,13 @@ class ChainedSupply(TokenSupply):
     def run(self, url: str, duration: int, connections: int) -> WrkResult | None:
         start = self.offset
         # wrk's check of the script takes this one without sending it.
-        self.represented += self._rotate_dropped(self.tokens[start : start + 1])
+        self.represented += self._present_unrotated(self.tokens[start : start + 1])
         result = super().run(url, duration, connections)
         if result is not None:
-            self.represented += self._rotate_dropped(self.tokens[start : self.offset])
+            self.represented += self._present_unrotated(self.tokens[start : self.offset])
         return result
 
-    def _rotate_dropped(self, tokens: list[str]) -> int:
+    def _present_unrotated(self, tokens: list[str]) -> int:
         hashes = {token_hash(token): token for token in tokens}
         with psycopg.connect(libpq_url(self.database_url)) as connection:
             rows = connection.execute(
