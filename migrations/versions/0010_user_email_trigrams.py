@@ -1,7 +1,7 @@
 """users: a trigram index for the admin listing's email search (PostgreSQL)
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 12:30:00
 
 The admin users listing filters by an email substring (``lower(email) LIKE '%…%'``), which no
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
