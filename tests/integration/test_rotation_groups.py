@@ -28,8 +28,12 @@ from shared.db.hot_path import HotPathPool
 from shared.db.tables import AUDIT_TABLE as AUDIT
 from shared.db.tables import LINKS, SESSIONS, USERS
 from shared.db.tables import REFRESH_TOKENS as TOKENS
-from shared.refresh_rotation import HotPathRotation, rotate_group_on_hot_path, rotate_on_hot_path
-from shared.rotation_groups import RotationGroups
+from shared.refresh_rotation.groups import RotationGroups
+from shared.refresh_rotation.hot_path import (
+    HotPathRotation,
+    rotate_group_on_hot_path,
+    rotate_on_hot_path,
+)
 from shared.runtime import Runtime, build_runtime
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
