@@ -7,8 +7,6 @@ any other relying party gets 403 ``insufficient_scope``.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from typing import Any
 
@@ -21,6 +19,7 @@ from sqlalchemy import delete, insert
 from tests.integration.test_admin_users import ENDPOINTS
 from tests.support.accounts import CONSOLE, Admin, corp_profile, sign_in
 from tests.support.flows import login, refresh
+from tests.support.jwts import claims_of
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ def _bearer(tokens: dict[str, Any]) -> dict[str, str]:
 
 def _scope_claim(headers: dict[str, str]) -> list[str]:
     token = headers["Authorization"].removeprefix("Bearer ")
-    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    claims = claims_of(token)
     return str(claims["scope"]).split()
 
 

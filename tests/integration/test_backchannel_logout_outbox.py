@@ -6,8 +6,6 @@ or a client without one."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +27,7 @@ from tests.conftest import broker_settings
 from tests.support.accounts import sign_in
 from tests.support.backchannel import collect_past, deliveries_of
 from tests.support.flows import authorize, exchange, login, refresh
+from tests.support.jwts import claims_of
 from tests.support.links import create_link, mint_grants, start_session
 from tests.support.provider_broker import running_broker
 
@@ -84,14 +83,6 @@ async def bcl(
     async with running_broker(settings) as (runtime, http):
         _subject, admin_headers = await sign_in(http, idp, sub=admin_subject, admin_scope=True)
         yield Broker(runtime, http, runtime.resources.job_deps(), admin_headers)
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
 
 
 def sid_of(tokens: dict[str, Any]) -> uuid.UUID:

@@ -7,9 +7,7 @@ commit of refresh rotations")."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -40,6 +38,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import BROKER_ISSUER, broker_settings
 from tests.support.flows import login, refresh
+from tests.support.jwts import session_of
 from tests.support.tcp_proxy import cutting_proxy
 from tests.support.waiting import eventually
 
@@ -75,10 +74,8 @@ async def _new_user_signs_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient
 
 
 def _sid(tokens: dict[str, Any]) -> uuid.UUID:
-    """The session id in a token response's access token (read unverified)."""
-    payload = tokens["access_token"].split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return uuid.UUID(claims["sid"])
+    """The session of a token response."""
+    return session_of(tokens["access_token"])
 
 
 async def _rotation_txids(runtime: Runtime, sessions: Sequence[uuid.UUID]) -> list[int]:

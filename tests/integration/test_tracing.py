@@ -5,8 +5,6 @@ token, code, secret or cookie in any span (docs/security.md "What traces carry")
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from sync_worker.options import build_worker_options
 
 from tests.conftest import broker_settings
 from tests.support.flows import authorize, exchange, login, query_of
+from tests.support.jwts import claims_of
 from tests.support.links import stored_tokens
 from tests.support.provider_broker import running_broker, serving
 from tests.support.tracing import (
@@ -79,14 +78,6 @@ async def signed_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, **claim
     user = {"sub": subject, "email": f"{subject}@corp.example", "email_verified": True, **claims}
     await idp.post("/_control/user", json=user)
     return await login(broker)
-
-
-def claims_of(jwt: str) -> dict[str, Any]:
-    payload = jwt.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
 
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:
