@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +129,52 @@ def run_process(
         _stop(process)
 
 
+@dataclass(frozen=True)
+class BrokerProcess:
+    """A ``broker serve`` started by :func:`broker_process`: the issuer it answers as, the
+    variables it runs with (a worker or a CLI over the same database takes them too), and the
+    process."""
+
+    issuer: str
+    env: dict[str, str]
+    process: RunningProcess
+
+
+@contextmanager
+def broker_process(
+    config: Path,
+    *,
+    database_url: str,
+    keyring: Keyring,
+    port: int | None = None,
+    issuer: str | None = None,
+    args: Sequence[str] = (),
+    ready_path: str = "/readyz",
+    cwd: str | None = None,
+    **extra: str,
+) -> Iterator[BrokerProcess]:
+    """``broker serve`` (plus ``args``) with ``config`` on ``port`` (a free one by default) until
+    the ``with`` block ends, once ``ready_path`` answers.
+
+    Its var directory is ``var`` beside ``config``; its issuer is its own URL unless ``issuer``
+    says otherwise (replicas behind one issuer); ``extra`` variables add or override.
+    """
+    port = free_port() if port is None else port
+    url = f"http://127.0.0.1:{port}"
+    issuer = url if issuer is None else issuer
+    env = broker_env(
+        issuer=issuer,
+        config=config,
+        database_url=database_url,
+        keyring=keyring,
+        var_dir=config.parent / "var",
+        **extra,
+    )
+    command = [*broker_serve_command(port), *args]
+    with run_process(command, ready_url=f"{url}{ready_path}", env=env, cwd=cwd) as process:
+        yield BrokerProcess(issuer, env, process)
+
+
 DEV_BROKER_CONFIG = """\
 providers:
   - {id: dev, type: dev}
@@ -152,22 +198,17 @@ def dev_broker_process(
     override); its issuer URL and process."""
     config = directory / "broker.yaml"
     config.write_text(DEV_BROKER_CONFIG, encoding="utf-8")
-    port = free_port() if port is None else port
-    issuer = f"http://127.0.0.1:{port}"
-    env = broker_env(
-        issuer=issuer,
-        config=config,
+    with broker_process(
+        config,
         database_url=database_url,
         keyring=keyring,
-        var_dir=directory / "var",
+        port=port,
+        cwd=cwd,
         **{
             "BROKER_DB_POOL_SIZE": "2",
             "BROKER_PERIODIC_JOBS": "0",
             "BROKER_LOG_FORMAT": "json",
             **extra,
         },
-    )
-    with run_process(
-        broker_serve_command(port), ready_url=f"{issuer}/readyz", env=env, cwd=cwd
-    ) as process:
-        yield issuer, process
+    ) as broker:
+        yield broker.issuer, broker.process
