@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import subprocess
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ import httpx2
 from shared.crypto.keyring import Keyring
 
 from tests.support.flows import authorize, exchange
-from tests.support.processes import broker_process, broker_serve_command
+from tests.support.processes import broker_process, run_broker_cli
 
 WEB = ("web", "http://127.0.0.1:3000/callback")
 BACKEND = ("backend", "backend-secret-at-least-32-characters")
@@ -112,15 +111,8 @@ class FuzzedBroker:
 
 def _grant_admin(env: dict[str, str], user_id: str, cwd: str) -> None:
     """``broker admins grant`` as an operator would run it, against the same database."""
-    broker = broker_serve_command(0)[0]
-    subprocess.run(
-        [broker, "admins", "grant", user_id],
-        env={**os.environ, **env},
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    granted = run_broker_cli("admins", "grant", user_id, env={**os.environ, **env}, cwd=cwd)
+    assert granted.returncode == 0, granted.stderr
 
 
 @contextmanager

@@ -28,9 +28,43 @@ _STOP_GRACE_SECONDS = 5.0
 _POLL_INTERVAL_SECONDS = 0.05
 
 
+def broker_command(*args: str) -> list[str]:
+    """The ``broker`` console script of this interpreter's environment, with ``args``."""
+    return [str(Path(sys.executable).parent / "broker"), *args]
+
+
 def broker_serve_command(port: int) -> list[str]:
     """``broker serve`` from this interpreter's environment, on ``port``."""
-    return [str(Path(sys.executable).parent / "broker"), "serve", "--port", str(port)]
+    return broker_command("serve", "--port", str(port))
+
+
+def cli_env(*, database_url: str, keyring: Keyring, **extra: str) -> dict[str, str]:
+    """The environment a ``broker`` command of a test runs in: this one without its own
+    ``BROKER_`` variables, then the database, the keys, WARNING logs; ``extra`` adds or
+    overrides."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
+        "BROKER_DATABASE_URL": database_url,
+        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
+        "BROKER_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def run_broker_cli(
+    *args: str, env: dict[str, str], cwd: str | Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``broker <args>`` as an operator runs it, to the end: its output as text, its exit
+    status for the test to check."""
+    return subprocess.run(
+        broker_command(*args),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
 
 
 def broker_env(
