@@ -75,13 +75,7 @@ async def setup(
         ),
         encoding="utf-8",
     )
-    env = cli_env(
-        database_url=database_url,
-        keyring=keyring,
-        BROKER_CONFIG=str(config),
-        BROKER_VAR_DIR=str(tmp_path / "var"),
-        LOGNAME=OPERATOR,
-    )
+    env = cli_env(config, database_url=database_url, keyring=keyring, LOGNAME=OPERATOR)
     settings = broker_settings(database_url, upstream_idp, keyring, admins=admins)
     async with running_broker(settings) as (runtime, broker):
         yield Setup(runtime, broker, env, config_admin, unlinked_admin, config_user_id)

@@ -27,7 +27,7 @@ from shared.providers.health import ProviderHealth
 from shared.runtime import Runtime
 from sqlalchemy import select
 
-from tests.conftest import broker_settings
+from tests.conftest import broker_settings, corp_provider
 from tests.support.accounts import CONSOLE, corp_profile
 from tests.support.flows import authorize, login, query_of, refresh, relative
 from tests.support.job_deps import job_deps
@@ -51,21 +51,8 @@ class Setup:
     secrets: tuple[str, ...]  # every client secret of the configuration
 
 
-def corp_config(upstream: str) -> dict[str, Any]:
-    return {
-        "id": "corp",
-        "type": "oidc",
-        "display_name": "Corp SSO",
-        "issuer": upstream,
-        "client_id": "broker",
-        "client_secret": "broker-secret",
-        "scopes": ["openid", "email", "profile", "offline_access"],
-        "discovery_ttl": 0,
-    }
-
-
 def partner_config(provider_id: str, upstream: str) -> dict[str, Any]:
-    return {**corp_config(upstream), "id": provider_id, "display_name": f"Partner {provider_id}"}
+    return corp_provider(upstream, id=provider_id, display_name=f"Partner {provider_id}")
 
 
 @pytest.fixture
@@ -88,7 +75,7 @@ async def setup(
         keyring,
         admins=[f"corp:{admin_subject}"],
         providers=[
-            corp_config(upstream_idp),
+            corp_provider(upstream_idp),
             {**partner_config(partner, upstream_idp), "link_by_email": True},
             {
                 "id": github,
@@ -469,7 +456,7 @@ async def test_with_every_other_provider_disabled_the_last_one_needs_no_chooser(
         keyring,
         admins=[f"corp:{admin_subject}"],
         providers=[
-            corp_config(upstream_idp),
+            corp_provider(upstream_idp),
             partner_config(first, upstream_idp),
             partner_config(second, upstream_idp),
         ],

@@ -16,8 +16,8 @@ import pytest
 from broker.admin.providers import provider_entry
 from shared.crypto.keyring import Keyring
 
-from tests.conftest import BROKER_ISSUER, broker_settings
-from tests.integration.test_admin_providers import corp_config, partner_config
+from tests.conftest import BROKER_ISSUER, broker_settings, corp_provider
+from tests.integration.test_admin_providers import partner_config
 from tests.integration.test_dashboard import Dashboard, _admin_page, _browser, _csrf, _sign_in
 from tests.support.flows import relative
 from tests.support.provider_broker import running_broker
@@ -43,7 +43,7 @@ async def dashboard(
         keyring,
         admins=[f"corp:{admin_subject}"],
         providers=[
-            corp_config(upstream_idp),
+            corp_provider(upstream_idp),
             partner_config(partner, upstream_idp),
             {**partner_config(retired, upstream_idp), "client_secret": SECRET, "disabled": True},
         ],

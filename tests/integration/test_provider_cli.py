@@ -69,13 +69,7 @@ async def setup(
         ),
         encoding="utf-8",
     )
-    env = cli_env(
-        database_url=database_url,
-        keyring=keyring,
-        BROKER_CONFIG=str(config),
-        BROKER_VAR_DIR=str(tmp_path / "var"),
-        LOGNAME=OPERATOR,
-    )
+    env = cli_env(config, database_url=database_url, keyring=keyring, LOGNAME=OPERATOR)
     settings = broker_settings(
         database_url,
         upstream_idp,

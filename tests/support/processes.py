@@ -38,12 +38,23 @@ def broker_serve_command(port: int) -> list[str]:
     return broker_command("serve", "--port", str(port))
 
 
-def cli_env(*, database_url: str, keyring: Keyring, **extra: str) -> dict[str, str]:
+def cli_env(
+    config: Path | None = None, *, database_url: str, keyring: Keyring, **extra: str
+) -> dict[str, str]:
     """The environment a ``broker`` command of a test runs in: this one without its own
-    ``BROKER_`` variables, then the database, the keys, WARNING logs; ``extra`` adds or
-    overrides."""
+    ``BROKER_`` variables, then ``config`` (its var directory beside it), the database, the
+    keys, WARNING logs; ``extra`` adds or overrides."""
+    files = (
+        {}
+        if config is None
+        else {
+            "BROKER_CONFIG": str(config),
+            "BROKER_VAR_DIR": str(config.parent / "var"),
+        }
+    )
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
+        **files,
         "BROKER_DATABASE_URL": database_url,
         "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
         "BROKER_LOG_LEVEL": "WARNING",
