@@ -7,52 +7,28 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import pytest
-from broker.app import create_app
 from redis.asyncio import Redis
 from shared.clock import FrozenClock
-from shared.crypto.keyring import Keyring
 from shared.db.base import table
 from shared.db.tables import AUDIT_TABLE as AUDIT
 from shared.db.tables import LINKS, SESSIONS
 from shared.db.tables import REFRESH_TOKENS as TOKENS
 from shared.models import AuditAction, OAuth2Token, User
-from shared.runtime import Runtime, build_runtime
+from shared.runtime import Runtime
 from shared.upstream_tokens import unseal_upstream_token
 from sqlalchemy import func, select, update
 
-from tests.conftest import BROKER_ISSUER, broker_settings
 from tests.support.flows import login, refresh
 from tests.support.jwts import session_of
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def broker_with(database_url: str, upstream_idp: str, keyring: Keyring) -> Callable[..., Any]:
-    """``async with broker_with(**settings) as (client, runtime)``: a broker with overrides."""
-
-    @asynccontextmanager
-    async def start(
-        clock: FrozenClock | None = None, **overrides: object
-    ) -> AsyncIterator[tuple[httpx2.AsyncClient, Runtime]]:
-        settings = broker_settings(database_url, upstream_idp, keyring, **overrides)
-        runtime = build_runtime(settings, clock=clock)
-        await runtime.start()
-        transport = httpx2.ASGITransport(app=create_app(runtime))
-        try:
-            async with httpx2.AsyncClient(transport=transport, base_url=BROKER_ISSUER) as client:
-                yield client, runtime
-        finally:
-            await runtime.stop()
-
-    return start
 
 
 async def _family(runtime: Runtime, session_id: uuid.UUID) -> tuple[bool, int, int]:

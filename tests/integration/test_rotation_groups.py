@@ -9,18 +9,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
 import psycopg
 import pytest
-from broker.app import create_app
 from broker.http.context import RequestMeta
 from broker.http.errors import InvalidGrant
 from broker.oauth.grants import RefreshTokenReused, refresh_grant
-from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import token_hash
 from shared.db.hot_path import HotPathPool
 from shared.db.tables import AUDIT_TABLE as AUDIT
@@ -32,11 +30,10 @@ from shared.refresh_rotation.hot_path import (
     rotate_group_on_hot_path,
     rotate_on_hot_path,
 )
-from shared.runtime import Runtime, build_runtime
+from shared.runtime import Runtime
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from tests.conftest import BROKER_ISSUER, broker_settings
 from tests.support.flows import login, refresh
 from tests.support.jwts import session_of
 from tests.support.tcp_proxy import cutting_proxy
@@ -45,24 +42,6 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.integration
 
 META = RequestMeta(ip="192.0.2.7", user_agent=None)
-
-
-@pytest.fixture
-def broker_with(database_url: str, upstream_idp: str, keyring: Keyring) -> Callable[..., Any]:
-    """``async with broker_with(**settings) as (client, runtime)``: a broker with overrides."""
-
-    @asynccontextmanager
-    async def start(**overrides: object) -> AsyncIterator[tuple[httpx2.AsyncClient, Runtime]]:
-        runtime = build_runtime(broker_settings(database_url, upstream_idp, keyring, **overrides))
-        await runtime.start()
-        transport = httpx2.ASGITransport(app=create_app(runtime))
-        try:
-            async with httpx2.AsyncClient(transport=transport, base_url=BROKER_ISSUER) as client:
-                yield client, runtime
-        finally:
-            await runtime.stop()
-
-    return start
 
 
 async def _new_user_signs_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient) -> Any:
