@@ -18,6 +18,7 @@ from sqlalchemy import event, func, select
 
 from tests.support.flows import (
     authorize,
+    bearer,
     exchange,
     link_continue_url,
     login,
@@ -68,10 +69,6 @@ async def github_user(gh: httpx2.AsyncClient, email: str | None = None, **extra:
     }
     await gh.post("/_control/user", json=account)
     return account
-
-
-def bearer(tokens: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 async def whoami(client: httpx2.AsyncClient, tokens: dict[str, Any]) -> str:

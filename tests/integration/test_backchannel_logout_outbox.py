@@ -26,7 +26,7 @@ from sqlalchemy import select
 from tests.conftest import broker_settings
 from tests.support.accounts import sign_in
 from tests.support.backchannel import collect_past, deliveries_of
-from tests.support.flows import authorize, exchange, login, refresh
+from tests.support.flows import authorize, bearer, exchange, login, refresh
 from tests.support.jwts import claims_of
 from tests.support.links import create_link, mint_grants, start_session
 from tests.support.provider_broker import running_broker
@@ -93,10 +93,6 @@ async def new_user(idp: httpx2.AsyncClient) -> str:
     subject = f"bcl-{uuid.uuid4().hex[:10]}"
     await idp.post("/_control/user", json={"sub": subject, "email": f"{subject}@corp.example"})
     return subject
-
-
-def bearer(tokens: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def assert_one_each(rows: list[Any], expected: dict[uuid.UUID, str], user_id: str) -> None:
