@@ -64,6 +64,16 @@ async def logouts(rp: httpx2.AsyncClient) -> dict[str, Any]:
     return body
 
 
+async def once_received(rp: httpx2.AsyncClient) -> dict[str, Any]:
+    """What the relying party saw, once a Logout Token has reached it."""
+
+    async def arrived() -> bool:
+        return bool((await logouts(rp))["received"])
+
+    await eventually(arrived, within=60)
+    return await logouts(rp)
+
+
 async def sign_in_and_out(issuer: str, **flow: Any) -> dict[str, Any]:
     """A browser signs in to ``portal`` and signs out with its ID token; the token claims."""
     async with httpx2.AsyncClient(base_url=issuer) as browser:
@@ -136,12 +146,7 @@ async def test_a_sign_out_reaches_the_relying_party_once_the_worker_and_the_rp_a
 
                     await eventually(refused, within=60)
                     await rp.post("/_control/outage", json={"mode": "none"})
-
-                    async def arrived() -> bool:
-                        return bool((await logouts(rp))["received"])
-
-                    await eventually(arrived, within=60)
-                    seen = await logouts(rp)
+                    seen = await once_received(rp)
 
     (token,) = seen["received"]
     assert token["sid"] == claims["sid"] and token["sub"] == claims["sub"]
@@ -168,12 +173,7 @@ async def test_the_embedded_default_delivers_from_inside_the_broker(tmp_path, ke
         ):
             async with httpx2.AsyncClient(base_url=rp_url) as rp:
                 claims = await sign_in_and_out(issuer, provider="dev")
-
-                async def arrived() -> bool:
-                    return bool((await logouts(rp))["received"])
-
-                await eventually(arrived, within=60)
-                seen = await logouts(rp)
+                seen = await once_received(rp)
 
     (token,) = seen["received"]
     assert token["sid"] == claims["sid"] and token["sub"] == claims["sub"]
