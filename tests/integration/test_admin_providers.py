@@ -25,6 +25,7 @@ from shared.jobs.stats_snapshot import StatsSnapshotPayload, snapshot_stats
 from shared.jobs.upstream_refresh import UpstreamRefreshPayload, refresh_upstream_token
 from shared.providers.health import ProviderHealth
 from shared.runtime import Runtime
+from shared.settings import Settings
 from sqlalchemy import select
 
 from tests.conftest import broker_settings, corp_provider
@@ -55,6 +56,23 @@ def partner_config(provider_id: str, upstream: str) -> dict[str, Any]:
     return corp_provider(upstream, id=provider_id, display_name=f"Partner {provider_id}")
 
 
+def admin_settings(
+    database_url: str,
+    upstream: str,
+    keyring: Keyring,
+    admin_subject: str,
+    *providers: dict[str, Any],
+) -> Settings:
+    """``corp``, where ``admin_subject`` is an admin, then ``providers``."""
+    return broker_settings(
+        database_url,
+        upstream,
+        keyring,
+        admins=[f"corp:{admin_subject}"],
+        providers=[corp_provider(upstream), *providers],
+    )
+
+
 @pytest.fixture
 async def setup(
     database_url: str,
@@ -69,32 +87,29 @@ async def setup(
     github_secret = f"github-secret-{uuid.uuid4().hex}"
     retired_secret = f"retired-secret-{uuid.uuid4().hex}"
     admin_subject = f"admin-{suffix}"
-    settings = broker_settings(
+    settings = admin_settings(
         database_url,
         upstream_idp,
         keyring,
-        admins=[f"corp:{admin_subject}"],
-        providers=[
-            corp_provider(upstream_idp),
-            {**partner_config(partner, upstream_idp), "link_by_email": True},
-            {
-                "id": github,
-                "type": "github",
-                "base_url": github_upstream,
-                "api_url": f"{github_upstream}/api/v3",
-                "client_id": "broker",
-                "client_secret": github_secret,
-                "allowed_organizations": ["acme"],
-            },
-            {
-                "id": retired,
-                "type": "oidc",
-                "issuer": upstream_idp,
-                "client_id": "old-client",
-                "client_secret": retired_secret,
-                "disabled": True,
-            },
-        ],
+        admin_subject,
+        {**partner_config(partner, upstream_idp), "link_by_email": True},
+        {
+            "id": github,
+            "type": "github",
+            "base_url": github_upstream,
+            "api_url": f"{github_upstream}/api/v3",
+            "client_id": "broker",
+            "client_secret": github_secret,
+            "allowed_organizations": ["acme"],
+        },
+        {
+            "id": retired,
+            "type": "oidc",
+            "issuer": upstream_idp,
+            "client_id": "old-client",
+            "client_secret": retired_secret,
+            "disabled": True,
+        },
     )
     async with running_broker(settings) as (runtime, broker):
         await idp.post("/_control/user", json=_person(admin_subject))
@@ -450,16 +465,13 @@ async def test_with_every_other_provider_disabled_the_last_one_needs_no_chooser(
     suffix = uuid.uuid4().hex[:8]
     first, second = f"first-{suffix}", f"second-{suffix}"
     admin_subject = f"admin-{suffix}"
-    settings = broker_settings(
+    settings = admin_settings(
         database_url,
         upstream_idp,
         keyring,
-        admins=[f"corp:{admin_subject}"],
-        providers=[
-            corp_provider(upstream_idp),
-            partner_config(first, upstream_idp),
-            partner_config(second, upstream_idp),
-        ],
+        admin_subject,
+        partner_config(first, upstream_idp),
+        partner_config(second, upstream_idp),
     )
     async with running_broker(settings) as (runtime, broker):
         await idp.post("/_control/user", json=_person(admin_subject))
