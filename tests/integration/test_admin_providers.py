@@ -38,6 +38,15 @@ from tests.support.provider_broker import running_broker
 pytestmark = pytest.mark.integration
 
 WEB_CALLBACK = "http://127.0.0.1:3000/callback"
+# An /authorize request of web's, asked of the broker directly (RFC 7636 Appendix B's challenge).
+AUTHORIZE = {
+    "response_type": "code",
+    "client_id": "web",
+    "redirect_uri": WEB_CALLBACK,
+    "scope": "openid",
+    "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    "code_challenge_method": "S256",
+}
 
 
 @dataclass
@@ -436,17 +445,7 @@ async def test_every_replica_follows_the_switch_at_its_next_sign_in(
 
 
 async def test_the_chooser_leaves_a_disabled_provider_out(setup: Setup) -> None:
-    chooser = await setup.broker.get(
-        "/authorize",
-        params={
-            "response_type": "code",
-            "client_id": "web",
-            "redirect_uri": WEB_CALLBACK,
-            "scope": "openid",
-            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-            "code_challenge_method": "S256",
-        },
-    )
+    chooser = await setup.broker.get("/authorize", params=AUTHORIZE)
     assert chooser.status_code == 200
     assert f"/auth/oauth2/{setup.partner}/login" in chooser.text
 
@@ -497,17 +496,7 @@ async def test_a_callback_in_flight_is_refused_before_its_code_is_exchanged(
 ) -> None:
     await idp.post("/_control/user", json=_person())
     start = await setup.broker.get(
-        "/authorize",
-        params={
-            "response_type": "code",
-            "client_id": "web",
-            "redirect_uri": WEB_CALLBACK,
-            "scope": "openid",
-            "state": "rp-state",
-            "provider": setup.partner,
-            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-            "code_challenge_method": "S256",
-        },
+        "/authorize", params={**AUTHORIZE, "state": "rp-state", "provider": setup.partner}
     )
     assert start.status_code == 302
     async with httpx2.AsyncClient() as browser_upstream:
