@@ -7,7 +7,7 @@ RUN := $(UV) run --frozen --no-sync
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help env run migrate test test-unit test-integration test-e2e fuzz lint check-deploy bench soak worker clean
+.PHONY: help env run migrate test test-unit test-integration test-e2e fuzz lint check-deploy bench bench-scale soak worker clean
 
 help:
 	@echo "make run      start the broker on http://127.0.0.1:8000 (SQLite, dev provider)"
@@ -17,6 +17,7 @@ help:
 	@echo "make check-deploy  validate Dockerfiles, compose.yaml and Kubernetes manifests (offline)"
 	@echo "make migrate  apply database migrations"
 	@echo "make bench    benchmark JWKS, discovery and the refresh grant against baselines"
+	@echo "make bench-scale  refresh grant, introspection and admin API at 10k-1M sessions (~15 min)"
 	@echo "make soak     two brokers and two workers under load while faults are injected (MINUTES=5)"
 	@echo "make worker   start a sync-worker (needs BROKER_REDIS_URL)"
 
@@ -70,6 +71,11 @@ fuzz: env
 
 bench: env
 	$(RUN) python -m bench.run
+
+# One throw-away database per size; SCALE_ARGS passes options, e.g. SCALE_ARGS="--sizes 10k,100k
+# --audit-rows 1M" for a quicker run.
+bench-scale: env
+	$(RUN) python -m bench.scale $(SCALE_ARGS)
 
 # Its own PostgreSQL and Redis on free ports (initdb, pg_ctl and redis-server on the PATH);
 # SOAK_ARGS passes more options, e.g. SOAK_ARGS="--schedule short" or "--report FILE".

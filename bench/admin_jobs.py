@@ -1,5 +1,6 @@
 """The worker's jobs over the admin seed: the audit rollup for a time budget (its set-based
-stand-in counts what the budget leaves), then the stats snapshot once."""
+stand-in counts what the budget leaves), the stats snapshot once, and housekeeping until it has
+purged all it would."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import psycopg
 from shared.jobs.audit_rollup import AuditRollupPayload, roll_up_audit_events, roll_up_backlog
+from shared.jobs.housekeeping import HousekeepingPayload, run_housekeeping
 from shared.jobs.stats_snapshot import StatsSnapshotPayload, snapshot_stats
 from shared.process_resources import ProcessResources
 from shared.settings import make_settings
@@ -67,6 +69,23 @@ async def run_stats_snapshot(database_url: str) -> float:
         started = time.perf_counter()
         await snapshot_stats(StatsSnapshotPayload(), deps)
         return time.perf_counter() - started
+
+
+async def run_housekeeping_to_the_end(database_url: str) -> tuple[float, dict[str, int]]:
+    """The worker's housekeeping job, run after run until a run leaves nothing unfinished: what
+    a deployment's refresh-token history looks like once it has run (rotated tokens past their
+    expiry and retired sessions purged). Its seconds and the rows it deleted, by kind."""
+    payload = HousekeepingPayload(batch_size=10_000, max_batches=100)
+    deleted: dict[str, int] = {}
+    async with _job_deps(database_url) as deps:
+        started = time.perf_counter()
+        while True:
+            counts = await run_housekeeping(payload, deps)
+            for kind, count in counts.items():
+                deleted[kind] = deleted.get(kind, 0) + int(count)
+            most = payload.batch_size * payload.max_batches
+            if all(int(count) < most for count in counts.values()):
+                return time.perf_counter() - started, deleted
 
 
 @contextlib.asynccontextmanager

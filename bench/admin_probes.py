@@ -121,7 +121,8 @@ def time_probe(client: httpx2.Client, probe: Probe) -> ProbeResult:
 
 
 def next_cursor(client: httpx2.Client, path: str, pages: int) -> tuple[str | None, str]:
-    """The ``next_cursor`` after following ``pages`` pages from ``path``; else None, why."""
+    """The ``next_cursor`` after following ``pages`` pages from ``path``; else None and why
+    (an empty why: the listing has no more pages, a small seed)."""
     cursor: str | None = None
     for page in range(pages):
         url = path if cursor is None else _with(path, cursor=cursor)
@@ -130,7 +131,7 @@ def next_cursor(client: httpx2.Client, path: str, pages: int) -> tuple[str | Non
             return None, f"page {page + 1}: HTTP {response.status_code}: {response.text[:200]}"
         cursor = response.json().get("next_cursor")
         if not cursor:
-            return None, f"page {page + 1} has no next_cursor"
+            return None, ""
     return cursor, ""
 
 
@@ -152,8 +153,10 @@ def build_probes(
     repetitions: int,
     export_repetitions: int,
     deep_pages: int,
+    exports: bool = True,
 ) -> list[Probe]:
-    """Every timed request; the paged ones start from cursors fetched here."""
+    """Every timed request; the paged ones start from cursors fetched here (page 2 and page
+    ``deep_pages`` of each listing); ``exports=False`` leaves out the audit exports."""
     n = repetitions
     user = seeded_user_id(2)
     users, tokens = "/admin/oauth2/users", "/admin/oauth2/tokens"
@@ -167,14 +170,7 @@ def build_probes(
         Probe(f"{users}?provider=github", _with(users, provider="github"), n),
         Probe(f"{users}?status=disabled", _with(users, status="disabled"), n),
         Probe(f"{users}?last_login_after=<7 days ago>", _with(users, last_login_after=week_ago), n),
-    ]
-    for pages, label in ((1, "page 2"), (deep_pages - 1, f"page {deep_pages}")):
-        cursor, why = next_cursor(client, users, pages)
-        if cursor is None:
-            print(f"  ERROR {users} {label}: {why}")
-        else:
-            probes.append(Probe(f"{users}?cursor=<{label}>", _with(users, cursor=cursor), n))
-    probes += [
+        *_deeper_pages(client, users, (2, deep_pages), n),
         Probe(tokens, tokens, n),
         Probe(f"{tokens}?user=<user 2>", _with(tokens, user=str(user)), n),
         Probe(
@@ -189,6 +185,7 @@ def build_probes(
         ),
         Probe(f"{tokens}?provider=corp", _with(tokens, provider="corp"), n),
         Probe(f"{tokens}?client=cli", _with(tokens, client="cli"), n),
+        *_deeper_pages(client, tokens, (deep_pages,), n),
         Probe(stats, stats, n),
         Probe(
             f"{stats}?from=<60 days ago>&to=<today>",
@@ -205,17 +202,33 @@ def build_probes(
         Probe(f"{audit}?actor=client:mobile", _with(audit, actor="client:mobile"), n),
         Probe(f"{audit}?subject=<user 2>", _with(audit, subject=str(user)), n),
         Probe(f"{audit}?after&before=<one day, 30 days ago>", _with(audit, **window), n),
+        *_deeper_pages(client, audit, (2, deep_pages), n),
     ]
-    cursor, why = next_cursor(client, audit, 1)
-    if cursor is None:
-        print(f"  ERROR {audit} page 2: {why}")
-    else:
-        probes.append(Probe(f"{audit}?cursor=<page 2>", _with(audit, cursor=cursor), n))
-    exports = export_repetitions
-    for export in ("jsonl", "csv"):
-        probes.append(
-            Probe(
-                f"{audit}?format={export}&<one day>", _with(audit, format=export, **window), exports
+    if exports:
+        for export in ("jsonl", "csv"):
+            probes.append(
+                Probe(
+                    f"{audit}?format={export}&<one day>",
+                    _with(audit, format=export, **window),
+                    export_repetitions,
+                )
             )
-        )
+    return probes
+
+
+def _deeper_pages(
+    client: httpx2.Client, path: str, pages: tuple[int, ...], repetitions: int
+) -> list[Probe]:
+    """A probe of page N of the listing at ``path`` for each N in ``pages`` (from 2 on), each
+    with the cursor its previous page returned."""
+    probes = []
+    for page in sorted({page for page in pages if page >= 2}):
+        cursor, why = next_cursor(client, path, page - 1)
+        if cursor is None and not why:
+            print(f"  {path}: fewer than {page} pages, page {page} not timed")
+        elif cursor is None:
+            print(f"  ERROR {path} page {page}: {why}")
+        else:
+            label = f"{path}?cursor=<page {page}>"
+            probes.append(Probe(label, _with(path, cursor=cursor), repetitions))
     return probes

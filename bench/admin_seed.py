@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ from shared.db.audit_partitions import Week, create_partition_sql
 
 from bench.admin_seed_sql import REFRESH_TTL, SESSION_PLAN, SeedScale, SeedSql
 from bench.database import libpq_url
+from bench.seeded_tokens import new_token_seed
 
 # The admin's session is of the console client, the one configured for the admin scope.
 ADMIN_CLIENT = "console"
@@ -31,15 +32,18 @@ SEEDED_TABLES = (
     "audit_actions",
 )
 AUDIT_WRITERS = 2  # connections inserting audit chunks at once
+INDEX_BUILD_MEMORY = "256MB"  # per connection building an index (two at once)
 
 
 @dataclass(frozen=True)
 class SeedReport:
-    """The seeded admin, the seconds of each step and the rows of each table."""
+    """The seeded admin, the seconds of each step, the rows of each table, and the seed of the
+    sessions' current refresh tokens (``bench.seeded_tokens``)."""
 
     admin_id: uuid.UUID
     seconds: dict[str, float]
     counts: dict[str, int]
+    token_seed: str
 
     @property
     def total_seconds(self) -> float:
@@ -52,6 +56,7 @@ def seed_admin_data(
     *,
     now: dt.datetime | None = None,
     vacuum: bool = True,
+    token_seed: str | None = None,
 ) -> SeedReport:
     """Seed the tables the admin API reads (into a freshly migrated database); time each step.
 
@@ -60,7 +65,7 @@ def seed_admin_data(
     """
     scale = scale or SeedScale()
     now = now or dt.datetime.now(dt.UTC)
-    plan = SeedSql(scale, now)
+    plan = SeedSql(scale, now, token_seed or new_token_seed())
     url = libpq_url(database_url)
     seconds: dict[str, float] = {}
     steps: list[tuple[str, list[str]]] = [
@@ -96,16 +101,18 @@ def seed_admin_data(
         tables = ", ".join(SEEDED_TABLES)
         connection.execute(f"VACUUM (ANALYZE) {tables}" if vacuum else f"ANALYZE {tables}")
         seconds["vacuum (analyze)" if vacuum else "analyze"] = time.perf_counter() - started
-        counts = {
-            name: int(_scalar(connection, f"SELECT count(*) FROM {name}")) for name in SEEDED_TABLES
-        }
-    return SeedReport(admin_id=plan.admin_id, seconds=seconds, counts=counts)
+        counts = table_rows(connection, SEEDED_TABLES)
+    return SeedReport(
+        admin_id=plan.admin_id, seconds=seconds, counts=counts, token_seed=plan.token_seed
+    )
 
 
 def _seed_connection(url: str) -> psycopg.Connection[Any]:
     """An autocommit connection for seeding: no synchronous commit, no FK triggers if allowed."""
     connection = psycopg.connect(url, autocommit=True)
     connection.execute("SET synchronous_commit = off")
+    # The indexes rebuilt after the load sort in memory up to this (millions of rows).
+    connection.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
     # Not a superuser: the foreign keys are checked, which is only slower.
     with contextlib.suppress(psycopg.Error):
         connection.execute("SET session_replication_role = replica")
@@ -164,6 +171,11 @@ def _audit_partitions(
 def _run_alone(url: str, statement: str) -> None:
     with _seed_connection(url) as connection, connection.transaction():
         connection.execute(statement)
+
+
+def table_rows(connection: psycopg.Connection[Any], tables: Sequence[str]) -> dict[str, int]:
+    """The rows of each table (exact counts)."""
+    return {name: int(_scalar(connection, f"SELECT count(*) FROM {name}")) for name in tables}
 
 
 def _scalar(connection: psycopg.Connection[Any], query: str, params: Any = None) -> Any:

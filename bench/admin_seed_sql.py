@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from shared.jobs.upstream_refresh import WORKER_ACTOR
 from shared.models.audit_action import ROTATED
 
+from bench.seeded_tokens import current_token_hash_sql
+
 PROVIDERS: tuple[tuple[str, float], ...] = (("google", 0.5), ("github", 0.3), ("corp", 0.2))
 NEXT_PROVIDER = {"google": "github", "github": "corp", "corp": "google"}
 CLIENTS: tuple[tuple[str, float], ...] = (("web", 0.6), ("cli", 0.15), ("mobile", 0.25))
@@ -49,6 +51,8 @@ class SeedScale:
     audit_rows: int = 1_000_000
     audit_days: int = 60
     audit_chunk: int = 125_000
+    # Refresh tokens per session, 1 to this many: the current one and the rotated ones before it.
+    tokens_per_session: int = 3
 
 
 def seeded_uuid(kind: str, key: object) -> uuid.UUID:
@@ -90,10 +94,11 @@ def _random_bytes(blocks: int) -> str:
 class SeedSql:
     """The seed's statements for one scale and one ``now``."""
 
-    def __init__(self, scale: SeedScale, now: dt.datetime) -> None:
+    def __init__(self, scale: SeedScale, now: dt.datetime, token_seed: str) -> None:
         self.scale = scale
         self.now = f"TIMESTAMPTZ '{now.astimezone(dt.UTC).isoformat()}'"
         self.admin_id = seeded_user_id(ADMIN_USER)
+        self.token_seed = token_seed  # derives each session's current token (bench.seeded_tokens)
 
     # Per-user facts, computed from the user's number wherever a table needs them.
 
@@ -233,7 +238,7 @@ SELECT x.s, x.u, {_uuid("session", "x.s")} AS id, {_uuid("user", "x.u")} AS user
        {_draw("x.s", 13)} < {LOGGED_OUT_SHARE} AS logged_out,
        {_draw("x.s", 15)} AS h_revoke,
        {_draw("x.s", 14)} AS h_step,
-       1 + floor(3 * {_draw("x.s", 16)})::int AS tokens
+       1 + floor({self.scale.tokens_per_session} * {_draw("x.s", 16)})::int AS tokens
 FROM (SELECT s, u, {_pick(_draw("s", 11), CLIENTS)} AS client_id,
              {self.primary_provider("u")} AS provider
       FROM (SELECT s, {self.session_user("s")} AS u
@@ -258,15 +263,20 @@ FROM {SESSION_PLAN}
 
     def refresh_tokens(self) -> str:
         """Token j of k is created ``(j - 1) * step`` after its session; all but the last are
-        used (rotated), the last is the session's current token."""
+        used (rotated), the last is the session's current token, the one a bench can present
+        (``bench.seeded_tokens``). Rotated tokens past their expiry are left out: housekeeping
+        purges them (``shared.jobs.housekeeping``)."""
+        current = current_token_hash_sql(self.token_seed, "t.id")
         return f"""
 INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at, used_at)
-SELECT t.id, sha256(uuid_send(gen_random_uuid())), t.created + (j - 1) * t.step,
+SELECT t.id, CASE WHEN j = t.tokens THEN {current} ELSE sha256(uuid_send(gen_random_uuid())) END,
+       t.created + (j - 1) * t.step,
        t.created + (j - 1) * t.step + interval '{REFRESH_TTL.days} days',
        CASE WHEN j < t.tokens THEN t.created + j * t.step END
 FROM (SELECT id, created, tokens, ({self.now} - created) * h_step / tokens AS step
       FROM {SESSION_PLAN}) AS t
 CROSS JOIN LATERAL generate_series(1, t.tokens) AS j
+WHERE j = t.tokens OR t.created + (j - 1) * t.step + interval '{REFRESH_TTL.days} days' > {self.now}
 """
 
     def audit(self, first: int, last: int) -> str:

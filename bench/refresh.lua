@@ -1,13 +1,15 @@
 -- wrk script for the refresh grant: POST /token, each request with a refresh token never used.
 --
--- Usage: wrk -t1 ... -s bench/refresh.lua URL -- TOKENS_FILE OFFSET
--- Reads TOKENS_FILE (one token per line) from line OFFSET+1 on. Run it with -t1: the token
--- counter lives in the single thread's Lua state. done() prints "bench-lua key=value" lines
--- that bench/wrk.py parses: tokens consumed, 200s, non-200s, and the first error seen.
+-- Usage: wrk -t1 ... -s bench/refresh.lua URL -- TOKENS_FILE OFFSET [CLIENT_ID]
+-- Reads TOKENS_FILE (one token per line) from line OFFSET+1 on; the tokens are CLIENT_ID's
+-- (default "bench"). Run it with -t1: the token counter lives in the single thread's Lua state.
+-- done() prints "bench-lua key=value" lines that bench/wrk.py parses: tokens consumed, 200s,
+-- non-200s, and the first error seen.
 
 local tokens = {}
 local available = 0
 local headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+local client_id = "bench"
 
 sent = 0
 ok = 0
@@ -18,6 +20,7 @@ first_error = ""
 function init(args)
   local path = args[1]
   local offset = tonumber(args[2] or "0")
+  client_id = args[3] or client_id
   local line_number = 0
   for line in io.lines(path) do
     line_number = line_number + 1
@@ -40,7 +43,7 @@ function request()
     token = "exhausted"
     wrk.thread:stop()
   end
-  local body = "grant_type=refresh_token&refresh_token=" .. token .. "&client_id=bench"
+  local body = "grant_type=refresh_token&refresh_token=" .. token .. "&client_id=" .. client_id
   return wrk.format("POST", "/token", headers, body)
 end
 

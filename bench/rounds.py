@@ -52,12 +52,14 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Target:
-    """One URL to load; ``script`` sets the method, ``supply`` makes it the refresh grant."""
+    """One URL to load; ``script`` sets the method (``script_args`` are passed to it),
+    ``supply`` makes it the refresh grant."""
 
     key: str
     name: str
     url: str
     script: Path | None = None
+    script_args: tuple[str, ...] = ()
     supply: TokenSupply | None = None
     cpu: CpuShare | None = None  # where this target's CPU time is counted
 
@@ -69,7 +71,13 @@ class Target:
     def _run(self, duration: int, connections: int) -> WrkResult | None:
         if self.supply is not None:
             return self.supply.run(self.url, duration, connections)
-        return run_wrk(self.url, duration=duration, connections=connections, script=self.script)
+        return run_wrk(
+            self.url,
+            duration=duration,
+            connections=connections,
+            script=self.script,
+            script_args=self.script_args,
+        )
 
 
 def measure_all(targets: list[Target], rounds: Rounds) -> dict[str, Measurement]:

@@ -13,9 +13,10 @@ REFRESH_SCRIPT = Path(__file__).resolve().parent / "refresh.lua"
 class TokenSupply:
     """Where the next wrk run starts in the token file; every run uses tokens never sent."""
 
-    def __init__(self, path: Path, total: int) -> None:
+    def __init__(self, path: Path, total: int, client_id: str = "bench") -> None:
         self.path = path
         self.total = total
+        self.client_id = client_id  # the public client the tokens were issued to
         self.offset = 0
         self.succeeded = 0
         self.failed = 0
@@ -41,7 +42,7 @@ class TokenSupply:
             duration=duration,
             connections=connections,
             script=REFRESH_SCRIPT,
-            script_args=(str(self.path), str(self.offset)),
+            script_args=(str(self.path), str(self.offset), self.client_id),
         )
         if "sent" not in result.lua:
             raise BenchError(f"refresh.lua printed no summary:\n{result.output}")

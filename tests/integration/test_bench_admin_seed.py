@@ -30,6 +30,7 @@ from bench.admin_seed_sql import (
     seeded_user_id,
 )
 from bench.database import libpq_url
+from bench.seeded_tokens import current_token, live_sessions
 from tests.support.databases import ServiceUnavailable, fresh_database, postgres_server_url
 
 pytestmark = pytest.mark.integration
@@ -184,7 +185,9 @@ def test_sessions_and_refresh_tokens(seeded):
         _one(
             url,
             "SELECT count(*) FROM refresh_tokens WHERE used_at < created_at "
-            "OR created_at > %(now)s OR expires_at <> created_at + interval '30 days'",
+            "OR created_at > %(now)s OR expires_at <> created_at + interval '30 days' "
+            # Rotated tokens past their expiry: housekeeping would have purged them.
+            "OR (used_at IS NOT NULL AND expires_at <= %(now)s)",
             {"now": NOW},
         )
         == 0
@@ -210,6 +213,47 @@ def test_sessions_and_refresh_tokens(seeded):
     assert clients == {name for name, _share in CLIENTS}
     revoked = _one(url, "SELECT count(*) FROM auth_sessions WHERE revoked_at IS NOT NULL")
     assert 0 < revoked < 0.2 * SCALE.sessions
+
+
+def test_each_sessions_current_token_is_the_one_the_bench_derives(seeded):
+    """``bench.seeded_tokens``: the bench can present every seeded session's current token, and
+    only it (the rotated ones are random)."""
+    url, report = seeded
+    rows = _rows(
+        url,
+        "SELECT s.id, r.token_hash, r.used_at IS NULL FROM auth_sessions AS s "
+        "JOIN refresh_tokens AS r ON r.session_id = s.id WHERE s.provider <> 'dev'",
+    )
+    derived = {token_hash(current_token(report.token_seed, row[0])): row[0] for row in rows}
+    assert len(derived) == SCALE.sessions
+    matched = [(row[0], row[2]) for row in rows if derived.get(bytes(row[1])) == row[0]]
+    assert len(matched) == SCALE.sessions and all(current for _id, current in matched)
+
+
+def test_live_sessions_are_those_a_refresh_would_rotate(seeded):
+    url, report = seeded
+    alive_until = NOW + dt.timedelta(hours=2)
+    live = live_sessions(
+        url, report.token_seed, "web", alive_until=alive_until, limit=SCALE.sessions
+    )
+    assert 0 < len(live) == len(set(live))
+    refused = _one(
+        url,
+        "SELECT count(*) FROM auth_sessions AS s JOIN users AS u ON u.id = s.user_id "
+        "JOIN refresh_tokens AS r ON r.session_id = s.id AND r.used_at IS NULL "
+        "LEFT JOIN oauth2_tokens AS t ON t.profile_id = s.profile_id "
+        "WHERE s.id = ANY(%(live)s) AND (s.client_id <> 'web' OR s.revoked_at IS NOT NULL "
+        "OR u.status <> 'active' OR r.expires_at <= %(until)s "
+        "OR t.state IN ('revoked', 'needs_reauth'))",
+        {"live": live, "until": alive_until},
+    )
+    assert refused == 0
+    assert len(live_sessions(url, report.token_seed, "web", alive_until=alive_until, limit=5)) == 5
+    # A session whose current token is no longer the seeded one (rotated since) is not live here.
+    assert (
+        live_sessions(url, "other" + report.token_seed, "web", alive_until=alive_until, limit=5)
+        == []
+    )
 
 
 def test_audit_rows(seeded):

@@ -44,7 +44,8 @@ class Setup:
 async def setup(
     database_url: str, upstream_idp: str, keyring: Keyring, tmp_path: Path
 ) -> AsyncIterator[Setup]:
-    """An in-process broker with ``corp``, ``dev`` and a YAML-disabled ``retired``, and a
+    """An in-process broker with ``corp``, ``partner`` (signed in through only here, so its
+    sessions are this module's), ``dev`` and a YAML-disabled ``retired``, and a
     ``BROKER_CONFIG`` naming the same providers for the CLI."""
     config = tmp_path / "broker.yaml"
     config.write_text(
@@ -53,6 +54,11 @@ async def setup(
             issuer: {BROKER_ISSUER}
             providers:
               - id: corp
+                type: oidc
+                issuer: {upstream_idp}
+                client_id: broker
+                client_secret: broker-secret
+              - id: partner
                 type: oidc
                 issuer: {upstream_idp}
                 client_id: broker
@@ -77,6 +83,13 @@ async def setup(
         providers=[
             {
                 "id": "corp",
+                "type": "oidc",
+                "issuer": upstream_idp,
+                "client_id": "broker",
+                "client_secret": "broker-secret",
+            },
+            {
+                "id": "partner",
                 "type": "oidc",
                 "issuer": upstream_idp,
                 "client_id": "broker",
@@ -109,16 +122,16 @@ async def _actions(setup: Setup) -> list[tuple[str, str, str | None]]:
 async def test_disable_stops_sign_ins_ends_sessions_and_enable_lets_them_in_again(
     setup: Setup,
 ) -> None:
-    signed_in = await login(setup.broker, provider="corp")
+    signed_in = await login(setup.broker, provider="partner")
     session_id = session_of(signed_in["access_token"])
 
     disabled = await setup.cli(
-        "disable", "corp", "--reason", "upstream compromised", "--revoke-sessions"
+        "disable", "partner", "--reason", "upstream compromised", "--revoke-sessions"
     )
 
     assert disabled.returncode == 0, disabled.stderr
-    assert disabled.stdout.strip() == "corp: disabled, from the runtime; 1 sessions revoked"
-    refused = await authorize(setup.broker, provider="corp")
+    assert disabled.stdout.strip() == "partner: disabled, from the runtime; 1 sessions revoked"
+    refused = await authorize(setup.broker, provider="partner")
     assert refused.params["error"] == "temporarily_unavailable"
     stale = await refresh(setup.broker, signed_in["refresh_token"])
     assert stale.status_code == 400 and stale.json()["error"] == "invalid_grant"
@@ -131,18 +144,18 @@ async def test_disable_stops_sign_ins_ends_sessions_and_enable_lets_them_in_agai
     listed = await setup.cli("list")
     assert listed.returncode == 0, listed.stderr
     lines = {line.split("\t")[0]: line.split("\t")[1:] for line in listed.stdout.splitlines()}
-    assert lines["corp"][:2] == ["disabled", "runtime"]
-    assert lines["corp"][2].startswith(f"cli:{OPERATOR} at ")
-    assert lines["corp"][2].endswith(": upstream compromised")
-    assert lines["dev"] == ["enabled", "config"]
+    assert lines["partner"][:2] == ["disabled", "runtime"]
+    assert lines["partner"][2].startswith(f"cli:{OPERATOR} at ")
+    assert lines["partner"][2].endswith(": upstream compromised")
+    assert lines["corp"] == lines["dev"] == ["enabled", "config"]
     assert lines["retired"] == ["disabled", "config"]
 
-    enabled = await setup.cli("enable", "corp")
+    enabled = await setup.cli("enable", "partner")
     assert enabled.returncode == 0, enabled.stderr
-    assert (await login(setup.broker, provider="corp"))["refresh_token"]
+    assert (await login(setup.broker, provider="partner"))["refresh_token"]
 
-    reset = await setup.cli("reset", "corp")
-    assert reset.stdout.strip() == "corp: enabled, from the config"
+    reset = await setup.cli("reset", "partner")
+    assert reset.stdout.strip() == "partner: enabled, from the config"
     async with setup.runtime.engine.connect() as connection:
         assert (await connection.execute(select(PROVIDER_STATES))).first() is None
     assert await _actions(setup) == [
@@ -166,7 +179,7 @@ async def test_the_same_switch_twice_changes_nothing_the_second_time(setup: Setu
     [
         (("disable", "nobody"), "no provider 'nobody' is configured"),
         (("enable", "retired"), "disabled in the configuration (disabled: true)"),
-        (("disable", "corp", "--reason", "two\nlines"), "one line"),
+        (("disable", "partner", "--reason", "two\nlines"), "one line"),
     ],
 )
 async def test_what_cannot_be_switched_exits_1_and_writes_nothing(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Boolean, CheckConstraint, Index, String, Uuid
+from sqlalchemy import Boolean, CheckConstraint, Index, String, Uuid, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base
@@ -18,6 +18,15 @@ class User(Base):
         CheckConstraint("status IN ('active', 'disabled')", name="status"),
         # The admin listing: newest first, keyset-paginated on (created_at, id).
         Index("ix_users_created_at_id", "created_at", "id"),
+        # The admin listing's email search (a substring, any case): trigrams (pg_trgm) find the
+        # few matching users, and give the planner their number, so it walks the
+        # (created_at, id) index when matches are many. PostgreSQL only (SQLite scans).
+        Index(
+            "ix_users_email_trigrams",
+            func.lower(text("email")).label("email_lower"),
+            postgresql_using="gin",
+            postgresql_ops={"email_lower": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
