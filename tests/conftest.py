@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -105,6 +106,21 @@ def keyring() -> Keyring:
     return Keyring.generate("test1")
 
 
+def corp_provider(upstream: str, **overrides: Any) -> dict[str, Any]:
+    """``corp``, the upstream OIDC double as a provider (``overrides`` add or replace)."""
+    return {
+        "id": "corp",
+        "type": "oidc",
+        "display_name": "Corp SSO",
+        "issuer": upstream,
+        "client_id": "broker",
+        "client_secret": "broker-secret",
+        "scopes": ["openid", "email", "profile", "offline_access"],
+        "discovery_ttl": 0,
+        **overrides,
+    }
+
+
 def broker_settings(
     database_url: str, upstream: str, keyring: Keyring, **overrides: object
 ) -> Settings:
@@ -118,19 +134,7 @@ def broker_settings(
         "db_pool_size": 6,
         # Tests run the jobs they are about; no background timer refreshes tokens under them.
         "periodic_jobs": False,
-        "providers": [
-            {
-                "id": "corp",
-                "type": "oidc",
-                "display_name": "Corp SSO",
-                "issuer": upstream,
-                "client_id": "broker",
-                "client_secret": "broker-secret",
-                "scopes": ["openid", "email", "profile", "offline_access"],
-                "discovery_ttl": 0,
-            },
-            {"id": "dev", "type": "dev"},
-        ],
+        "providers": [corp_provider(upstream), {"id": "dev", "type": "dev"}],
         "clients": [
             {
                 "id": "web",

@@ -38,7 +38,7 @@ from shared.db.database import create_engine
 from shared.providers.base import UpstreamLogin, UpstreamProfile
 
 from tests.support.flows import pkce_pair
-from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
+from tests.support.processes import broker_process, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -197,17 +197,14 @@ async def test_an_admin_revokes_a_users_session_in_chromium_and_a_non_admin_is_r
     admin_id = await _create_admin(database_url, keyring, issuer, admin_email)
     config = tmp_path / "broker.yaml"
     _write_config(config, admin_id)
-    env = broker_env(
-        issuer=issuer,
-        config=config,
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with broker_process(
+        config,
         database_url=database_url,
         keyring=keyring,
-        var_dir=tmp_path / "var",
+        port=port,
+        cwd=str(ROOT),
         BROKER_AUDIT_ROLLUP_INTERVAL="1",  # the overview's counts catch up within a second
-    )
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with run_process(
-        broker_serve_command(port), ready_url=f"{issuer}/readyz", env=env, cwd=str(ROOT)
     ) as broker:
         # 1. An ordinary user signs in to the relying party, twice: two broker sessions.
         user_id = await _relying_party_sign_in(browser, issuer, user_email)
@@ -281,4 +278,4 @@ async def test_an_admin_revokes_a_users_session_in_chromium_and_a_non_admin_is_r
         response = await outsider_page.goto(f"{issuer}/admin/users")
         assert response is not None and "/dev-login" in response.url  # still not signed in
         await outsider.close()
-        assert "Traceback" not in broker.read_log()
+        assert "Traceback" not in broker.process.read_log()

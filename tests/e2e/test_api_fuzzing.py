@@ -20,8 +20,6 @@ and ``from_url`` at collection would need a broker running before any fixture.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +49,7 @@ from tests.support.fuzzed_broker import (
     sign_in,
     user_id_of,
 )
+from tests.support.jwts import session_of
 
 pytestmark = pytest.mark.e2e
 
@@ -165,12 +164,6 @@ def test_the_postgresql_broker_keeps_its_contract(
 DEV = {"provider_id": "dev"}
 
 
-def _sid(tokens: dict[str, Any]) -> str:
-    payload = tokens["access_token"].split(".")[1]
-    sid: str = json.loads(base64.urlsafe_b64decode(payload + "=="))["sid"]
-    return sid
-
-
 @pytest.mark.parametrize("backend", ["sqlite_broker", "postgresql_broker"])
 def test_live_credentials_get_successful_answers_in_their_documented_shape(
     request: pytest.FixtureRequest, backend: str
@@ -221,7 +214,7 @@ def test_live_credentials_get_successful_answers_in_their_documented_shape(
         (
             "DELETE",
             "/admin/oauth2/tokens/{token_id}",
-            {"path_parameters": {"token_id": _sid(target)}},
+            {"path_parameters": {"token_id": str(session_of(target["access_token"]))}},
             admin,
         ),
         (

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from tests.support.backchannel import relying_party
 from tests.support.flows import login
-from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
+from tests.support.processes import broker_process, free_port
 from tests.support.waiting import eventually
 from tests.support.workers import running_worker
 
@@ -62,6 +62,16 @@ def corp(upstream: str) -> str:
 async def logouts(rp: httpx2.AsyncClient) -> dict[str, Any]:
     body: dict[str, Any] = (await rp.get("/_control/logouts")).json()
     return body
+
+
+async def once_received(rp: httpx2.AsyncClient) -> dict[str, Any]:
+    """What the relying party saw, once a Logout Token has reached it."""
+
+    async def arrived() -> bool:
+        return bool((await logouts(rp))["received"])
+
+    await eventually(arrived, within=60)
+    return await logouts(rp)
 
 
 async def sign_in_and_out(issuer: str, **flow: Any) -> dict[str, Any]:
@@ -107,12 +117,12 @@ async def test_a_sign_out_reaches_the_relying_party_once_the_worker_and_the_rp_a
     config = tmp_path / "broker.yaml"
     with relying_party(issuer, "portal") as rp_url:
         write_config(config, corp(upstream_idp), rp_url)
-        env = broker_env(
-            issuer=issuer,
-            config=config,
+        with broker_process(
+            config,
             database_url=database_url,
             keyring=keyring,
-            var_dir=tmp_path / "var",
+            port=port,
+            cwd=str(ROOT),
             BROKER_REDIS_URL=redis_url,
             BROKER_DB_POOL_SIZE="4",
             BROKER_AUDIT_STREAM=redis_names["stream"],
@@ -120,17 +130,14 @@ async def test_a_sign_out_reaches_the_relying_party_once_the_worker_and_the_rp_a
             BROKER_BACKCHANNEL_LOGOUT_RETRY_BASE="0.5",
             BROKER_BACKCHANNEL_LOGOUT_RETRY_MAX="1",
             BROKER_LOG_FORMAT="json",
-        )
-        with run_process(
-            broker_serve_command(port), ready_url=f"{issuer}/readyz", env=env, cwd=str(ROOT)
-        ):
+        ) as broker:
             async with httpx2.AsyncClient(base_url=rp_url) as rp:
                 await rp.post("/_control/outage", json={"mode": "unavailable"})
                 claims = await sign_in_and_out(issuer)
                 assert (await logouts(rp))["refused_while_down"] == 0  # no worker yet
 
                 worker_env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-                worker_env.update(env)
+                worker_env.update(broker.env)
                 args = ["--queue", redis_names["queue"]]
                 async with running_worker(args, worker_env, tmp_path / "worker.log"):
 
@@ -139,12 +146,7 @@ async def test_a_sign_out_reaches_the_relying_party_once_the_worker_and_the_rp_a
 
                     await eventually(refused, within=60)
                     await rp.post("/_control/outage", json={"mode": "none"})
-
-                    async def arrived() -> bool:
-                        return bool((await logouts(rp))["received"])
-
-                    await eventually(arrived, within=60)
-                    seen = await logouts(rp)
+                    seen = await once_received(rp)
 
     (token,) = seen["received"]
     assert token["sid"] == claims["sid"] and token["sub"] == claims["sub"]
@@ -159,25 +161,19 @@ async def test_the_embedded_default_delivers_from_inside_the_broker(tmp_path, ke
     database = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
     with relying_party(issuer, "portal") as rp_url:
         write_config(config, "- {id: dev, type: dev}", rp_url)
-        env = broker_env(
-            issuer=issuer,
-            config=config,
+        with broker_process(
+            config,
             database_url=database,
             keyring=keyring,
-            var_dir=tmp_path / "var",
+            port=port,
+            args=["--migrate"],
+            cwd=str(ROOT),
             BROKER_BACKCHANNEL_LOGOUT_INTERVAL="0.5",
             BROKER_LOG_FORMAT="json",
-        )
-        command = [*broker_serve_command(port), "--migrate"]
-        with run_process(command, ready_url=f"{issuer}/readyz", env=env, cwd=str(ROOT)):
+        ):
             async with httpx2.AsyncClient(base_url=rp_url) as rp:
                 claims = await sign_in_and_out(issuer, provider="dev")
-
-                async def arrived() -> bool:
-                    return bool((await logouts(rp))["received"])
-
-                await eventually(arrived, within=60)
-                seen = await logouts(rp)
+                seen = await once_received(rp)
 
     (token,) = seen["received"]
     assert token["sid"] == claims["sid"] and token["sub"] == claims["sub"]

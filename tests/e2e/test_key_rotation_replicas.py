@@ -27,7 +27,7 @@ from shared.models import SigningKey, User
 from sqlalchemy import insert, select
 
 from tests.support.databases import fresh_database, postgres_server_url
-from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
+from tests.support.processes import broker_process, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL, LEAD, MAX_AGE = 12, 4, 2
@@ -85,23 +85,23 @@ async def test_two_replicas_agree_on_the_signing_key_through_a_rotation(tmp_path
         )
         ports = [free_port(), free_port()]
         issuer = f"http://127.0.0.1:{ports[0]}"  # one issuer, two replicas behind it
-        env = broker_env(
-            issuer=issuer,
-            config=config,
-            database_url=database_url,
-            keyring=keyring,
-            var_dir=tmp_path / "var",
-            BROKER_SIGNING_KEY_ROTATION_INTERVAL=str(INTERVAL),
-            BROKER_SIGNING_KEY_LEAD=str(LEAD),
-            BROKER_JWKS_MAX_AGE=str(MAX_AGE),
-            BROKER_KEY_RELOAD_INTERVAL="0.5",
-            BROKER_LOG_LEVEL="WARNING",
-        )
         urls = [f"http://127.0.0.1:{port}" for port in ports]
-        with (
-            run_process(broker_serve_command(ports[0]), ready_url=f"{urls[0]}/readyz", env=env),
-            run_process(broker_serve_command(ports[1]), ready_url=f"{urls[1]}/readyz", env=env),
-        ):
+        replicas = [
+            broker_process(
+                config,
+                database_url=database_url,
+                keyring=keyring,
+                port=port,
+                issuer=issuer,
+                BROKER_SIGNING_KEY_ROTATION_INTERVAL=str(INTERVAL),
+                BROKER_SIGNING_KEY_LEAD=str(LEAD),
+                BROKER_JWKS_MAX_AGE=str(MAX_AGE),
+                BROKER_KEY_RELOAD_INTERVAL="0.5",
+                BROKER_LOG_LEVEL="WARNING",
+            )
+            for port in ports
+        ]
+        with replicas[0], replicas[1]:
             signed_by: list[set[str]] = [set(), set()]
             checked = 0
             cached: list[tuple[float, KeySet]] = [(0.0, KeySet([])), (0.0, KeySet([]))]

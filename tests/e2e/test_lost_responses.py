@@ -33,7 +33,7 @@ from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import token_hash
 from shared.db.database import create_engine
 from shared.db.tables import AUDIT_TABLE, REFRESH_TOKENS, SESSIONS, USERS
-from shared.refresh_rotation import RotationPolicy
+from shared.refresh_rotation.policy import RotationPolicy
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 

@@ -19,7 +19,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
+from tests.support.processes import broker_process
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIRECT_URI = "http://127.0.0.1:3000/callback"
@@ -69,22 +69,18 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
 ):
     async with httpx2.AsyncClient() as control:
         await control.post(f"{upstream_idp}/_control/reset")
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
     config = tmp_path / "broker.yaml"
     _write_config(config, upstream_idp)
-    env = broker_env(
-        issuer=issuer,
-        config=config,
+    with broker_process(
+        config,
         database_url=database_url,
         keyring=keyring,
-        var_dir=tmp_path / "var",
+        cwd=str(ROOT),
         CORP_CLIENT_SECRET="broker-secret",
         PORTAL_SECRET="portal-secret-at-least-32-characters",
         BROKER_LOG_LEVEL="DEBUG",
-    )
-    command = broker_serve_command(port)
-    with run_process(command, ready_url=f"{issuer}/readyz", env=env, cwd=str(ROOT)) as broker:
+    ) as broker:
+        issuer = broker.issuer
         async with httpx2.AsyncClient() as http:
             metadata = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()
         assert metadata["issuer"] == issuer
@@ -151,7 +147,7 @@ async def test_certified_style_client_logs_in_refreshes_and_calls_userinfo(
 
         # docs/security.md "No secrets in logs": a full login, refresh and replay at DEBUG never
         # logs a secret.
-        log = broker.read_log()
+        log = broker.process.read_log()
         for secret in (
             token["access_token"],
             old_refresh,

@@ -21,7 +21,7 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from joserfc.jwk import RSAKey
 from oidc_broker_verifier import AccessTokenVerifier, TokenRejected, token_kind
 
-from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
+from tests.support.processes import broker_process
 
 pytestmark = pytest.mark.e2e
 
@@ -59,22 +59,18 @@ async def test_services_get_introspect_and_revoke_their_own_tokens_with_authlib(
     tmp_path, database_url, keyring
 ):
     key = RSAKey.generate_key(2048, parameters={"kid": "billing-2026"})
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
     config = tmp_path / "broker.yaml"
     _write_config(config, key)
-    env = broker_env(
-        issuer=issuer,
-        config=config,
+    with broker_process(
+        config,
         database_url=database_url,
         keyring=keyring,
-        var_dir=tmp_path / "var",
+        cwd=str(ROOT),
         REPORTS_SECRET=REPORTS_SECRET,
         BROKER_LOG_LEVEL="DEBUG",
         BROKER_PERIODIC_JOBS="0",
-    )
-    command = broker_serve_command(port)
-    with run_process(command, ready_url=f"{issuer}/readyz", env=env, cwd=str(ROOT)) as broker:
+    ) as broker:
+        issuer = broker.issuer
         async with httpx2.AsyncClient() as http:
             metadata = (await http.get(f"{issuer}/.well-known/openid-configuration")).json()
         token_endpoint = metadata["token_endpoint"]
@@ -161,7 +157,7 @@ async def test_services_get_introspect_and_revoke_their_own_tokens_with_authlib(
         await users_only.aclose()
 
         # docs/security.md "No secrets in logs": at DEBUG, no token, assertion or secret.
-        log = broker.read_log()
+        log = broker.process.read_log()
         for secret in (
             token["access_token"],
             second["access_token"],

@@ -1,22 +1,43 @@
-"""Fixtures for the provider tests: control clients of each stand-in (reset per test), a
-broker configured with every provider type, and a host for the pictures of avatar tests."""
+"""Fixtures for the integration tests: a broker with settings overrides, control clients of
+each stand-in (reset per test), a broker configured with every provider type, and a host for
+the pictures of avatar tests."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx2
 import pytest
+from shared.clock import Clock
 from shared.crypto.keyring import Keyring
-from shared.runtime import Runtime
+from shared.runtime import Runtime, build_runtime
 
 from tests.conftest import broker_settings
 from tests.support.accounts import Admin, corp_profile, sign_in
 from tests.support.pictures import PNG
 from tests.support.processes import free_port
-from tests.support.provider_broker import provider_settings, running_broker
+from tests.support.provider_broker import provider_settings, running_broker, serving
+
+
+@pytest.fixture
+def broker_with(database_url: str, upstream_idp: str, keyring: Keyring) -> Callable[..., Any]:
+    """``async with broker_with(clock=None, **settings) as (client, runtime)``: a broker with
+    overrides (and a clock of the test's)."""
+
+    @asynccontextmanager
+    async def start(
+        clock: Clock | None = None, **overrides: object
+    ) -> AsyncIterator[tuple[httpx2.AsyncClient, Runtime]]:
+        settings = broker_settings(database_url, upstream_idp, keyring, **overrides)
+        runtime = build_runtime(settings, clock=clock)
+        async with serving(runtime) as client:
+            yield client, runtime
+
+    return start
 
 
 async def _control(base_url: str) -> AsyncIterator[httpx2.AsyncClient]:

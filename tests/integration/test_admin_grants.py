@@ -4,9 +4,7 @@ console script against the run's database, and what the admin endpoints make of 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +22,7 @@ from sqlalchemy import func, select
 from tests.conftest import BROKER_ISSUER, ROOT, broker_settings
 from tests.support.accounts import CONSOLE, audit_rows, corp_profile, sign_in
 from tests.support.flows import login
+from tests.support.processes import cli_env, run_broker_cli
 from tests.support.provider_broker import running_broker
 
 pytestmark = pytest.mark.integration
@@ -41,16 +40,7 @@ class Setup:
     config_user_id: uuid.UUID
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(
-            subprocess.run,
-            [str(Path(sys.executable).parent / "broker"), "admins", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        return await asyncio.to_thread(run_broker_cli, "admins", *args, env=self.env, cwd=ROOT)
 
 
 @pytest.fixture
@@ -85,15 +75,7 @@ async def setup(
         ),
         encoding="utf-8",
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
-        "BROKER_CONFIG": str(config),
-        "BROKER_DATABASE_URL": database_url,
-        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
-        "BROKER_VAR_DIR": str(tmp_path / "var"),
-        "BROKER_LOG_LEVEL": "WARNING",
-        "LOGNAME": OPERATOR,
-    }
+    env = cli_env(config, database_url=database_url, keyring=keyring, LOGNAME=OPERATOR)
     settings = broker_settings(database_url, upstream_idp, keyring, admins=admins)
     async with running_broker(settings) as (runtime, broker):
         yield Setup(runtime, broker, env, config_admin, unlinked_admin, config_user_id)

@@ -25,9 +25,10 @@ from shared.jobs.stats_snapshot import StatsSnapshotPayload, snapshot_stats
 from shared.jobs.upstream_refresh import UpstreamRefreshPayload, refresh_upstream_token
 from shared.providers.health import ProviderHealth
 from shared.runtime import Runtime
+from shared.settings import Settings
 from sqlalchemy import select
 
-from tests.conftest import broker_settings
+from tests.conftest import broker_settings, corp_provider
 from tests.support.accounts import CONSOLE, corp_profile
 from tests.support.flows import authorize, login, query_of, refresh, relative
 from tests.support.job_deps import job_deps
@@ -37,6 +38,15 @@ from tests.support.provider_broker import running_broker
 pytestmark = pytest.mark.integration
 
 WEB_CALLBACK = "http://127.0.0.1:3000/callback"
+# An /authorize request of web's, asked of the broker directly (RFC 7636 Appendix B's challenge).
+AUTHORIZE = {
+    "response_type": "code",
+    "client_id": "web",
+    "redirect_uri": WEB_CALLBACK,
+    "scope": "openid",
+    "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    "code_challenge_method": "S256",
+}
 
 
 @dataclass
@@ -51,21 +61,25 @@ class Setup:
     secrets: tuple[str, ...]  # every client secret of the configuration
 
 
-def corp_config(upstream: str) -> dict[str, Any]:
-    return {
-        "id": "corp",
-        "type": "oidc",
-        "display_name": "Corp SSO",
-        "issuer": upstream,
-        "client_id": "broker",
-        "client_secret": "broker-secret",
-        "scopes": ["openid", "email", "profile", "offline_access"],
-        "discovery_ttl": 0,
-    }
-
-
 def partner_config(provider_id: str, upstream: str) -> dict[str, Any]:
-    return {**corp_config(upstream), "id": provider_id, "display_name": f"Partner {provider_id}"}
+    return corp_provider(upstream, id=provider_id, display_name=f"Partner {provider_id}")
+
+
+def admin_settings(
+    database_url: str,
+    upstream: str,
+    keyring: Keyring,
+    admin_subject: str,
+    *providers: dict[str, Any],
+) -> Settings:
+    """``corp``, where ``admin_subject`` is an admin, then ``providers``."""
+    return broker_settings(
+        database_url,
+        upstream,
+        keyring,
+        admins=[f"corp:{admin_subject}"],
+        providers=[corp_provider(upstream), *providers],
+    )
 
 
 @pytest.fixture
@@ -82,32 +96,29 @@ async def setup(
     github_secret = f"github-secret-{uuid.uuid4().hex}"
     retired_secret = f"retired-secret-{uuid.uuid4().hex}"
     admin_subject = f"admin-{suffix}"
-    settings = broker_settings(
+    settings = admin_settings(
         database_url,
         upstream_idp,
         keyring,
-        admins=[f"corp:{admin_subject}"],
-        providers=[
-            corp_config(upstream_idp),
-            {**partner_config(partner, upstream_idp), "link_by_email": True},
-            {
-                "id": github,
-                "type": "github",
-                "base_url": github_upstream,
-                "api_url": f"{github_upstream}/api/v3",
-                "client_id": "broker",
-                "client_secret": github_secret,
-                "allowed_organizations": ["acme"],
-            },
-            {
-                "id": retired,
-                "type": "oidc",
-                "issuer": upstream_idp,
-                "client_id": "old-client",
-                "client_secret": retired_secret,
-                "disabled": True,
-            },
-        ],
+        admin_subject,
+        {**partner_config(partner, upstream_idp), "link_by_email": True},
+        {
+            "id": github,
+            "type": "github",
+            "base_url": github_upstream,
+            "api_url": f"{github_upstream}/api/v3",
+            "client_id": "broker",
+            "client_secret": github_secret,
+            "allowed_organizations": ["acme"],
+        },
+        {
+            "id": retired,
+            "type": "oidc",
+            "issuer": upstream_idp,
+            "client_id": "old-client",
+            "client_secret": retired_secret,
+            "disabled": True,
+        },
     )
     async with running_broker(settings) as (runtime, broker):
         await idp.post("/_control/user", json=_person(admin_subject))
@@ -434,17 +445,7 @@ async def test_every_replica_follows_the_switch_at_its_next_sign_in(
 
 
 async def test_the_chooser_leaves_a_disabled_provider_out(setup: Setup) -> None:
-    chooser = await setup.broker.get(
-        "/authorize",
-        params={
-            "response_type": "code",
-            "client_id": "web",
-            "redirect_uri": WEB_CALLBACK,
-            "scope": "openid",
-            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-            "code_challenge_method": "S256",
-        },
-    )
+    chooser = await setup.broker.get("/authorize", params=AUTHORIZE)
     assert chooser.status_code == 200
     assert f"/auth/oauth2/{setup.partner}/login" in chooser.text
 
@@ -463,16 +464,13 @@ async def test_with_every_other_provider_disabled_the_last_one_needs_no_chooser(
     suffix = uuid.uuid4().hex[:8]
     first, second = f"first-{suffix}", f"second-{suffix}"
     admin_subject = f"admin-{suffix}"
-    settings = broker_settings(
+    settings = admin_settings(
         database_url,
         upstream_idp,
         keyring,
-        admins=[f"corp:{admin_subject}"],
-        providers=[
-            corp_config(upstream_idp),
-            partner_config(first, upstream_idp),
-            partner_config(second, upstream_idp),
-        ],
+        admin_subject,
+        partner_config(first, upstream_idp),
+        partner_config(second, upstream_idp),
     )
     async with running_broker(settings) as (runtime, broker):
         await idp.post("/_control/user", json=_person(admin_subject))
@@ -498,17 +496,7 @@ async def test_a_callback_in_flight_is_refused_before_its_code_is_exchanged(
 ) -> None:
     await idp.post("/_control/user", json=_person())
     start = await setup.broker.get(
-        "/authorize",
-        params={
-            "response_type": "code",
-            "client_id": "web",
-            "redirect_uri": WEB_CALLBACK,
-            "scope": "openid",
-            "state": "rp-state",
-            "provider": setup.partner,
-            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-            "code_challenge_method": "S256",
-        },
+        "/authorize", params={**AUTHORIZE, "state": "rp-state", "provider": setup.partner}
     )
     assert start.status_code == 302
     async with httpx2.AsyncClient() as browser_upstream:

@@ -7,10 +7,7 @@ any other relying party gets 403 ``insufficient_scope``.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
-from typing import Any
 
 import httpx2
 import pytest
@@ -20,7 +17,8 @@ from sqlalchemy import delete, insert
 
 from tests.integration.test_admin_users import ENDPOINTS
 from tests.support.accounts import CONSOLE, Admin, corp_profile, sign_in
-from tests.support.flows import login, refresh
+from tests.support.flows import bearer, login, refresh
+from tests.support.jwts import claims_of
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +37,9 @@ async def _revoke_admin(runtime: Runtime, user_id: uuid.UUID) -> None:
         await connection.execute(delete(GRANTS).where(GRANTS.c.user_id == user_id))
 
 
-def _bearer(tokens: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
 def _scope_claim(headers: dict[str, str]) -> list[str]:
     token = headers["Authorization"].removeprefix("Bearer ")
-    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    claims = claims_of(token)
     return str(claims["scope"]).split()
 
 
@@ -55,7 +49,7 @@ async def test_an_admins_token_from_an_ordinary_client_gets_insufficient_scope(
 ) -> None:
     _runtime, broker, admin_headers, admin_id = admin
     # The same admin signs in to the ordinary `web` relying party (the upstream's current user).
-    ordinary = _bearer(await login(broker))
+    ordinary = bearer(await login(broker))
     assert (await corp_profile(broker, ordinary))["user"]["id"] == admin_id
     url = path.format(user=admin_id, token=uuid.uuid4())
 
@@ -78,8 +72,8 @@ async def test_a_client_not_configured_for_the_admin_scope_is_never_granted_it(
     tokens = await login(broker, scope="openid email profile admin")  # `web`: no admin scope
 
     assert "admin" not in tokens["scope"].split()
-    assert "admin" not in _scope_claim(_bearer(tokens))
-    assert (await broker.get("/admin/oauth2/users", headers=_bearer(tokens))).status_code == 403
+    assert "admin" not in _scope_claim(bearer(tokens))
+    assert (await broker.get("/admin/oauth2/users", headers=bearer(tokens))).status_code == 403
 
 
 async def test_a_non_admin_asking_for_the_admin_scope_is_not_granted_it(
@@ -101,7 +95,7 @@ async def test_the_admin_role_is_checked_again_on_every_call(
     _subject, plain = await sign_in(broker, idp)
     user_id = uuid.UUID((await corp_profile(broker, plain))["user"]["id"])
     await _grant_admin(runtime, user_id)
-    headers = _bearer(await login(broker, **CONSOLE))
+    headers = bearer(await login(broker, **CONSOLE))
     assert "admin" in _scope_claim(headers)
     assert (await broker.get("/admin/oauth2/users", headers=headers)).status_code == 200
 
@@ -127,7 +121,7 @@ async def test_a_refreshed_admin_token_keeps_the_admin_scope(admin: Admin) -> No
 
     assert refreshed.status_code == 200, refreshed.text
     assert "admin" in refreshed.json()["scope"].split()
-    headers = _bearer(refreshed.json())
+    headers = bearer(refreshed.json())
     assert (await broker.get("/admin/oauth2/users", headers=headers)).status_code == 200
 
 
@@ -144,7 +138,7 @@ async def test_a_refresh_after_the_role_is_gone_carries_no_admin_scope(
     demoted = await refresh(broker, tokens["refresh_token"], client_id="console")
     assert demoted.status_code == 200, demoted.text
     assert "admin" not in demoted.json()["scope"].split()
-    assert "admin" not in _scope_claim(_bearer(demoted.json()))
+    assert "admin" not in _scope_claim(bearer(demoted.json()))
 
     # Granted again: the session's next refresh carries the scope again (a live session that
     # was granted it), and the admin API checks the role on every call either way.

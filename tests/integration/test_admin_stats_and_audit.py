@@ -3,7 +3,6 @@ CSV and JSON-lines export)."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime as dt
 import io
@@ -25,6 +24,7 @@ from shared.runtime import Runtime
 from tests.support.accounts import Admin, corp_profile, sign_in
 from tests.support.flows import login, refresh
 from tests.support.job_deps import job_deps
+from tests.support.jwts import session_of
 
 pytestmark = pytest.mark.integration
 
@@ -266,9 +266,7 @@ async def test_the_snapshot_is_the_current_state_as_of_its_last_run(
     before = await _get(broker, headers, "/admin/oauth2/stats")
     assert before["active_sessions"] == taken[("active_sessions", "")]
 
-    sid = json.loads(base64.urlsafe_b64decode(user_headers["Authorization"].split(".")[1] + "=="))[
-        "sid"
-    ]
+    sid = session_of(user_headers["Authorization"].removeprefix("Bearer "))
     assert (await broker.delete(f"/admin/oauth2/tokens/{sid}", headers=headers)).status_code == 200
     unchanged = await _get(broker, headers, "/admin/oauth2/stats")
     assert unchanged["active_sessions"] == before["active_sessions"]  # until the next run

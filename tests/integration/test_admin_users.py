@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from typing import Any
 
@@ -12,6 +10,7 @@ import pytest
 
 from tests.support.accounts import Admin, audit_rows, corp_profile, sign_in
 from tests.support.flows import login, refresh
+from tests.support.jwts import session_of
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,7 @@ async def test_each_admin_endpoint_needs_a_token_and_the_admin_role(
     _runtime, broker, _headers, _admin_id = admin
     _subject, user_headers = await sign_in(broker, idp)
     user_id = (await corp_profile(broker, user_headers))["user"]["id"]
-    session_id = _claims(user_headers)["sid"]
+    session_id = str(session_of(user_headers["Authorization"].removeprefix("Bearer ")))
     url = path.format(user=user_id, token=session_id)
     anonymous = await broker.request(method, url)
     assert anonymous.status_code == 401
@@ -49,11 +48,6 @@ async def test_each_admin_endpoint_needs_a_token_and_the_admin_role(
     profile = await corp_profile(broker, user_headers)
     assert profile["user"]["id"] == user_id
     assert (await broker.get("/userinfo", headers=user_headers)).status_code == 200
-
-
-def _claims(headers: dict[str, str]) -> Any:
-    token = headers["Authorization"].removeprefix("Bearer ")
-    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
 
 
 async def _listing(broker: httpx2.AsyncClient, headers: dict[str, str], **query: Any) -> Any:

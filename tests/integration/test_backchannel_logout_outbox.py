@@ -6,8 +6,6 @@ or a client without one."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -28,7 +26,8 @@ from sqlalchemy import select
 from tests.conftest import broker_settings
 from tests.support.accounts import sign_in
 from tests.support.backchannel import collect_past, deliveries_of
-from tests.support.flows import authorize, exchange, login, refresh
+from tests.support.flows import authorize, bearer, exchange, login, refresh
+from tests.support.jwts import claims_of
 from tests.support.links import create_link, mint_grants, start_session
 from tests.support.provider_broker import running_broker
 
@@ -86,14 +85,6 @@ async def bcl(
         yield Broker(runtime, http, runtime.resources.job_deps(), admin_headers)
 
 
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
-
-
 def sid_of(tokens: dict[str, Any]) -> uuid.UUID:
     return uuid.UUID(claims_of(tokens["id_token"])["sid"])
 
@@ -102,10 +93,6 @@ async def new_user(idp: httpx2.AsyncClient) -> str:
     subject = f"bcl-{uuid.uuid4().hex[:10]}"
     await idp.post("/_control/user", json={"sub": subject, "email": f"{subject}@corp.example"})
     return subject
-
-
-def bearer(tokens: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def assert_one_each(rows: list[Any], expected: dict[uuid.UUID, str], user_id: str) -> None:

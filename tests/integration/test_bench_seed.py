@@ -10,7 +10,7 @@ from shared.auth_sessions import create_session
 from shared.crypto.opaque import token_hash
 from shared.db.tables import REFRESH_TOKENS as TOKENS
 from shared.db.tables import SESSIONS
-from shared.refresh_rotation import rotate_on_hot_path
+from shared.refresh_rotation.hot_path import rotate_on_hot_path
 from sqlalchemy import select
 
 from bench.seed import CLIENT_ID, PROVIDER, REFRESH_TTL, SCOPE, seed_refresh_tokens

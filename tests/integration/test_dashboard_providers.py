@@ -16,8 +16,8 @@ import pytest
 from broker.admin.providers import provider_entry
 from shared.crypto.keyring import Keyring
 
-from tests.conftest import BROKER_ISSUER, broker_settings
-from tests.integration.test_admin_providers import corp_config, partner_config
+from tests.conftest import BROKER_ISSUER
+from tests.integration.test_admin_providers import admin_settings, partner_config
 from tests.integration.test_dashboard import Dashboard, _admin_page, _browser, _csrf, _sign_in
 from tests.support.flows import relative
 from tests.support.provider_broker import running_broker
@@ -37,16 +37,13 @@ async def dashboard(
     suffix = uuid.uuid4().hex[:8]
     partner, retired = f"partner-{suffix}", f"retired-{suffix}"
     admin_subject = f"admin-{suffix}"
-    settings = broker_settings(
+    settings = admin_settings(
         database_url,
         upstream_idp,
         keyring,
-        admins=[f"corp:{admin_subject}"],
-        providers=[
-            corp_config(upstream_idp),
-            partner_config(partner, upstream_idp),
-            {**partner_config(retired, upstream_idp), "client_secret": SECRET, "disabled": True},
-        ],
+        admin_subject,
+        partner_config(partner, upstream_idp),
+        {**partner_config(retired, upstream_idp), "client_secret": SECRET, "disabled": True},
     )
     async with running_broker(settings) as (runtime, broker):
         yield Dashboard(runtime, broker, idp, admin_subject), partner, retired

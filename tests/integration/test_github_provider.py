@@ -3,8 +3,6 @@ emails and token expiry")."""
 
 from __future__ import annotations
 
-import base64
-import json
 import random
 from typing import Any
 
@@ -15,6 +13,7 @@ from shared.runtime import Runtime
 from sqlalchemy import select
 
 from tests.support.flows import authorize, login, pkce_pair, query_of, refresh
+from tests.support.jwts import claims_of
 from tests.support.provider_broker import unique_email
 
 
@@ -118,14 +117,6 @@ async def test_a_verified_address_that_is_not_primary_is_not_used(provider_broke
     assert row.email is None and row.email_verified is False
 
 
-def _claims(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
-
-
 async def _userinfo(client: httpx2.AsyncClient, tokens: dict[str, Any]) -> dict[str, Any]:
     response = await client.get(
         "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
@@ -146,9 +137,9 @@ async def test_organizations_and_teams_gate_sign_in_and_become_groups(provider_b
     # ID tokens (the first and the refreshed ones)
     claims = await _userinfo(client, tokens)
     assert claims["groups"] == ["github-acme:acme"]
-    assert _claims(tokens["id_token"])["groups"] == claims["groups"]
+    assert claims_of(tokens["id_token"])["groups"] == claims["groups"]
     refreshed = (await refresh(client, tokens["refresh_token"])).json()
-    assert _claims(refreshed["id_token"])["groups"] == claims["groups"]
+    assert claims_of(refreshed["id_token"])["groups"] == claims["groups"]
     authorize_requests = (await gh.get("/_control/authorize_requests")).json()
     assert "read:org" in authorize_requests[-1]["scope"].split()
 
@@ -192,7 +183,7 @@ async def test_a_github_provider_without_allow_lists_releases_no_groups(provider
     await gh.post("/_control/user", json=member)
     tokens = await login(client, provider="github", scope="openid profile groups")
     assert "groups" not in await _userinfo(client, tokens)
-    assert "groups" not in _claims(tokens["id_token"])
+    assert "groups" not in claims_of(tokens["id_token"])
     row = await _link_row(runtime, "github", str(member["id"]))
     assert row.profile_data["groups"] == []
     requests = [entry["path"] for entry in (await gh.get("/_control/requests")).json()]

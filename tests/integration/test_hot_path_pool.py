@@ -17,7 +17,8 @@ from shared.db.base import table
 from shared.db.database import create_engine
 from shared.db.hot_path import HotPathPool, PoolTimeout, create_hot_path_pool
 from shared.models import AuditAction, AuthSession, RefreshToken, User
-from shared.refresh_rotation import RotationPolicy, rotate_on_hot_path
+from shared.refresh_rotation.hot_path import rotate_on_hot_path
+from shared.refresh_rotation.policy import RotationPolicy
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine

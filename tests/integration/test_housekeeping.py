@@ -40,12 +40,9 @@ from shared.jobs.base import JobDeps, JobName, JobResult
 from shared.jobs.housekeeping import HousekeepingPayload, run_housekeeping
 from shared.jobs.registry import job_spec
 from shared.logging import redact_secrets
-from shared.refresh_rotation import (
-    RotationError,
-    RotationFailure,
-    RotationPolicy,
-    rotate_in_transaction,
-)
+from shared.refresh_rotation.outcomes import RotationError, RotationFailure
+from shared.refresh_rotation.policy import RotationPolicy
+from shared.refresh_rotation.portable import rotate_in_transaction
 from shared.settings import make_settings
 from sqlalchemy import Column, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine

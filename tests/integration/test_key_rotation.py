@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
@@ -30,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from tests.conftest import BROKER_ISSUER, ROOT, broker_settings
 from tests.support.databases import fresh_database, postgres_server_url
 from tests.support.flows import authorize, exchange, refresh
+from tests.support.processes import cli_env, run_broker_cli
 
 pytestmark = pytest.mark.integration
 
@@ -215,21 +213,8 @@ async def test_tokens_of_a_revoked_key_are_refused_by_a_running_broker(
 def _cli(
     database_url: str, *args: str, keyring: Keyring = KEYRING
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
-        "BROKER_DATABASE_URL": database_url,
-        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
-        "BROKER_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "broker"), "keys", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    env = cli_env(database_url=database_url, keyring=keyring)
+    return run_broker_cli("keys", *args, env=env, cwd=ROOT)
 
 
 async def test_the_keys_commands_rotate_list_and_revoke(keys_database, engine):

@@ -4,9 +4,7 @@ proof")."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,14 +22,6 @@ from tests.support.flows import login, query_of, refresh
 pytestmark = pytest.mark.integration
 
 SIGNED_OUT = "http://127.0.0.1:3000/signed-out"
-
-
-def _sid(token: str) -> str:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return str(claims["sid"])
 
 
 async def _alive(broker: httpx2.AsyncClient, tokens: dict[str, Any]) -> bool:

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from shared.db.base import Base
 from shared.db.database import create_engine
 from shared.db.migrate import (
@@ -249,40 +248,29 @@ async def _audit_rows(url: str) -> list[Any]:
         await engine.dispose()
 
 
-async def _assert_0012_upgrades_and_downgrades(url: str) -> None:
-    before = ScriptDirectory.from_config(alembic_config(url)).get_revision("0012").down_revision
-    assert isinstance(before, str)
-    await _migrate(url, "upgrade", "0012")
-    assert "logout_deliveries" in await _tables(url)
-    await _migrate(url, "downgrade", before)
-    assert "logout_deliveries" not in await _tables(url)
+# The revisions that only add tables: 0012 the logout deliveries, 0013 the service tokens'.
+NEW_TABLES = {"0012": {"logout_deliveries"}, "0013": SERVICE_TOKEN_TABLES}
+
+
+async def _assert_tables_come_and_go(url: str, revision: str) -> None:
+    await _migrate(url, "upgrade", revision)
+    assert await _tables(url) >= NEW_TABLES[revision]
+    await _migrate(url, "downgrade", f"{revision}-1")  # the revision before it, whichever that is
+    assert not NEW_TABLES[revision] & await _tables(url)
     await _assert_matches_models(url)  # and up again, to exactly the models
 
 
-async def test_0012_logout_deliveries_upgrade_and_downgrade_on_postgresql():
+@pytest.mark.parametrize("revision", sorted(NEW_TABLES))
+async def test_revisions_adding_tables_upgrade_and_downgrade_on_postgresql(revision: str):
     with postgres_server_url() as server, fresh_database(server) as url:
-        await _assert_0012_upgrades_and_downgrades(url)
+        await _assert_tables_come_and_go(url, revision)
 
 
-async def test_0012_logout_deliveries_upgrade_and_downgrade_on_sqlite(tmp_path: Path):
-    await _assert_0012_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")
-
-
-async def _assert_0013_upgrades_and_downgrades(url: str) -> None:
-    await _migrate(url, "upgrade", "0013")
-    assert await _tables(url) >= SERVICE_TOKEN_TABLES
-    await _migrate(url, "downgrade", "0013-1")  # the revision before it, whichever that is
-    assert not SERVICE_TOKEN_TABLES & await _tables(url)
-    await _assert_matches_models(url)  # and up again, to exactly the models
-
-
-async def test_0013_service_token_tables_upgrade_and_downgrade_on_postgresql():
-    with postgres_server_url() as server, fresh_database(server) as url:
-        await _assert_0013_upgrades_and_downgrades(url)
-
-
-async def test_0013_service_token_tables_upgrade_and_downgrade_on_sqlite(tmp_path: Path):
-    await _assert_0013_upgrades_and_downgrades(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}")
+@pytest.mark.parametrize("revision", sorted(NEW_TABLES))
+async def test_revisions_adding_tables_upgrade_and_downgrade_on_sqlite(
+    tmp_path: Path, revision: str
+):
+    await _assert_tables_come_and_go(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}", revision)
 
 
 async def _seed_audit_0008(url: str) -> None:

@@ -35,10 +35,9 @@ from tests.support.databases import fresh_database, postgres_server_url
 from tests.support.flows import authorize, exchange, refresh
 from tests.support.processes import (
     RunningProcess,
-    broker_env,
+    broker_process,
     broker_serve_command,
     free_port,
-    run_process,
 )
 from tests.support.tcp_proxy import CuttingProxy, cutting_proxy
 
@@ -69,24 +68,20 @@ async def _broker_process(
 ) -> AsyncIterator[tuple[str, RunningProcess]]:
     """``broker serve`` on a free port; entered in a thread, so this loop keeps serving (the
     proxy of the readiness test runs on it while the broker connects)."""
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
     config = tmp_path / "broker.yaml"
     _write_config(config)
-    env = broker_env(
-        issuer=issuer,
-        config=config,
+    manager = broker_process(
+        config,
         database_url=database_url,
         keyring=keyring,
-        var_dir=tmp_path / "var",
+        ready_path="/healthz",
+        cwd=str(ROOT),
         BROKER_DB_POOL_SIZE="3",
         BROKER_LOG_FORMAT="json",
     )
-    command = broker_serve_command(port)
-    manager = run_process(command, ready_url=f"{issuer}/healthz", env=env, cwd=str(ROOT))
-    process = await asyncio.to_thread(manager.__enter__)
+    broker = await asyncio.to_thread(manager.__enter__)
     try:
-        yield issuer, process
+        yield broker.issuer, broker.process
     finally:
         await asyncio.to_thread(manager.__exit__, None, None, None)
 

@@ -5,9 +5,7 @@ broker then follows at its next sign-in."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from sqlalchemy import delete, func, select
 from tests.conftest import BROKER_ISSUER, ROOT, broker_settings
 from tests.support.flows import authorize, login, refresh
 from tests.support.jwts import session_of
+from tests.support.processes import cli_env, run_broker_cli
 from tests.support.provider_broker import running_broker
 
 pytestmark = pytest.mark.integration
@@ -38,16 +37,7 @@ class Setup:
     audit_before: int  # the newest audit row before the test: its own rows come after
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(
-            subprocess.run,
-            [str(Path(sys.executable).parent / "broker"), "providers", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        return await asyncio.to_thread(run_broker_cli, "providers", *args, env=self.env, cwd=ROOT)
 
 
 @pytest.fixture
@@ -85,15 +75,7 @@ async def setup(
         ),
         encoding="utf-8",
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
-        "BROKER_CONFIG": str(config),
-        "BROKER_DATABASE_URL": database_url,
-        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
-        "BROKER_VAR_DIR": str(tmp_path / "var"),
-        "BROKER_LOG_LEVEL": "WARNING",
-        "LOGNAME": OPERATOR,
-    }
+    env = cli_env(config, database_url=database_url, keyring=keyring, LOGNAME=OPERATOR)
     settings = broker_settings(
         database_url,
         upstream_idp,

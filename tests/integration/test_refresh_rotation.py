@@ -5,63 +5,30 @@ rotation and reuse", RFC 9700 §4.14.2)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import pytest
-from broker.app import create_app
 from redis.asyncio import Redis
 from shared.clock import FrozenClock
-from shared.crypto.keyring import Keyring
 from shared.db.base import table
 from shared.db.tables import AUDIT_TABLE as AUDIT
 from shared.db.tables import LINKS, SESSIONS
 from shared.db.tables import REFRESH_TOKENS as TOKENS
 from shared.models import AuditAction, OAuth2Token, User
-from shared.runtime import Runtime, build_runtime
+from shared.runtime import Runtime
 from shared.upstream_tokens import unseal_upstream_token
 from sqlalchemy import func, select, update
 
-from tests.conftest import BROKER_ISSUER, broker_settings
 from tests.support.flows import login, refresh
+from tests.support.jwts import session_of
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def broker_with(database_url: str, upstream_idp: str, keyring: Keyring) -> Callable[..., Any]:
-    """``async with broker_with(**settings) as (client, runtime)``: a broker with overrides."""
-
-    @asynccontextmanager
-    async def start(
-        clock: FrozenClock | None = None, **overrides: object
-    ) -> AsyncIterator[tuple[httpx2.AsyncClient, Runtime]]:
-        settings = broker_settings(database_url, upstream_idp, keyring, **overrides)
-        runtime = build_runtime(settings, clock=clock)
-        await runtime.start()
-        transport = httpx2.ASGITransport(app=create_app(runtime))
-        try:
-            async with httpx2.AsyncClient(transport=transport, base_url=BROKER_ISSUER) as client:
-                yield client, runtime
-        finally:
-            await runtime.stop()
-
-    return start
-
-
-def _sid(access_token: str) -> uuid.UUID:
-    """The session id in an access token (read unverified: the broker minted it in this test)."""
-    payload = access_token.split(".")[1]
-    return uuid.UUID(
-        json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sid"]
-    )
 
 
 async def _family(runtime: Runtime, session_id: uuid.UUID) -> tuple[bool, int, int]:
@@ -135,7 +102,7 @@ async def test_a_replayed_token_revokes_the_family_and_kills_its_successor(broke
     replay = await refresh(broker, tokens["refresh_token"])
     assert replay.status_code == 400
     assert replay.json()["error"] == "invalid_grant"
-    session_id = _sid(tokens["access_token"])
+    session_id = session_of(tokens["access_token"])
     assert await _audits(runtime, "refresh_token.reuse_detected", session_id) == 1
     assert await _audits(runtime, "refresh_token.retried", session_id) == 0
     # The newest token dies with the family (RFC 9700 §4.14.2), and so does its access token.
@@ -164,7 +131,7 @@ async def test_twenty_concurrent_refreshes_in_strict_mode_leave_no_live_family(
         statuses = sorted(response.status_code for response in responses)
         assert statuses == [200] + [400] * 19  # never a 500
         assert {r.json()["error"] for r in responses if r.status_code == 400} == {"invalid_grant"}
-        revoked, live, used = await _family(runtime, _sid(tokens["access_token"]))
+        revoked, live, used = await _family(runtime, session_of(tokens["access_token"]))
         # One rotation happened, the replays revoked the family: nothing of it is usable.
         assert (revoked, live, used) == (True, 1, 1)
         winner = next(r for r in responses if r.status_code == 200).json()
@@ -183,7 +150,7 @@ async def test_twenty_concurrent_refreshes_within_the_reuse_interval_share_one_s
         successors = {response.json()["refresh_token"] for response in responses}
         assert len(successors) == 1  # the same successor, each with its own access token
         assert len({response.json()["access_token"] for response in responses}) == 20
-        session_id = _sid(tokens["access_token"])
+        session_id = session_of(tokens["access_token"])
         assert await _family(runtime, session_id) == (False, 1, 1)  # one family, one live token
         assert await _audits(runtime, "refresh_token.rotated", session_id) == 1
         assert await _audits(runtime, "refresh_token.retried", session_id) == 19
@@ -204,7 +171,7 @@ async def test_a_lost_response_is_retried_with_the_same_successor_within_the_win
     async with broker_with(clock=clock) as (broker, runtime):  # the default window, 60 s
         assert runtime.hot_path is not None
         tokens = await login(broker)
-        session_id = _sid(tokens["access_token"])
+        session_id = session_of(tokens["access_token"])
         form = _refresh_form(tokens["refresh_token"], narrowing)
         lost = await broker.post("/token", data=form)  # committed; the client never saw it
         assert lost.status_code == 200, lost.text
@@ -244,7 +211,7 @@ async def test_once_the_successor_was_used_a_retry_within_the_window_is_a_replay
 ):
     async with broker_with() as (broker, runtime):  # the default window
         tokens = await login(broker)
-        session_id = _sid(tokens["access_token"])
+        session_id = session_of(tokens["access_token"])
         form = _refresh_form(tokens["refresh_token"], narrowing)
         rotated = await broker.post("/token", data=form)
         assert (await broker.post("/token", data=form)).status_code == 200  # a retry, fine
@@ -275,7 +242,7 @@ async def test_a_retry_after_the_window_is_a_replay_and_revokes(broker_with, idp
         clock.advance(1)
         replay = await broker.post("/token", data=form)
         assert replay.json()["error"] == "invalid_grant"
-        session_id = _sid(tokens["access_token"])
+        session_id = session_of(tokens["access_token"])
         assert await _family(runtime, session_id) == (True, 1, 1)
         assert await _audits(runtime, "refresh_token.retried", session_id) == 1
         assert await _audits(runtime, "refresh_token.reuse_detected", session_id) == 1
@@ -289,7 +256,7 @@ async def test_strict_mode_makes_any_second_presentation_a_replay(broker_with, i
         assert (await refresh(broker, tokens["refresh_token"])).status_code == 200
         replay = await refresh(broker, tokens["refresh_token"])
         assert replay.json()["error"] == "invalid_grant"
-        session_id = _sid(tokens["access_token"])
+        session_id = session_of(tokens["access_token"])
         assert await _family(runtime, session_id) == (True, 1, 1)
         assert await _audits(runtime, "refresh_token.retried", session_id) == 0
         assert await _audits(runtime, "refresh_token.reuse_detected", session_id) == 1
@@ -308,7 +275,7 @@ async def test_the_json_refresh_endpoint_shares_the_rotation(broker, runtime, id
     assert onward.status_code == 200
     replay = await refresh(broker, tokens["refresh_token"])  # after its successor was used
     assert replay.json()["error"] == "invalid_grant"
-    assert await _family(runtime, _sid(tokens["access_token"])) == (True, 1, 2)
+    assert await _family(runtime, session_of(tokens["access_token"])) == (True, 1, 2)
 
 
 async def _set_link_state(runtime: Runtime, session_id: uuid.UUID, state: str) -> None:
@@ -336,7 +303,7 @@ async def test_an_upstream_link_that_is_revoked_or_needs_reauth_stops_refreshes(
     broker, runtime, idp, state, description, narrowing
 ):
     tokens = await login(broker)
-    session_id = _sid(tokens["access_token"])
+    session_id = session_of(tokens["access_token"])
     await _set_link_state(runtime, session_id, state)
     data = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     data |= {"client_id": "web", "scope": "openid"} if narrowing else {"client_id": "web"}
@@ -353,7 +320,7 @@ async def test_a_disabled_user_or_a_revoked_session_cannot_refresh(broker, runti
     users = table(User)
     async with runtime.engine.begin() as connection:
         user_id = await connection.scalar(
-            select(SESSIONS.c.user_id).where(SESSIONS.c.id == _sid(tokens["access_token"]))
+            select(SESSIONS.c.user_id).where(SESSIONS.c.id == session_of(tokens["access_token"]))
         )
         await connection.execute(
             update(users).where(users.c.id == user_id).values(status="disabled")
@@ -364,7 +331,7 @@ async def test_a_disabled_user_or_a_revoked_session_cannot_refresh(broker, runti
         await connection.execute(update(users).where(users.c.id == user_id).values(status="active"))
         await connection.execute(
             update(SESSIONS)
-            .where(SESSIONS.c.id == _sid(tokens["access_token"]))
+            .where(SESSIONS.c.id == session_of(tokens["access_token"]))
             .values(revoked_at=func.now())
         )
     revoked = await refresh(broker, tokens["refresh_token"])
@@ -431,7 +398,7 @@ def replay_with(broker_with, idp, redis_url):
                         await connection.execute(
                             select(LINKS)
                             .join(SESSIONS, SESSIONS.c.profile_id == LINKS.c.profile_id)
-                            .where(SESSIONS.c.id == _sid(first["access_token"]))
+                            .where(SESSIONS.c.id == session_of(first["access_token"]))
                         )
                     ).one()
                 upstream_refresh = unseal_upstream_token(
@@ -452,7 +419,8 @@ def replay_with(broker_with, idp, redis_url):
                         await connection.execute(
                             select(AUDIT.c.data).where(
                                 AUDIT.c.action == "refresh_token.reuse_detected",
-                                AUDIT.c.data["sid"].as_string() == str(_sid(first["access_token"])),
+                                AUDIT.c.data["sid"].as_string()
+                                == str(session_of(first["access_token"])),
                             )
                         )
                     ).scalars()
@@ -470,7 +438,7 @@ def replay_with(broker_with, idp, redis_url):
 
 
 def _sids(*tokens: dict[str, Any]) -> list[str]:
-    return sorted(str(_sid(t["access_token"])) for t in tokens)
+    return sorted(str(session_of(t["access_token"])) for t in tokens)
 
 
 async def test_reuse_response_family_revokes_only_the_replayed_session(replay_with):

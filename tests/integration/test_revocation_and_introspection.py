@@ -17,6 +17,7 @@ from shared.runtime import build_runtime
 
 from tests.conftest import BROKER_ISSUER, broker_settings
 from tests.support.flows import authorize, exchange, login, refresh
+from tests.support.jwts import claims_of, header_of
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +27,6 @@ BACKEND_REDIRECT = "http://127.0.0.1:4000/cb"
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _claims(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return decoded
 
 
 async def _backend_login(broker: httpx2.AsyncClient) -> dict[str, Any]:
@@ -132,7 +125,7 @@ async def test_introspection_needs_a_confidential_client(broker, idp):
 async def test_a_live_access_token_introspects_with_its_claims(broker, idp):
     tokens = await login(broker)
     body = await _introspect(broker, tokens["access_token"])
-    claims = _claims(tokens["access_token"])
+    claims = claims_of(tokens["access_token"])
     assert body["active"] is True
     assert body["token_type"] == "Bearer"
     for name in ("iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "sid"):
@@ -145,7 +138,7 @@ async def test_own_refresh_tokens_introspect_and_used_ones_do_not(broker, idp):
     assert body["active"] is True
     assert body["client_id"] == "backend"
     assert body["token_type"] == "refresh_token"
-    assert body["sid"] == _claims(tokens["access_token"])["sid"]
+    assert body["sid"] == claims_of(tokens["access_token"])["sid"]
     assert body["exp"] - body["iat"] == 30 * 86400
     rotated = await broker.post(
         "/token",
@@ -187,9 +180,9 @@ def _forgeries(access_token: str, public_jwk: dict[str, Any]) -> dict[str, str]:
     from joserfc import jwt
     from joserfc.jwk import ECKey
 
-    header_segment, payload_segment, signature = access_token.split(".")
-    header = json.loads(base64.urlsafe_b64decode(header_segment + "=="))
-    claims = _claims(access_token) | {"sub": str(uuid.uuid4())}
+    _, payload_segment, signature = access_token.split(".")
+    header = header_of(access_token)
+    claims = claims_of(access_token) | {"sub": str(uuid.uuid4())}
     body = _b64(json.dumps(claims).encode())
     none = f"{_b64(json.dumps({**header, 'alg': 'none'}).encode())}.{body}."
     hs_header = _b64(json.dumps({**header, "alg": "HS256"}).encode())
@@ -211,7 +204,7 @@ def _forgeries(access_token: str, public_jwk: dict[str, Any]) -> dict[str, str]:
 async def test_forged_tokens_are_refused_at_userinfo_and_inactive_at_introspection(broker, idp):
     tokens = await login(broker)
     jwks = (await broker.get("/.well-known/jwks.json")).json()
-    kid = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[0] + "=="))["kid"]
+    kid = header_of(tokens["access_token"])["kid"]
     public = next(key for key in jwks["keys"] if key["kid"] == kid)
     for name, forged in _forgeries(tokens["access_token"], public).items():
         assert await _userinfo_status(broker, forged) == 401, name
@@ -242,7 +235,7 @@ async def test_the_signed_in_user_ends_their_own_session(broker, idp):
     mine, other = await login(broker), await login(broker)
     response = await _delete_revoke(broker, mine["access_token"])
     assert response.status_code == 200
-    assert response.json() == {"revoked_sessions": [_claims(mine["access_token"])["sid"]]}
+    assert response.json() == {"revoked_sessions": [claims_of(mine["access_token"])["sid"]]}
     assert await _userinfo_status(broker, mine["access_token"]) == 401
     assert await _userinfo_status(broker, other["access_token"]) == 200
     assert (await _delete_revoke(broker, mine["access_token"])).status_code == 401
@@ -253,19 +246,19 @@ async def test_a_user_revokes_one_of_their_tokens_or_every_session(broker, idp):
     by_token = await _delete_revoke(
         broker, first["access_token"], body={"token": second["refresh_token"]}
     )
-    assert by_token.json() == {"revoked_sessions": [_claims(second["access_token"])["sid"]]}
+    assert by_token.json() == {"revoked_sessions": [claims_of(second["access_token"])["sid"]]}
     assert (await refresh(broker, second["refresh_token"])).status_code == 400
     everything = await _delete_revoke(broker, first["access_token"], all="true")
     revoked = set(everything.json()["revoked_sessions"])
     # Every live session of the user (other tests signed the same user in too), once each.
-    assert {_claims(tokens["access_token"])["sid"] for tokens in (first, third)} <= revoked
-    assert _claims(second["access_token"])["sid"] not in revoked
+    assert {claims_of(tokens["access_token"])["sid"] for tokens in (first, third)} <= revoked
+    assert claims_of(second["access_token"])["sid"] not in revoked
     for tokens in (first, third):
         assert await _userinfo_status(broker, tokens["access_token"]) == 401
     # Nothing of the user was left alive: a new sign-in's all=true ends just that one session.
     fresh = await login(broker)
     again = await _delete_revoke(broker, fresh["access_token"], all="true")
-    assert again.json() == {"revoked_sessions": [_claims(fresh["access_token"])["sid"]]}
+    assert again.json() == {"revoked_sessions": [claims_of(fresh["access_token"])["sid"]]}
 
 
 async def test_a_user_cannot_revoke_someone_elses_token(broker, idp):
@@ -317,8 +310,8 @@ async def test_revocations_are_published_on_the_stream(
             {key.decode(): value.decode() for key, value in fields.items()} for _, fields in entries
         ]
         assert [(entry["sid"], entry["reason"]) for entry in published] == [
-            (_claims(revoked["access_token"])["sid"], "revoked_by_client"),
-            (_claims(replayed["access_token"])["sid"], "refresh_token_reuse"),
+            (claims_of(revoked["access_token"])["sid"], "revoked_by_client"),
+            (claims_of(replayed["access_token"])["sid"], "refresh_token_reuse"),
         ]
         assert all(entry["revoked_at"].endswith("+00:00") for entry in published)
     finally:

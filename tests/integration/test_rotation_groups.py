@@ -7,59 +7,41 @@ commit of refresh rotations")."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
 import psycopg
 import pytest
-from broker.app import create_app
 from broker.http.context import RequestMeta
 from broker.http.errors import InvalidGrant
 from broker.oauth.grants import RefreshTokenReused, refresh_grant
-from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import token_hash
 from shared.db.hot_path import HotPathPool
 from shared.db.tables import AUDIT_TABLE as AUDIT
 from shared.db.tables import LINKS, SESSIONS, USERS
 from shared.db.tables import REFRESH_TOKENS as TOKENS
-from shared.refresh_rotation import HotPathRotation, rotate_group_on_hot_path, rotate_on_hot_path
-from shared.rotation_groups import RotationGroups
-from shared.runtime import Runtime, build_runtime
+from shared.refresh_rotation.groups import RotationGroups
+from shared.refresh_rotation.hot_path import (
+    HotPathRotation,
+    rotate_group_on_hot_path,
+    rotate_on_hot_path,
+)
+from shared.runtime import Runtime
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from tests.conftest import BROKER_ISSUER, broker_settings
 from tests.support.flows import login, refresh
+from tests.support.jwts import session_of
 from tests.support.tcp_proxy import cutting_proxy
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 META = RequestMeta(ip="192.0.2.7", user_agent=None)
-
-
-@pytest.fixture
-def broker_with(database_url: str, upstream_idp: str, keyring: Keyring) -> Callable[..., Any]:
-    """``async with broker_with(**settings) as (client, runtime)``: a broker with overrides."""
-
-    @asynccontextmanager
-    async def start(**overrides: object) -> AsyncIterator[tuple[httpx2.AsyncClient, Runtime]]:
-        runtime = build_runtime(broker_settings(database_url, upstream_idp, keyring, **overrides))
-        await runtime.start()
-        transport = httpx2.ASGITransport(app=create_app(runtime))
-        try:
-            async with httpx2.AsyncClient(transport=transport, base_url=BROKER_ISSUER) as client:
-                yield client, runtime
-        finally:
-            await runtime.stop()
-
-    return start
 
 
 async def _new_user_signs_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient) -> Any:
@@ -71,10 +53,8 @@ async def _new_user_signs_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient
 
 
 def _sid(tokens: dict[str, Any]) -> uuid.UUID:
-    """The session id in a token response's access token (read unverified)."""
-    payload = tokens["access_token"].split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return uuid.UUID(claims["sid"])
+    """The session of a token response."""
+    return session_of(tokens["access_token"])
 
 
 async def _rotation_txids(runtime: Runtime, sessions: Sequence[uuid.UUID]) -> list[int]:

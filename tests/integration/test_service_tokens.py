@@ -39,6 +39,7 @@ from tests.support.client_assertions import (
     rsa_key,
 )
 from tests.support.flows import authorize
+from tests.support.jwts import claims_of, header_of
 
 pytestmark = pytest.mark.integration
 
@@ -162,14 +163,6 @@ async def services(
         yield running_
 
 
-def claims_of(token: str) -> dict[str, Any]:
-    header, payload = (
-        json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-        for part in token.split(".")[:2]
-    )
-    return {"header": header, **payload}
-
-
 def assert_invalid_client(response: httpx2.Response) -> None:
     assert response.status_code == 401, response.text
     assert response.json()["error"] == "invalid_client"
@@ -192,7 +185,7 @@ async def test_a_service_gets_an_rfc9068_token_about_itself_with_client_secret_b
     assert body["expires_in"] == services.runtime.settings.access_token_ttl
     assert body["scope"] == "billing.read billing.write"
     claims = claims_of(body["access_token"])
-    assert claims["header"]["typ"] == "at+jwt"
+    assert header_of(body["access_token"])["typ"] == "at+jwt"
     assert claims["sub"] == claims["client_id"] == services.billing
     assert claims["aud"] == [API, BILLING_API]
     assert claims["scope"] == "billing.read billing.write"

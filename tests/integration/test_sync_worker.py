@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 from shared.clock import FrozenClock
 from shared.crypto.keyring import Keyring
 from shared.jobs.base import JobName, JobPayload
@@ -18,6 +17,7 @@ from shared.jobs.noop import NoopPayload
 from shared.jobs.queue import ArqJobQueue, InProcessJobQueue
 from shared.jobs.upstream_refresh import UpstreamRefreshPayload
 
+from tests.support.arq_queues import drop_queue
 from tests.support.job_deps import job_deps
 from tests.support.workers import running_worker
 
@@ -50,13 +50,7 @@ async def arq_queue(redis_url: str, queue_name: str) -> AsyncIterator[ArqJobQueu
     queue = ArqJobQueue(redis_url, queue_name=queue_name)
     yield queue
     await queue.aclose()
-    redis: Redis = Redis.from_url(redis_url)
-    try:
-        keys = [queue_name, f"{queue_name}:health-check"]
-        keys += [key async for key in redis.scan_iter(match=f"arq:*:{queue_name}:*")]
-        await redis.delete(*keys)
-    finally:
-        await redis.aclose()
+    await drop_queue(redis_url, queue_name)
 
 
 def read_log(path: Path) -> str:

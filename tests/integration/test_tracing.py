@@ -5,8 +5,6 @@ token, code, secret or cookie in any span (docs/security.md "What traces carry")
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +16,6 @@ from arq.worker import Worker
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from redis.asyncio import Redis
 from shared.clock import SystemClock
 from shared.crypto.keyring import Keyring
 from shared.db.tables import LINKS, PROFILES
@@ -31,7 +28,9 @@ from sqlalchemy import select
 from sync_worker.options import build_worker_options
 
 from tests.conftest import broker_settings
-from tests.support.flows import authorize, exchange, login, query_of
+from tests.support.arq_queues import drop_queue
+from tests.support.flows import authorize, bearer, exchange, login, query_of, refresh
+from tests.support.jwts import claims_of
 from tests.support.links import stored_tokens
 from tests.support.provider_broker import running_broker, serving
 from tests.support.tracing import (
@@ -81,18 +80,6 @@ async def signed_in(broker: httpx2.AsyncClient, idp: httpx2.AsyncClient, **claim
     return await login(broker)
 
 
-def claims_of(jwt: str) -> dict[str, Any]:
-    payload = jwt.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
-
-
-def bearer(tokens: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
 # --- request spans ------------------------------------------------------------------------------
 
 
@@ -102,14 +89,7 @@ async def test_each_request_is_a_server_span_named_after_its_route_template(
     tokens = await signed_in(traced.broker, idp)
     traced.exporter.clear()
 
-    refreshed = await traced.broker.post(
-        "/token",
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": tokens["refresh_token"],
-            "client_id": "web",
-        },
-    )
+    refreshed = await refresh(traced.broker, tokens["refresh_token"])
     unlinked = await traced.broker.delete("/auth/oauth2/links/nowhere", headers=bearer(tokens))
     unknown = await traced.broker.get("/no/such/path/42")
 
@@ -173,14 +153,7 @@ async def test_statements_are_spans_under_their_request_with_placeholders_not_va
     user_id = claims_of(tokens["access_token"])["sub"]
     traced.exporter.clear()
 
-    refreshed = await traced.broker.post(
-        "/token",
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": tokens["refresh_token"],
-            "client_id": "web",
-        },
-    )
+    refreshed = await refresh(traced.broker, tokens["refresh_token"])
     profile = await traced.broker.get("/auth/oauth2/profile", headers=bearer(tokens))
 
     assert refreshed.status_code == 200 and profile.status_code == 200
@@ -402,7 +375,7 @@ async def test_a_sign_in_and_the_profile_sync_it_queued_through_redis_are_one_tr
         finally:
             await worker.close()
     finally:
-        await _drop_queue(redis_url, queue_name)
+        await drop_queue(redis_url, queue_name)
 
     assert asked == ["/alice.png"]
     spans = list(exporter.get_finished_spans())
@@ -429,13 +402,3 @@ async def test_a_sign_in_and_the_profile_sync_it_queued_through_redis_are_one_tr
     assert sent_alone.parent is None
     assert (ran_alone.attributes or {})["messaging.message.id"] == periodic
     assert trace_id(ran_alone) == trace_id(sent_alone) != trace_id(callback)
-
-
-async def _drop_queue(redis_url: str, queue_name: str) -> None:
-    redis: Redis = Redis.from_url(redis_url)
-    try:
-        keys = [queue_name, f"{queue_name}:health-check"]
-        keys += [key async for key in redis.scan_iter(match=f"arq:*:{queue_name}:*")]
-        await redis.delete(*keys)
-    finally:
-        await redis.aclose()

@@ -26,7 +26,7 @@ from shared.jobs.upstream_refresh import (
 from shared.settings import Settings
 from sqlalchemy import select, update
 
-from tests.conftest import broker_settings
+from tests.conftest import broker_settings, corp_provider
 from tests.support.flows import refresh
 from tests.support.job_deps import job_deps
 from tests.support.links import (
@@ -47,17 +47,9 @@ def soon(seconds: int = 60) -> dt.datetime:
 
 
 def corp_settings(database_url: str, upstream: str, keyring: Keyring, **corp: Any) -> Settings:
-    provider = {
-        "id": "corp",
-        "type": "oidc",
-        "issuer": upstream,
-        "client_id": "broker",
-        "client_secret": "broker-secret",
-        "scopes": ["openid", "email", "profile", "offline_access"],
-        "discovery_ttl": 0,
-        **corp,
-    }
-    return broker_settings(database_url, upstream, keyring, providers=[provider])
+    return broker_settings(
+        database_url, upstream, keyring, providers=[corp_provider(upstream, **corp)]
+    )
 
 
 @pytest.fixture

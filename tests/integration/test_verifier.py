@@ -39,6 +39,7 @@ from starlette.routing import Route
 from tests.conftest import BROKER_ISSUER, ROOT, broker_settings
 from tests.support.databases import fresh_database, postgres_server_url
 from tests.support.flows import authorize, exchange, refresh
+from tests.support.jwts import claims_of, header_of
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ async def test_expiry_and_not_before_are_checked_with_a_small_leeway(broker_http
     tokens = await _token(broker_http)
     clock = Clock()
     verifier = _verifier(broker_http, clock, leeway=10)
-    payload = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
+    payload = claims_of(tokens["access_token"])
     clock.now = payload["exp"] + 5
     await verifier.verify(tokens["access_token"])  # within the leeway
     clock.now = payload["exp"] + 11
@@ -125,15 +126,15 @@ async def test_another_audience_or_issuer_is_rejected(broker_http):
 async def test_forgeries_and_id_tokens_are_rejected(broker_http):
     tokens = await _token(broker_http)
     verifier = _verifier(broker_http)
-    head, body, _ = tokens["access_token"].split(".")
-    header = json.loads(base64.urlsafe_b64decode(head + "=="))
+    body = tokens["access_token"].split(".")[1]
+    header = header_of(tokens["access_token"])
     jwks = (await broker_http.get("/.well-known/jwks.json")).json()
     public = next(key for key in jwks["keys"] if key["kid"] == header["kid"])
     none = f"{_b64(json.dumps({**header, 'alg': 'none'}).encode())}.{body}."
     hs_head = _b64(json.dumps({**header, "alg": "HS256"}).encode())
     hs_mac = hmac.digest(json.dumps(public).encode(), f"{hs_head}.{body}".encode(), "sha256")
     stranger = ECKey.generate_key("P-256", parameters={"kid": "not-in-jwks"})
-    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+    claims = claims_of(tokens["access_token"])
     unknown_kid = jwt.encode(
         {"alg": "ES256", "kid": "not-in-jwks", "typ": "at+jwt"}, claims, stranger
     )
@@ -161,7 +162,7 @@ async def test_an_unknown_kid_refetches_at_most_once_per_interval_and_concurrent
     await asyncio.gather(*(verifier.verify(tokens["access_token"]) for _ in range(50)))
     assert verifier.fetches == 1  # fifty cold callers, one download
     stranger = ECKey.generate_key("P-256", parameters={"kid": "rotated-in"})
-    claims = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
+    claims = claims_of(tokens["access_token"])
     foreign = jwt.encode({"alg": "ES256", "kid": "rotated-in", "typ": "at+jwt"}, claims, stranger)
     clock.now += 61
     for _ in range(5):
@@ -203,17 +204,16 @@ async def test_a_token_from_a_rotated_key_verifies_after_one_refetch(
                 clock.now = broker_clock.now().timestamp()
                 await runtime.key_maintainer.run_once()
                 second = (await refresh(http, first["refresh_token"])).json()
-                assert _kid(second["access_token"]) != _kid(first["access_token"])
+                assert (
+                    header_of(second["access_token"])["kid"]
+                    != header_of(first["access_token"])["kid"]
+                )
                 claims = await verifier.verify(second["access_token"])  # unknown kid: refetch
                 assert verifier.fetches == 2
                 # The retired key is still published: the first token verifies too.
                 assert (await verifier.verify(first["access_token"]))["sid"] == claims["sid"]
         finally:
             await runtime.stop()
-
-
-def _kid(token: str) -> str:
-    return str(json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"])
 
 
 async def test_an_unreachable_jwks_is_its_own_error(broker_http):
@@ -254,7 +254,7 @@ async def test_the_middleware_guards_a_starlette_service(broker_http):
             "/whoami", headers={"Authorization": f"Bearer {tokens['access_token']}"}
         )
         assert ok.status_code == 200
-        payload = json.loads(base64.urlsafe_b64decode(tokens["access_token"].split(".")[1] + "=="))
+        payload = claims_of(tokens["access_token"])
         assert ok.json() == {"sub": payload["sub"]}
 
 

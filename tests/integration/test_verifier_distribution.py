@@ -19,6 +19,7 @@ from shared.crypto.keyring import Keyring
 
 from tests.conftest import ROOT
 from tests.support.flows import login
+from tests.support.jwts import claims_of
 from tests.support.processes import dev_broker_process
 
 pytestmark = pytest.mark.integration
@@ -108,8 +109,8 @@ def broker_process(tmp_path: Path, database_url: str, keyring: Keyring) -> Itera
 
 def _tampered(token: str) -> str:
     """The same header and signature over a payload naming another subject."""
-    head, body, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+    head, _, signature = token.split(".")
+    claims = claims_of(token)
     claims["sub"] = "someone-else"
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     return f"{head}.{forged}.{signature}"

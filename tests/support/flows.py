@@ -11,6 +11,7 @@ import hashlib
 import html
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -172,6 +173,11 @@ async def login(broker: httpx2.AsyncClient, **kwargs: Any) -> dict[str, Any]:
     payload: dict[str, Any] = response.json()
     payload["_nonce"] = result.nonce
     return payload
+
+
+def bearer(tokens: Mapping[str, Any]) -> dict[str, str]:
+    """The ``Authorization`` header of a token response's access token."""
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 async def refresh(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import subprocess
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ import httpx2
 from shared.crypto.keyring import Keyring
 
 from tests.support.flows import authorize, exchange
-from tests.support.processes import broker_env, broker_serve_command, free_port, run_process
+from tests.support.processes import broker_process, run_broker_cli
 
 WEB = ("web", "http://127.0.0.1:3000/callback")
 BACKEND = ("backend", "backend-secret-at-least-32-characters")
@@ -112,15 +111,8 @@ class FuzzedBroker:
 
 def _grant_admin(env: dict[str, str], user_id: str, cwd: str) -> None:
     """``broker admins grant`` as an operator would run it, against the same database."""
-    broker = broker_serve_command(0)[0]
-    subprocess.run(
-        [broker, "admins", "grant", user_id],
-        env={**os.environ, **env},
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    granted = run_broker_cli("admins", "grant", user_id, env={**os.environ, **env}, cwd=cwd)
+    assert granted.returncode == 0, granted.stderr
 
 
 @contextmanager
@@ -130,24 +122,19 @@ def fuzzed_broker(
     """``broker serve`` on a free port over ``database_url`` (migrated), users signed in."""
     config = directory / "broker.yaml"
     config.write_text(FUZZ_BROKER_CONFIG, encoding="utf-8")
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    env = broker_env(
-        issuer=issuer,
-        config=config,
+    with broker_process(
+        config,
         database_url=database_url,
         keyring=keyring,
-        var_dir=directory / "var",
+        cwd=cwd,
         BROKER_DB_POOL_SIZE="2",
         BROKER_PERIODIC_JOBS="0",
         BROKER_LOG_FORMAT="json",
-    )
-    with run_process(
-        broker_serve_command(port), ready_url=f"{issuer}/readyz", env=env, cwd=cwd
-    ) as process:
+    ) as broker:
+        issuer = broker.issuer
         user = sign_in(issuer, "user@example.com")
         first = sign_in(issuer, "admin@example.com")
-        _grant_admin(env, user_id_of(issuer, first["access_token"]), cwd)
+        _grant_admin(broker.env, user_id_of(issuer, first["access_token"]), cwd)
         admin = sign_in(issuer, "admin@example.com", scope=f"{USER_SCOPE} admin")
         assert "admin" in admin["scope"].split(), admin["scope"]
-        yield FuzzedBroker(issuer=issuer, read_log=process.read_log, user=user, admin=admin)
+        yield FuzzedBroker(issuer=issuer, read_log=broker.process.read_log, user=user, admin=admin)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +28,54 @@ _STOP_GRACE_SECONDS = 5.0
 _POLL_INTERVAL_SECONDS = 0.05
 
 
+def broker_command(*args: str) -> list[str]:
+    """The ``broker`` console script of this interpreter's environment, with ``args``."""
+    return [str(Path(sys.executable).parent / "broker"), *args]
+
+
 def broker_serve_command(port: int) -> list[str]:
     """``broker serve`` from this interpreter's environment, on ``port``."""
-    return [str(Path(sys.executable).parent / "broker"), "serve", "--port", str(port)]
+    return broker_command("serve", "--port", str(port))
+
+
+def cli_env(
+    config: Path | None = None, *, database_url: str, keyring: Keyring, **extra: str
+) -> dict[str, str]:
+    """The environment a ``broker`` command of a test runs in: this one without its own
+    ``BROKER_`` variables, then ``config`` (its var directory beside it), the database, the
+    keys, WARNING logs; ``extra`` adds or overrides."""
+    files = (
+        {}
+        if config is None
+        else {
+            "BROKER_CONFIG": str(config),
+            "BROKER_VAR_DIR": str(config.parent / "var"),
+        }
+    )
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
+        **files,
+        "BROKER_DATABASE_URL": database_url,
+        "BROKER_ENCRYPTION_KEYS": keyring.serialize(),
+        "BROKER_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def run_broker_cli(
+    *args: str, env: dict[str, str], cwd: str | Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``broker <args>`` as an operator runs it, to the end: its output as text, its exit
+    status for the test to check."""
+    return subprocess.run(
+        broker_command(*args),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
 
 
 def broker_env(
@@ -129,6 +174,52 @@ def run_process(
         _stop(process)
 
 
+@dataclass(frozen=True)
+class BrokerProcess:
+    """A ``broker serve`` started by :func:`broker_process`: the issuer it answers as, the
+    variables it runs with (a worker or a CLI over the same database takes them too), and the
+    process."""
+
+    issuer: str
+    env: dict[str, str]
+    process: RunningProcess
+
+
+@contextmanager
+def broker_process(
+    config: Path,
+    *,
+    database_url: str,
+    keyring: Keyring,
+    port: int | None = None,
+    issuer: str | None = None,
+    args: Sequence[str] = (),
+    ready_path: str = "/readyz",
+    cwd: str | None = None,
+    **extra: str,
+) -> Iterator[BrokerProcess]:
+    """``broker serve`` (plus ``args``) with ``config`` on ``port`` (a free one by default) until
+    the ``with`` block ends, once ``ready_path`` answers.
+
+    Its var directory is ``var`` beside ``config``; its issuer is its own URL unless ``issuer``
+    says otherwise (replicas behind one issuer); ``extra`` variables add or override.
+    """
+    port = free_port() if port is None else port
+    url = f"http://127.0.0.1:{port}"
+    issuer = url if issuer is None else issuer
+    env = broker_env(
+        issuer=issuer,
+        config=config,
+        database_url=database_url,
+        keyring=keyring,
+        var_dir=config.parent / "var",
+        **extra,
+    )
+    command = [*broker_serve_command(port), *args]
+    with run_process(command, ready_url=f"{url}{ready_path}", env=env, cwd=cwd) as process:
+        yield BrokerProcess(issuer, env, process)
+
+
 DEV_BROKER_CONFIG = """\
 providers:
   - {id: dev, type: dev}
@@ -152,22 +243,17 @@ def dev_broker_process(
     override); its issuer URL and process."""
     config = directory / "broker.yaml"
     config.write_text(DEV_BROKER_CONFIG, encoding="utf-8")
-    port = free_port() if port is None else port
-    issuer = f"http://127.0.0.1:{port}"
-    env = broker_env(
-        issuer=issuer,
-        config=config,
+    with broker_process(
+        config,
         database_url=database_url,
         keyring=keyring,
-        var_dir=directory / "var",
+        port=port,
+        cwd=cwd,
         **{
             "BROKER_DB_POOL_SIZE": "2",
             "BROKER_PERIODIC_JOBS": "0",
             "BROKER_LOG_FORMAT": "json",
             **extra,
         },
-    )
-    with run_process(
-        broker_serve_command(port), ready_url=f"{issuer}/readyz", env=env, cwd=cwd
-    ) as process:
-        yield issuer, process
+    ) as broker:
+        yield broker.issuer, broker.process

@@ -6,7 +6,7 @@ import datetime as dt
 
 from shared.crypto.keyring import Keyring
 from shared.crypto.opaque import new_opaque_token
-from shared.refresh_rotation import RotationPolicy
+from shared.refresh_rotation.policy import RotationPolicy
 
 
 def _policy(keyring: Keyring) -> RotationPolicy:

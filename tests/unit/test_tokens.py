@@ -28,6 +28,8 @@ from shared.crypto.keyring import Keyring
 from shared.settings import ClientConfig, Settings, make_settings
 from shared.signing_keys import KeySnapshot, build_snapshot, generate_signing_key
 
+from tests.support.jwts import claims_of, header_of
+
 ISSUER = "http://127.0.0.1:8000"
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -66,12 +68,7 @@ def b64json(value: dict[str, Any]) -> str:
 
 def segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims of a compact JWS, read without verifying."""
-    header, payload, _ = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
-    return (
-        json.loads(base64.urlsafe_b64decode(pad(header))),
-        json.loads(base64.urlsafe_b64decode(pad(payload))),
-    )
+    return header_of(token), claims_of(token)
 
 
 @pytest.fixture(scope="module")

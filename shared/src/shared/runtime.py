@@ -20,9 +20,9 @@ from shared.key_rotation import KeyMaintainer, KeySchedule
 from shared.process_resources import ProcessResources
 from shared.providers.base import Provider
 from shared.providers.health import ProviderHealth
-from shared.refresh_rotation import RotationPolicy
+from shared.refresh_rotation.groups import RotationGroups
+from shared.refresh_rotation.policy import RotationPolicy
 from shared.revocations import RevocationPublisher
-from shared.rotation_groups import RotationGroups
 from shared.settings import Settings
 from shared.signing_keys import KeyStore
 from shared.tracing import database as database_tracing

@@ -88,6 +88,18 @@ def retention_cutoff(deps: JobDeps) -> dt.datetime | None:
     return None if days == 0 else deps.clock.now() - dt.timedelta(days=days)
 
 
+async def _record_pruned(connection: AsyncConnection, deps: JobDeps, what: dict[str, Any]) -> None:
+    """The ``audit_log.pruned`` row of a drop or a delete (``what`` went), in its transaction."""
+    await record_audit_core(
+        connection,
+        action=PRUNED,
+        actor=WORKER_ACTOR,
+        subject=None,
+        now=deps.clock.now(),
+        data={**what, "retention_days": deps.settings.audit_retention},
+    )
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
@@ -182,18 +194,14 @@ def _dropper(
             return 0
         rows = await estimated_rows(connection, week)
         await connection.execute(text(drop_partition_sql(week)))
-        await record_audit_core(
+        await _record_pruned(
             connection,
-            action=PRUNED,
-            actor=WORKER_ACTOR,
-            subject=None,
-            now=deps.clock.now(),
-            data={
+            deps,
+            {
                 "partition": week.name,
                 "from": rfc3339(week.start),
                 "to": rfc3339(week.end),
                 "estimated_rows": rows,
-                "retention_days": deps.settings.audit_retention,
             },
         )
         log.info("audit_retention.partition_dropped", partition=week.name, estimated_rows=rows)
@@ -266,18 +274,7 @@ async def _delete_in_batches(payload: AuditRetentionPayload, deps: JobDeps) -> d
                 await connection.execute(delete(AUDIT_TABLE).where(AUDIT_TABLE.c.id.in_(chosen)))
             ).rowcount
             if count:
-                await record_audit_core(
-                    connection,
-                    action=PRUNED,
-                    actor=WORKER_ACTOR,
-                    subject=None,
-                    now=deps.clock.now(),
-                    data={
-                        "rows": count,
-                        "before": rfc3339(cutoff),
-                        "retention_days": deps.settings.audit_retention,
-                    },
-                )
+                await _record_pruned(connection, deps, {"rows": count, "before": rfc3339(cutoff)})
         deleted += count
         if count < payload.batch_size:
             break

@@ -1,1 +1,2 @@
-"""The ``broker`` command: ``main`` (serve, migrate, dispatch), ``keys`` and ``admins``."""
+"""The ``broker`` command: ``main`` (serve, migrate, dispatch), ``keys``, ``admins`` and
+``providers``, over ``command`` (the audit actor, exit statuses)."""

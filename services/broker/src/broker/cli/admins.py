@@ -14,11 +14,8 @@ refuses; 2 for a configuration error (``broker.cli.main``).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import getpass
 import re
-import sys
 import uuid
 from dataclasses import dataclass
 
@@ -28,16 +25,16 @@ from shared.db.database import create_engine
 from shared.db.tables import ADMIN_GRANTS, LINKS, PROFILES, USERS
 from shared.settings import Settings
 from sqlalchemy import and_, delete, insert, or_, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from broker.cli.command import CommandError, cli_actor, run_command
 from broker.oauth.roles import is_admin_user
 
 _PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _USAGE = "give a broker user id (a UUID, or user:<id>) or <provider>:<subject> of a linked profile"
 
 
-class AdminCommandError(Exception):
+class AdminCommandError(CommandError):
     """USER is malformed or names nobody: the command writes nothing and exits 1."""
 
 
@@ -48,15 +45,6 @@ class AdminEntry:
     source: str
     user_id: uuid.UUID | None
     email: str | None
-
-
-def cli_actor() -> str:
-    """The audit actor of a CLI change: ``cli:<login name>``, ``cli:unknown`` when there is none."""
-    try:
-        login = getpass.getuser()
-    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry (containers)
-        login = ""
-    return f"cli:{login or 'unknown'}"
 
 
 def parse_user(text: str) -> tuple[uuid.UUID | None, tuple[str, str] | None]:
@@ -275,12 +263,4 @@ async def _run(settings: Settings, command: str, user: str | None) -> str:
 
 def run_admin_command(settings: Settings, command: str, user: str | None = None) -> int:
     """Run ``grant``, ``revoke`` or ``list``; print what it did (errors on stderr)."""
-    try:
-        print(asyncio.run(_run(settings, command, user)))
-    except AdminCommandError as exc:
-        print(f"broker: {exc}", file=sys.stderr)
-        return 1
-    except DBAPIError as exc:
-        print(f"broker: the database refused: {exc.orig}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(_run(settings, command, user))

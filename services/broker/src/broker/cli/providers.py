@@ -14,24 +14,20 @@ database refuses; 2 for a configuration error (``broker.cli.main``).
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 from shared.clock import SystemClock, rfc3339
 from shared.db.database import create_engine
 from shared.provider_states import effective_state, read_overrides
 from shared.revocations import build_revocation_publisher
 from shared.settings import Settings
-from sqlalchemy.exc import DBAPIError
 
 from broker.admin.provider_switch import ProviderChange, SwitchDeps, apply_switch
-from broker.cli.admins import cli_actor
+from broker.cli.command import CommandError, cli_actor, run_command
 from broker.http.errors import InvalidRequest
 
 _CHANGES = {"disable": False, "enable": True, "reset": None}
 
 
-class ProviderCommandError(Exception):
+class ProviderCommandError(CommandError):
     """The provider cannot be switched as asked: nothing is written, exit 1."""
 
 
@@ -104,16 +100,7 @@ def run_provider_command(
     revoke_sessions: bool = False,
 ) -> int:
     """Run ``list``, ``disable``, ``enable`` or ``reset``; print the outcome (errors on stderr)."""
-    try:
-        if command == "list":
-            print(asyncio.run(_list(settings)))
-        else:
-            assert provider_id is not None
-            print(asyncio.run(_switch(settings, command, provider_id, reason, revoke_sessions)))
-    except ProviderCommandError as exc:
-        print(f"broker: {exc}", file=sys.stderr)
-        return 1
-    except DBAPIError as exc:
-        print(f"broker: the database refused: {exc.orig}", file=sys.stderr)
-        return 1
-    return 0
+    if command == "list":
+        return run_command(_list(settings))
+    assert provider_id is not None
+    return run_command(_switch(settings, command, provider_id, reason, revoke_sessions))

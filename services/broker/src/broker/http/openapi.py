@@ -36,6 +36,7 @@ from broker.http.errors import (
     TemporarilyUnavailable,
     TooManyRequests,
 )
+from broker.http.forms import MAX_PARAM_LENGTH
 
 Schema = dict[str, Any]
 OPENAPI_VERSION = "3.1.0"
@@ -84,6 +85,9 @@ def strict_object(
 
 
 UUID: Schema = {"type": "string", "format": "uuid"}
+COUNT: Schema = {"type": "integer", "minimum": 0}
+# A form parameter: a string no longer than ``broker.http.forms`` reads.
+FORM_PARAM: Schema = {"type": "string", "maxLength": MAX_PARAM_LENGTH}
 
 
 def client_authentication_fields(value: Schema) -> dict[str, Schema]:
@@ -143,6 +147,24 @@ class Body:
     schema: Schema
     required: bool = True
     description: str = ""
+
+
+def token_form() -> Body:
+    """The form of ``POST /revoke`` (RFC 7009 §2.1) and ``POST /introspect`` (RFC 7662 §2.1):
+    the ``token``, its optional ``token_type_hint``, and client authentication."""
+    return Body(
+        "application/x-www-form-urlencoded",
+        {
+            "type": "object",
+            "properties": {
+                "token": FORM_PARAM,
+                "token_type_hint": FORM_PARAM,
+                **client_authentication_fields(FORM_PARAM),
+            },
+            "required": ["token"],
+            "additionalProperties": {"type": "string"},
+        },
+    )
 
 
 @dataclass(frozen=True)

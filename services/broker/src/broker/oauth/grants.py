@@ -17,13 +17,10 @@ from typing import Any
 from shared.audit import record_audit_core
 from shared.auth_sessions import SessionGrant, create_session
 from shared.db.tables import USERS
-from shared.refresh_rotation import (
-    RotationError,
-    RotationFailure,
-    resolve_failed_rotation,
-    rotate_in_transaction,
-    rotate_on_hot_path,
-)
+from shared.refresh_rotation.hot_path import rotate_on_hot_path
+from shared.refresh_rotation.outcomes import RotationError, RotationFailure
+from shared.refresh_rotation.portable import rotate_in_transaction
+from shared.refresh_rotation.replays import resolve_failed_rotation
 from shared.runtime import Runtime
 from shared.settings import ClientConfig
 from shared.upstream_tokens import revoke_grants_at_providers

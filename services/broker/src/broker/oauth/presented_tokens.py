@@ -19,7 +19,7 @@ from typing import Any
 from shared.auth_sessions import RefreshTokenState, lookup_refresh_token
 from shared.crypto.opaque import token_hash
 from shared.db.tables import SESSIONS, USERS
-from shared.refresh_rotation import BLOCKING_LINK_STATES
+from shared.refresh_rotation.policy import BLOCKING_LINK_STATES
 from shared.runtime import Runtime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection

@@ -12,6 +12,7 @@ from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, InvalidRequest
 from broker.http.openapi import (
     ADMIN,
+    COUNT,
     TIMESTAMP,
     Contract,
     Operation,
@@ -31,7 +32,6 @@ async def list_clients(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
-_COUNT: Schema = {"type": "integer", "minimum": 0}
 _NAMES: Schema = {"type": "array", "items": {"type": "string"}}
 
 CONTRACT = Contract(
@@ -69,8 +69,8 @@ CONTRACT = Contract(
                 "service_tokens": nullable(
                     strict_object(
                         {
-                            "issued_24h": _COUNT,
-                            "issued_30d": _COUNT,
+                            "issued_24h": COUNT,
+                            "issued_30d": COUNT,
                             "last_issued_at": nullable(TIMESTAMP),
                         },
                         required=["issued_24h", "issued_30d", "last_issued_at"],

@@ -19,6 +19,7 @@ from broker.http.errors import NO_STORE, Conflict, InvalidRequest, NotFound
 from broker.http.forms import json_object
 from broker.http.openapi import (
     ADMIN,
+    COUNT,
     TIMESTAMP,
     Body,
     Contract,
@@ -65,7 +66,6 @@ async def change_provider(request: Request) -> Response:
 _TEXT: Schema = {"type": "string"}
 _MAYBE_TEXT = nullable(_TEXT)
 _MAYBE_TIME = nullable(TIMESTAMP)
-_COUNT: Schema = {"type": "integer", "minimum": 0}
 _BOOLEAN: Schema = {"type": "boolean"}
 _SOURCE: Schema = {"enum": ["config", "runtime"]}
 _PROVIDER_ID = path_parameter(
@@ -145,7 +145,7 @@ CONTRACT = Contract(
                             "enabled": _BOOLEAN,
                             "source": _SOURCE,
                             "changed": _BOOLEAN,
-                            "revoked_sessions": _COUNT,
+                            "revoked_sessions": COUNT,
                         },
                         required=["id", "enabled", "source", "changed", "revoked_sessions"],
                     ),
@@ -224,15 +224,15 @@ CONTRACT = Contract(
                 ),
                 "links": strict_object(
                     {
-                        "total": _COUNT,
+                        "total": COUNT,
                         "states": strict_object(
-                            {state: _COUNT for state in LINK_STATES}, required=list(LINK_STATES)
+                            {state: COUNT for state in LINK_STATES}, required=list(LINK_STATES)
                         ),
                         "as_of": TIMESTAMP,
                     },
                     required=["total", "states", "as_of"],
                 ),
-                "sign_ins_24h": _COUNT,
+                "sign_ins_24h": COUNT,
             },
             required=[
                 "id",

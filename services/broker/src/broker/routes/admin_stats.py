@@ -11,6 +11,7 @@ from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, InvalidRequest
 from broker.http.openapi import (
     ADMIN,
+    COUNT,
     TIMESTAMP,
     Contract,
     Operation,
@@ -29,20 +30,19 @@ async def get_stats(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
-_COUNT: Schema = {"type": "integer", "minimum": 0}
 _DAY: Schema = {"type": "string", "format": "date"}
 _LINK_COUNTS = ("links_refresh_failing", "links_need_reauth", "links_sync_failing")
 _DAILY = {
     "type": "array",
     "items": strict_object(
-        {"day": _DAY, "provider": {"type": "string"}, "count": _COUNT},
+        {"day": _DAY, "provider": {"type": "string"}, "count": COUNT},
         required=["day", "provider", "count"],
     ),
 }
 
 
 def _counts(*names: str) -> Schema:
-    return strict_object(dict.fromkeys(names, _COUNT), required=names)
+    return strict_object(dict.fromkeys(names, COUNT), required=names)
 
 
 CONTRACT = Contract(
@@ -70,7 +70,7 @@ CONTRACT = Contract(
                 "sign_ins": _DAILY,
                 "new_users": _DAILY,
                 "active_users": _counts(*ACTIVE_WINDOWS),
-                "active_sessions": _COUNT,
+                "active_sessions": COUNT,
                 "state_as_of": TIMESTAMP,
                 "totals": _counts(*COUNTED, *_LINK_COUNTS),
                 "by_provider": {
@@ -80,8 +80,8 @@ CONTRACT = Contract(
                 "rollup": strict_object(
                     {
                         "updated_at": nullable(TIMESTAMP),
-                        "events_counted": _COUNT,
-                        "events_pending": _COUNT,
+                        "events_counted": COUNT,
+                        "events_pending": COUNT,
                     },
                     required=["updated_at", "events_counted", "events_pending"],
                 ),

@@ -21,6 +21,7 @@ from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, InvalidRequest, NotFound
 from broker.http.openapi import (
     ADMIN,
+    COUNT,
     TIMESTAMP,
     UUID,
     Contract,
@@ -149,7 +150,7 @@ CONTRACT = Contract(
                 "expires_at": _MAYBE_TIME,
                 "refresh_expires_at": _MAYBE_TIME,
                 "has_refresh_token": {"type": "boolean"},
-                "failure_count": {"type": "integer", "minimum": 0},
+                "failure_count": COUNT,
                 "last_error": _MAYBE_TEXT,
                 "last_refreshed_at": _MAYBE_TIME,
             },

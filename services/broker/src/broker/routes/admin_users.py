@@ -15,6 +15,7 @@ from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, InvalidRequest, NotFound
 from broker.http.openapi import (
     ADMIN,
+    COUNT,
     TIMESTAMP,
     UUID,
     Contract,
@@ -127,7 +128,7 @@ CONTRACT = Contract(
                 "status": {"enum": list(STATUSES)},
                 "created_at": TIMESTAMP,
                 "last_login_at": _MAYBE_TIME,
-                "active_sessions": {"type": "integer", "minimum": 0},
+                "active_sessions": COUNT,
                 "links": {
                     "type": "array",
                     "items": strict_object(

@@ -16,18 +16,17 @@ from starlette.responses import JSONResponse, Response
 
 from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, InvalidClient, InvalidRequest
-from broker.http.forms import MAX_PARAM_LENGTH, form_params
+from broker.http.forms import form_params
 from broker.http.openapi import (
     CLIENT_AUTHENTICATION,
     UUID,
-    Body,
     Contract,
     Operation,
     Schema,
-    client_authentication_fields,
     json_answer,
     ref,
     strict_object,
+    token_form,
 )
 from broker.oauth import abuse_limits
 from broker.oauth.presented_tokens import AccessToken, PresentedToken, ServiceToken, identify
@@ -74,9 +73,28 @@ def _answer(presented: PresentedToken | None, caller: str) -> dict[str, Any]:
     }
 
 
-_PARAM: Schema = {"type": "string", "maxLength": MAX_PARAM_LENGTH}
 _TIME: Schema = {"type": "integer", "description": "seconds since the epoch"}
 _AUDIENCE: Schema = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+_ACCESS_TOKEN_REQUIRED = ("active", "token_type", "iss", "sub", "exp", "client_id")
+
+
+def _access_token(sub: Schema, **more: Schema) -> dict[str, Schema]:
+    """The answer's fields for a live access token: its claims (``ACCESS_TOKEN_CLAIMS``)."""
+    return {
+        "active": {"const": True},
+        "token_type": {"const": "Bearer"},
+        "iss": {"type": "string"},
+        "sub": sub,
+        "aud": _AUDIENCE,
+        "exp": _TIME,
+        "iat": _TIME,
+        "nbf": _TIME,
+        "jti": {"type": "string"},
+        "client_id": {"type": "string"},
+        "scope": {"type": "string"},
+        **more,
+    }
+
 
 CONTRACT = Contract(
     operations=(
@@ -90,19 +108,7 @@ CONTRACT = Contract(
             "client_credentials grant, whose sub is its client and which has no sid), and the "
             'caller\'s own live refresh tokens; anything else is exactly {"active": false}. A '
             "public client gets 401 invalid_client.",
-            body=Body(
-                "application/x-www-form-urlencoded",
-                {
-                    "type": "object",
-                    "properties": {
-                        "token": _PARAM,
-                        "token_type_hint": _PARAM,
-                        **client_authentication_fields(_PARAM),
-                    },
-                    "required": ["token"],
-                    "additionalProperties": {"type": "string"},
-                },
-            ),
+            body=token_form(),
             answers=(json_answer(200, "what the token is", ref("Introspection")),),
             errors=(InvalidRequest,),
             security=CLIENT_AUTHENTICATION,
@@ -113,37 +119,11 @@ CONTRACT = Contract(
             "oneOf": [
                 strict_object({"active": {"const": False}}, required=["active"]),
                 strict_object(
-                    {
-                        "active": {"const": True},
-                        "token_type": {"const": "Bearer"},
-                        "iss": {"type": "string"},
-                        "sub": UUID,
-                        "aud": _AUDIENCE,
-                        "exp": _TIME,
-                        "iat": _TIME,
-                        "nbf": _TIME,
-                        "jti": {"type": "string"},
-                        "client_id": {"type": "string"},
-                        "scope": {"type": "string"},
-                        "sid": UUID,
-                    },
-                    required=["active", "token_type", "iss", "sub", "exp", "client_id", "sid"],
+                    _access_token(UUID, sid=UUID), required=[*_ACCESS_TOKEN_REQUIRED, "sid"]
                 ),
                 strict_object(
-                    {
-                        "active": {"const": True},
-                        "token_type": {"const": "Bearer"},
-                        "iss": {"type": "string"},
-                        "sub": {"type": "string", "description": "the client id"},
-                        "aud": _AUDIENCE,
-                        "exp": _TIME,
-                        "iat": _TIME,
-                        "nbf": _TIME,
-                        "jti": {"type": "string"},
-                        "client_id": {"type": "string"},
-                        "scope": {"type": "string"},
-                    },
-                    required=["active", "token_type", "iss", "sub", "exp", "client_id", "jti"],
+                    _access_token({"type": "string", "description": "the client id"}),
+                    required=[*_ACCESS_TOKEN_REQUIRED, "jti"],
                     description="a service token (client_credentials): no sid, no user",
                 ),
                 strict_object(

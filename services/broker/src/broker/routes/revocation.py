@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from broker.http.context import runtime_of
 from broker.http.errors import NO_STORE, InvalidRequest
-from broker.http.forms import MAX_PARAM_LENGTH, form_params, json_params
+from broker.http.forms import form_params, json_params
 from broker.http.openapi import (
     BEARER,
     CLIENT_AUTHENTICATION,
@@ -30,11 +30,10 @@ from broker.http.openapi import (
     Body,
     Contract,
     Operation,
-    Schema,
-    client_authentication_fields,
     json_answer,
     query,
     strict_object,
+    token_form,
 )
 from broker.oauth import abuse_limits
 from broker.oauth.callers import Caller, authenticated_caller
@@ -120,8 +119,6 @@ async def _target_session(
     return presented.session_id
 
 
-_PARAM: Schema = {"type": "string", "maxLength": MAX_PARAM_LENGTH}
-
 CONTRACT = Contract(
     operations=(
         Operation(
@@ -131,19 +128,7 @@ CONTRACT = Contract(
             "Token revocation (RFC 7009): the token's session (a service token: the token) ends; "
             "unknown tokens too get 200",
             "OAuth 2.0",
-            body=Body(
-                "application/x-www-form-urlencoded",
-                {
-                    "type": "object",
-                    "properties": {
-                        "token": _PARAM,
-                        "token_type_hint": _PARAM,
-                        **client_authentication_fields(_PARAM),
-                    },
-                    "required": ["token"],
-                    "additionalProperties": {"type": "string"},
-                },
-            ),
+            body=token_form(),
             answers=(Answer(200, "revoked, or nothing to revoke (the same answer)"),),
             errors=(InvalidRequest,),
             security=CLIENT_AUTHENTICATION,

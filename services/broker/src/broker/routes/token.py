@@ -28,10 +28,11 @@ from broker.http.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from broker.http.forms import MAX_PARAM_LENGTH, form_params, json_params
+from broker.http.forms import form_params, json_params
 from broker.http.metrics import BrokerMetrics
 from broker.http.openapi import (
     CLIENT_AUTHENTICATION,
+    FORM_PARAM,
     Body,
     Contract,
     Operation,
@@ -109,7 +110,6 @@ class RefreshEndpoint(_GrantEndpoint):
         return await self.grant(request, refresh_grant, "refresh_token", client, document)
 
 
-_PARAM: Schema = {"type": "string", "maxLength": MAX_PARAM_LENGTH}
 _GRANT_ERRORS = (InvalidRequest, InvalidGrant, InvalidScope, UnauthorizedClient)
 _ACCESS_TOKEN: Schema = {"type": "string", "description": "a JWT (RFC 9068)"}
 _EXPIRES_IN: Schema = {"type": "integer", "minimum": 1}
@@ -156,25 +156,25 @@ CONTRACT = Contract(
             "type": "object",
             "properties": {
                 "grant_type": {"enum": list(GRANTS)},
-                "code": _PARAM,
-                "redirect_uri": _PARAM,
-                "code_verifier": _PARAM,
-                "refresh_token": _PARAM,
+                "code": FORM_PARAM,
+                "redirect_uri": FORM_PARAM,
+                "code_verifier": FORM_PARAM,
+                "refresh_token": FORM_PARAM,
                 "scope": {
-                    **_PARAM,
+                    **FORM_PARAM,
                     "description": "refresh: narrow the granted scope; client_credentials: "
                     "the service scopes wanted (default: all the client's)",
                 },
                 "audience": {
-                    **_PARAM,
+                    **FORM_PARAM,
                     "description": "client_credentials: the token's aud, space-separated, "
                     "among the client's audience",
                 },
                 "resource": {
-                    **_PARAM,
+                    **FORM_PARAM,
                     "description": "client_credentials: one audience (RFC 8707)",
                 },
-                **client_authentication_fields(_PARAM),
+                **client_authentication_fields(FORM_PARAM),
             },
             "required": ["grant_type"],
             "additionalProperties": {"type": "string"},

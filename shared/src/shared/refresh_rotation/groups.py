@@ -5,9 +5,9 @@ most of what it costs the server. ``RotationGroups.rotate`` does not send its ro
 it joins the group that is filling, and the group is sent when the event loop next gets to it —
 so the rotations that reach the hot path in the same loop turn (up to ``max_size``; a full group
 is sent as it is, and the next rotation starts another) travel together, as one statement in
-one transaction (``refresh_rotation.rotate_group_on_hot_path``, which owns the SQL and the
-rules). Each rotation keeps its own time, successor and audit row; each caller gets its own
-answer, and only once the group's statement has returned, that is committed. A rotation that
+one transaction (``hot_path.rotate_group_on_hot_path``, which owns the SQL and the rules). Each
+rotation keeps its own time, successor and audit row; each caller gets its own answer, and only
+once the group's statement has returned, that is committed. A rotation that
 matched nothing comes back ``None`` and its caller resolves it alone, as on the single path. A
 member the group could not take — its token's row locked by another transaction, or a
 statement error that rolled the group back — is rotated on its own afterwards, in its caller's
@@ -29,14 +29,14 @@ import psycopg
 
 from shared.auth_sessions import SessionGrant
 from shared.db.hot_path import HotPathPool
-from shared.refresh_rotation import (
+from shared.refresh_rotation.hot_path import (
     GroupOutcome,
     HotPathRotation,
-    RotationPolicy,
     RunAlone,
     rotate_alone,
     rotate_group_on_hot_path,
 )
+from shared.refresh_rotation.policy import RotationPolicy
 
 
 @dataclass(frozen=True)
