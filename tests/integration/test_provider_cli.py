@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import textwrap
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,9 +120,19 @@ async def _actions(setup: Setup) -> list[tuple[str, str, str | None]]:
         return [(row.action, row.actor, row.data.get("reason")) for row in rows]
 
 
+async def _new_upstream_user(idp: httpx2.AsyncClient) -> None:
+    """The stand-in's next sign-ins are a person nobody has signed in as before."""
+    subject = f"cli-{uuid.uuid4().hex[:10]}"
+    await idp.post(
+        "/_control/user",
+        json={"sub": subject, "email": f"{subject}@corp.example", "email_verified": True},
+    )
+
+
 async def test_disable_stops_sign_ins_ends_sessions_and_enable_lets_them_in_again(
-    setup: Setup,
+    setup: Setup, idp: httpx2.AsyncClient
 ) -> None:
+    await _new_upstream_user(idp)
     signed_in = await login(setup.broker, provider="partner")
     session_id = session_of(signed_in["access_token"])
 
