@@ -27,7 +27,13 @@ from tests.support.provider_broker import running_broker
 
 pytestmark = pytest.mark.integration
 
-OPERATOR = "ops-bob"  # the login name the CLI runs under (getpass reads LOGNAME first)
+OPERATOR = "ops-bob"
+PROVIDERS = (
+    "corp",
+    "partner",
+    "dev",
+    "retired",
+)  # this module's configuration  # the login name the CLI runs under (getpass reads LOGNAME first)
 
 
 @dataclass
@@ -107,7 +113,21 @@ async def setup(
         finally:
             # The run's database is shared: a provider left switched off would fail others.
             async with runtime.engine.begin() as connection:
-                await connection.execute(delete(PROVIDER_STATES))
+                await connection.execute(
+                    delete(PROVIDER_STATES).where(PROVIDER_STATES.c.provider_id.in_(PROVIDERS))
+                )
+
+
+async def _overrides(setup: Setup) -> list[str]:
+    """The providers of this module's configuration with a runtime override (other modules'
+    providers share the run's database)."""
+    async with setup.runtime.engine.connect() as connection:
+        rows = await connection.scalars(
+            select(PROVIDER_STATES.c.provider_id).where(
+                PROVIDER_STATES.c.provider_id.in_(PROVIDERS)
+            )
+        )
+        return list(rows)
 
 
 async def _actions(setup: Setup) -> list[tuple[str, str, str | None]]:
@@ -167,8 +187,7 @@ async def test_disable_stops_sign_ins_ends_sessions_and_enable_lets_them_in_agai
 
     reset = await setup.cli("reset", "partner")
     assert reset.stdout.strip() == "partner: enabled, from the config"
-    async with setup.runtime.engine.connect() as connection:
-        assert (await connection.execute(select(PROVIDER_STATES))).first() is None
+    assert await _overrides(setup) == []
     assert await _actions(setup) == [
         ("provider.disabled", f"cli:{OPERATOR}", "upstream compromised"),
         ("provider.enabled", f"cli:{OPERATOR}", None),
@@ -200,6 +219,5 @@ async def test_what_cannot_be_switched_exits_1_and_writes_nothing(
 
     assert result.returncode == 1
     assert message in result.stderr
-    async with setup.runtime.engine.connect() as connection:
-        assert (await connection.execute(select(PROVIDER_STATES))).first() is None
+    assert await _overrides(setup) == []
     assert await _actions(setup) == []
