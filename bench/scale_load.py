@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx2
 import psycopg
 from shared.crypto.opaque import token_hash
-from shared.refresh_rotation import RotationPolicy
+from shared.refresh_rotation.policy import RotationPolicy
 from shared.settings import load_settings
 
 from bench.cpu_share import CpuShare

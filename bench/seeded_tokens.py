@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import psycopg
 from shared.crypto.opaque import b64url
-from shared.refresh_rotation import BLOCKING_LINK_STATES
+from shared.refresh_rotation.policy import BLOCKING_LINK_STATES
 
 from bench.database import libpq_url
 

@@ -20,11 +20,5 @@ Layers, each importing only those below it (an import-linter contract):
 * ``outcomes``: what a rotation answers, its grant or ``RotationError``; ``policy``: the
   lifetimes, the reuse interval, and the successor a token derives.
 
-Import from the module that defines a name. The package itself re-exports only the policy
-(``RotationPolicy``, ``BLOCKING_LINK_STATES``), which code outside the rotation reads (the bench
-derives successors and live tokens with it); importing it loads nothing else.
+Import from the module that defines a name; the package itself exports nothing.
 """
-
-from shared.refresh_rotation.policy import BLOCKING_LINK_STATES, RotationPolicy
-
-__all__ = ["BLOCKING_LINK_STATES", "RotationPolicy"]

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 import structlog
 from shared.config_file import ConfigError
-from shared.db.migrate import upgrade_to_head
 from shared.logging import configure_logging
 from shared.settings import Settings, is_loopback_host, load_settings
 
@@ -64,6 +63,9 @@ def refuse_dev_provider_on_public_bind(settings: Settings, host: str) -> None:
 
 
 def migrate(settings: Settings) -> None:
+    # Imported here: alembic is most of the CLI's start-up time, and only migrating needs it.
+    from shared.db.migrate import upgrade_to_head
+
     if settings.database_url.startswith("sqlite"):
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.database_url)
