@@ -186,6 +186,8 @@ def build_probes(
         Probe(f"{tokens}?provider=corp", _with(tokens, provider="corp"), n),
         Probe(f"{tokens}?client=cli", _with(tokens, client="cli"), n),
         *_deeper_pages(client, tokens, (deep_pages,), n),
+        *_deeper_pages(client, _with(tokens, state="expiring"), (deep_pages,), n),
+        *_deeper_pages(client, _with(tokens, state="expired"), (deep_pages,), n),
         Probe(stats, stats, n),
         Probe(
             f"{stats}?from=<60 days ago>&to=<today>",
@@ -229,6 +231,6 @@ def _deeper_pages(
         elif cursor is None:
             print(f"  ERROR {path} page {page}: {why}")
         else:
-            label = f"{path}?cursor=<page {page}>"
+            label = f"{path}{'&' if '?' in path else '?'}cursor=<page {page}>"
             probes.append(Probe(label, _with(path, cursor=cursor), repetitions))
     return probes

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from shared.clock import rfc3339
 from shared.db.tables import LINKS, REFRESH_TOKENS
 from sqlalchemy import select, update
 
@@ -189,6 +190,83 @@ async def test_expiring_and_expired_states_follow_the_current_refresh_token(
     assert (await _tokens(broker, headers, user=user_id, kind="upstream", state="active"))[
         "tokens"
     ] == []
+
+
+async def _walk(broker: httpx2.AsyncClient, headers: dict[str, str], **query: Any) -> list[Any]:
+    """Every page of a listing, one row a page, through its cursors."""
+    rows: list[Any] = []
+    cursor = None
+    while True:
+        page = await _tokens(
+            broker, headers, limit="1", **query, **({"cursor": cursor} if cursor else {})
+        )
+        rows += page["tokens"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return rows
+
+
+async def test_expiring_and_expired_are_listed_by_when_they_end_nearest_to_now_first(
+    admin: Admin, idp: httpx2.AsyncClient
+) -> None:
+    runtime, broker, headers, _admin_id = admin
+    user_id, (_first, second) = await _user_with_two_sessions(broker, idp)
+    # The newer session rotates once: its first token is now a rotated one, kept for reuse
+    # detection, and it is moved to end sooner than anything else. It must not count.
+    rotated = await refresh(broker, second["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    newer, older = [
+        t["id"] for t in (await _tokens(broker, headers, user=user_id, kind="session"))["tokens"]
+    ]
+    (link,) = (await _tokens(broker, headers, user=user_id, kind="upstream"))["tokens"]
+    now = runtime.clock.now()
+
+    async def end(older_at: dt.timedelta, link_at: dt.timedelta, newer_at: dt.timedelta) -> None:
+        async with runtime.engine.begin() as connection:
+            for session_id, at in ((older, older_at), (newer, newer_at)):
+                await connection.execute(
+                    update(REFRESH_TOKENS)
+                    .where(
+                        REFRESH_TOKENS.c.session_id == uuid.UUID(session_id),
+                        REFRESH_TOKENS.c.used_at.is_(None),
+                    )
+                    .values(expires_at=now + at)
+                )
+            await connection.execute(
+                update(REFRESH_TOKENS)
+                .where(
+                    REFRESH_TOKENS.c.session_id == uuid.UUID(newer),
+                    REFRESH_TOKENS.c.used_at.is_not(None),
+                )
+                .values(expires_at=now + min(older_at, link_at, newer_at) - dt.timedelta(hours=1))
+            )
+            await connection.execute(
+                update(LINKS)
+                .where(LINKS.c.id == uuid.UUID(link["id"]))
+                .values(refresh_expires_at=now + link_at)
+            )
+
+    hour = dt.timedelta(hours=1)
+    await end(older_at=2 * hour, link_at=3 * hour, newer_at=5 * hour)
+    expiring = await _tokens(broker, headers, user=user_id, state="expiring")
+    assert [t["id"] for t in expiring["tokens"]] == [older, link["id"], newer]
+    assert [t["state"] for t in expiring["tokens"]] == ["expiring"] * 3
+    # The session's end is its current token's, never the rotated one's.
+    assert expiring["tokens"][2]["expires_at"] == rfc3339(now + 5 * hour)
+    paged = await _walk(broker, headers, user=user_id, state="expiring")
+    assert [t["id"] for t in paged] == [older, link["id"], newer]
+    sessions = await _walk(broker, headers, user=user_id, kind="session", state="expiring")
+    assert [t["id"] for t in sessions] == [older, newer]
+
+    await end(older_at=-5 * hour, link_at=-3 * hour, newer_at=-1 * hour)
+    expired = await _walk(broker, headers, user=user_id, state="expired")
+    assert [t["id"] for t in expired] == [newer, link["id"], older]
+    assert [t["state"] for t in expired] == ["expired"] * 3
+    assert (await _tokens(broker, headers, user=user_id, state="expiring"))["tokens"] == []
+    # Without a state the listing is still newest first.
+    everything = await _tokens(broker, headers, user=user_id)
+    created = [t["created_at"] for t in everything["tokens"]]
+    assert len(created) == 3 and created == sorted(created, reverse=True)
 
 
 @pytest.mark.parametrize(

@@ -305,18 +305,19 @@ async def _insert_now(url: str) -> int:
         await engine.dispose()
 
 
-async def _user_indexes(url: str) -> dict[str, str]:
+async def _indexes(url: str, table: str = "users") -> dict[str, str]:
     """Index name -> definition (PostgreSQL's ``pg_indexes``; names only on SQLite)."""
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
                 rows = await connection.execute(
-                    sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'users'")
+                    sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :table"),
+                    {"table": table},
                 )
                 return {row[0]: row[1] for row in rows}
             return await connection.run_sync(
-                lambda sync: {i["name"]: "" for i in sa.inspect(sync).get_indexes("users")}
+                lambda sync: {i["name"]: "" for i in sa.inspect(sync).get_indexes(table)}
             )
     finally:
         await engine.dispose()
@@ -367,10 +368,10 @@ async def test_0009_keeps_one_audit_table_on_sqlite(tmp_path: Path):
 async def test_0010_adds_and_drops_the_email_trigram_index_on_postgresql():
     with postgres_server_url() as server, fresh_database(server) as url:
         await _migrate(url, "upgrade", "0010")
-        definition = (await _user_indexes(url))["ix_users_email_trigrams"]
+        definition = (await _indexes(url))["ix_users_email_trigrams"]
         assert "USING gin (lower((email)::text) gin_trgm_ops)" in definition
         await _migrate(url, "downgrade", "-1")
-        assert "ix_users_email_trigrams" not in await _user_indexes(url)
+        assert "ix_users_email_trigrams" not in await _indexes(url)
         await _assert_matches_models(url)  # and up again, to exactly the models
 
 
@@ -378,7 +379,30 @@ async def test_0010_adds_and_drops_the_email_trigram_index_on_postgresql():
 async def test_0010_leaves_sqlite_alone(tmp_path: Path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
     await _migrate(url, "upgrade", "0010")
-    indexes = await _user_indexes(url)
+    indexes = await _indexes(url)
     assert "ix_users_email_trigrams" not in indexes and "ix_users_created_at_id" in indexes
     await _migrate(url, "downgrade", "-1")
+    await _assert_matches_models(url)
+
+
+async def test_0014_adds_and_drops_the_link_renewal_end_index_on_postgresql():
+    with postgres_server_url() as server, fresh_database(server) as url:
+        await _migrate(url, "upgrade", "0014")
+        definition = (await _indexes(url, "oauth2_tokens"))["ix_oauth2_tokens_renewal_end"]
+        assert (
+            "(( CASE WHEN (refresh_token_enc IS NOT NULL) THEN refresh_expires_at ELSE expires_at "
+            "END), id)"
+        ) in " ".join(definition.split())
+        assert definition.endswith("WHERE ((state)::text = 'ok'::text)")
+        await _migrate(url, "downgrade", "0013")
+        assert "ix_oauth2_tokens_renewal_end" not in await _indexes(url, "oauth2_tokens")
+        await _assert_matches_models(url)  # and up again, to exactly the models
+
+
+@SQLITE_SKIPS_EXPRESSION_INDEX
+async def test_0014_leaves_sqlite_alone(tmp_path: Path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
+    await _migrate(url, "upgrade", "0014")
+    assert "ix_oauth2_tokens_renewal_end" not in await _indexes(url, "oauth2_tokens")
+    await _migrate(url, "downgrade", "0013")
     await _assert_matches_models(url)

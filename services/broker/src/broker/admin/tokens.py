@@ -13,8 +13,14 @@ link is ``revoked``, ``needs_reauth`` or ``refresh_failing`` as the worker last 
 none its access token, has expired), ``expiring`` when that happens within
 :data:`EXPIRING_WITHIN`, else ``active``.
 
-Newest first by ``(created_at, id)``, keyset-paginated; without ``kind`` both kinds are merged
-in that order (each table has its ``(created_at, id)`` index).
+Order, keyset-paginated; without ``kind`` both kinds are merged in it:
+
+- newest first by ``(created_at, id)`` (each table has its ``(created_at, id)`` index);
+- with ``state=expiring``, by when the session or link ends, soonest first; with
+  ``state=expired``, by when it ended, the latest first. Both start nearest to now, and both walk
+  an index of that end (sessions: their current refresh token's ``expires_at``; links: the
+  partial ``ix_oauth2_tokens_renewal_end``) and stop after one page: newest first they would have
+  to find and sort every match, and expired sessions are the oldest (docs/admin.md).
 """
 
 from __future__ import annotations
@@ -22,14 +28,16 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from shared.auth_sessions import revoke_session
 from shared.clock import rfc3339
 from shared.db.tables import LINKS, REFRESH_TOKENS, SESSIONS
+from shared.models.oauth2_token import renewal_end
 from shared.runtime import Runtime
 from shared.upstream_tokens import revoke_upstream_link
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.admin.pagination import Cursor, page_limit, refuse_nul
@@ -57,24 +65,34 @@ async def tokens_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str
     cursor = Cursor.decode(query["cursor"]) if "cursor" in query else None
     cursor_id = _optional_uuid("cursor", cursor.id) if cursor else None
     now = runtime.clock.now()
+    descending = state != "expiring"
     rows: list[dict[str, Any]] = []
     async with runtime.engine.connect() as connection:
         if "session" in kinds and (state is None or state in SESSION_STATES):
-            statement = _sessions(now, user_id, query.get("provider"), query.get("client"), state)
-            rows += await _page(connection, statement, SESSIONS.c, cursor, cursor_id, limit)
+            walk = _sessions(now, user_id, query.get("provider"), query.get("client"), state)
+            rows += await _page(connection, walk, descending, cursor, cursor_id, limit)
         if "upstream" in kinds and (state is None or state in UPSTREAM_STATES):
-            statement = _upstream(now, user_id, query.get("provider"), state)
-            rows += await _page(connection, statement, LINKS.c, cursor, cursor_id, limit)
-    rows.sort(key=lambda row: (row["created_at"], row["id"]), reverse=True)
+            walk = _upstream(now, user_id, query.get("provider"), state)
+            rows += await _page(connection, walk, descending, cursor, cursor_id, limit)
+    rows.sort(key=lambda row: (row["sort_at"], row["id"]), reverse=descending)
     page = rows[:limit]
     return {
         "tokens": [_public(row, now) for row in page],
         "next_cursor": (
-            Cursor(at=page[-1]["created_at"], id=str(page[-1]["id"])).encode()
+            Cursor(at=page[-1]["sort_at"], id=str(page[-1]["id"])).encode()
             if len(rows) > limit
             else None
         ),
     }
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """A kind's rows for the filters, and the listing's sort key over them: ``(at, id)``."""
+
+    statement: Select[Any]
+    at: ColumnElement[Any]
+    id: ColumnElement[Any]
 
 
 def _kinds(query: Mapping[str, str]) -> tuple[str, ...]:
@@ -101,20 +119,24 @@ def _optional_uuid(name: str, value: str | None) -> uuid.UUID | None:
 
 async def _page(
     connection: AsyncConnection,
-    statement: Select[Any],
-    columns: Any,
+    walk: _Walk,
+    descending: bool,
     cursor: Cursor | None,
     cursor_id: uuid.UUID | None,
     limit: int,
 ) -> list[dict[str, Any]]:
+    statement = walk.statement.add_columns(walk.at.label("sort_at"))
     if cursor is not None:
-        statement = statement.where(
-            or_(
-                columns.created_at < cursor.at,
-                and_(columns.created_at == cursor.at, columns.id < cursor_id),
-            )
-        )
-    statement = statement.order_by(columns.created_at.desc(), columns.id.desc()).limit(limit + 1)
+        # The bound on ``at`` alone is what an index range scan can start from.
+        if descending:
+            bound = walk.at <= cursor.at
+            after = or_(walk.at < cursor.at, and_(walk.at == cursor.at, walk.id < cursor_id))
+        else:
+            bound = walk.at >= cursor.at
+            after = or_(walk.at > cursor.at, and_(walk.at == cursor.at, walk.id > cursor_id))
+        statement = statement.where(bound, after)
+    order = (walk.at.desc(), walk.id.desc()) if descending else (walk.at.asc(), walk.id.asc())
+    statement = statement.order_by(*order).limit(limit + 1)
     return [dict(row._mapping) for row in await connection.execute(statement)]
 
 
@@ -132,13 +154,8 @@ def _sessions(
     provider: str | None,
     client: str | None,
     state: str | None,
-) -> Select[Any]:
-    expires_at = (
-        select(func.max(REFRESH_TOKENS.c.expires_at))
-        .where(REFRESH_TOKENS.c.session_id == SESSIONS.c.id, REFRESH_TOKENS.c.used_at.is_(None))
-        .scalar_subquery()
-    )
-    statement = select(
+) -> _Walk:
+    columns = (
         SESSIONS.c.id,
         SESSIONS.c.user_id,
         SESSIONS.c.provider,
@@ -150,43 +167,50 @@ def _sessions(
         SESSIONS.c.revoked_reason,
         SESSIONS.c.ip,
         SESSIONS.c.user_agent,
-        expires_at.label("expires_at"),
     )
+    live = SESSIONS.c.revoked_at.is_(None)
+    soon = now + EXPIRING_WITHIN
+    if state in ("expiring", "expired"):
+        # Walked from the current tokens by their expiry index, nearest to now first: a page
+        # reads about a page of current tokens, plus the rotated ones interleaved in that range
+        # (kept for reuse detection until they expire). A live session has exactly one current
+        # (unused) token — rotation replaces it in one statement, a replay gets the same
+        # successor (shared.refresh_rotation) — kept until housekeeping deletes the session with
+        # it; so the token's expiry is the session's.
+        ends = REFRESH_TOKENS.c.expires_at
+        window = and_(ends > now, ends <= soon) if state == "expiring" else ends <= now
+        statement = (
+            select(*columns, ends.label("expires_at"))
+            .select_from(
+                REFRESH_TOKENS.join(SESSIONS, SESSIONS.c.id == REFRESH_TOKENS.c.session_id)
+            )
+            .where(REFRESH_TOKENS.c.used_at.is_(None), window, live)
+        )
+        walk_at, walk_id = ends, REFRESH_TOKENS.c.session_id
+    else:
+        expires_at = (
+            select(func.max(REFRESH_TOKENS.c.expires_at))
+            .where(REFRESH_TOKENS.c.session_id == SESSIONS.c.id, REFRESH_TOKENS.c.used_at.is_(None))
+            .scalar_subquery()
+        )
+        statement = select(*columns, expires_at.label("expires_at"))
+        if state == "revoked":
+            statement = statement.where(SESSIONS.c.revoked_at.is_not(None))
+        elif state == "active":
+            statement = statement.where(live, _current_refresh_token(after=soon))
+        walk_at, walk_id = SESSIONS.c.created_at, SESSIONS.c.id
     if user_id is not None:
         statement = statement.where(SESSIONS.c.user_id == user_id)
     if provider is not None:
         statement = statement.where(SESSIONS.c.provider == provider)
     if client is not None:
         statement = statement.where(SESSIONS.c.client_id == client)
-    live = SESSIONS.c.revoked_at.is_(None)
-    soon = now + EXPIRING_WITHIN
-    if state == "revoked":
-        statement = statement.where(SESSIONS.c.revoked_at.is_not(None))
-    elif state == "active":
-        statement = statement.where(live, _current_refresh_token(after=soon))
-    elif state in ("expiring", "expired"):
-        # Few sessions, and the oldest: found from their current token by its expiry index
-        # (walking sessions newest first would visit nearly all of them). A live session has
-        # exactly one current (unused) token — rotation replaces it in one statement, a replay
-        # gets the same successor (shared.refresh_rotation) — kept until housekeeping deletes
-        # the session with it; so the token's expiry is the session's.
-        window = REFRESH_TOKENS.c.expires_at <= (soon if state == "expiring" else now)
-        if state == "expiring":
-            window = and_(window, REFRESH_TOKENS.c.expires_at > now)
-        ending = (
-            select(REFRESH_TOKENS.c.session_id)
-            .where(REFRESH_TOKENS.c.used_at.is_(None), window)
-            .cte("ending")
-            .prefix_with("MATERIALIZED", dialect="postgresql")
-        )
-        statement = statement.join_from(SESSIONS, ending, ending.c.session_id == SESSIONS.c.id)
-        statement = statement.where(live)
-    return statement
+    return _Walk(statement, walk_at, walk_id)
 
 
 def _upstream(
     now: dt.datetime, user_id: uuid.UUID | None, provider: str | None, state: str | None
-) -> Select[Any]:
+) -> _Walk:
     statement = select(
         LINKS.c.id,
         LINKS.c.user_id,
@@ -217,16 +241,16 @@ def _upstream(
             "active": or_(ends.is_(None), ends > soon),
         }[state]
         statement = statement.where(LINKS.c.state == "ok", condition)
-    return statement
+        if state in ("expiring", "expired"):
+            return _Walk(statement, ends, LINKS.c.id)
+    return _Walk(statement, LINKS.c.created_at, LINKS.c.id)
 
 
 def _renewal_end() -> ColumnElement[Any]:
-    """When the broker can no longer renew a link: its refresh token's expiry if it holds one,
-    else its access token's (NULL when no end is known)."""
-    return case(
-        (LINKS.c.refresh_token_enc.is_not(None), LINKS.c.refresh_expires_at),
-        else_=LINKS.c.expires_at,
-    )
+    """When the broker can no longer renew a link (NULL when no end is known): the expression
+    of ``ix_oauth2_tokens_renewal_end`` (shared.models.oauth2_token), spelled the same so the
+    planner walks it."""
+    return renewal_end(LINKS)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

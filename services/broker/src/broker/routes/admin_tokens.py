@@ -64,14 +64,19 @@ CONTRACT = Contract(
             "GET",
             "/admin/oauth2/tokens",
             "admin_tokens",
-            "Broker sessions and upstream links (never a secret), merged newest first",
+            "Broker sessions and upstream links (never a secret), merged newest first; "
+            "state=expiring: the next to end first, state=expired: the last to end first",
             "Admin API",
             parameters=(
                 query("kind", {"enum": list(KINDS)}, "one kind only"),
                 query("user", UUID, "a user id"),
                 query("provider", _TEXT, "a provider id"),
                 query("client", _TEXT, "sessions of this client (no upstream links)"),
-                query("state", {"enum": _STATES}, "sessions or links in this state"),
+                query(
+                    "state",
+                    {"enum": _STATES},
+                    "sessions or links in this state (expiring and expired change the order)",
+                ),
                 query("cursor", _TEXT, "the previous page's next_cursor"),
                 query(
                     "limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "page size"
