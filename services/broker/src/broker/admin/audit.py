@@ -31,7 +31,7 @@ from starlette.responses import StreamingResponse
 
 from broker.admin.audit_events import COLUMNS, NEWEST_FIRST, event_document, older_than
 from broker.admin.audit_export import EXPORT_FORMATS, MEDIA_TYPES, export_lines
-from broker.admin.pagination import Cursor, page_limit, parse_instant, refuse_nul
+from broker.admin.pagination import Cursor, page_limit, parse_instant, refuse_nul, refuse_unknown
 from broker.http.errors import NO_STORE, InvalidRequest
 from broker.http.forms import decimal
 
@@ -81,9 +81,7 @@ async def audit_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str,
 
 def filtered_events(query: Mapping[str, str]) -> Select[Any]:
     """The events these query parameters select (``InvalidRequest`` for a bad one), unordered."""
-    unknown = set(query) - _FILTERS
-    if unknown:
-        raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
+    refuse_unknown(query, _FILTERS)
     refuse_nul(query)
     statement = select(*(AUDIT_TABLE.c[name] for name in COLUMNS))
     for name, limit in _TEXT_LIMITS.items():

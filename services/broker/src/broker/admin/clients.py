@@ -27,7 +27,7 @@ from shared.settings import ClientConfig, Settings
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.admin.pagination import refuse_nul
+from broker.admin.pagination import refuse_nul, refuse_unknown
 from broker.http.errors import InvalidRequest
 from broker.oauth.client_credentials import GRANT_TYPE, client_actor
 from broker.oauth.grant_types import GRANTS
@@ -58,9 +58,7 @@ def _describe(client: ClientConfig, settings: Settings) -> dict[str, Any]:
 async def client_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
     """The ``/admin/oauth2/clients`` body: every configured client, in configuration order."""
     refuse_nul(query)
-    unknown = set(query) - _FILTERS
-    if unknown:
-        raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
+    refuse_unknown(query, _FILTERS)
     settings = runtime.settings
     grant_type = query.get("grant_type")
     if grant_type is not None and grant_type not in GRANTS:

@@ -11,7 +11,7 @@ import base64
 import binascii
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from broker.http.errors import InvalidRequest
@@ -80,6 +80,14 @@ def parse_instant(name: str, value: str | None) -> dt.datetime | None:
     if not _in_utc_range(moment):
         raise InvalidRequest(f"{name} is before year 1 or after year 9999 in UTC")
     return moment
+
+
+def refuse_unknown(query: Mapping[str, str], allowed: Collection[str]) -> None:
+    """Every admin request names only the parameters it knows: a misspelt filter is a 400, not
+    a listing that silently ignores it."""
+    unknown = set(query) - set(allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
 
 
 def refuse_nul(query: Mapping[str, str]) -> None:

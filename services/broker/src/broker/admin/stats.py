@@ -32,6 +32,7 @@ from shared.runtime import Runtime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.admin.pagination import refuse_unknown
 from broker.http.errors import InvalidRequest
 
 DEFAULT_DAYS = 30
@@ -61,9 +62,7 @@ PROVIDER_STATE = frozenset(
 
 async def stats_summary(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
     """The statistics for these query parameters (the JSON body; the dashboard's too)."""
-    unknown = set(query) - _FILTERS
-    if unknown:
-        raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
+    refuse_unknown(query, _FILTERS)
     now = runtime.clock.now()
     first, last = _day_range(query, now.astimezone(dt.UTC).date())
     async with runtime.engine.connect() as connection:

@@ -40,7 +40,7 @@ from shared.upstream_tokens import revoke_upstream_link
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.admin.pagination import Cursor, page_limit, refuse_nul
+from broker.admin.pagination import Cursor, page_limit, refuse_nul, refuse_unknown
 from broker.http.errors import InvalidRequest, NotFound
 
 EXPIRING_WITHIN = dt.timedelta(hours=24)
@@ -52,9 +52,7 @@ _FILTERS = {"kind", "user", "provider", "client", "state", "cursor", "limit"}
 
 async def tokens_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
     """One page of sessions and upstream links for these query parameters (the JSON body)."""
-    unknown = set(query) - _FILTERS
-    if unknown:
-        raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
+    refuse_unknown(query, _FILTERS)
     refuse_nul(query)
     limit = page_limit(query.get("limit"))
     kinds = _kinds(query)

@@ -25,7 +25,7 @@ from shared.runtime import Runtime
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.admin.pagination import Cursor, page_limit, parse_instant, refuse_nul
+from broker.admin.pagination import Cursor, page_limit, parse_instant, refuse_nul, refuse_unknown
 from broker.http.errors import InvalidRequest, NotFound
 
 STATUSES = ("active", "disabled")
@@ -43,9 +43,7 @@ _FILTERS = {
 
 async def users_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
     """One page of the listing for these query parameters (the JSON body; the dashboard's too)."""
-    unknown = set(query) - _FILTERS
-    if unknown:
-        raise InvalidRequest(f"unknown parameter: {sorted(unknown)[0]}")
+    refuse_unknown(query, _FILTERS)
     refuse_nul(query)
     limit = page_limit(query.get("limit"))
     statement = select(

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from broker.admin.callers import authenticated_admin
+from broker.admin.pagination import refuse_unknown
 from broker.admin.provider_switch import ProviderChange, switch_provider
 from broker.admin.providers import provider_entry, providers_listing
 from broker.http.context import runtime_of
@@ -34,9 +35,7 @@ from broker.http.openapi import (
 
 
 def _no_parameters(request: Request) -> None:
-    if request.query_params:
-        name = next(iter(request.query_params))
-        raise InvalidRequest(f"unknown parameter: {name}")
+    refuse_unknown(request.query_params, ())
 
 
 async def list_providers(request: Request) -> Response:
