@@ -216,6 +216,10 @@ async def test_metrics_count_logins_grants_and_reuse_and_each_request_logs_one_l
     assert _one(pools, pool="hot_path", state="idle") >= 1
     assert _one(pools, pool="orm", state="in_use") >= 0
     assert _one(_samples(body, "broker_db_pool_max_connections"), pool="hot_path") == 3
+    # One refresh at a time: no neighbour to share a statement with, so each went alone.
+    assert _samples(body, "broker_refresh_rotation_groups_total") == {"": 0.0}
+    rotations = _samples(body, "broker_refresh_rotations_total")
+    assert (_one(rotations, path="alone"), _one(rotations, path="group")) == (3, 0)
 
     lines = _access_lines(process.read_log())
     token_lines = [line for line in lines if line["route"] == "/token"]

@@ -7,6 +7,7 @@ commit of refresh rotations")."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -170,6 +171,9 @@ async def test_a_full_group_is_sent_as_it_is_and_the_next_rotation_starts_anothe
         assert all(grant is not None for grant in grants)
         txids = await _rotation_txids(runtime, [_sid(tokens) for tokens in sessions])
         assert sorted(txids.count(txid) for txid in set(txids)) == [1, 2, 2]
+        counts = runtime.rotation_groups.counts  # what /metrics shows
+        # Two groups of two shared a statement; the fifth, alone in its group, went alone.
+        assert (counts.groups, counts.grouped, counts.alone) == (2, 4, 1)
 
 
 @pytest.mark.parametrize("group_commit", [True, False], ids=["grouped", "off"])
@@ -333,6 +337,7 @@ async def test_a_token_whose_row_another_transaction_holds_never_holds_up_its_gr
     assert runtime.rotation_groups is not None
     held, free = await login(broker), await login(broker)
     now = dt.datetime.now(dt.UTC)
+    before = dataclasses.replace(runtime.rotation_groups.counts)
     async with runtime.engine.connect() as locker:
         await locker.execute(text("BEGIN"))
         await locker.execute(
@@ -359,6 +364,12 @@ async def test_a_token_whose_row_another_transaction_holds_never_holds_up_its_gr
     assert (await _token_row(runtime, held["refresh_token"])).used_at == now
     txids = await _rotation_txids(runtime, [_sid(held), _sid(free)])
     assert len(set(txids)) == 2  # each in its own transaction
+    counts = runtime.rotation_groups.counts
+    assert (
+        counts.groups - before.groups,
+        counts.grouped - before.grouped,
+        counts.alone - before.alone,
+    ) == (1, 1, 1)
 
 
 async def test_a_statement_error_fails_only_its_own_member(broker, runtime, idp):

@@ -45,6 +45,17 @@ class _Member:
     answer: asyncio.Future[GroupOutcome]
 
 
+@dataclass
+class GroupCounts:
+    """What the groups of one process did since it started (the broker's ``/metrics``)."""
+
+    groups: int = 0  # statements that rotated members together, each with one commit
+    grouped: int = 0  # rotations answered by those statements
+    # Rotations that took the single statement: a group of one (no concurrent neighbour), or
+    # a member a group left out (its row locked, or the group's statement failed).
+    alone: int = 0
+
+
 class RotationGroups:
     """The groups of one process: the one filling, and those being sent."""
 
@@ -57,6 +68,7 @@ class RotationGroups:
         self._filling: list[_Member] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.counts = GroupCounts()
 
     @property
     def max_size(self) -> int:
@@ -87,8 +99,11 @@ class RotationGroups:
             self._filling = None  # full: it goes as it is; the next rotation starts a new one
         outcome = await member.answer
         if isinstance(outcome, RunAlone):
-            # Its row was locked, or the group's statement failed: on its own, in this task.
+            # Alone in its group, its row was locked, or the group's statement failed: on its
+            # own, in this task.
+            self.counts.alone += 1
             return await rotate_alone(self._pool, rotation, outcome_unknown=outcome.outcome_unknown)
+        self.counts.grouped += 1
         return outcome
 
     async def close(self) -> None:
@@ -112,6 +127,8 @@ class RotationGroups:
                 if not member.answer.done():
                     member.answer.set_exception(exc)
             return
+        if not all(isinstance(outcome, RunAlone) for outcome in outcomes):
+            self.counts.groups += 1
         for member, outcome in zip(group, outcomes, strict=True):
             if not member.answer.done():  # else its caller gave up (cancelled)
                 member.answer.set_result(outcome)

@@ -1,9 +1,9 @@
 """The broker's Prometheus metrics (``GET /metrics``), in a registry of their own.
 
 Requests by route template and status with latency histograms, sign-ins by provider and client,
-token grants by grant type, client and provider, refresh-token reuse detections, and the
-database pools read at scrape time. Label values are bounded: route templates (never raw
-paths), configured client and provider ids, RFC error codes.
+token grants by grant type, client and provider, refresh-token reuse detections, and, read at
+scrape time, the database pools and the refresh grant's group commit. Label values are bounded:
+route templates (never raw paths), configured client and provider ids, RFC error codes.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from shared.refresh_rotation.groups import GroupCounts
 from shared.runtime import Runtime
 from starlette.requests import Request
 from starlette.responses import Response
@@ -79,6 +80,31 @@ class _PoolCollector(Collector):
         yield limit
 
 
+class _RotationGroupCollector(Collector):
+    """The refresh grant's group commit (shared.refresh_rotation.groups), read when scraped:
+    grouped rotations over groups is the mean group size."""
+
+    def __init__(self, counts: GroupCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "broker_refresh_rotation_groups",
+            "Statements that rotated concurrent refresh tokens together, each with one commit.",
+            value=self._counts.groups,
+        )
+        rotations = CounterMetricFamily(
+            "broker_refresh_rotations",
+            "Refresh-token rotations by how they reached PostgreSQL: in a group's statement, or "
+            "alone (no concurrent neighbour, or left out of a group: its row locked by another "
+            "transaction, or the group's statement failed).",
+            labels=["path"],
+        )
+        rotations.add_metric(["group"], self._counts.grouped)
+        rotations.add_metric(["alone"], self._counts.alone)
+        yield rotations
+
+
 class BrokerMetrics:
     """Counters and histograms of one broker process."""
 
@@ -119,6 +145,8 @@ class BrokerMetrics:
         )
         if runtime is not None:
             self.registry.register(_PoolCollector(runtime))
+            if runtime.rotation_groups is not None:
+                self.registry.register(_RotationGroupCollector(runtime.rotation_groups.counts))
         self._requests_by = _Children(self._requests)
         self._latency_by = _Children(self._latency)
         self._logins_by = _Children(self._logins)
