@@ -19,7 +19,7 @@ Control API:
 * ``GET /_control/logouts`` — ``{"received": [{"sid", "sub", "jti", "iat", "exp", "alg",
   "kid"}], "rejected": [{"reason"}], "refused_while_down": n}``.
 
-Run: ``python -m standins.relying_party --port 9300 --issuer http://127.0.0.1:8000
+Run: ``python -m standins.relying_party --port 9400 --issuer http://127.0.0.1:8000
 --client-id web``.
 """
 
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run(
         argv,
         description=__doc__,
-        default_port=9300,
+        default_port=9400,
         add_arguments=_arguments,
         build=lambda args, _default_url: create_app(args.issuer, args.client_id, args.alg),
     )
