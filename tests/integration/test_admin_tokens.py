@@ -267,6 +267,25 @@ async def test_expiring_and_expired_are_listed_by_when_they_end_nearest_to_now_f
     everything = await _tokens(broker, headers, user=user_id)
     created = [t["created_at"] for t in everything["tokens"]]
     assert len(created) == 3 and created == sorted(created, reverse=True)
+    # A cursor belongs to its order: taken to another, it would start somewhere meaningless.
+    newest_first = (await _tokens(broker, headers, user=user_id, limit="1"))["next_cursor"]
+    latest_ended = (await _tokens(broker, headers, user=user_id, state="expired", limit="1"))[
+        "next_cursor"
+    ]
+    assert newest_first and latest_ended
+    for query in (
+        {"state": "expired", "cursor": newest_first},
+        {"state": "expiring", "cursor": latest_ended},
+        {"cursor": latest_ended},
+        {"state": "active", "cursor": latest_ended},
+    ):
+        response = await broker.get(
+            "/admin/oauth2/tokens", params={"user": user_id, **query}, headers=headers
+        )
+        assert response.status_code == 400, (query, response.text)
+        assert response.json()["error"] == "invalid_request"
+    # Within one order a cursor goes with any of its filters: revoked is newest first too.
+    await _tokens(broker, headers, user=user_id, state="revoked", cursor=newest_first)
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ class OAuth2Token(Base):
         # a SQLite deployment is small enough to sort its links.
         Index(
             "ix_oauth2_tokens_renewal_end",
-            text(RENEWAL_END_SQL),
+            text(f"({RENEWAL_END_SQL})"),
             "id",
             postgresql_where=text("state = 'ok'"),
         ).ddl_if(dialect="postgresql"),

@@ -49,10 +49,10 @@ class _Member:
 class GroupCounts:
     """What the groups of one process did since it started (the broker's ``/metrics``)."""
 
-    groups: int = 0  # statements that rotated members together, each with one commit
-    grouped: int = 0  # rotations answered by those statements
-    # Rotations that took the single statement: a group of one (no concurrent neighbour), or
-    # a member a group left out (its row locked, or the group's statement failed).
+    groups: int = 0  # statements that rotated at least one refresh token, one commit each
+    grouped: int = 0  # the refresh tokens those statements rotated
+    # Refreshes handed to the single statement: a group of one (no concurrent neighbour), or a
+    # member a group left out (its row locked, or the group's statement failed).
     alone: int = 0
 
 
@@ -101,9 +101,7 @@ class RotationGroups:
         if isinstance(outcome, RunAlone):
             # Alone in its group, its row was locked, or the group's statement failed: on its
             # own, in this task.
-            self.counts.alone += 1
             return await rotate_alone(self._pool, rotation, outcome_unknown=outcome.outcome_unknown)
-        self.counts.grouped += 1
         return outcome
 
     async def close(self) -> None:
@@ -127,8 +125,11 @@ class RotationGroups:
                 if not member.answer.done():
                     member.answer.set_exception(exc)
             return
-        if not all(isinstance(outcome, RunAlone) for outcome in outcomes):
-            self.counts.groups += 1
+        # Counted here, not by the callers: a caller that gave up still had its token rotated.
+        rotated = sum(isinstance(outcome, SessionGrant) for outcome in outcomes)
+        self.counts.groups += int(rotated > 0)
+        self.counts.grouped += rotated
+        self.counts.alone += sum(isinstance(outcome, RunAlone) for outcome in outcomes)
         for member, outcome in zip(group, outcomes, strict=True):
             if not member.answer.done():  # else its caller gave up (cancelled)
                 member.answer.set_result(outcome)

@@ -1,8 +1,9 @@
 """Keyset pagination cursors for the admin listings: opaque to clients, checked on the way in.
 
-A cursor is the sort key of the last row of a page — ``(timestamp, id)`` — as base64url JSON.
-The next page is the rows strictly after it in the listing's order, so a page never repeats or
-skips rows that were there when the first page was read, however deep the client pages.
+A cursor is the sort key of the last row of a page — ``(timestamp, id)`` — as base64url JSON,
+with the name of the order it belongs to when a listing has more than one. The next page is the
+rows strictly after it in the listing's order, so a page never repeats or skips rows that were
+there when the first page was read, however deep the client pages.
 """
 
 from __future__ import annotations
@@ -25,22 +26,29 @@ MAX_LIMIT = 500
 class Cursor:
     at: dt.datetime
     id: str
+    # The listing's order, where it has more than one ("" for its default order).
+    order: str = ""
 
     def encode(self) -> str:
-        raw = json.dumps([self.at.isoformat(), self.id], separators=(",", ":")).encode()
+        fields = [self.at.isoformat(), self.id, *([self.order] if self.order else [])]
+        raw = json.dumps(fields, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
     @classmethod
-    def decode(cls, value: str) -> Cursor:
+    def decode(cls, value: str, *, order: str = "") -> Cursor:
+        """The cursor in ``value``, which must belong to ``order``: a cursor of another order
+        would start the page at a point that means something else there."""
         try:
             padded = value + "=" * (-len(value) % 4)
-            at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+            at, row_id, *tagged = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
             moment = dt.datetime.fromisoformat(at)
         except (ValueError, TypeError, binascii.Error, UnicodeEncodeError, RecursionError):
             raise InvalidRequest("cursor is not one this listing returned") from None
         if moment.tzinfo is None or not isinstance(row_id, str) or not _in_utc_range(moment):
             raise InvalidRequest("cursor is not one this listing returned")
-        return cls(at=moment, id=row_id)
+        if tagged != ([order] if order else []):
+            raise InvalidRequest("cursor belongs to another order: follow it with its own filters")
+        return cls(at=moment, id=row_id, order=order)
 
 
 def _in_utc_range(moment: dt.datetime) -> bool:

@@ -90,14 +90,15 @@ class _RotationGroupCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(
             "broker_refresh_rotation_groups",
-            "Statements that rotated concurrent refresh tokens together, each with one commit.",
+            "Group-commit statements that rotated concurrent refresh tokens, one commit each.",
             value=self._counts.groups,
         )
         rotations = CounterMetricFamily(
             "broker_refresh_rotations",
-            "Refresh-token rotations by how they reached PostgreSQL: in a group's statement, or "
-            "alone (no concurrent neighbour, or left out of a group: its row locked by another "
-            "transaction, or the group's statement failed).",
+            "Refresh grants on the hot path by how they reached PostgreSQL: group (rotated in a "
+            "group's statement) or alone (sent to the single statement: no concurrent "
+            "neighbour, or left out of a group: its row locked by another transaction, or the "
+            "group's statement failed). Refreshes that narrow the scope are not counted.",
             labels=["path"],
         )
         rotations.add_metric(["group"], self._counts.grouped)
