@@ -7,7 +7,6 @@ Each command changes the database and exits; running brokers pick the change up 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Sequence
 
@@ -20,6 +19,8 @@ from shared.settings import Settings
 from shared.signing_keys import can_sign
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.cli.command import CommandError, cli_actor, run_command
 
 
 def _state(row: SigningKey, now: dt.datetime) -> str:
@@ -62,13 +63,14 @@ def render_reencryption(reports: Sequence[ColumnReport], primary: str) -> str:
 async def _run(settings: Settings, command: str, kid: str | None) -> str:
     engine = create_engine(settings.database_url, pool_size=1)
     now = SystemClock().now()
+    actor = cli_actor()
     schedule = KeySchedule.from_settings(settings)
     try:
         if command == "list":
             async with AsyncSession(engine) as session:
                 rows = list((await session.scalars(select(SigningKey))).all())
         elif command == "rotate-encryption":
-            reports = await reencrypt_all(engine, settings.keyring, now=now, actor="cli")
+            reports = await reencrypt_all(engine, settings.keyring, now=now, actor=actor)
             return render_reencryption(reports, settings.keyring.primary_kid)
         elif command == "rotate":
             rows = await maintain_keys(
@@ -78,29 +80,28 @@ async def _run(settings: Settings, command: str, kid: str | None) -> str:
                 settings.signing_algorithms,
                 now,
                 rotate_now=True,
-                actor="cli",
+                actor=actor,
             )
         else:
             assert kid is not None
-            rows = await revoke_key(
-                engine,
-                settings.keyring,
-                schedule,
-                settings.signing_algorithms,
-                kid,
-                now,
-                actor="cli",
-            )
+            try:
+                rows = await revoke_key(
+                    engine,
+                    settings.keyring,
+                    schedule,
+                    settings.signing_algorithms,
+                    kid,
+                    now,
+                    actor=actor,
+                )
+            except UnknownKey:
+                raise CommandError(f"no signing key has kid {kid!r}") from None
         return render(rows, now)
     finally:
         await engine.dispose()
 
 
 def run_key_command(settings: Settings, command: str, kid: str | None = None) -> int:
-    """Run ``list``, ``rotate``, ``revoke`` or ``rotate-encryption``; print what it did."""
-    try:
-        print(asyncio.run(_run(settings, command, kid)))
-    except UnknownKey:
-        print(f"broker: no signing key has kid {kid!r}")
-        return 1
-    return 0
+    """Run ``list``, ``rotate``, ``revoke`` or ``rotate-encryption``; print what it did (an
+    unknown kid or a refusal of the database: exit 1, the reason on stderr)."""
+    return run_command(_run(settings, command, kid))
