@@ -23,8 +23,9 @@ from typing import Any
 import httpx2
 from shared.crypto.keyring import Keyring
 
+from tests.support.cli import run_broker_cli_here
 from tests.support.flows import authorize, exchange
-from tests.support.processes import broker_process, run_broker_cli
+from tests.support.processes import broker_process
 
 WEB = ("web", "http://127.0.0.1:3000/callback")
 BACKEND = ("backend", "backend-secret-at-least-32-characters")
@@ -109,9 +110,10 @@ class FuzzedBroker:
         return sign_in(self.issuer, "leaving@example.com")
 
 
-def _grant_admin(env: dict[str, str], user_id: str, cwd: str) -> None:
-    """``broker admins grant`` as an operator would run it, against the same database."""
-    granted = run_broker_cli("admins", "grant", user_id, env={**os.environ, **env}, cwd=cwd)
+def _grant_admin(env: dict[str, str], user_id: str) -> None:
+    """``broker admins grant`` against the same database (the CLI's ``main``, in this
+    process)."""
+    granted = run_broker_cli_here("admins", "grant", user_id, env={**os.environ, **env})
     assert granted.returncode == 0, granted.stderr
 
 
@@ -134,7 +136,7 @@ def fuzzed_broker(
         issuer = broker.issuer
         user = sign_in(issuer, "user@example.com")
         first = sign_in(issuer, "admin@example.com")
-        _grant_admin(broker.env, user_id_of(issuer, first["access_token"]), cwd)
+        _grant_admin(broker.env, user_id_of(issuer, first["access_token"]))
         admin = sign_in(issuer, "admin@example.com", scope=f"{USER_SCOPE} admin")
         assert "admin" in admin["scope"].split(), admin["scope"]
         yield FuzzedBroker(issuer=issuer, read_log=broker.process.read_log, user=user, admin=admin)
