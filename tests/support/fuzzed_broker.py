@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from shared.client_tls import client_tls_context
 from shared.crypto.keyring import Keyring
 
 from tests.support.cli import run_broker_cli_here
@@ -60,7 +61,8 @@ def sign_in(
     client_id, redirect_uri = (BACKEND[0], BACKEND_REDIRECT) if confidential else WEB
 
     async def flow() -> dict[str, Any]:
-        async with httpx2.AsyncClient(base_url=issuer, timeout=30) as browser:
+        tls = client_tls_context()
+        async with httpx2.AsyncClient(base_url=issuer, timeout=30, verify=tls) as browser:
             result = await authorize(
                 browser,
                 client_id=client_id,
