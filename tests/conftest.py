@@ -11,6 +11,7 @@ from typing import Any
 import httpx2
 import pytest
 from broker.app import create_app
+from shared.client_tls import client_tls_context
 from shared.clock import SystemClock
 from shared.crypto.keyring import Keyring
 from shared.db.migrate import upgrade_to_head
@@ -91,7 +92,7 @@ def google_upstream() -> Iterator[str]:
 @pytest.fixture
 async def idp(upstream_idp: str) -> AsyncIterator[httpx2.AsyncClient]:
     """A client for the upstream's control API, reset before each test."""
-    async with httpx2.AsyncClient(base_url=upstream_idp) as client:
+    async with httpx2.AsyncClient(base_url=upstream_idp, verify=client_tls_context()) as client:
         await client.post("/_control/reset")
         yield client
 

@@ -1,4 +1,4 @@
-"""``python -m bench.soak [--minutes N] [--schedule default|short] [--rate R] [--report FILE]``
+"""``python -m bench.soak [--minutes N] [--schedule default|short|ci] [--rate R] [--report FILE]``
 
 Prints the report, writes it to ``--report`` as well, and exits 1 when an invariant failed
 (2 when the run could not be set up).
@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None) -> tuple[SoakOptions, Path | None]:
         "--schedule",
         choices=sorted(SCHEDULES),
         default=default.schedule,
-        help="short: every fault window scaled to a quarter (about 90 s in all)",
+        help="short: every fault window scaled to a quarter (about 2 minutes in all); ci: to an "
+        "eighth (the CI test's, about 85 s)",
     )
     parser.add_argument("--rate", type=float, default=default.rate, help="operations per second")
     parser.add_argument(

@@ -7,7 +7,7 @@ The faults, in order: SIGKILL one broker and start it again 10 s later; restart 
 answers everything 2 s late for 30 s; SIGKILL a sync-worker while it is in the middle of an
 upstream refresh (the stand-in holds that one refresh with a ``hang`` fault, so the kill is
 known to land mid-job), and start it again 10 s later. ``Timing.scaled`` shrinks every window
-for the short schedule (the 2 s delay stays 2 s).
+for the short and ci schedules (the 2 s delay stays 2 s).
 """
 
 from __future__ import annotations

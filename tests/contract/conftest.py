@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
+from shared.client_tls import client_tls_context
 from shared.crypto.keyring import Keyring
 
 from tests.contract.drivers import DRIVERS, Driver
@@ -39,6 +40,9 @@ async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
         yield DRIVERS["dev"](None)
         return
     fixture = {"oidc": "upstream_idp"}.get(provider_type, f"{provider_type}_upstream")
-    async with httpx2.AsyncClient(base_url=request.getfixturevalue(fixture)) as control:
+    control = httpx2.AsyncClient(
+        base_url=request.getfixturevalue(fixture), verify=client_tls_context()
+    )
+    async with control:
         assert (await control.post("/_control/reset")).status_code == 200
         yield DRIVERS[provider_type](control)

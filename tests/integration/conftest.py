@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from shared.client_tls import client_tls_context
 from shared.clock import Clock
 from shared.crypto.keyring import Keyring
 from shared.runtime import Runtime, build_runtime
@@ -41,7 +42,7 @@ def broker_with(database_url: str, upstream_idp: str, keyring: Keyring) -> Calla
 
 
 async def _control(base_url: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=base_url) as client:
+    async with httpx2.AsyncClient(base_url=base_url, verify=client_tls_context()) as client:
         await client.post("/_control/reset")
         yield client
 

@@ -1,5 +1,6 @@
-"""``broker admins grant|revoke|list``: bootstrap admins in ``admin_grants``, run as the real
-console script against the run's database, and what the admin endpoints make of them."""
+"""``broker admins grant|revoke|list``: bootstrap admins in ``admin_grants``, run against the
+run's database (in this process; one test runs the real console script), and what the admin
+endpoints make of them."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import BROKER_ISSUER, ROOT, broker_settings
 from tests.support.accounts import CONSOLE, audit_rows, corp_profile, sign_in
+from tests.support.cli import run_broker_cli_here
 from tests.support.flows import login
 from tests.support.processes import cli_env, run_broker_cli
 from tests.support.provider_broker import running_broker
@@ -40,6 +42,11 @@ class Setup:
     config_user_id: uuid.UUID
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``broker admins ARGS`` through the CLI's ``main`` in this process."""
+        return await asyncio.to_thread(run_broker_cli_here, "admins", *args, env=self.env)
+
+    async def console_script(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``broker admins ARGS`` as an operator runs it: the console script, a process."""
         return await asyncio.to_thread(run_broker_cli, "admins", *args, env=self.env, cwd=ROOT)
 
 
@@ -205,7 +212,7 @@ async def test_a_revoke_says_when_the_configuration_still_makes_an_admin(
         setup.broker, idp, sub=setup.config_admin_subject, admin_scope=True
     )
     assert await _admin_listing_status(setup, headers) == 200
-    result = await setup.cli("revoke", f"corp:{setup.config_admin_subject}")
+    result = await setup.console_script("revoke", f"corp:{setup.config_admin_subject}")
     assert result.returncode == 0, result.stderr
     assert "has no admin grant; nothing changed" in result.stdout
     assert "still an admin through the admins: configuration" in result.stdout

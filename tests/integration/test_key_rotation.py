@@ -25,6 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tests.conftest import BROKER_ISSUER, ROOT, broker_settings
+from tests.support.cli import run_broker_cli_here
 from tests.support.databases import fresh_database, postgres_server_url
 from tests.support.flows import authorize, exchange, refresh
 from tests.support.processes import cli_env, run_broker_cli
@@ -213,6 +214,15 @@ async def test_tokens_of_a_revoked_key_are_refused_by_a_running_broker(
 def _cli(
     database_url: str, *args: str, keyring: Keyring = KEYRING
 ) -> subprocess.CompletedProcess[str]:
+    """``broker keys ARGS`` through the CLI's ``main`` in this process."""
+    env = cli_env(database_url=database_url, keyring=keyring)
+    return run_broker_cli_here("keys", *args, env=env)
+
+
+def _console_script(
+    database_url: str, *args: str, keyring: Keyring = KEYRING
+) -> subprocess.CompletedProcess[str]:
+    """``broker keys ARGS`` as an operator runs it: the console script, a process."""
     env = cli_env(database_url=database_url, keyring=keyring)
     return run_broker_cli("keys", *args, env=env, cwd=ROOT)
 
@@ -239,7 +249,7 @@ async def test_the_keys_commands_rotate_list_and_revoke(keys_database, engine):
 async def test_rotate_encryption_moves_the_private_keys_to_the_new_key(keys_database, engine):
     await _maintain(engine, dt.datetime.now(dt.UTC))
     rotated = Keyring((Keyring.generate("next").keys[0], *KEYRING.keys))
-    result = _cli(keys_database, "rotate-encryption", keyring=rotated)
+    result = _console_script(keys_database, "rotate-encryption", keyring=rotated)
     assert result.returncode == 0, result.stderr
     assert "re-encrypted under key 'next'" in result.stdout
     line = next(

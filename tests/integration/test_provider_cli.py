@@ -1,6 +1,6 @@
-"""``broker providers list|disable|enable|reset``, run as the real console script against the
-run's database: the way back when no admin can reach the admin API, and the same switch the
-broker then follows at its next sign-in."""
+"""``broker providers list|disable|enable|reset`` against the run's database (in this process;
+one test runs the real console script): the way back when no admin can reach the admin API,
+and the same switch the broker then follows at its next sign-in."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from shared.runtime import Runtime
 from sqlalchemy import delete, func, select
 
 from tests.conftest import BROKER_ISSUER, ROOT, broker_settings
+from tests.support.cli import run_broker_cli_here
 from tests.support.flows import authorize, login, refresh
 from tests.support.jwts import session_of
 from tests.support.processes import cli_env, run_broker_cli
@@ -44,6 +45,11 @@ class Setup:
     audit_before: int  # the newest audit row before the test: its own rows come after
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``broker providers ARGS`` through the CLI's ``main`` in this process."""
+        return await asyncio.to_thread(run_broker_cli_here, "providers", *args, env=self.env)
+
+    async def console_script(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``broker providers ARGS`` as an operator runs it: the console script, a process."""
         return await asyncio.to_thread(run_broker_cli, "providers", *args, env=self.env, cwd=ROOT)
 
 
@@ -196,8 +202,8 @@ async def test_disable_stops_sign_ins_ends_sessions_and_enable_lets_them_in_agai
 
 
 async def test_the_same_switch_twice_changes_nothing_the_second_time(setup: Setup) -> None:
-    first = await setup.cli("disable", "dev")
-    second = await setup.cli("disable", "dev")
+    first = await setup.console_script("disable", "dev")
+    second = await setup.console_script("disable", "dev")
 
     assert first.stdout.strip() == "dev: disabled, from the runtime"
     assert second.stdout.strip() == "dev: disabled, from the runtime (unchanged)"

@@ -1,13 +1,12 @@
-"""Self-tests of the GitHub, Microsoft and Google stand-ins, each a real process over HTTP."""
+"""Self-tests of the GitHub, Microsoft and Google stand-ins, each a real process over HTTP (the
+run's own, tests/conftest.py)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import secrets
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,9 +17,7 @@ from joserfc.jwk import KeySet
 
 from standins.kit.images import TINY_PNG
 from standins.microsoft import CONSUMERS_TENANT, DEFAULT_TENANT
-from tests.support.processes import free_port, run_process
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "broker"
 CLIENT_SECRET = "broker-secret"
 REDIRECT_URI = "http://127.0.0.1:1/callback"
@@ -36,17 +33,6 @@ def _pkce() -> tuple[str, str]:
     return verifier, _b64url(hashlib.sha256(verifier.encode()).digest())
 
 
-def _stand_in(module: str, ready_path: str, *extra: str) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with run_process(
-        [sys.executable, "-m", f"standins.{module}", "--port", str(port), *extra],
-        ready_url=f"{url}{ready_path}",
-        cwd=str(REPO_ROOT),
-    ):
-        yield url
-
-
 def _client(url: str) -> Iterator[httpx2.Client]:
     with httpx2.Client(base_url=url, follow_redirects=False, timeout=5.0) as client:
         client.post("/_control/reset").raise_for_status()
@@ -60,19 +46,20 @@ def _callback(response: httpx2.Response) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(location.query).items()}
 
 
-@pytest.fixture(scope="module")
-def github_url() -> Iterator[str]:
-    yield from _stand_in("github", "/api/v3/meta")
+# The run's stand-in processes (tests/conftest.py); each test resets the one it uses.
+@pytest.fixture
+def github_url(github_upstream: str) -> str:
+    return github_upstream
 
 
-@pytest.fixture(scope="module")
-def microsoft_url() -> Iterator[str]:
-    yield from _stand_in("microsoft", "/common/v2.0/.well-known/openid-configuration")
+@pytest.fixture
+def microsoft_url(microsoft_upstream: str) -> str:
+    return microsoft_upstream
 
 
-@pytest.fixture(scope="module")
-def google_url() -> Iterator[str]:
-    yield from _stand_in("oidc", "/.well-known/openid-configuration", "--google")
+@pytest.fixture
+def google_url(google_upstream: str) -> str:
+    return google_upstream
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
+from shared.client_tls import client_tls_context
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -92,7 +93,7 @@ async def authorize(
     hops: list[httpx2.Response] = []
     response = await broker.get(start_path, params=params, headers=headers)
     hops.append(response)
-    async with httpx2.AsyncClient() as browser_upstream:
+    async with httpx2.AsyncClient(verify=client_tls_context()) as browser_upstream:
         for _ in range(8):
             if confirm_link and response.status_code == 200 and LINK_CONTINUE in response.text:
                 # The link confirmation page: the person clicks "Continue" (an upstream URL).

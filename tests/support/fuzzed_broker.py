@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from shared.client_tls import client_tls_context
 from shared.crypto.keyring import Keyring
 
+from tests.support.cli import run_broker_cli_here
 from tests.support.flows import authorize, exchange
-from tests.support.processes import broker_process, run_broker_cli
+from tests.support.processes import broker_process
 
 WEB = ("web", "http://127.0.0.1:3000/callback")
 BACKEND = ("backend", "backend-secret-at-least-32-characters")
@@ -59,7 +61,8 @@ def sign_in(
     client_id, redirect_uri = (BACKEND[0], BACKEND_REDIRECT) if confidential else WEB
 
     async def flow() -> dict[str, Any]:
-        async with httpx2.AsyncClient(base_url=issuer, timeout=30) as browser:
+        tls = client_tls_context()
+        async with httpx2.AsyncClient(base_url=issuer, timeout=30, verify=tls) as browser:
             result = await authorize(
                 browser,
                 client_id=client_id,
@@ -109,9 +112,10 @@ class FuzzedBroker:
         return sign_in(self.issuer, "leaving@example.com")
 
 
-def _grant_admin(env: dict[str, str], user_id: str, cwd: str) -> None:
-    """``broker admins grant`` as an operator would run it, against the same database."""
-    granted = run_broker_cli("admins", "grant", user_id, env={**os.environ, **env}, cwd=cwd)
+def _grant_admin(env: dict[str, str], user_id: str) -> None:
+    """``broker admins grant`` against the same database (the CLI's ``main``, in this
+    process)."""
+    granted = run_broker_cli_here("admins", "grant", user_id, env={**os.environ, **env})
     assert granted.returncode == 0, granted.stderr
 
 
@@ -134,7 +138,7 @@ def fuzzed_broker(
         issuer = broker.issuer
         user = sign_in(issuer, "user@example.com")
         first = sign_in(issuer, "admin@example.com")
-        _grant_admin(broker.env, user_id_of(issuer, first["access_token"]), cwd)
+        _grant_admin(broker.env, user_id_of(issuer, first["access_token"]))
         admin = sign_in(issuer, "admin@example.com", scope=f"{USER_SCOPE} admin")
         assert "admin" in admin["scope"].split(), admin["scope"]
         yield FuzzedBroker(issuer=issuer, read_log=broker.process.read_log, user=user, admin=admin)

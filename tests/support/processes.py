@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx2
+from shared.client_tls import client_tls_context
 
 if TYPE_CHECKING:
     from shared.crypto.keyring import Keyring
@@ -127,7 +128,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def _answers(url: str) -> bool:
     """Tell whether ``url`` answers with a status below 500."""
     try:
-        return httpx2.get(url, timeout=1.0).status_code < 500
+        return httpx2.get(url, timeout=1.0, verify=client_tls_context()).status_code < 500
     except httpx2.HTTPError:
         return False
 

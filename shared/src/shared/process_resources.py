@@ -25,6 +25,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.client_tls import client_tls_context
 from shared.clock import Clock, SystemClock
 from shared.db.database import create_engine
 from shared.jobs.base import JobDeps, JobQueue
@@ -48,6 +49,7 @@ def build_http_client(tracer: Tracer | None = None) -> httpx2.AsyncClient:
         "timeout": httpx2.Timeout(10.0),
         "follow_redirects": False,
         "headers": {"User-Agent": USER_AGENT},
+        "verify": client_tls_context(),
     }
     if tracer is None:
         return httpx2.AsyncClient(**options)

@@ -21,6 +21,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from opentelemetry.trace import Tracer
 
+from shared.client_tls import client_tls_context
 from shared.clock import Clock
 from shared.providers.base import LoginStart, UpstreamTokens
 from shared.providers.errors import (
@@ -145,7 +146,11 @@ class _KeptOpen(httpx2.AsyncBaseTransport):
 
     def __init__(self, transport: httpx2.AsyncBaseTransport | None) -> None:
         self._transport = transport
-        self._pool = None if transport is not None else httpx2.AsyncClient(trust_env=True)
+        self._pool = (
+            None
+            if transport is not None
+            else httpx2.AsyncClient(trust_env=True, verify=client_tls_context())
+        )
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._pool is not None:
@@ -178,8 +183,8 @@ class OAuth2Flow:
         self._scopes = scopes
         self._clock = clock
         self._timeout = timeout
-        # One transport for every operation's client: its TLS context (tens of milliseconds of
-        # CPU to build) and kept-alive connections are shared; the clients are not.
+        # One transport for every operation's client: its kept-alive connections (and the
+        # process's TLS context, shared/client_tls.py) are shared; the clients are not.
         self._transport = _KeptOpen(transport)
         # What the clients send through: with tracing on, a span per request (never its body,
         # which carries the code, the verifier, refresh tokens and the client secret).
