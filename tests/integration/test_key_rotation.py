@@ -265,9 +265,11 @@ async def test_rotate_encryption_moves_the_private_keys_to_the_new_key(keys_data
     assert store.loaded
 
 
-def test_jwks_max_age_longer_than_the_lead_is_refused_at_startup():
+def test_jwks_max_age_longer_than_the_lead_is_refused_at_startup(tmp_path, monkeypatch):
     from shared.config_file import ConfigError
     from shared.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)  # without a keyring the settings make the dev one in ./var
 
     with pytest.raises(ConfigError, match="BROKER_JWKS_MAX_AGE"):
         load_settings({"BROKER_JWKS_MAX_AGE": "7200", "BROKER_SIGNING_KEY_LEAD": "3600"})
