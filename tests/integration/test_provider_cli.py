@@ -28,13 +28,8 @@ from tests.support.provider_broker import running_broker
 
 pytestmark = pytest.mark.integration
 
-OPERATOR = "ops-bob"
-PROVIDERS = (
-    "corp",
-    "partner",
-    "dev",
-    "retired",
-)  # this module's configuration  # the login name the CLI runs under (getpass reads LOGNAME first)
+OPERATOR = "ops-bob"  # the login name the CLI runs under (getpass reads LOGNAME first)
+PROVIDERS = ("corp", "partner", "dev", "retired")  # this module's configuration
 
 
 @dataclass

@@ -67,7 +67,7 @@ async def tokens_listing(runtime: Runtime, query: Mapping[str, str]) -> dict[str
     cursor = Cursor.decode(query["cursor"], order=order) if "cursor" in query else None
     cursor_id = _optional_uuid("cursor", cursor.id) if cursor else None
     now = runtime.clock.now()
-    descending = state != "expiring"
+    descending = order != ORDERS["expiring"]
     rows: list[dict[str, Any]] = []
     async with runtime.engine.connect() as connection:
         if "session" in kinds and (state is None or state in SESSION_STATES):
